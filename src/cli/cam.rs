@@ -1,0 +1,100 @@
+//! `camview cam`: one image's CAM overlay, written as PNG or shown inline with viuer.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::ModelArgs;
+use crate::model::cam::Colormap;
+use crate::model::preprocess::load_rgb;
+use crate::overlay::{self, Style, View};
+
+#[derive(Debug, Args)]
+pub struct CamArgs {
+    /// The image.
+    pub image: PathBuf,
+    /// Show the CAM of the class ranked R (1 = the best guess).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000), conflicts_with = "class")]
+    pub rank: u16,
+    /// Show the CAM of ImageNet class IDX (0–999) whatever its rank.
+    #[arg(long = "class", value_name = "IDX")]
+    pub class: Option<usize>,
+    /// Colour scale of the heat map.
+    #[arg(long, value_enum, default_value_t = Colormap::Jet)]
+    pub colormap: Colormap,
+    /// Weight of the heat map in the blend (0 = photo only, 1 = heat map only).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_alpha)]
+    pub alpha: f32,
+    /// Draw the CAM paper's bounding box (20 % of the maximum, largest region).
+    #[arg(long)]
+    pub bbox: bool,
+    /// Write the PNG here; without it the overlay is shown inline (stdout must be a terminal).
+    #[arg(short, long, value_name = "OUT.png")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+fn parse_alpha(s: &str) -> Result<f32, String> {
+    let a: f32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&a) {
+        Ok(a)
+    } else {
+        Err(format!("alpha must lie in 0..=1, got {a}"))
+    }
+}
+
+pub fn run(args: &CamArgs) -> anyhow::Result<()> {
+    // Validate before the slow work: with no -o we need a terminal to draw on.
+    if args.output.is_none() && !std::io::stdout().is_terminal() {
+        bail!("stdout is not a terminal: pass -o OUT.png to write the overlay to a file");
+    }
+    let img = load_rgb(&args.image)?;
+    let classifier = args.model.load_classifier()?;
+    let prepared = classifier.prepare(&img, args.model.resize)?;
+    let rank = usize::from(args.rank);
+    let analysis = classifier.analyze(&prepared, rank, args.class)?;
+    let index = match args.class {
+        Some(class) => analysis.top.iter().position(|p| p.index == class),
+        None => Some(rank - 1),
+    }
+    .context("the requested class has no CAM")?;
+    let chosen = &analysis.top[index];
+    let style = Style {
+        view: View::Overlay,
+        colormap: args.colormap,
+        alpha: args.alpha,
+        bbox: args.bbox,
+    };
+    let picture = overlay::render(&img, img.dimensions(), Some(&analysis), index, style);
+    eprintln!(
+        "{}: rank {} {} ({}) {:.2} %",
+        args.image.display(),
+        chosen.rank,
+        chosen.label,
+        chosen.index,
+        chosen.prob * 100.0
+    );
+    match &args.output {
+        Some(out) => {
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            picture
+                .write_to(&mut bytes, image::ImageFormat::Png)
+                .context("cannot encode PNG")?;
+            crate::model::weights::write_atomically(out, bytes.get_ref())
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!("wrote {}", out.display());
+        }
+        None => {
+            let config = viuer::Config {
+                absolute_offset: false,
+                ..Default::default()
+            };
+            viuer::print(&image::DynamicImage::ImageRgb8(picture), &config)
+                .context("cannot draw the image in this terminal")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! camview: a terminal app that shows what an ImageNet ResNet-50 looks at.
+//!
+//! - [`model`]: the engine — ResNet-50 in candle with layer-4 features and logits, weight
+//!   loading / import / fetch, preprocessing, labels, Class Activation Maps. Knows nothing of
+//!   the UI.
+//! - [`cli`]: command-line arguments and the non-interactive commands (`classify`, `cam`,
+//!   `bench`, `weights`).
+//! - [`overlay`]: turning an [`model::Analysis`] into pictures (heat map over the photo, box).
+
+pub mod cli;
+pub mod model;
+pub mod overlay;
+pub mod text;
+pub mod ui;

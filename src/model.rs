@@ -1,0 +1,15 @@
+//! The engine: ResNet-50 in candle, its weights, image preprocessing, ImageNet labels and
+//! Class Activation Maps. Nothing here knows about the terminal UI.
+
+pub mod cam;
+pub mod classifier;
+pub mod fetch;
+pub mod labels;
+pub mod preprocess;
+pub mod resnet;
+pub mod tfjs;
+pub mod weights;
+
+pub use classifier::{Analysis, Classifier, Prediction};
+pub use preprocess::ResizeMode;
+pub use weights::Arch;

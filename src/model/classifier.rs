@@ -1,0 +1,170 @@
+//! The engine the CLI and the UI worker share: a loaded ResNet-50 that turns an image into its
+//! top-k predictions and their raw CAMs in one forward pass.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use candle_core::{D, Device, Tensor};
+use image::RgbImage;
+
+use super::cam::CamGrid;
+use super::labels;
+use super::preprocess::{self, Prepared, ResizeMode};
+use super::resnet::ResNet50;
+use super::weights::{Arch, Weights};
+
+/// One ranked class.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    /// 1-based rank.
+    pub rank: usize,
+    /// ImageNet class index.
+    pub index: usize,
+    pub label: String,
+    /// Softmax probability.
+    pub prob: f32,
+}
+
+/// Everything one forward pass tells about one image.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// The top classes, best first.
+    pub top: Vec<Prediction>,
+    /// The raw CAM of each entry of `top`, in the same order.
+    pub cams: Vec<CamGrid>,
+    /// Size of the network input (width, height).
+    pub input: (u32, u32),
+    /// Where the input lies in the original image.
+    pub region: preprocess::Region,
+    /// Time spent in the forward pass and CAMs.
+    pub elapsed: Duration,
+}
+
+/// A ResNet-50 ready to classify, on one device.
+#[derive(Debug)]
+pub struct Classifier {
+    model: ResNet50,
+    device: Device,
+}
+
+impl Classifier {
+    /// Loads weights from `path`. The layout is what the file declares, else `arch`, else v1.5
+    /// (the layout of torchvision and timm files).
+    pub fn load(path: &Path, arch: Option<Arch>, device: Device) -> anyhow::Result<Self> {
+        let weights = Weights::load(path)?;
+        let arch = weights.declared_arch.or(arch).unwrap_or(Arch::V1_5);
+        let model = ResNet50::load(&weights, arch, &device)
+            .with_context(|| format!("{} is not a usable ResNet-50", path.display()))?;
+        Ok(Self { model, device })
+    }
+
+    /// Wraps an already built model.
+    pub fn new(model: ResNet50, device: Device) -> Self {
+        Self { model, device }
+    }
+
+    pub fn model(&self) -> &ResNet50 {
+        &self.model
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Resizes and normalises `img` for this classifier's device.
+    pub fn prepare(&self, img: &RgbImage, mode: ResizeMode) -> anyhow::Result<Prepared> {
+        Ok(preprocess::prepare(img, mode, &self.device)?)
+    }
+
+    /// Runs the network on a prepared image and returns its `k` best classes with CAMs; a
+    /// `pinned` class outside the top `k` is appended with its true rank.
+    pub fn analyze(
+        &self,
+        prepared: &Prepared,
+        k: usize,
+        pinned: Option<usize>,
+    ) -> anyhow::Result<Analysis> {
+        let start = Instant::now();
+        let (top, cams) = self.top_k_with_cams(&prepared.tensor, k, pinned)?;
+        Ok(Analysis {
+            top,
+            cams,
+            input: prepared.input,
+            region: prepared.region,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Forward pass on a 1 × 3 × H × W tensor, then top-`k` (plus `pinned`) and their raw CAMs.
+    pub fn top_k_with_cams(
+        &self,
+        input: &Tensor,
+        k: usize,
+        pinned: Option<usize>,
+    ) -> anyhow::Result<(Vec<Prediction>, Vec<CamGrid>)> {
+        let out = self.model.forward(input)?;
+        let probs = candle_nn::ops::softmax(&out.logits, D::Minus1)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?;
+        if let Some(class) = pinned {
+            anyhow::ensure!(
+                class < probs.len(),
+                "class {class} does not exist: the model has {} classes (0–{})",
+                probs.len(),
+                probs.len() - 1
+            );
+        }
+        let ranked = top_k(&probs, probs.len());
+        let mut top: Vec<Prediction> = ranked.iter().take(k).cloned().collect();
+        if let Some(p) = pinned.and_then(|c| ranked.iter().find(|p| p.index == c))
+            && !top.contains(p)
+        {
+            top.push(p.clone());
+        }
+        let classes: Vec<u32> = top.iter().map(|p| p.index as u32).collect();
+        let cams = self.model.cams(&out.features, &classes)?;
+        let (n, h, w) = cams.dims3()?;
+        let flat = cams.flatten_all()?.to_vec1::<f32>()?;
+        let cams = (0..n)
+            .map(|i| CamGrid {
+                width: w,
+                height: h,
+                values: flat[i * h * w..(i + 1) * h * w].to_vec(),
+            })
+            .collect();
+        Ok((top, cams))
+    }
+}
+
+/// The `k` most probable classes, best first (ties keep the lower index first).
+pub fn top_k(probs: &[f32], k: usize) -> Vec<Prediction> {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, index)| Prediction {
+            rank: i + 1,
+            index,
+            label: labels::label(index),
+            prob: probs[index],
+        })
+        .collect()
+}
+
+/// The device camview computes on: the first CUDA GPU when built with the `cuda` feature and
+/// one is present, else the CPU.
+pub fn default_device() -> Device {
+    Device::cuda_if_available(0).unwrap_or(Device::Cpu)
+}
+
+/// A short name of `device` for status lines.
+pub fn device_name(device: &Device) -> &'static str {
+    match device {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Metal(_) => "metal",
+    }
+}

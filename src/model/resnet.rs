@@ -1,0 +1,300 @@
+//! ResNet-50 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016) in candle,
+//! built as a struct so that Class Activation Maps need no second forward pass: `forward`
+//! returns both the layer-4 feature map and the logits, and `fc_weight` exposes the classifier.
+//!
+//! Tensor names mirror torchvision (`conv1`, `bn1`, `layer1.0.conv1`, …,
+//! `layerN.0.downsample.{0,1}`, `fc`). Batch norm runs in inference mode; since its statistics
+//! are frozen it is folded into the preceding convolution at load time (w' = w·γ/σ,
+//! b' = β − μ·γ/σ), which is the same function with one pass over each activation fewer.
+
+use candle_core::{D, DType, Device, Module, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig};
+
+use super::weights::{Arch, WeightError, Weights};
+
+/// Blocks per stage of ResNet-50.
+const BLOCKS: [usize; 4] = [3, 4, 6, 3];
+/// Bottleneck width of each stage (the 3×3 conv's channel count); outputs are 4× that.
+const WIDTHS: [usize; 4] = [64, 128, 256, 512];
+/// torchvision's batch-norm epsilon (our importer rewrites Keras' 1e-3 into this).
+const BN_EPS: f64 = 1e-5;
+/// Channels of the layer-4 feature map, the input of the classifier.
+pub const FEATURE_CHANNELS: usize = 2048;
+/// Total stride from input pixels to layer-4 cells.
+pub const FEATURE_STRIDE: usize = 32;
+/// The smallest input side the network accepts (one layer-4 cell).
+pub const MIN_INPUT_SIDE: usize = 32;
+
+/// Output of one forward pass.
+#[derive(Debug)]
+pub struct Forward {
+    /// Layer-4 features, N × 2048 × ⌈H/32⌉ × ⌈W/32⌉ (after the last ReLU).
+    pub features: Tensor,
+    /// Class scores before softmax, N × classes.
+    pub logits: Tensor,
+}
+
+/// A convolution with its batch norm folded in.
+#[derive(Debug)]
+struct ConvBn(Conv2d);
+
+impl ConvBn {
+    fn load(
+        w: &Weights,
+        conv: &str,
+        bn: &str,
+        shape: (usize, usize, usize),
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self, WeightError> {
+        let (out_c, in_c, k) = shape;
+        let weight = w.get(&format!("{conv}.weight"), &[out_c, in_c, k, k])?;
+        let gamma = w.get(&format!("{bn}.weight"), &[out_c])?;
+        let beta = w.get(&format!("{bn}.bias"), &[out_c])?;
+        let mean = w.get(&format!("{bn}.running_mean"), &[out_c])?;
+        let var = w.get(&format!("{bn}.running_var"), &[out_c])?;
+        let fold = || -> candle_core::Result<(Tensor, Tensor)> {
+            // Fold in f64 so the rewrite adds no rounding of its own.
+            let f64 = |t: &Tensor| t.to_dtype(DType::F64);
+            let scale = f64(&gamma)?.div(&(f64(&var)? + BN_EPS)?.sqrt()?)?;
+            let weight = f64(&weight)?.broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
+            let bias = (f64(&beta)? - f64(&mean)?.mul(&scale)?)?;
+            Ok((weight.to_dtype(DType::F32)?, bias.to_dtype(DType::F32)?))
+        };
+        let (weight, bias) = fold().map_err(|source| WeightError::Candle {
+            tensor: conv.to_string(),
+            source,
+        })?;
+        let config = Conv2dConfig {
+            padding,
+            stride,
+            ..Default::default()
+        };
+        Ok(Self(Conv2d::new(weight, Some(bias), config)))
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.forward(x)
+    }
+}
+
+/// The bottleneck block: 1×1 reduce, 3×3, 1×1 expand, plus the shortcut.
+#[derive(Debug)]
+struct Bottleneck {
+    reduce: ConvBn,
+    spatial: ConvBn,
+    expand: ConvBn,
+    downsample: Option<ConvBn>,
+}
+
+impl Bottleneck {
+    fn load(
+        w: &Weights,
+        prefix: &str,
+        in_c: usize,
+        width: usize,
+        stride: usize,
+        arch: Arch,
+    ) -> Result<Self, WeightError> {
+        let out_c = width * 4;
+        // v1 (the original MSRA / Keras model) strides in the first 1×1 conv; v1.5
+        // (torchvision, timm) strides in the 3×3, which keeps more information.
+        let (reduce_stride, spatial_stride) = match arch {
+            Arch::V1 => (stride, 1),
+            Arch::V1_5 => (1, stride),
+        };
+        let conv_bn = |i: usize, shape, stride, pad| {
+            ConvBn::load(
+                w,
+                &format!("{prefix}.conv{i}"),
+                &format!("{prefix}.bn{i}"),
+                shape,
+                stride,
+                pad,
+            )
+        };
+        let downsample = if stride != 1 || in_c != out_c {
+            Some(ConvBn::load(
+                w,
+                &format!("{prefix}.downsample.0"),
+                &format!("{prefix}.downsample.1"),
+                (out_c, in_c, 1),
+                stride,
+                0,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            reduce: conv_bn(1, (width, in_c, 1), reduce_stride, 0)?,
+            spatial: conv_bn(2, (width, width, 3), spatial_stride, 1)?,
+            expand: conv_bn(3, (out_c, width, 1), 1, 0)?,
+            downsample,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.reduce.forward(x)?.relu()?;
+        let y = self.spatial.forward(&y)?.relu()?;
+        let y = self.expand.forward(&y)?;
+        let shortcut = match &self.downsample {
+            Some(down) => down.forward(x)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+/// ImageNet ResNet-50 with access to its layer-4 features and classifier.
+#[derive(Debug)]
+pub struct ResNet50 {
+    stem: ConvBn,
+    stages: Vec<Vec<Bottleneck>>,
+    fc_weight: Tensor,
+    fc_bias: Tensor,
+    arch: Arch,
+}
+
+impl ResNet50 {
+    /// Builds the network from torchvision-named weights laid out as `arch`.
+    pub fn load(w: &Weights, arch: Arch, device: &Device) -> Result<Self, WeightError> {
+        let stem = ConvBn::load(w, "conv1", "bn1", (64, 3, 7), 2, 3)?;
+        let mut in_c = 64;
+        let mut stages = Vec::with_capacity(BLOCKS.len());
+        for (stage, (&blocks, &width)) in BLOCKS.iter().zip(&WIDTHS).enumerate() {
+            let first_stride = if stage == 0 { 1 } else { 2 };
+            let mut layer = Vec::with_capacity(blocks);
+            for block in 0..blocks {
+                let stride = if block == 0 { first_stride } else { 1 };
+                let prefix = format!("layer{}.{block}", stage + 1);
+                layer.push(Bottleneck::load(w, &prefix, in_c, width, stride, arch)?);
+                in_c = width * 4;
+            }
+            stages.push(layer);
+        }
+        let fc_weight = w.get("fc.weight", &[])?;
+        let classes = match fc_weight.dims() {
+            [classes, FEATURE_CHANNELS] => *classes,
+            dims => {
+                return Err(WeightError::Shape {
+                    tensor: "fc.weight".into(),
+                    expected: format!("[classes, {FEATURE_CHANNELS}]"),
+                    found: dims.to_vec(),
+                });
+            }
+        };
+        let fc_bias = w.get("fc.bias", &[classes])?;
+        let on_device = |t: Tensor, name: &str| {
+            t.to_device(device).map_err(|source| WeightError::Candle {
+                tensor: name.into(),
+                source,
+            })
+        };
+        let mut model = Self {
+            stem,
+            stages,
+            fc_weight: on_device(fc_weight, "fc.weight")?,
+            fc_bias: on_device(fc_bias, "fc.bias")?,
+            arch,
+        };
+        if !device.is_cpu() {
+            model.move_convs(device)?;
+        }
+        Ok(model)
+    }
+
+    fn move_convs(&mut self, device: &Device) -> Result<(), WeightError> {
+        let mv = |c: &mut ConvBn, name: &str| -> Result<(), WeightError> {
+            let err = |source| WeightError::Candle {
+                tensor: name.into(),
+                source,
+            };
+            let weight = c.0.weight().to_device(device).map_err(err)?;
+            let bias =
+                c.0.bias()
+                    .map(|b| b.to_device(device))
+                    .transpose()
+                    .map_err(err)?;
+            c.0 = Conv2d::new(weight, bias, *c.0.config());
+            Ok(())
+        };
+        mv(&mut self.stem, "conv1")?;
+        for (s, layer) in self.stages.iter_mut().enumerate() {
+            for (b, block) in layer.iter_mut().enumerate() {
+                let p = format!("layer{}.{b}", s + 1);
+                mv(&mut block.reduce, &p)?;
+                mv(&mut block.spatial, &p)?;
+                mv(&mut block.expand, &p)?;
+                if let Some(d) = &mut block.downsample {
+                    mv(d, &p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the network on `input` (N × 3 × H × W, ImageNet-normalised RGB, H and W ≥ 32).
+    pub fn forward(&self, input: &Tensor) -> candle_core::Result<Forward> {
+        let x = self.stem.forward(input)?.relu()?;
+        // Max pooling 3×3/2 with padding 1. Inputs are post-ReLU (≥ 0), so zero padding
+        // gives the same maxima as the −∞ padding torchvision uses.
+        let x = x
+            .pad_with_zeros(D::Minus2, 1, 1)?
+            .pad_with_zeros(D::Minus1, 1, 1)?;
+        let mut x = x.max_pool2d_with_stride(3, 2)?;
+        for layer in &self.stages {
+            for block in layer {
+                x = block.forward(&x)?;
+            }
+        }
+        let pooled = x.mean((2, 3))?;
+        let logits = pooled
+            .matmul(&self.fc_weight.t()?)?
+            .broadcast_add(&self.fc_bias)?;
+        Ok(Forward {
+            features: x,
+            logits,
+        })
+    }
+
+    /// Raw class activation maps, `classes.len()` × h × w, for one image's features
+    /// (1 × 2048 × h × w): CAM_c(x, y) = Σ_k w_fc[c, k] · f_k(x, y). No bias, no ReLU.
+    pub fn cams(&self, features: &Tensor, classes: &[u32]) -> candle_core::Result<Tensor> {
+        let (_, channels, h, w) = features.dims4()?;
+        let idx = Tensor::new(classes, features.device())?;
+        let rows = self.fc_weight.index_select(&idx, 0)?;
+        let flat = features.reshape((channels, h * w))?;
+        rows.matmul(&flat)?.reshape((classes.len(), h, w))
+    }
+
+    /// The classifier weight, classes × 2048.
+    pub fn fc_weight(&self) -> &Tensor {
+        &self.fc_weight
+    }
+
+    /// The classifier bias, one per class.
+    pub fn fc_bias(&self) -> &Tensor {
+        &self.fc_bias
+    }
+
+    /// Number of classes the classifier scores.
+    pub fn classes(&self) -> usize {
+        self.fc_bias.dims1().unwrap_or(0)
+    }
+
+    /// Which stride layout the network was built with.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+}
+
+/// Spatial size of the layer-4 map for an input of `side` pixels: every strided layer
+/// rounds up, five of them in total.
+pub fn feature_side(side: usize) -> usize {
+    let mut s = side;
+    // conv1 (7×7/2, pad 3), max pool (3×3/2, pad 1), then layers 2–4 (stride 2 each).
+    for _ in 0..5 {
+        s = s.div_ceil(2);
+    }
+    s
+}

@@ -1,0 +1,234 @@
+//! Bad inputs get a clear message and nothing breaks: each kind of broken image and weights
+//! file, through the library and through the binary.
+
+use std::path::Path;
+use std::process::Command;
+
+use camview::model::preprocess::{ImageError, load_rgb};
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn png_bytes(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb([10, 200, 30]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn zero_byte_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load_rgb(&write(dir.path(), "empty.jpg", b"")).unwrap_err();
+    assert!(matches!(e, ImageError::Empty { .. }));
+    assert!(
+        e.to_string().ends_with("empty.jpg is empty (0 bytes)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::read(crate::common::photo("rocket")).unwrap();
+    // A JPEG decoder shows what arrived and fills the rest (as browsers do): it must either
+    // fail cleanly or give the full-size picture, never panic.
+    match load_rgb(&write(dir.path(), "cut.jpg", &full[..full.len() / 2])) {
+        Ok(img) => assert_eq!(img.dimensions(), (640, 427)),
+        Err(e) => assert!(matches!(e, ImageError::Decode { .. }), "{e}"),
+    }
+    let png = std::fs::read(crate::common::photo("chelsea")).unwrap();
+    let e = load_rgb(&write(dir.path(), "cut.png", &png[..png.len() / 2])).unwrap_err();
+    assert!(matches!(e, ImageError::Decode { .. }), "{e}");
+    assert!(e.to_string().contains("cannot decode"), "{e}");
+}
+
+#[test]
+fn text_with_an_image_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load_rgb(&write(
+        dir.path(),
+        "notes.png",
+        b"hello, I am not a picture\n",
+    ))
+    .unwrap_err();
+    assert!(matches!(e, ImageError::Decode { .. }), "{e}");
+}
+
+#[test]
+fn decompression_bomb_is_refused_not_allocated() {
+    // A valid PNG header claiming 100 000 × 100 000 pixels (30 GB of RGB).
+    let mut bytes = png_bytes(1, 1);
+    bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    // Fix the IHDR CRC so the decoder reads the dimensions rather than rejecting the chunk.
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let e = load_rgb(&write(dir.path(), "bomb.png", &bytes)).unwrap_err();
+    let msg = format!("{:#}", anyhow::Error::new(e));
+    assert!(msg.to_lowercase().contains("limit"), "{msg}");
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn unreadable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "locked.png", &png_bytes(4, 4));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let result = load_rgb(&p);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // root can read anything; elsewhere this must be an Open error.
+    if let Err(e) = result {
+        assert!(matches!(e, ImageError::Open { .. }), "{e}");
+    }
+    let e = load_rgb(&dir.path().join("missing.png")).unwrap_err();
+    assert!(matches!(e, ImageError::Open { .. }), "{e}");
+}
+
+#[test]
+fn a_one_pixel_image_still_classifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = load_rgb(&write(dir.path(), "dot.png", &png_bytes(1, 1))).unwrap();
+    let c = crate::common::classifier();
+    for mode in [
+        camview::model::ResizeMode::Full,
+        camview::model::ResizeMode::Center,
+    ] {
+        let prepared = c.prepare(&img, mode).unwrap();
+        assert_eq!(c.analyze(&prepared, 5, None).unwrap().top.len(), 5);
+    }
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    // A 4×2 JPEG tagged "rotate 90° CW" (orientation 6) must come out 2×4.
+    let img = image::RgbImage::from_pixel(4, 2, image::Rgb([200, 0, 0]));
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let jpeg = jpeg.into_inner();
+    // Insert an APP1 Exif segment right after SOI: a little-endian TIFF with one IFD entry.
+    let mut tiff = b"II*\0\x08\0\0\0\x01\0".to_vec();
+    tiff.extend_from_slice(&[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0]); // Orientation = 6
+    tiff.extend_from_slice(&[0, 0, 0, 0]);
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xff, 0xe1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load_rgb(&write(dir.path(), "rotated.jpg", &out)).unwrap();
+    assert_eq!(loaded.dimensions(), (2, 4));
+}
+
+fn camview(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_camview"))
+        .args(args)
+        .env("CAMVIEW_WEIGHTS", crate::common::weights_path())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn classify_reports_each_bad_file_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a-empty.png", b"");
+    write(dir.path(), "b-junk.jpg", b"junk");
+    std::fs::copy(
+        crate::common::photo("chelsea"),
+        dir.path().join("c-cat.png"),
+    )
+    .unwrap();
+    let out = camview(&["classify", "--json", dir.path().to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failure must show in the exit code"
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0]["error"].as_str().unwrap().contains("empty"));
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot decode")
+    );
+    assert_eq!(lines[2]["top"][0]["label"], "Egyptian cat");
+}
+
+#[test]
+fn a_wrong_weights_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = write(
+        dir.path(),
+        "junk.safetensors",
+        b"\x10\0\0\0\0\0\0\0{\"a\":1}         ",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_camview"))
+        .args(["classify", "--weights"])
+        .arg(&junk)
+        .arg(crate::common::photo("chelsea"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("junk.safetensors is not a safetensors or PyTorch"),
+        "{err}"
+    );
+
+    // A real safetensors file that is not a ResNet-50 names the first missing tensor.
+    let small = dir.path().join("small.safetensors");
+    let t =
+        candle_core::Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("x".to_string(), t)]),
+        &small,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_camview"))
+        .args(["classify", "--weights"])
+        .arg(&small)
+        .arg(crate::common::photo("chelsea"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tensor `conv1.weight` is missing"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_camview"))
+        .args([
+            "classify",
+            "--weights",
+            "/nonexistent/w.safetensors",
+            "x.png",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+}

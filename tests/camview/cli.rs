@@ -1,0 +1,173 @@
+//! The command line, run as a user would: classify (table, JSON, CAM grids), cam, bench.
+
+use std::process::{Command, Output};
+
+use crate::common::{photo, read_npy, reference, weights_path};
+
+fn camview(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_camview"))
+        .args(args)
+        .env("CAMVIEW_WEIGHTS", weights_path())
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn classify_prints_a_readable_table() {
+    let text = stdout(&camview(&["classify", photo("chelsea").to_str().unwrap()]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].contains("chelsea.png  451×300  input 337×224"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(" 1 ") && lines[1].ends_with("Egyptian cat"),
+        "{text}"
+    );
+    assert_eq!(lines.iter().filter(|l| l.contains(" %  ")).count(), 5);
+    assert!(lines[6].starts_with("  box (top-1 CAM): x "), "{text}");
+}
+
+#[test]
+fn classify_json_carries_raw_cam_grids_equal_to_the_reference_shape() {
+    let text = stdout(&camview(&[
+        "classify",
+        "--json",
+        "--cam-grid",
+        "--top",
+        "3",
+        "--resize",
+        "squash",
+        photo("coffee").to_str().unwrap(),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(600), Some(400))
+    );
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    assert_eq!(top[0]["rank"], 1);
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reference("coffee.squash.json")).unwrap()).unwrap();
+    assert_eq!(top[0]["index"], want["top5"][0]["index"]);
+    let grid = top[0]["cam"].as_array().unwrap();
+    let (shape, ref_cam) = read_npy(&reference("coffee.squash.cam.npy"));
+    assert_eq!(
+        (grid.len(), grid[0].as_array().unwrap().len()),
+        (shape[1], shape[2])
+    );
+    // Same photo through our resize vs PIL's: the raw maps agree closely, not exactly.
+    let ours: Vec<f32> = grid
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect();
+    let theirs = &ref_cam[..ours.len()];
+    let peak = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0
+    };
+    assert_eq!(
+        peak(&ours),
+        peak(theirs),
+        "the hottest cell must be the same"
+    );
+    let bbox = v["bbox"].as_array().unwrap();
+    assert_eq!(bbox.len(), 4);
+    let b: Vec<u64> = bbox.iter().map(|x| x.as_u64().unwrap()).collect();
+    assert!(
+        b[0] < b[2] && b[2] <= 600 && b[1] < b[3] && b[3] <= 400,
+        "{b:?}"
+    );
+}
+
+#[test]
+fn cam_writes_a_png_of_the_original_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cam.png");
+    let run = camview(&[
+        "cam",
+        photo("rocket").to_str().unwrap(),
+        "--class",
+        "812",
+        "--colormap",
+        "turbo",
+        "--bbox",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("(812)"));
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (640, 427));
+    let original = image::open(photo("rocket")).unwrap().to_rgb8();
+    assert_ne!(
+        img.to_rgb8(),
+        original,
+        "the overlay must change the picture"
+    );
+}
+
+#[test]
+fn cam_without_output_needs_a_terminal() {
+    let run = camview(&["cam", photo("rocket").to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("pass -o OUT.png"));
+}
+
+#[test]
+fn bench_ends_with_the_summary_line() {
+    let text = stdout(&camview(&["bench", "--iters", "2", "--size", "64x96"]));
+    let last = text.lines().last().unwrap();
+    assert!(last.starts_with("forward median_ms="), "{text}");
+    assert!(
+        last.contains(" min_ms=") && last.ends_with(" iters=2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused_before_work() {
+    let run = camview(&["cam", "x.png", "--alpha", "1.5", "-o", "/tmp/never.png"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("alpha must lie in 0..=1"));
+    let run = camview(&["bench", "--size", "0x3"]);
+    assert_eq!(run.status.code(), Some(2));
+}
+
+#[test]
+fn odd_file_names_are_handled() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9 \x1b[31mcat.png");
+    std::fs::copy(photo("chelsea"), dir.path().join(name)).unwrap();
+    let out = camview(&["classify", "--json", dir.path().to_str().unwrap()]);
+    let text = stdout(&out);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["top"][0]["label"], "Egyptian cat");
+    assert!(
+        !text.contains('\x1b'),
+        "raw escape bytes must not reach the terminal"
+    );
+}

@@ -1,0 +1,166 @@
+//! The model against the independent numpy ResNet-50 (`shared/reference/np_resnet.py`) on the
+//! same genuine weights: logits within 1e-4 (max abs), CAMs within 1e-4 of their maximum.
+
+use camview::model::ResizeMode;
+use camview::model::preprocess::load_rgb;
+use candle_core::{D, Tensor};
+
+use crate::common::{
+    MODES, PHOTOS, classifier, npy_tensor, photo, read_npy, reference, reference_json,
+};
+
+const LOGIT_TOL: f32 = 1e-4;
+const CAM_REL_TOL: f32 = 1e-4;
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn logits_and_cams_match_reference_for_every_photo_and_mode() {
+    let model = classifier().model();
+    for name in PHOTOS {
+        for mode in MODES {
+            let stem = format!("{name}.{mode}");
+            let input = npy_tensor(&reference(&format!("{stem}.input.npy")))
+                .unsqueeze(0)
+                .unwrap();
+            let out = model.forward(&input).unwrap();
+            let logits = out.logits.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+            let (_, want) = read_npy(&reference(&format!("{stem}.logits.npy")));
+            let diff = max_abs_diff(&logits, &want);
+            assert!(diff <= LOGIT_TOL, "{stem}: logits differ by {diff:e}");
+
+            let top5: Vec<u32> = reference_json(name, mode)["top5"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["index"].as_u64().unwrap() as u32)
+                .collect();
+            let cams = model.cams(&out.features, &top5).unwrap();
+            let (shape, want) = read_npy(&reference(&format!("{stem}.cam.npy")));
+            assert_eq!(cams.dims(), &shape[..], "{stem}: CAM shape");
+            let got = cams.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (c, (g, w)) in got
+                .chunks(got.len() / 5)
+                .zip(want.chunks(want.len() / 5))
+                .enumerate()
+            {
+                let scale = w.iter().map(|v| v.abs()).fold(0.0, f32::max);
+                let rel = max_abs_diff(g, w) / scale;
+                assert!(
+                    rel <= CAM_REL_TOL,
+                    "{stem}: CAM {c} differs by {rel:e} of its max"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn top_k_agrees_with_softmax_of_reference_logits() {
+    // The classifier's probabilities are the softmax of the logits, ranked.
+    let (_, logits) = read_npy(&reference("chelsea.full.logits.npy"));
+    let probs = candle_nn::ops::softmax(
+        &Tensor::new(logits.as_slice(), &candle_core::Device::Cpu).unwrap(),
+        D::Minus1,
+    )
+    .unwrap()
+    .to_vec1::<f32>()
+    .unwrap();
+    let top = camview::model::classifier::top_k(&probs, 5);
+    let json = reference_json("chelsea", "full");
+    for (p, want) in top.iter().zip(json["top5"].as_array().unwrap()) {
+        assert_eq!(p.index as u64, want["index"].as_u64().unwrap());
+        assert_eq!(p.label, want["label"].as_str().unwrap().replace('_', " "));
+        assert!((f64::from(p.prob) - want["prob"].as_f64().unwrap()).abs() < 1e-5);
+    }
+    assert_eq!(
+        top.iter().map(|p| p.rank).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+}
+
+#[test]
+fn photo_files_give_reference_top1_in_every_mode() {
+    let c = classifier();
+    for name in PHOTOS {
+        let img = load_rgb(&photo(name)).unwrap();
+        for (mode, resize) in
+            MODES
+                .iter()
+                .zip([ResizeMode::Full, ResizeMode::Squash, ResizeMode::Center])
+        {
+            let json = reference_json(name, mode);
+            let prepared = c.prepare(&img, resize).unwrap();
+            let shape: Vec<u64> = json["input_shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            assert_eq!(
+                [3, u64::from(prepared.input.1), u64::from(prepared.input.0)],
+                shape[..],
+                "{name}.{mode}: input size"
+            );
+            let a = c.analyze(&prepared, 5, None).unwrap();
+            let want = &json["top5"][0];
+            assert_eq!(
+                a.top[0].index as u64,
+                want["index"].as_u64().unwrap(),
+                "{name}.{mode}: top-1"
+            );
+            // Our resize differs a little from PIL's, so probabilities agree only loosely.
+            let dp = (f64::from(a.top[0].prob) - want["prob"].as_f64().unwrap()).abs();
+            assert!(dp < 0.1, "{name}.{mode}: top-1 probability off by {dp}");
+        }
+    }
+}
+
+#[test]
+fn any_input_size_from_32_pixels_works() {
+    let c = classifier();
+    for (h, w) in [(32, 32), (33, 65), (224, 500), (97, 31)] {
+        let input = Tensor::zeros(
+            (1, 3, h, w),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let out = c.model().forward(&input).unwrap();
+        let fh = camview::model::resnet::feature_side(h);
+        let fw = camview::model::resnet::feature_side(w);
+        assert_eq!(out.features.dims(), &[1, 2048, fh, fw], "{h}x{w}");
+        assert_eq!(out.logits.dims(), &[1, 1000]);
+    }
+}
+
+#[test]
+fn the_v1_weights_in_a_v1_5_graph_give_different_numbers() {
+    // The layout matters: the same file read as v1.5 must not reproduce the reference.
+    let weights = camview::model::weights::Weights::load(crate::common::weights_path()).unwrap();
+    let wrong = camview::model::resnet::ResNet50::load(
+        &weights,
+        camview::model::Arch::V1_5,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let input = npy_tensor(&reference("chelsea.center.input.npy"))
+        .unsqueeze(0)
+        .unwrap();
+    let logits = wrong
+        .forward(&input)
+        .unwrap()
+        .logits
+        .squeeze(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let (_, want) = read_npy(&reference("chelsea.center.logits.npy"));
+    assert!(max_abs_diff(&logits, &want) > 0.1);
+}

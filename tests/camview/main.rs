@@ -1,0 +1,9 @@
+//! camview's integration tests, one binary: golden numerics against the independent numpy
+//! reference in `../shared/reference`, the weight importer and fetcher, bad inputs, and the CLI.
+
+mod bad_input;
+mod cli;
+mod common;
+mod fetch;
+mod golden;
+mod importer;
