@@ -1,1 +1,98 @@
-fn main() {}
+//! Criterion benches of the engine, one group per stage: preprocess, forward (224×224 and a
+//! non-square `full` input), CAM, overlay. Needs genuine weights at `models/resnet50.safetensors`
+//! or `$CAMVIEW_WEIGHTS` (run `cargo test` once, or `camview weights fetch`).
+
+use std::path::PathBuf;
+
+use camview::model::preprocess::load_rgb;
+use camview::model::{Classifier, ResizeMode};
+use camview::overlay::{self, Style};
+use candle_core::{DType, Device, Tensor};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn weights() -> PathBuf {
+    std::env::var_os("CAMVIEW_WEIGHTS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/resnet50.safetensors"),
+        PathBuf::from,
+    )
+}
+
+fn photo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images/coffee.png")
+}
+
+fn engine(c: &mut Criterion) {
+    let classifier = Classifier::load(&weights(), None, Device::Cpu).expect("genuine weights");
+    let img = load_rgb(&photo()).unwrap();
+
+    let mut g = c.benchmark_group("preprocess");
+    g.bench_function("decode coffee.png 600x400", |b| {
+        b.iter(|| load_rgb(&photo()).unwrap())
+    });
+    for mode in [ResizeMode::Full, ResizeMode::Center] {
+        g.bench_function(format!("prepare {mode:?}"), |b| {
+            b.iter(|| classifier.prepare(&img, mode).unwrap())
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("forward");
+    g.sample_size(10);
+    for (h, w) in [(224, 224), (224, 336)] {
+        let input = Tensor::zeros((1, 3, h, w), DType::F32, &Device::Cpu).unwrap();
+        g.bench_function(format!("{h}x{w}"), |b| {
+            b.iter(|| {
+                classifier
+                    .model()
+                    .forward(&input)
+                    .unwrap()
+                    .logits
+                    .to_vec2::<f32>()
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+
+    let prepared = classifier.prepare(&img, ResizeMode::Full).unwrap();
+    let out = classifier.model().forward(&prepared.tensor).unwrap();
+    let analysis = classifier.analyze(&prepared, 5, None).unwrap();
+    let mut g = c.benchmark_group("cam");
+    g.bench_function("raw top-5 CAMs 7x11", |b| {
+        b.iter(|| {
+            classifier
+                .model()
+                .cams(&out.features, &[967, 968, 868, 925, 504])
+                .unwrap()
+        })
+    });
+    g.bench_function("bbox at 600x400", |b| {
+        b.iter(|| overlay::bbox(&analysis, 0, img.dimensions()))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("overlay");
+    let original = img.dimensions();
+    g.bench_function("render 600x400", |b| {
+        b.iter(|| overlay::render(&img, original, Some(&analysis), 0, Style::default()))
+    });
+    let small = overlay::fit(&img, (300, 200));
+    g.bench_function("fit + render 300x200", |b| {
+        b.iter(|| {
+            overlay::render(
+                &overlay::fit(&img, (300, 200)),
+                original,
+                Some(&analysis),
+                0,
+                Style::default(),
+            )
+        })
+    });
+    g.bench_function("render 300x200 prefitted", |b| {
+        b.iter(|| overlay::render(&small, original, Some(&analysis), 0, Style::default()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);

