@@ -12,3 +12,4 @@ pub mod model;
 pub mod overlay;
 pub mod text;
 pub mod ui;
+pub mod worker;

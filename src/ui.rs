@@ -1,9 +1,176 @@
-//! The interactive browser (placeholder until the TUI lands).
+//! The interactive browser's run loop: set up the terminal and its graphics protocol, start
+//! the workers, then draw → wait for one event → [`App::update`] until the user quits.
 
-/// Runs the browser on `args.dir`.
-pub fn run(args: &crate::cli::BrowseArgs) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "the interactive browser is not built yet ({})",
-        args.dir.display()
-    )
+pub mod app;
+pub mod files;
+pub mod help;
+pub mod image_pane;
+pub mod predictions;
+pub mod render;
+pub mod status;
+
+use std::io::stdout;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
+use crossterm::execute;
+use ratatui::DefaultTerminal;
+use ratatui_image::picker::{Picker, ProtocolType};
+
+use crate::cli::{BrowseArgs, Protocol};
+use crate::worker::{InferenceWorker, log};
+use app::{App, AppEvent, Command};
+use render::Renderer;
+
+/// How often the spinner moves while something is in progress.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Runs the browser on `args.dir` until the user quits.
+pub fn run(args: &BrowseArgs) -> anyhow::Result<()> {
+    log::init();
+    // Validate before touching the terminal, so errors print normally.
+    let meta = std::fs::metadata(&args.dir)
+        .with_context(|| format!("cannot open {}", args.dir.display()))?;
+    anyhow::ensure!(meta.is_dir(), "{} is not a folder", args.dir.display());
+
+    let mut terminal = ratatui::init();
+    install_mouse_restoring_panic_hook();
+    let _ = execute!(stdout(), EnableMouseCapture);
+    let result = browse(&mut terminal, args);
+    let _ = execute!(stdout(), DisableMouseCapture);
+    ratatui::restore();
+    result
+}
+
+/// `ratatui::init` restores the screen on panic; mouse reporting must be switched off too.
+fn install_mouse_restoring_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = execute!(stdout(), DisableMouseCapture);
+        previous(info);
+    }));
+}
+
+fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<()> {
+    let picker = picker(args.protocol);
+    log::debug(&format!(
+        "picker: {:?}, font {:?}",
+        picker.protocol_type(),
+        picker.font_size()
+    ));
+    let (tx, rx) = mpsc::channel::<AppEvent>();
+
+    // Terminal events arrive on their own thread so the loop waits on one channel. The
+    // picker's query is done, so nothing else reads stdin.
+    let input = tx.clone();
+    std::thread::Builder::new()
+        .name("camview-input".into())
+        .spawn(move || {
+            while let Ok(event) = crossterm::event::read() {
+                if input.send(AppEvent::Input(event)).is_err() {
+                    break;
+                }
+            }
+        })?;
+    let worker_tx = tx.clone();
+    let inference = InferenceWorker::spawn(args.model.clone(), move |e| {
+        worker_tx.send(AppEvent::Worker(e)).is_ok()
+    })?;
+    let renderer = Renderer::spawn(picker.clone(), move |e| {
+        tx.send(AppEvent::Render(e)).is_ok()
+    })?;
+
+    let size = terminal.size()?;
+    let mut app = App::new(&args.dir, protocol_name(&picker), size);
+    let mut first_frame = true;
+    let mut key_at: Option<Instant> = None;
+    loop {
+        dispatch(&mut app, &inference, &renderer);
+        terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
+        if first_frame {
+            log::debug("first frame drawn");
+            first_frame = false;
+        }
+        if let Some(at) = key_at.take() {
+            log::debug(&format!("key → frame in {:?}", at.elapsed()));
+        }
+        let timeout = if app.is_busy() {
+            TICK
+        } else {
+            Duration::from_secs(3600)
+        };
+        let event = match rx.recv_timeout(timeout) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => AppEvent::Tick,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if log::enabled() {
+            trace(&event, &mut key_at);
+        }
+        app.update(event);
+        // Apply whatever else has queued up (key repeat, results) before the next frame.
+        while let Ok(event) = rx.try_recv() {
+            app.update(event);
+        }
+        if app.should_quit() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Hands the app's recorded work to the threads (each keeps only its newest request).
+fn dispatch(app: &mut App, inference: &InferenceWorker, renderer: &Renderer) {
+    for command in app.take_commands() {
+        match command {
+            Command::Infer(request) => inference.send(request),
+            Command::Render(request) => renderer.send(request),
+        }
+    }
+}
+
+fn trace(event: &AppEvent, key_at: &mut Option<Instant>) {
+    match event {
+        AppEvent::Input(crossterm::event::Event::Key(k)) => {
+            log::debug(&format!("key {:?}", k.code));
+            *key_at = Some(Instant::now());
+        }
+        AppEvent::Render(r) => log::debug(&format!("render #{} arrived", r.ticket)),
+        AppEvent::Worker(crate::worker::WorkerEvent::Analysis { key, .. }) => {
+            log::debug(&format!("analysis of {} arrived", key.path.display()));
+        }
+        AppEvent::Worker(crate::worker::WorkerEvent::Model(m)) => {
+            log::debug(&format!("model: {m:?}"));
+        }
+        _ => {}
+    }
+}
+
+/// The graphics protocol: asked of the terminal, unless `--protocol` names one.
+fn picker(protocol: Protocol) -> Picker {
+    let forced = match protocol {
+        Protocol::Auto => None,
+        Protocol::Halfblocks => return Picker::halfblocks(),
+        Protocol::Kitty => Some(ProtocolType::Kitty),
+        Protocol::Sixel => Some(ProtocolType::Sixel),
+        Protocol::Iterm2 => Some(ProtocolType::Iterm2),
+    };
+    // The query also measures the font, which sizes the pictures; a terminal that does not
+    // answer gets half blocks, which need no font size.
+    let mut picker = Picker::from_query_stdio().unwrap_or_else(|_| Picker::halfblocks());
+    if let Some(kind) = forced {
+        picker.set_protocol_type(kind);
+    }
+    picker
+}
+
+fn protocol_name(picker: &Picker) -> &'static str {
+    match picker.protocol_type() {
+        ProtocolType::Halfblocks => "halfblocks",
+        ProtocolType::Sixel => "sixel",
+        ProtocolType::Kitty => "kitty",
+        ProtocolType::Iterm2 => "iterm2",
+    }
 }

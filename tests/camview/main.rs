@@ -7,3 +7,5 @@ mod common;
 mod fetch;
 mod golden;
 mod importer;
+mod ui_screens;
+mod ui_tmux;

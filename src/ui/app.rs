@@ -1,0 +1,579 @@
+//! The browser's state and its one way of changing: [`App::update`] takes an event (a key,
+//! a worker's result, a tick) and records the work to ask of the workers as [`Command`]s.
+//! Nothing here touches the terminal, so whole sessions are testable in memory.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crossterm::event::{
+    Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Position, Rect, Size};
+use ratatui::widgets::{Block, Widget};
+
+use super::files::{EntryKind, FileList};
+use super::render::{RenderEvent, RenderRequest, Rendered};
+use super::{help, image_pane, predictions, status};
+use crate::model::Analysis;
+use crate::overlay::{Style, View};
+use crate::text::printable;
+use crate::worker::{ImageKey, ModelStatus, Request, TOP_K, WorkerEvent};
+
+/// Everything the event loop feeds into [`App::update`].
+#[derive(Debug)]
+pub enum AppEvent {
+    /// A key, mouse or resize event from the terminal.
+    Input(Event),
+    /// News from the inference worker.
+    Worker(WorkerEvent),
+    /// A picture from the render thread.
+    Render(RenderEvent),
+    /// Time passes (animates the spinner while something is in progress).
+    Tick,
+}
+
+/// Work the event loop hands to the background threads.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Infer(Request),
+    Render(RenderRequest),
+}
+
+/// The smallest terminal the layout works in.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 15;
+
+/// Where each pane goes on a screen of a given size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Panes {
+    pub files: Rect,
+    pub image: Rect,
+    pub predictions: Rect,
+    pub status: Rect,
+}
+
+impl Panes {
+    /// The layout of `area`, or `None` when it is too small to be usable.
+    pub fn of(area: Rect) -> Option<Self> {
+        if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+            return None;
+        }
+        let [main, status] =
+            Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(area);
+        let files_width = (area.width * 3 / 10).clamp(24, 40);
+        let [files, right] =
+            Layout::horizontal([Constraint::Length(files_width), Constraint::Fill(1)]).areas(main);
+        // 5 rows, a header and the border.
+        let table_height = TOP_K as u16 + 3;
+        let [image, predictions] =
+            Layout::vertical([Constraint::Fill(1), Constraint::Length(table_height)]).areas(right);
+        Some(Self {
+            files,
+            image,
+            predictions,
+            status,
+        })
+    }
+
+    /// Rows of the file list (inside its border).
+    pub fn file_rows(&self) -> Rect {
+        Block::bordered().inner(self.files)
+    }
+
+    /// The cells the picture may cover (inside the image pane's border).
+    pub fn picture(&self) -> Rect {
+        Block::bordered().inner(self.image)
+    }
+}
+
+/// The inference result for the selected image.
+#[derive(Debug, Clone)]
+pub enum AnalysisState {
+    /// Asked of the worker (which may still be loading the model).
+    Running,
+    Done(Arc<Analysis>),
+    Failed(String),
+}
+
+/// The selected image.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub key: ImageKey,
+    /// The file name, escaped.
+    pub name: String,
+    pub analysis: AnalysisState,
+    /// Why the photo cannot be shown, once the render thread said so.
+    pub image_error: Option<String>,
+}
+
+/// The browser.
+pub struct App {
+    pub files: FileList,
+    /// Results per file version; also drives the cached marks in the file pane.
+    pub cache: HashMap<ImageKey, Arc<Analysis>>,
+    failures: HashMap<ImageKey, String>,
+    pub model: ModelStatus,
+    /// `None` while a folder (or nothing) is selected.
+    pub current: Option<Current>,
+    /// The last picture received, kept on screen while a newer one of the same file renders.
+    pub shown: Option<(ImageKey, Rendered)>,
+    pub style: Style,
+    /// Which of the top classes the CAM shows (0 = the best).
+    pub class: usize,
+    pub help: bool,
+    /// Name of the graphics protocol, for the status line.
+    pub protocol: String,
+    pub size: Size,
+    /// Counts ticks; the spinner's frame.
+    pub ticks: usize,
+    ticket: u64,
+    /// The render request whose answer is awaited.
+    pub pending_render: Option<u64>,
+    commands: Vec<Command>,
+    quit: bool,
+}
+
+impl App {
+    /// A browser of `root` on a screen of `size`, showing `protocol` in the status line. The
+    /// first entry is selected, and the work for it is waiting in [`App::take_commands`].
+    pub fn new(root: &Path, protocol: &str, size: Size) -> Self {
+        let mut app = Self {
+            files: FileList::new(root),
+            cache: HashMap::new(),
+            failures: HashMap::new(),
+            model: ModelStatus::Loading,
+            current: None,
+            shown: None,
+            style: Style::default(),
+            class: 0,
+            help: false,
+            protocol: protocol.to_string(),
+            size,
+            ticks: 0,
+            ticket: 0,
+            pending_render: None,
+            commands: Vec::new(),
+            quit: false,
+        };
+        app.selection_changed();
+        app
+    }
+
+    /// The work recorded since the last call.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    pub fn should_quit(&self) -> bool {
+        self.quit
+    }
+
+    /// True while something is in progress (the loop then ticks to animate the spinner).
+    pub fn is_busy(&self) -> bool {
+        let analysing = matches!(
+            self.current,
+            Some(Current {
+                analysis: AnalysisState::Running,
+                ..
+            })
+        ) && !matches!(self.model, ModelStatus::Unavailable(_));
+        analysing
+            || self.pending_render.is_some()
+            || matches!(
+                self.model,
+                ModelStatus::Loading | ModelStatus::Fetching { .. }
+            )
+    }
+
+    /// The layout of the current screen.
+    pub fn panes(&self) -> Option<Panes> {
+        Panes::of(Rect::from((Position::ORIGIN, self.size)))
+    }
+
+    /// Applies one event.
+    pub fn update(&mut self, event: AppEvent) {
+        match event {
+            AppEvent::Input(Event::Key(key)) if key.kind != KeyEventKind::Release => {
+                self.on_key(key);
+            }
+            AppEvent::Input(Event::Mouse(mouse)) => self.on_mouse(mouse),
+            AppEvent::Input(Event::Resize(width, height)) => self.resize(Size::new(width, height)),
+            AppEvent::Input(_) => {}
+            AppEvent::Worker(event) => self.on_worker(event),
+            AppEvent::Render(event) => self.on_render(event),
+            AppEvent::Tick => self.ticks = self.ticks.wrapping_add(1),
+        }
+    }
+
+    fn on_key(&mut self, key: KeyEvent) {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && matches!(key.code, KeyCode::Char('c' | 'C')) {
+            self.quit = true;
+            return;
+        }
+        if self.help {
+            // Any key closes the help; `q` also quits.
+            self.help = false;
+            if key.code == KeyCode::Char('q') {
+                self.quit = true;
+            }
+            return;
+        }
+        if self.files.typing && self.on_filter_key(key) {
+            return;
+        }
+        let page = self.page_rows();
+        match key.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Esc if !self.files.filter.is_empty() => {
+                self.files.clear_filter();
+                self.selection_changed();
+            }
+            KeyCode::Esc => self.quit = true,
+            KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1),
+            KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
+            KeyCode::PageUp => self.move_selection(-page),
+            KeyCode::PageDown => self.move_selection(page),
+            KeyCode::Home | KeyCode::Char('g') => self.select(0),
+            KeyCode::End | KeyCode::Char('G') => self.select(usize::MAX),
+            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') if self.files.enter() => {
+                self.selection_changed();
+            }
+            KeyCode::Backspace | KeyCode::Left | KeyCode::Char('h') if self.files.leave() => {
+                self.selection_changed();
+            }
+            KeyCode::Char('/') => self.files.typing = true,
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Char('v') => self.restyle(|s| s.view = s.view.next()),
+            KeyCode::Char('c') => self.restyle(|s| s.colormap = s.colormap.next()),
+            KeyCode::Char('+' | '=') => self.restyle(|s| s.alpha = step_alpha(s.alpha, 1)),
+            KeyCode::Char('-' | '_') => self.restyle(|s| s.alpha = step_alpha(s.alpha, -1)),
+            KeyCode::Char('b') => self.restyle(|s| s.bbox = !s.bbox),
+            KeyCode::Char(d @ '1'..='5') => {
+                self.choose_class(usize::from(d as u8 - b'1'));
+            }
+            KeyCode::Tab => self.cycle_class(1),
+            KeyCode::BackTab => self.cycle_class(-1),
+            _ => {}
+        }
+    }
+
+    /// Keys while the filter is being typed; false for keys that keep their usual meaning.
+    fn on_filter_key(&mut self, key: KeyEvent) -> bool {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        match key.code {
+            KeyCode::Esc => {
+                self.files.clear_filter();
+                self.selection_changed();
+            }
+            KeyCode::Enter => self.files.typing = false,
+            KeyCode::Backspace => {
+                let mut filter = self.files.filter.clone();
+                if filter.pop().is_none() {
+                    self.files.typing = false;
+                }
+                self.files.set_filter(filter);
+                self.selection_changed();
+            }
+            KeyCode::Char(c) if !ctrl => {
+                let filter = format!("{}{c}", self.files.filter);
+                self.files.set_filter(filter);
+                self.selection_changed();
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn on_mouse(&mut self, mouse: MouseEvent) {
+        let Some(panes) = self.panes() else { return };
+        let at = Position::new(mouse.column, mouse.row);
+        let rows = panes.file_rows();
+        let table = Block::bordered().inner(panes.predictions);
+        match mouse.kind {
+            MouseEventKind::Down(MouseButton::Left) if rows.contains(at) => {
+                let index = self.files.offset + usize::from(at.y - rows.y);
+                if index < self.files.visible.len() {
+                    self.select(index);
+                }
+            }
+            // Row 0 of the table is its header.
+            MouseEventKind::Down(MouseButton::Left) if table.contains(at) && at.y > table.y => {
+                self.choose_class(usize::from(at.y - table.y - 1));
+            }
+            MouseEventKind::ScrollDown if panes.files.contains(at) => self.move_selection(1),
+            MouseEventKind::ScrollUp if panes.files.contains(at) => self.move_selection(-1),
+            _ => {}
+        }
+    }
+
+    fn resize(&mut self, size: Size) {
+        let before = self.panes().map(|p| p.picture());
+        self.size = size;
+        let after = self.panes();
+        if let Some(p) = after {
+            self.files
+                .scroll_into_view(usize::from(p.file_rows().height));
+        }
+        if after.map(|p| p.picture()) != before {
+            self.request_render();
+        }
+    }
+
+    fn on_worker(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Model(status) => self.model = status,
+            WorkerEvent::Analysis { key, result } => {
+                let is_current = self.current.as_ref().is_some_and(|c| c.key == key);
+                let state = match result {
+                    Ok(analysis) => {
+                        self.cache.insert(key.clone(), Arc::clone(&analysis));
+                        AnalysisState::Done(analysis)
+                    }
+                    Err(e) => {
+                        let e = escaped(&e);
+                        self.failures.insert(key.clone(), e.clone());
+                        AnalysisState::Failed(e)
+                    }
+                };
+                if is_current {
+                    if let Some(current) = &mut self.current {
+                        current.analysis = state;
+                    }
+                    self.request_render();
+                    self.prefetch_neighbours();
+                }
+            }
+        }
+    }
+
+    fn on_render(&mut self, event: RenderEvent) {
+        if self.pending_render != Some(event.ticket) {
+            return; // superseded by a newer request
+        }
+        self.pending_render = None;
+        let Some(current) = self.current.as_mut().filter(|c| c.key == event.key) else {
+            return;
+        };
+        match event.result {
+            Ok(rendered) => {
+                current.image_error = None;
+                self.shown = Some((event.key, rendered));
+            }
+            Err(e) => current.image_error = Some(escaped(&e)),
+        }
+    }
+
+    fn page_rows(&self) -> isize {
+        self.panes()
+            .map_or(10, |p| (p.file_rows().height.max(2) - 1) as isize)
+    }
+
+    fn move_selection(&mut self, delta: isize) {
+        let before = self.files.selected;
+        self.files.move_by(delta);
+        if self.files.selected != before {
+            self.selection_changed();
+        }
+    }
+
+    fn select(&mut self, index: usize) {
+        let before = self.files.selected;
+        self.files.select(index);
+        if self.files.selected != before {
+            self.selection_changed();
+        }
+    }
+
+    /// The selection moved (or the list changed): show the new entry and ask for its result.
+    fn selection_changed(&mut self) {
+        if let Some(p) = self.panes() {
+            self.files
+                .scroll_into_view(usize::from(p.file_rows().height));
+        }
+        let entry = self
+            .files
+            .selected()
+            .filter(|e| e.kind == EntryKind::Image)
+            .cloned();
+        let Some(entry) = entry else {
+            self.current = None;
+            self.pending_render = None;
+            return;
+        };
+        if self.current.as_ref().is_some_and(|c| c.key == entry.key) {
+            return;
+        }
+        self.class = 0;
+        let analysis = if let Some(done) = self.cache.get(&entry.key) {
+            AnalysisState::Done(Arc::clone(done))
+        } else if let Some(e) = self.failures.get(&entry.key) {
+            AnalysisState::Failed(e.clone())
+        } else {
+            if !matches!(self.model, ModelStatus::Unavailable(_)) {
+                self.commands
+                    .push(Command::Infer(Request::Analyze(entry.key.clone())));
+            }
+            AnalysisState::Running
+        };
+        self.current = Some(Current {
+            key: entry.key,
+            name: entry.name,
+            analysis,
+            image_error: None,
+        });
+        self.request_render();
+        if matches!(
+            self.current,
+            Some(Current {
+                analysis: AnalysisState::Done(_),
+                ..
+            })
+        ) {
+            self.prefetch_neighbours();
+        }
+    }
+
+    /// After the selected image has its result, the worker may analyse its neighbours.
+    fn prefetch_neighbours(&mut self) {
+        if !matches!(self.model, ModelStatus::Ready { .. }) {
+            return;
+        }
+        let keys: Vec<ImageKey> = self
+            .files
+            .neighbours(2)
+            .into_iter()
+            .filter(|e| !self.cache.contains_key(&e.key) && !self.failures.contains_key(&e.key))
+            .map(|e| e.key.clone())
+            .collect();
+        if !keys.is_empty() {
+            self.commands.push(Command::Infer(Request::Prefetch(keys)));
+        }
+    }
+
+    /// The analysis of the selected image, when there is one.
+    pub fn analysis(&self) -> Option<&Arc<Analysis>> {
+        match &self.current.as_ref()?.analysis {
+            AnalysisState::Done(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The picture of the selected image, when the render thread delivered one.
+    pub fn picture(&self) -> Option<&Rendered> {
+        let current = self.current.as_ref()?;
+        self.shown
+            .as_ref()
+            .filter(|(key, _)| *key == current.key)
+            .map(|(_, r)| r)
+    }
+
+    fn restyle(&mut self, change: impl FnOnce(&mut Style)) {
+        change(&mut self.style);
+        self.request_render();
+    }
+
+    fn choose_class(&mut self, class: usize) {
+        let available = self.analysis().map_or(0, |a| a.top.len());
+        if class < available && class != self.class {
+            self.class = class;
+            self.request_render();
+        }
+    }
+
+    fn cycle_class(&mut self, step: isize) {
+        let available = self.analysis().map_or(0, |a| a.top.len());
+        if available > 0 {
+            let next = (self.class as isize + step).rem_euclid(available as isize);
+            self.choose_class(next as usize);
+        }
+    }
+
+    /// Asks the render thread for the selected image as it should look now.
+    fn request_render(&mut self) {
+        let (Some(current), Some(panes)) = (&self.current, self.panes()) else {
+            return;
+        };
+        let picture = panes.picture();
+        if picture.is_empty() {
+            return;
+        }
+        self.ticket += 1;
+        self.pending_render = Some(self.ticket);
+        let analysis = match &current.analysis {
+            AnalysisState::Done(a) if self.style.view != View::Original => Some(Arc::clone(a)),
+            _ => None,
+        };
+        self.commands.push(Command::Render(RenderRequest {
+            ticket: self.ticket,
+            key: current.key.clone(),
+            analysis,
+            class: self.class,
+            style: self.style,
+            cells: picture.as_size(),
+        }));
+    }
+}
+
+/// Alpha moved by `steps` tenths, kept within 0..=1 and on the tenths.
+fn step_alpha(alpha: f32, steps: i32) -> f32 {
+    let tenths = ((alpha * 10.0).round() as i32 + steps).clamp(0, 10);
+    tenths as f32 / 10.0
+}
+
+/// An error message made safe to draw, on one line (cause chains may span several).
+fn escaped(message: &str) -> String {
+    let one_line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    printable(std::ffi::OsStr::new(&one_line))
+}
+
+/// The braille spinner frame for `ticks`.
+pub fn spinner(ticks: usize) -> char {
+    const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    FRAMES[ticks % FRAMES.len()]
+}
+
+impl Widget for &App {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let Some(panes) = Panes::of(area) else {
+            status::draw_too_small(area, buf);
+            return;
+        };
+        super::files::draw(
+            &self.files,
+            &self.cache,
+            ratatui::style::Style::new(),
+            panes.files,
+            buf,
+        );
+        image_pane::draw(self, panes.image, buf);
+        predictions::draw(self, panes.predictions, buf);
+        status::draw(self, panes.status, buf);
+        if self.help {
+            help::draw(area, buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpha_steps_stay_in_range() {
+        assert_eq!(step_alpha(0.5, 1), 0.6);
+        assert_eq!(step_alpha(1.0, 1), 1.0);
+        assert_eq!(step_alpha(0.0, -1), 0.0);
+        assert_eq!(step_alpha(0.3, -1), 0.2);
+    }
+
+    #[test]
+    fn small_screens_have_no_layout() {
+        assert!(Panes::of(Rect::new(0, 0, 59, 40)).is_none());
+        assert!(Panes::of(Rect::new(0, 0, 120, 14)).is_none());
+        let p = Panes::of(Rect::new(0, 0, 120, 40)).unwrap();
+        assert!(p.image.width > p.files.width && p.image.height > p.predictions.height);
+    }
+}

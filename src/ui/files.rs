@@ -1,0 +1,325 @@
+//! The file pane: one folder's sub-folders and images (natural order, filtered by name) and
+//! the drawing of that list with the selection, cache marks and counts.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Widget};
+
+use crate::cli::is_image_path;
+use crate::model::Analysis;
+use crate::text::printable;
+use crate::worker::ImageKey;
+
+/// What a row of the list is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Folder,
+    Image,
+}
+
+/// One row of the list.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub kind: EntryKind,
+    pub path: PathBuf,
+    /// The name, escaped for the terminal.
+    pub name: String,
+    pub key: ImageKey,
+}
+
+/// The listing of the current folder and where the user is in it.
+#[derive(Debug, Clone)]
+pub struct FileList {
+    /// The folder given on the command line: the user never goes above it.
+    pub root: PathBuf,
+    pub dir: PathBuf,
+    pub entries: Vec<Entry>,
+    /// Why the folder could not be read, if it could not.
+    pub error: Option<String>,
+    /// The name filter; `typing` while the user edits it.
+    pub filter: String,
+    pub typing: bool,
+    /// Indices into `entries` that pass the filter, in order.
+    pub visible: Vec<usize>,
+    /// Index into `visible`.
+    pub selected: usize,
+    /// First visible row shown (kept by [`FileList::scroll_into_view`]).
+    pub offset: usize,
+}
+
+impl FileList {
+    /// Lists `root`.
+    pub fn new(root: &Path) -> Self {
+        let mut list = Self {
+            root: root.to_path_buf(),
+            dir: root.to_path_buf(),
+            entries: Vec::new(),
+            error: None,
+            filter: String::new(),
+            typing: false,
+            visible: Vec::new(),
+            selected: 0,
+            offset: 0,
+        };
+        list.reload();
+        list
+    }
+
+    /// Re-reads the current folder.
+    pub fn reload(&mut self) {
+        match read_folder(&self.dir) {
+            Ok(entries) => {
+                self.entries = entries;
+                self.error = None;
+            }
+            Err(e) => {
+                self.entries.clear();
+                self.error = Some(printable(OsString::from(format!("{e}")).as_os_str()));
+            }
+        }
+        self.apply_filter();
+    }
+
+    /// The selected entry, if any.
+    pub fn selected(&self) -> Option<&Entry> {
+        self.visible
+            .get(self.selected)
+            .and_then(|&i| self.entries.get(i))
+    }
+
+    /// Moves the selection by `delta` rows, clamped to the list.
+    pub fn move_by(&mut self, delta: isize) {
+        let last = self.visible.len().saturating_sub(1);
+        self.selected = self.selected.saturating_add_signed(delta).min(last);
+    }
+
+    pub fn select(&mut self, index: usize) {
+        self.selected = index.min(self.visible.len().saturating_sub(1));
+    }
+
+    /// Enters the selected folder; true if it did.
+    pub fn enter(&mut self) -> bool {
+        let Some(entry) = self.selected().filter(|e| e.kind == EntryKind::Folder) else {
+            return false;
+        };
+        self.dir = entry.path.clone();
+        self.clear_filter();
+        self.reload();
+        self.selected = 0;
+        self.offset = 0;
+        true
+    }
+
+    /// Goes to the parent folder (never above the root), selecting the folder we left.
+    pub fn leave(&mut self) -> bool {
+        if self.dir == self.root {
+            return false;
+        }
+        let Some(parent) = self.dir.parent().map(Path::to_path_buf) else {
+            return false;
+        };
+        let left = std::mem::replace(&mut self.dir, parent);
+        self.clear_filter();
+        self.reload();
+        self.selected = self
+            .visible
+            .iter()
+            .position(|&i| self.entries[i].path == left)
+            .unwrap_or(0);
+        true
+    }
+
+    /// Sets the filter text and keeps the selected entry selected when it still passes.
+    pub fn set_filter(&mut self, filter: String) {
+        self.filter = filter;
+        self.apply_filter();
+    }
+
+    pub fn clear_filter(&mut self) {
+        self.typing = false;
+        self.set_filter(String::new());
+    }
+
+    fn apply_filter(&mut self) {
+        let was = self.selected().map(|e| e.path.clone());
+        let needle = self.filter.to_lowercase();
+        self.visible = (0..self.entries.len())
+            .filter(|&i| needle.is_empty() || self.entries[i].name.to_lowercase().contains(&needle))
+            .collect();
+        self.selected = was
+            .and_then(|p| self.visible.iter().position(|&i| self.entries[i].path == p))
+            .unwrap_or(0);
+    }
+
+    /// Adjusts the scroll offset so the selection is one of `rows` shown rows.
+    pub fn scroll_into_view(&mut self, rows: usize) {
+        let rows = rows.max(1);
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if self.selected >= self.offset + rows {
+            self.offset = self.selected + 1 - rows;
+        }
+        self.offset = self.offset.min(self.visible.len().saturating_sub(rows));
+    }
+
+    /// The images around the selection, nearest first (for prefetching).
+    pub fn neighbours(&self, reach: usize) -> Vec<&Entry> {
+        let mut out = Vec::new();
+        for d in 1..=reach {
+            for i in [self.selected.checked_add(d), self.selected.checked_sub(d)]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(e) = self.visible.get(i).map(|&i| &self.entries[i])
+                    && e.kind == EntryKind::Image
+                {
+                    out.push(e);
+                }
+            }
+        }
+        out
+    }
+
+    /// The folder as shown in the title: the root as given, then the path below it.
+    pub fn title(&self) -> String {
+        let root = printable(self.root.as_os_str());
+        match self.dir.strip_prefix(&self.root) {
+            Ok(rel) if !rel.as_os_str().is_empty() => {
+                format!("{root}/{}", printable(rel.as_os_str()))
+            }
+            _ => root,
+        }
+    }
+}
+
+/// The sub-folders and images of `dir`: folders first, each group in natural order; hidden
+/// entries and other files left out.
+fn read_folder(dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for item in std::fs::read_dir(dir)? {
+        let Ok(item) = item else { continue };
+        let name = item.file_name();
+        if name.as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        let path = item.path();
+        // Follow symlinks: a link to a folder is a folder.
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let kind = if meta.is_dir() {
+            EntryKind::Folder
+        } else if meta.is_file() && is_image_path(&path) {
+            EntryKind::Image
+        } else {
+            continue;
+        };
+        entries.push(Entry {
+            kind,
+            key: ImageKey {
+                path: path.clone(),
+                modified: meta.modified().ok(),
+            },
+            path,
+            name: printable(&name),
+        });
+    }
+    entries.sort_by(|a, b| {
+        let folder_first = (a.kind != EntryKind::Folder).cmp(&(b.kind != EntryKind::Folder));
+        folder_first
+            .then_with(|| natord::compare_ignore_case(&a.name, &b.name))
+            .then_with(|| a.name.cmp(&b.name))
+            .then(Ordering::Equal)
+    });
+    Ok(entries)
+}
+
+/// Draws the list into `area`: a bordered block titled with the folder, one row per entry,
+/// the filter (when set) at the bottom.
+pub fn draw(
+    list: &FileList,
+    cache: &HashMap<ImageKey, Arc<Analysis>>,
+    focused_style: Style,
+    area: Rect,
+    buf: &mut Buffer,
+) {
+    let folders = list
+        .visible
+        .iter()
+        .filter(|&&i| list.entries[i].kind == EntryKind::Folder)
+        .count();
+    let images = list.visible.len() - folders;
+    let count = match (folders, images) {
+        (0, n) => plural(n, "image"),
+        (f, n) => format!("{}, {}", plural(f, "folder"), plural(n, "image")),
+    };
+    let mut block = Block::bordered()
+        .title(Line::from(format!(" {} ", list.title())).bold())
+        .title_bottom(Line::from(format!(" {count} ")).right_aligned());
+    if list.typing || !list.filter.is_empty() {
+        let cursor = if list.typing { "▏" } else { "" };
+        block = block.title_bottom(Line::from(vec![
+            Span::raw(" /"),
+            Span::styled(format!("{}{cursor} ", list.filter), Color::Yellow),
+        ]));
+    }
+    let inner = block.inner(area);
+    block.render(area, buf);
+
+    let rows = usize::from(inner.height);
+    let mut lines = Vec::with_capacity(rows);
+    if let Some(error) = &list.error {
+        lines.push(Line::styled(error.clone(), Color::Red));
+    } else if list.visible.is_empty() {
+        let why = if list.filter.is_empty() {
+            "no images here"
+        } else {
+            "nothing matches the filter"
+        };
+        lines.push(Line::styled(why, Color::DarkGray));
+    }
+    for (row, &i) in list.visible.iter().enumerate().skip(list.offset).take(rows) {
+        let entry = &list.entries[i];
+        let selected = row == list.selected;
+        let name_style = match entry.kind {
+            EntryKind::Folder => Style::new().fg(Color::Blue).bold(),
+            EntryKind::Image => Style::new(),
+        };
+        let mark = if cache.contains_key(&entry.key) {
+            Span::styled("✓", Color::Green)
+        } else {
+            Span::raw(" ")
+        };
+        let suffix = if entry.kind == EntryKind::Folder {
+            "/"
+        } else {
+            ""
+        };
+        let mut line = Line::from(vec![
+            mark,
+            Span::raw(if selected { "▶ " } else { "  " }),
+            Span::styled(format!("{}{suffix}", entry.name), name_style),
+        ]);
+        if selected {
+            line = line.patch_style(focused_style.add_modifier(Modifier::REVERSED));
+        }
+        lines.push(line);
+    }
+    Paragraph::new(lines).render(inner, buf);
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}

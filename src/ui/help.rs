@@ -1,0 +1,63 @@
+//! The help overlay: every key, drawn over the screen until the next key press.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::style::{Color, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Widget};
+
+/// (keys, what they do), in the order shown.
+pub const KEYS: [(&str, &str); 19] = [
+    ("↑ ↓  j k", "select the previous / next file"),
+    ("PgUp PgDn", "move a page"),
+    ("g G  Home End", "first / last file"),
+    ("Enter → l", "open the selected folder"),
+    ("Backspace ← h", "go up (not above the starting folder)"),
+    ("/", "filter names as you type (Enter keeps it)"),
+    ("Esc", "clear the filter, else quit"),
+    ("mouse", "click selects a file or class, wheel scrolls"),
+    ("1 – 5", "show the CAM of that class"),
+    ("Tab  Shift-Tab", "next / previous class"),
+    ("v", "cycle view: overlay, original, heat map"),
+    ("c", "cycle colormap: jet, turbo, viridis, inferno"),
+    ("+ -", "more / less heat map in the blend"),
+    ("b", "toggle the CAM bounding box"),
+    ("?", "toggle this help"),
+    ("q  Ctrl-C", "quit"),
+    ("", ""),
+    ("✓", "marks files whose result is cached"),
+    ("", "any key closes this help"),
+];
+
+pub fn draw(area: Rect, buf: &mut Buffer) {
+    let width = KEYS
+        .iter()
+        .map(|(_, d)| 16 + d.chars().count() as u16)
+        .max()
+        .unwrap_or(40)
+        + 4;
+    let height = KEYS.len() as u16 + 2;
+    let [popup] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [popup] = Layout::vertical([Constraint::Length(height.min(area.height))])
+        .flex(Flex::Center)
+        .areas(popup);
+    Clear.render(popup, buf);
+    let lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(k, d)| {
+            Line::from(vec![
+                Span::raw(format!(" {k:<15}")).fg(Color::Yellow).bold(),
+                Span::raw(*d),
+            ])
+        })
+        .collect();
+    Paragraph::new(lines)
+        .block(
+            Block::bordered()
+                .title(Line::from(" Keys ").bold())
+                .border_style(Color::Cyan),
+        )
+        .render(popup, buf);
+}

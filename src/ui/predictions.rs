@@ -1,0 +1,147 @@
+//! The predictions pane: the top-5 table (rank, label, probability as number and bar) with
+//! the class whose CAM is shown highlighted, or the model's progress, or how to get weights.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Widget, Wrap};
+
+use super::app::{AnalysisState, App, spinner};
+use crate::model::Analysis;
+use crate::worker::ModelStatus;
+
+pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
+    let style = app.style;
+    let mut settings = format!(
+        " {} · {} · α {:.1}",
+        style.view.name(),
+        style.colormap.name(),
+        style.alpha
+    );
+    if style.bbox {
+        settings.push_str(" · box");
+    }
+    settings.push(' ');
+    let block = Block::bordered()
+        .title(Line::from(" Predictions ").bold())
+        .title(Line::from(settings).right_aligned().fg(Color::DarkGray));
+    let inner = block.inner(area);
+    block.render(area, buf);
+
+    let spin = spinner(app.ticks);
+    match &app.model {
+        ModelStatus::Unavailable(why) => {
+            let text = vec![
+                Line::styled(format!("No model: {why}"), Color::Yellow),
+                Line::from("Browsing still works; predictions and CAMs need the weights."),
+            ];
+            return paragraph(text, inner, buf);
+        }
+        ModelStatus::Fetching { phase, done, total } => {
+            return paragraph(
+                fetching(spin, phase, *done, *total, inner.width),
+                inner,
+                buf,
+            );
+        }
+        ModelStatus::Loading if app.analysis().is_none() => {
+            return paragraph(
+                vec![Line::from(format!("{spin} Loading the model…"))],
+                inner,
+                buf,
+            );
+        }
+        _ => {}
+    }
+    let Some(current) = &app.current else {
+        let hint = "Select an image to see what the network looks at.";
+        return paragraph(vec![Line::styled(hint, Color::DarkGray)], inner, buf);
+    };
+    match &current.analysis {
+        AnalysisState::Running => paragraph(
+            vec![Line::from(format!("{spin} Analysing {}…", current.name))],
+            inner,
+            buf,
+        ),
+        AnalysisState::Failed(e) => paragraph(
+            vec![Line::styled(format!("Cannot analyse: {e}"), Color::Red)],
+            inner,
+            buf,
+        ),
+        AnalysisState::Done(analysis) => table(analysis, app.class, inner, buf),
+    }
+}
+
+fn table(analysis: &Analysis, shown: usize, area: Rect, buf: &mut Buffer) {
+    let bar_width = (area.width / 3).clamp(5, 30);
+    let rows = analysis.top.iter().enumerate().map(|(i, p)| {
+        let marker = if i == shown { "▶" } else { " " };
+        let row = Row::new(vec![
+            Cell::from(format!("{marker}{}", p.rank)),
+            Cell::from(p.label.clone()),
+            Cell::from(Line::from(format!("{:6.2} %", p.prob * 100.0)).right_aligned()),
+            Cell::from(Span::styled(bar(p.prob, bar_width), Color::Cyan)),
+        ]);
+        if i == shown {
+            row.style(Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD))
+        } else {
+            row
+        }
+    });
+    let header = Row::new(["  #", "Class", "Probability", ""]).fg(Color::DarkGray);
+    Table::new(
+        rows,
+        [
+            Constraint::Length(3),
+            Constraint::Fill(1),
+            Constraint::Length(11),
+            Constraint::Length(bar_width),
+        ],
+    )
+    .header(header)
+    .render(area, buf);
+}
+
+/// A bar of `width` cells, filled to `fraction` in eighths of a cell.
+pub fn bar(fraction: f32, width: u16) -> String {
+    const PARTS: [char; 8] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
+    let eighths = (fraction.clamp(0.0, 1.0) * f32::from(width) * 8.0).round() as usize;
+    let mut s = "█".repeat(eighths / 8);
+    if !eighths.is_multiple_of(8) {
+        s.push(PARTS[eighths % 8]);
+    }
+    s
+}
+
+fn fetching(
+    spin: char,
+    phase: &str,
+    done: u64,
+    total: Option<u64>,
+    width: u16,
+) -> Vec<Line<'static>> {
+    let mb = |b: u64| b as f64 / 1e6;
+    let amount = match total {
+        Some(t) => format!(
+            "{:.1} / {:.1} MB {}",
+            mb(done),
+            mb(t),
+            bar(done as f32 / t.max(1) as f32, (width / 3).max(5))
+        ),
+        None => format!("{:.1} MB", mb(done)),
+    };
+    vec![
+        Line::from(format!(
+            "{spin} No weights yet: downloading them (first run only)…"
+        )),
+        Line::from(format!("  {phase}")),
+        Line::from(format!("  {amount}")),
+    ]
+}
+
+fn paragraph(lines: Vec<Line<'static>>, area: Rect, buf: &mut Buffer) {
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .render(area, buf);
+}

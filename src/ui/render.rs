@@ -1,0 +1,212 @@
+//! The render thread: decodes photos, draws the CAM overlay at the image pane's size and
+//! encodes it for the terminal's graphics protocol, so the UI thread only copies cells.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, RgbImage};
+use ratatui::layout::Size;
+use ratatui_image::picker::Picker;
+use ratatui_image::protocol::Protocol;
+use ratatui_image::{FontSize, Resize};
+
+use crate::model::Analysis;
+use crate::model::preprocess::load_rgb;
+use crate::overlay::{self, Style};
+use crate::worker::{ImageKey, Mailbox, log};
+
+/// One picture to prepare for the image pane.
+#[derive(Debug, Clone)]
+pub struct RenderRequest {
+    /// Answers carry it back; the UI keeps only the answer to its latest request.
+    pub ticket: u64,
+    pub key: ImageKey,
+    pub analysis: Option<Arc<Analysis>>,
+    /// Which of the analysis' classes to draw.
+    pub class: usize,
+    pub style: Style,
+    /// The pane's inner size in cells.
+    pub cells: Size,
+}
+
+/// A picture ready to draw.
+#[derive(Clone)]
+pub struct Rendered {
+    pub protocol: Protocol,
+    /// Size of the photo file in pixels.
+    pub original: (u32, u32),
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendered")
+            .field("cells", &self.protocol.size())
+            .field("original", &self.original)
+            .finish()
+    }
+}
+
+/// The answer to a [`RenderRequest`].
+#[derive(Debug, Clone)]
+pub struct RenderEvent {
+    pub ticket: u64,
+    pub key: ImageKey,
+    pub result: Result<Rendered, String>,
+}
+
+/// Decoded photos kept for quick re-rendering (style changes, going back).
+const PHOTO_CACHE: usize = 6;
+
+struct CachedPhoto {
+    key: ImageKey,
+    original: Arc<RgbImage>,
+    /// The photo scaled for the pane, and the pixel bound it was scaled to.
+    fitted: Option<((u32, u32), RgbImage)>,
+}
+
+/// The UI's handle on the render thread.
+pub struct Renderer {
+    mailbox: Arc<Mailbox<RenderRequest>>,
+}
+
+impl Renderer {
+    /// Starts the thread; answers go to `notify`, which returns false once nobody listens.
+    pub fn spawn(
+        picker: Picker,
+        notify: impl Fn(RenderEvent) -> bool + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let mailbox: Arc<Mailbox<RenderRequest>> = Arc::new(Mailbox::default());
+        let inbox = Arc::clone(&mailbox);
+        std::thread::Builder::new()
+            .name("camview-render".into())
+            .spawn(move || {
+                let mut cache: Vec<CachedPhoto> = Vec::new();
+                while let Some(request) = inbox.take() {
+                    let started = Instant::now();
+                    let ticket = request.ticket;
+                    let key = request.key.clone();
+                    let result = render(&picker, &mut cache, &request);
+                    log::debug(&format!(
+                        "render #{ticket} of {} in {:?}",
+                        key.path.display(),
+                        started.elapsed()
+                    ));
+                    if !notify(RenderEvent {
+                        ticket,
+                        key,
+                        result,
+                    }) {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self { mailbox })
+    }
+
+    /// Posts a request; it replaces any request still waiting.
+    pub fn send(&self, request: RenderRequest) {
+        self.mailbox.put(request);
+    }
+}
+
+impl Drop for Renderer {
+    fn drop(&mut self) {
+        self.mailbox.close();
+    }
+}
+
+fn render(
+    picker: &Picker,
+    cache: &mut Vec<CachedPhoto>,
+    request: &RenderRequest,
+) -> Result<Rendered, String> {
+    let at = match cache.iter().position(|c| c.key == request.key) {
+        Some(i) => i,
+        None => {
+            let photo =
+                load_rgb(&request.key.path).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+            if cache.len() >= PHOTO_CACHE {
+                cache.remove(0);
+            }
+            cache.push(CachedPhoto {
+                key: request.key.clone(),
+                original: Arc::new(photo),
+                fitted: None,
+            });
+            cache.len() - 1
+        }
+    };
+    // Most recently used last.
+    let mut entry = cache.remove(at);
+    let bound = pixel_bound(request.cells, picker.font_size());
+    let fitted = match entry.fitted.take() {
+        Some((b, img)) if b == bound => img,
+        _ => fit(&entry.original, bound),
+    };
+    let original = entry.original.dimensions();
+    let picture = overlay::render(
+        &fitted,
+        original,
+        request.analysis.as_deref(),
+        request.class,
+        request.style,
+    );
+    entry.fitted = Some((bound, fitted));
+    cache.push(entry);
+    let protocol = encode(picker, picture, request.cells)?;
+    Ok(Rendered { protocol, original })
+}
+
+/// Encodes `picture` for `picker`'s protocol, fitted into `cells`.
+pub fn encode(picker: &Picker, picture: RgbImage, cells: Size) -> Result<Protocol, String> {
+    picker
+        .new_protocol(DynamicImage::ImageRgb8(picture), cells, Resize::Fit(None))
+        .map_err(|e| format!("cannot encode the picture for the terminal: {e}"))
+}
+
+/// `img` scaled to fill `bound` as far as its aspect ratio allows: small photos are enlarged
+/// too, so the pane is used whatever the photo's size.
+pub fn fit(img: &RgbImage, bound: (u32, u32)) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let scale = (f64::from(bound.0) / f64::from(w)).min(f64::from(bound.1) / f64::from(h));
+    let size = (
+        ((f64::from(w) * scale).round() as u32).clamp(1, bound.0),
+        ((f64::from(h) * scale).round() as u32).clamp(1, bound.1),
+    );
+    if size == (w, h) {
+        img.clone()
+    } else if scale < 1.0 {
+        overlay::fit(img, size)
+    } else {
+        image::imageops::resize(img, size.0, size.1, FilterType::CatmullRom)
+    }
+}
+
+/// The largest picture, in pixels, that `cells` can show.
+pub fn pixel_bound(cells: Size, font: FontSize) -> (u32, u32) {
+    (
+        (u32::from(cells.width) * u32::from(font.width)).max(1),
+        (u32::from(cells.height) * u32::from(font.height)).max(1),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_fills_the_bound_keeping_the_aspect_ratio() {
+        let small = RgbImage::new(300, 200);
+        assert_eq!(fit(&small, (900, 900)).dimensions(), (900, 600));
+        let big = RgbImage::new(4000, 1000);
+        assert_eq!(fit(&big, (800, 800)).dimensions(), (800, 200));
+        assert_eq!(fit(&small, (300, 200)).dimensions(), (300, 200));
+    }
+
+    #[test]
+    fn pixel_bound_is_cells_times_font() {
+        let b = pixel_bound(Size::new(80, 30), FontSize::new(10, 20));
+        assert_eq!(b, (800, 600));
+    }
+}

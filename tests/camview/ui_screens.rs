@@ -1,0 +1,460 @@
+//! Whole screens of the browser, step by step: the `App` is driven by events as the run loop
+//! would, its inference requests answered by the genuine model, its pictures made by the real
+//! render thread (half blocks), and each screen drawn into a `TestBackend` and snapshotted.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use camview::model::ResizeMode;
+use camview::model::preprocess::load_rgb;
+use camview::ui::app::{AnalysisState, App, AppEvent, Command};
+use camview::ui::render::{RenderEvent, Renderer};
+use camview::worker::{ImageKey, ModelStatus, Request, WorkerEvent};
+use crossterm::event::{
+    Event, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::layout::{Rect, Size};
+use ratatui::style::Color;
+use ratatui_image::picker::Picker;
+
+use crate::common::classifier;
+
+/// The forward time shown on screen, fixed so snapshots do not depend on the machine.
+const ELAPSED: Duration = Duration::from_millis(123);
+
+/// An `App` with its background work done in the test thread (inference) and the real
+/// render thread.
+struct Harness {
+    app: App,
+    terminal: Terminal<TestBackend>,
+    renderer: Renderer,
+    rendered: Receiver<RenderEvent>,
+    /// Answer inference requests as they come (else they pile up in `waiting`).
+    model_ready: bool,
+    waiting: Vec<ImageKey>,
+    /// Every inference request seen, in order.
+    requests: Vec<Request>,
+}
+
+impl Harness {
+    fn new(dir: &Path, width: u16, height: u16) -> Self {
+        let (tx, rendered) = mpsc::channel();
+        let renderer = Renderer::spawn(Picker::halfblocks(), move |e| tx.send(e).is_ok()).unwrap();
+        let mut h = Self {
+            app: App::new(dir, "halfblocks", Size::new(width, height)),
+            terminal: Terminal::new(TestBackend::new(width, height)).unwrap(),
+            renderer,
+            rendered,
+            model_ready: false,
+            waiting: Vec::new(),
+            requests: Vec::new(),
+        };
+        h.settle();
+        h
+    }
+
+    /// Applies `event`, then does the work it asked for until nothing is left.
+    fn event(&mut self, event: AppEvent) {
+        self.app.update(event);
+        self.settle();
+    }
+
+    fn key(&mut self, code: KeyCode) {
+        self.event(AppEvent::Input(Event::Key(KeyEvent::new(
+            code,
+            KeyModifiers::NONE,
+        ))));
+    }
+
+    fn chars(&mut self, text: &str) {
+        for c in text.chars() {
+            self.key(KeyCode::Char(c));
+        }
+    }
+
+    /// The model becomes ready: answer the requests made so far, and all later ones.
+    fn model_ready(&mut self) {
+        self.model_ready = true;
+        self.event(AppEvent::Worker(WorkerEvent::Model(ModelStatus::Ready {
+            device: "cpu".into(),
+        })));
+    }
+
+    fn settle(&mut self) {
+        loop {
+            let commands = self.app.take_commands();
+            if commands.is_empty() && (!self.model_ready || self.waiting.is_empty()) {
+                return;
+            }
+            let mut last_render = None;
+            for command in commands {
+                match command {
+                    Command::Infer(request) => {
+                        // Like the worker's mailbox: a new request replaces the waiting one.
+                        self.waiting = match &request {
+                            Request::Analyze(key) => vec![key.clone()],
+                            Request::Prefetch(_) => Vec::new(),
+                        };
+                        self.requests.push(request);
+                    }
+                    Command::Render(request) => {
+                        last_render = Some(request.ticket);
+                        self.renderer.send(request);
+                    }
+                }
+            }
+            if let Some(ticket) = last_render {
+                // Earlier requests may have been replaced in the mailbox: wait for the last.
+                loop {
+                    let event = self
+                        .rendered
+                        .recv_timeout(Duration::from_secs(30))
+                        .expect("render thread answers");
+                    let done = event.ticket == ticket;
+                    self.app.update(AppEvent::Render(event));
+                    if done {
+                        break;
+                    }
+                }
+            }
+            if self.model_ready {
+                for key in std::mem::take(&mut self.waiting) {
+                    let result = analyze(&key.path).map(Arc::new);
+                    self.app
+                        .update(AppEvent::Worker(WorkerEvent::Analysis { key, result }));
+                }
+            }
+        }
+    }
+
+    /// The screen as text, the picture's cells shown as `▒`: where the picture sits and how
+    /// big it is are part of the snapshot, its half-block pattern (which the last bits of the
+    /// model's floating point could flip) is not.
+    fn screen(&mut self) -> String {
+        self.draw();
+        let area = self.picture_area();
+        let mut buffer = self.terminal.backend().buffer().clone();
+        for position in area.into_iter().flat_map(|a| a.positions()) {
+            buffer[position].set_symbol("▒");
+        }
+        // The format of `TestBackend`'s `Display`: one quoted line per row.
+        let width = usize::from(buffer.area.width);
+        buffer
+            .content
+            .chunks(width)
+            .map(|row| {
+                format!(
+                    "\"{}\"\n",
+                    row.iter().map(|c| c.symbol()).collect::<String>()
+                )
+            })
+            .collect()
+    }
+
+    fn draw(&mut self) {
+        self.terminal
+            .draw(|frame| frame.render_widget(&self.app, frame.area()))
+            .unwrap();
+    }
+
+    /// Where the picture is drawn, if it is.
+    fn picture_area(&self) -> Option<Rect> {
+        let size = self.app.picture()?.protocol.size();
+        let pane = self.app.panes()?.picture();
+        Some(Rect {
+            x: pane.x + (pane.width - size.width) / 2,
+            y: pane.y + (pane.height - size.height) / 2,
+            width: size.width,
+            height: size.height,
+        })
+    }
+
+    /// The colours of the picture's cells, as drawn.
+    fn picture_colors(&mut self) -> Vec<(Color, Color)> {
+        self.draw();
+        let area = self.picture_area().expect("a picture");
+        let buffer = self.terminal.backend().buffer();
+        area.positions()
+            .map(|p| (buffer[p].fg, buffer[p].bg))
+            .collect()
+    }
+
+    /// The screen's line that contains `needle`.
+    fn line_with(&mut self, needle: &str) -> String {
+        let screen = self.screen();
+        screen
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in\n{screen}"))
+            .to_string()
+    }
+}
+
+/// What the worker would answer, with a fixed time.
+fn analyze(path: &Path) -> Result<camview::model::Analysis, String> {
+    let img = load_rgb(path).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+    let c = classifier();
+    let prepared = c.prepare(&img, ResizeMode::Full).unwrap();
+    let mut analysis = c.analyze(&prepared, 5, None).unwrap();
+    analysis.elapsed = ELAPSED;
+    Ok(analysis)
+}
+
+/// A folder below the package root (tests run there), so paths on screen are the same on
+/// every machine. Rebuilt from scratch by the first caller of each name.
+fn fixture(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
+    let dir = PathBuf::from("target/ui-fixtures").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    build(&dir);
+    dir
+}
+
+fn images() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| PathBuf::from("images"))
+}
+
+#[test]
+fn browsing_session_step_by_step() {
+    let mut h = Harness::new(images(), 100, 30);
+    // Start: the first image is selected, its picture drawn, its result asked for; the model
+    // is still loading.
+    assert!(matches!(
+        h.requests.as_slice(),
+        [Request::Analyze(k)] if k.path.ends_with("astronaut.png")
+    ));
+    insta::assert_snapshot!("start", h.screen());
+
+    // The model is ready and answers: the table and the overlay appear, neighbours are
+    // prefetched.
+    h.model_ready();
+    insta::assert_snapshot!("astronaut_analysed", h.screen());
+    assert!(
+        h.requests
+            .iter()
+            .any(|r| matches!(r, Request::Prefetch(keys) if keys.len() == 2)),
+        "{:?}",
+        h.requests
+    );
+
+    // Down: chelsea, the Egyptian cat, from the cache or the model.
+    h.key(KeyCode::Char('j'));
+    assert!(h.line_with("▶1").contains("Egyptian cat"));
+    insta::assert_snapshot!("chelsea", h.screen());
+
+    // `2` shows the CAM of the second class, Tab the third.
+    h.key(KeyCode::Char('2'));
+    assert!(h.line_with("▶2").contains("tiger cat"));
+    assert!(h.line_with("CAM of").contains("CAM of tiger cat"));
+    insta::assert_snapshot!("chelsea_class_2", h.screen());
+    h.key(KeyCode::Tab);
+    assert_eq!(h.app.class, 2);
+    assert!(h.line_with("▶3").contains("tabby"));
+
+    // Style keys change what is drawn, and the predictions title says so.
+    let overlay = h.picture_colors();
+    h.key(KeyCode::Char('v'));
+    let original = h.picture_colors();
+    h.key(KeyCode::Char('v'));
+    let heat = h.picture_colors();
+    h.key(KeyCode::Char('v'));
+    assert_eq!(
+        h.picture_colors(),
+        overlay,
+        "overlay again after a full cycle"
+    );
+    assert!(overlay != original && heat != original && heat != overlay);
+    // The picture fills the pane in one direction and keeps the photo's 451:300 aspect
+    // (half blocks: a cell is 1 pixel wide and 2 high, as the picker's 10×20 font says).
+    let area = h.picture_area().unwrap();
+    let pane = h.app.panes().unwrap().picture();
+    assert!(
+        area.width == pane.width || area.height == pane.height,
+        "{area:?} in {pane:?}"
+    );
+    let aspect = f64::from(area.width) / f64::from(area.height * 2);
+    assert!((aspect - 451.0 / 300.0).abs() < 0.1, "aspect {aspect}");
+    h.chars("vc+b");
+    assert!(
+        h.line_with("Predictions")
+            .contains("original · turbo · α 0.6 · box")
+    );
+    h.chars("vv-");
+    assert!(
+        h.line_with("Predictions")
+            .contains("overlay · turbo · α 0.5 · box")
+    );
+
+    // Help lists the keys; any key closes it.
+    h.key(KeyCode::Char('?'));
+    insta::assert_snapshot!("help", h.screen());
+    h.key(KeyCode::Char('x'));
+    assert!(!h.app.help);
+
+    // End selects the last file; its mark appears once analysed.
+    h.key(KeyCode::End);
+    assert!(h.line_with("▶1").contains("drilling platform"));
+    assert!(h.line_with("▶ rocket.jpg").contains("│✓▶ rocket.jpg"));
+
+    // The terminal shrinks below the minimum, then grows back.
+    h.event(AppEvent::Input(Event::Resize(50, 10)));
+    insta::assert_snapshot!("too_small", h.screen_resized(50, 10));
+    h.event(AppEvent::Input(Event::Resize(100, 30)));
+    h.screen_resized(100, 30);
+    assert!(h.line_with("rocket.jpg │").contains("halfblocks"));
+
+    h.key(KeyCode::Char('q'));
+    assert!(h.app.should_quit());
+}
+
+impl Harness {
+    fn screen_resized(&mut self, width: u16, height: u16) -> String {
+        self.terminal.backend_mut().resize(width, height);
+        self.screen()
+    }
+}
+
+#[test]
+fn a_corrupt_file_shows_its_error_and_browsing_goes_on() {
+    let dir = fixture("corrupt", |dir| {
+        std::fs::write(dir.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+        std::fs::copy(crate::common::photo("coffee"), dir.join("coffee.png")).unwrap();
+    });
+    let mut h = Harness::new(&dir, 100, 30);
+    h.model_ready();
+    let current = h.app.current.as_ref().unwrap();
+    assert!(current.name == "broken.png" && current.image_error.is_some());
+    assert!(matches!(current.analysis, AnalysisState::Failed(_)));
+    insta::assert_snapshot!("corrupt", h.screen());
+
+    h.key(KeyCode::Down);
+    assert!(h.line_with("▶1").contains("espresso"));
+    assert!(h.app.picture().is_some());
+}
+
+#[test]
+fn without_weights_browsing_works_and_the_table_says_how_to_get_them() {
+    let mut h = Harness::new(images(), 100, 30);
+    h.event(AppEvent::Worker(WorkerEvent::Model(ModelStatus::Unavailable(
+        "no weights file at nowhere.safetensors (get one with `camview weights fetch -o nowhere.safetensors`)".into(),
+    ))));
+    h.key(KeyCode::Down);
+    // No inference is asked once the model is known to be missing.
+    assert_eq!(h.requests.len(), 1);
+    assert!(h.app.picture().is_some());
+    insta::assert_snapshot!("no_weights", h.screen());
+
+    h.event(AppEvent::Worker(WorkerEvent::Model(
+        ModelStatus::Fetching {
+            phase: "downloading resnet50-0676ba61.pth".into(),
+            done: 51_200_000,
+            total: Some(102_400_000),
+        },
+    )));
+    assert!(h.line_with("51.2 / 102.4 MB").contains('█'));
+}
+
+#[test]
+fn folders_filter_and_mouse() {
+    let dir = fixture("tree", |dir| {
+        for sub in ["b 10", "b 9"] {
+            std::fs::create_dir(dir.join(sub)).unwrap();
+        }
+        std::fs::copy(crate::common::photo("chelsea"), dir.join("b 9/cat.png")).unwrap();
+        for name in ["img10.png", "img9.png", "notes.txt", ".hidden.png"] {
+            std::fs::copy(crate::common::photo("coffee"), dir.join(name)).unwrap();
+        }
+        std::fs::write(dir.join("evil\x1b[31m.png"), b"").unwrap();
+    });
+    let mut h = Harness::new(&dir, 100, 30);
+    let names = |h: &Harness| -> Vec<String> {
+        h.app
+            .files
+            .visible
+            .iter()
+            .map(|&i| h.app.files.entries[i].name.clone())
+            .collect()
+    };
+    // Folders first, natural order, non-images and hidden files left out, names escaped.
+    assert_eq!(
+        names(&h),
+        [
+            "b 9",
+            "b 10",
+            "evil\\u{1b}[31m.png",
+            "img9.png",
+            "img10.png"
+        ]
+    );
+    assert!(h.line_with("2 folders, 3 images").starts_with("\"└"));
+    assert!(
+        h.screen()
+            .lines()
+            .next()
+            .unwrap()
+            .contains(" target/ui-fixtures/tree ")
+    );
+
+    // Into a folder and back out; never above the root.
+    h.key(KeyCode::Enter);
+    assert_eq!(names(&h), ["cat.png"]);
+    assert!(h.line_with("tree/b 9").starts_with("\"┌"));
+    assert!(h.line_with(" 1 image ").starts_with("\"└"));
+    assert!(h.app.current.is_some());
+    h.key(KeyCode::Backspace);
+    assert_eq!(h.app.files.selected().unwrap().name, "b 9");
+    h.key(KeyCode::Left);
+    assert_eq!(h.app.files.dir, dir);
+
+    // `/` filters as you type; Esc clears the filter first, then quits.
+    h.chars("/img1");
+    assert_eq!(names(&h), ["img10.png"]);
+    assert!(h.line_with("/img1").contains(" 1 image "));
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Char('q')); // typing has ended: q quits again...
+    assert!(h.app.should_quit());
+    let mut h = Harness::new(&dir, 100, 30);
+    h.chars("/img");
+    h.key(KeyCode::Esc);
+    assert_eq!(names(&h).len(), 5);
+    assert!(!h.app.should_quit());
+
+    // A click on a row selects it; the wheel moves the selection.
+    let rows = h.app.panes().unwrap().file_rows();
+    let click = |column, row, kind| {
+        AppEvent::Input(Event::Mouse(MouseEvent {
+            kind,
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        }))
+    };
+    h.event(click(
+        rows.x + 2,
+        rows.y + 3,
+        MouseEventKind::Down(MouseButton::Left),
+    ));
+    assert_eq!(h.app.files.selected().unwrap().name, "img9.png");
+    h.event(click(rows.x + 2, rows.y, MouseEventKind::ScrollDown));
+    assert_eq!(h.app.files.selected().unwrap().name, "img10.png");
+
+    h.key(KeyCode::Esc);
+    assert!(h.app.should_quit());
+}
+
+#[test]
+fn ctrl_c_quits_even_while_typing_a_filter() {
+    let mut h = Harness::new(images(), 100, 30);
+    h.chars("/q");
+    assert!(!h.app.should_quit());
+    h.event(AppEvent::Input(Event::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::CONTROL,
+    ))));
+    assert!(h.app.should_quit());
+}

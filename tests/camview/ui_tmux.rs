@@ -1,0 +1,165 @@
+//! The browser in a real terminal: the built binary runs in a detached tmux session, keys
+//! are sent to it, and the screen is read back with `tmux capture-pane`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::{reference_json, root, weights_path};
+
+/// A tmux session that is killed when dropped.
+struct Session {
+    name: String,
+}
+
+impl Session {
+    fn start(command: &str) -> Self {
+        let name = format!("camview-test-{}", std::process::id());
+        let out = tmux(&[
+            "new-session",
+            "-d",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "-s",
+            &name,
+            command,
+        ]);
+        assert!(out.status.success(), "tmux: {}", stderr(&out));
+        Self { name }
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &self.name]).stdout)
+            .into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        tmux(&["send-keys", "-t", &self.name, keys]);
+    }
+
+    /// Polls the screen until `test` accepts it; panics with the last screen on timeout.
+    fn wait_for(&self, what: &str, timeout: Duration, test: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if test(&screen) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        tmux(&["kill-session", "-t", &self.name]);
+    }
+}
+
+fn tmux(args: &[&str]) -> Output {
+    Command::new("tmux")
+        // A private server, so the test neither sees nor disturbs the user's sessions.
+        .args(["-L", &format!("camview-test-{}", std::process::id())])
+        .args(args)
+        .output()
+        .expect("run tmux")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn tmux_available() -> bool {
+    let found = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CAMVIEW_REQUIRE_TMUX").is_none(),
+            "tmux is missing but CAMVIEW_REQUIRE_TMUX is set"
+        );
+        eprintln!("skipping: tmux is not installed (set CAMVIEW_REQUIRE_TMUX to make this fail)");
+    }
+    found
+}
+
+/// The reference top-1 label of a photo, as the UI writes it.
+fn top1(name: &str) -> String {
+    reference_json(name, "full")["top5"][0]["label"]
+        .as_str()
+        .unwrap()
+        .replace('_', " ")
+}
+
+/// The bottom line of the UI.
+fn status_line(screen: &str) -> &str {
+    screen.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("")
+}
+
+/// The table row of the class whose CAM is shown.
+fn shown_row(screen: &str) -> Option<&str> {
+    screen.lines().find(|l| l.contains("▶1"))
+}
+
+fn quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+#[test]
+fn browses_real_images_in_tmux_and_quits_cleanly() {
+    if !tmux_available() {
+        return;
+    }
+    let command = format!(
+        "cd {} && CAMVIEW_WEIGHTS={} {} --protocol halfblocks images; echo EXITED:$?; sleep 60",
+        quote(&root()),
+        quote(weights_path()),
+        quote(Path::new(env!("CARGO_BIN_EXE_camview"))),
+    );
+    let session = Session::start(&format!("sh -c {}", quote(Path::new(&command))));
+
+    // The label follows the selection, photo by photo.
+    for (step, name) in ["astronaut", "chelsea", "coffee", "rocket"]
+        .iter()
+        .enumerate()
+    {
+        if step > 0 {
+            session.keys("j");
+        }
+        let label = top1(name);
+        session.wait_for(
+            &format!("{name} → {label}"),
+            Duration::from_secs(60),
+            |screen| {
+                status_line(screen).contains(name)
+                    && shown_row(screen).is_some_and(|row| row.contains(&label))
+            },
+        );
+    }
+    let screen = session.screen();
+    assert!(screen.contains("4 images"), "{screen}");
+    assert!(screen.contains("halfblocks"), "{screen}");
+
+    // Help, then quit: the shell gets the exit status and the UI is gone.
+    session.keys("?");
+    session.wait_for("help", Duration::from_secs(10), |s| s.contains(" Keys "));
+    // Any key closes the help (not Esc: tmux would glue it to the next key as Alt-q).
+    session.keys("?");
+    session.wait_for("help closed", Duration::from_secs(10), |s| {
+        !s.contains(" Keys ")
+    });
+    session.keys("q");
+    let screen = session.wait_for("exit", Duration::from_secs(10), |s| s.contains("EXITED:"));
+    assert!(screen.contains("EXITED:0"), "{screen}");
+    assert!(
+        !screen.contains("Predictions"),
+        "UI left on screen:\n{screen}"
+    );
+}
