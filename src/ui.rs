@@ -8,6 +8,7 @@ pub mod image_pane;
 pub mod predictions;
 pub mod render;
 pub mod status;
+pub mod terminal;
 
 use std::io::stdout;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -17,9 +18,8 @@ use anyhow::Context;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 use crossterm::execute;
 use ratatui::DefaultTerminal;
-use ratatui_image::picker::{Picker, ProtocolType};
 
-use crate::cli::{BrowseArgs, Protocol};
+use crate::cli::BrowseArgs;
 use crate::worker::{InferenceWorker, log};
 use app::{App, AppEvent, Command};
 use render::Renderer;
@@ -54,7 +54,7 @@ fn install_mouse_restoring_panic_hook() {
 }
 
 fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<()> {
-    let picker = picker(args.protocol);
+    let picker = terminal::picker(args.protocol);
     log::debug(&format!(
         "picker: {:?}, font {:?}",
         picker.protocol_type(),
@@ -83,7 +83,7 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
     })?;
 
     let size = terminal.size()?;
-    let mut app = App::new(&args.dir, protocol_name(&picker), size);
+    let mut app = App::new(&args.dir, terminal::protocol_name(&picker), size);
     let mut first_frame = true;
     let mut key_at: Option<Instant> = None;
     loop {
@@ -145,32 +145,5 @@ fn trace(event: &AppEvent, key_at: &mut Option<Instant>) {
             log::debug(&format!("model: {m:?}"));
         }
         _ => {}
-    }
-}
-
-/// The graphics protocol: asked of the terminal, unless `--protocol` names one.
-fn picker(protocol: Protocol) -> Picker {
-    let forced = match protocol {
-        Protocol::Auto => None,
-        Protocol::Halfblocks => return Picker::halfblocks(),
-        Protocol::Kitty => Some(ProtocolType::Kitty),
-        Protocol::Sixel => Some(ProtocolType::Sixel),
-        Protocol::Iterm2 => Some(ProtocolType::Iterm2),
-    };
-    // The query also measures the font, which sizes the pictures; a terminal that does not
-    // answer gets half blocks, which need no font size.
-    let mut picker = Picker::from_query_stdio().unwrap_or_else(|_| Picker::halfblocks());
-    if let Some(kind) = forced {
-        picker.set_protocol_type(kind);
-    }
-    picker
-}
-
-fn protocol_name(picker: &Picker) -> &'static str {
-    match picker.protocol_type() {
-        ProtocolType::Halfblocks => "halfblocks",
-        ProtocolType::Sixel => "sixel",
-        ProtocolType::Kitty => "kitty",
-        ProtocolType::Iterm2 => "iterm2",
     }
 }

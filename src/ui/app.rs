@@ -541,13 +541,7 @@ impl Widget for &App {
             status::draw_too_small(area, buf);
             return;
         };
-        super::files::draw(
-            &self.files,
-            &self.cache,
-            ratatui::style::Style::new(),
-            panes.files,
-            buf,
-        );
+        super::files::draw(&self.files, &self.cache, panes.files, buf);
         image_pane::draw(self, panes.image, buf);
         predictions::draw(self, panes.predictions, buf);
         status::draw(self, panes.status, buf);

@@ -247,7 +247,6 @@ fn read_folder(dir: &Path) -> std::io::Result<Vec<Entry>> {
 pub fn draw(
     list: &FileList,
     cache: &HashMap<ImageKey, Arc<Analysis>>,
-    focused_style: Style,
     area: Rect,
     buf: &mut Buffer,
 ) {
@@ -303,14 +302,15 @@ pub fn draw(
         } else {
             ""
         };
-        let mut line = Line::from(vec![
+        let mut name = Span::styled(format!("{}{suffix}", entry.name), name_style);
+        if selected {
+            name = name.patch_style(Modifier::REVERSED);
+        }
+        let line = Line::from(vec![
             mark,
             Span::raw(if selected { "▶ " } else { "  " }),
-            Span::styled(format!("{}{suffix}", entry.name), name_style),
+            name,
         ]);
-        if selected {
-            line = line.patch_style(focused_style.add_modifier(Modifier::REVERSED));
-        }
         lines.push(line);
     }
     Paragraph::new(lines).render(inner, buf);

@@ -1,0 +1,128 @@
+//! Choosing how pictures reach the terminal: ask it (ratatui-image's picker), honour
+//! `--protocol`, and steer clear of kitty versions whose graphics ratatui-image cannot drive.
+
+use std::io::{Read, Write};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ratatui_image::picker::{Picker, ProtocolType};
+
+use crate::cli::Protocol;
+use crate::worker::log;
+
+/// Kitty draws ratatui-image's pictures through Unicode placeholders, which it has understood
+/// since 0.28; older versions show the placeholders as boxes.
+const KITTY_PLACEHOLDERS_SINCE: (u32, u32) = (0, 28);
+
+/// The graphics protocol: asked of the terminal, unless `--protocol` names one. Call it in
+/// raw mode, before anything else reads stdin.
+pub fn picker(protocol: Protocol) -> Picker {
+    let forced = match protocol {
+        Protocol::Auto => None,
+        Protocol::Halfblocks => return Picker::halfblocks(),
+        Protocol::Kitty => Some(ProtocolType::Kitty),
+        Protocol::Sixel => Some(ProtocolType::Sixel),
+        Protocol::Iterm2 => Some(ProtocolType::Iterm2),
+    };
+    // The query also measures the font, which sizes the pictures; a terminal that does not
+    // answer gets half blocks, which need no font size.
+    let mut picker = Picker::from_query_stdio().unwrap_or_else(|_| Picker::halfblocks());
+    match forced {
+        Some(kind) => picker.set_protocol_type(kind),
+        None if picker.protocol_type() == ProtocolType::Kitty => {
+            if let Some(version) = query_kitty_version()
+                && version < KITTY_PLACEHOLDERS_SINCE
+            {
+                log::debug(&format!(
+                    "kitty {version:?} predates Unicode placeholders: using half blocks"
+                ));
+                picker.set_protocol_type(ProtocolType::Halfblocks);
+            }
+        }
+        None => {}
+    }
+    picker
+}
+
+/// The protocol's name for the status line.
+pub fn protocol_name(picker: &Picker) -> &'static str {
+    match picker.protocol_type() {
+        ProtocolType::Halfblocks => "halfblocks",
+        ProtocolType::Sixel => "sixel",
+        ProtocolType::Kitty => "kitty",
+        ProtocolType::Iterm2 => "iterm2",
+    }
+}
+
+/// Asks the terminal its name and version (XTVERSION), followed by a device-attributes
+/// request that every terminal answers, so the read always ends. `None` when the answer is
+/// not kitty's (tmux answers for itself) or does not come within a second.
+fn query_kitty_version() -> Option<(u32, u32)> {
+    let mut out = std::io::stdout();
+    out.write_all(b"\x1b[>0q\x1b[c").ok()?;
+    out.flush().ok()?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        let mut stdin = std::io::stdin().lock();
+        while stdin.read_exact(&mut byte).is_ok() {
+            reply.push(byte[0]);
+            if ends_with_device_attributes(&reply) {
+                break;
+            }
+        }
+        let _ = tx.send(reply);
+    });
+    let reply = rx.recv_timeout(Duration::from_secs(1)).ok()?;
+    parse_kitty_version(&String::from_utf8_lossy(&reply))
+}
+
+/// True once `reply` ends with a primary device attributes answer (`ESC [ ? … c`).
+fn ends_with_device_attributes(reply: &[u8]) -> bool {
+    reply.last() == Some(&b'c')
+        && reply
+            .windows(3)
+            .rposition(|w| w == b"\x1b[?")
+            .is_some_and(|start| {
+                reply[start + 3..reply.len() - 1]
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || *b == b';')
+            })
+}
+
+/// The version in an XTVERSION answer such as `ESC P >|kitty(0.26.5) ESC \`.
+fn parse_kitty_version(reply: &str) -> Option<(u32, u32)> {
+    let start = reply.find(">|kitty(")? + ">|kitty(".len();
+    let version = &reply[start..];
+    let version = &version[..version.find(')')?];
+    let mut parts = version.split('.').map(str::parse::<u32>);
+    Some((parts.next()?.ok()?, parts.next()?.ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_kitty_versions_from_xtversion() {
+        let reply = "\x1bP>|kitty(0.26.5)\x1b\\\x1b[?62;c";
+        assert_eq!(parse_kitty_version(reply), Some((0, 26)));
+        assert_eq!(
+            parse_kitty_version("\x1bP>|kitty(0.35.2)\x1b\\"),
+            Some((0, 35))
+        );
+        assert_eq!(parse_kitty_version("\x1bP>|tmux 3.3a\x1b\\"), None);
+        assert!((0, 26) < KITTY_PLACEHOLDERS_SINCE && (0, 35) >= KITTY_PLACEHOLDERS_SINCE);
+    }
+
+    #[test]
+    fn device_attributes_end_the_reply() {
+        assert!(ends_with_device_attributes(
+            b"\x1bP>|kitty(0.26.5)\x1b\\\x1b[?62;c"
+        ));
+        assert!(ends_with_device_attributes(b"\x1b[?1;2c"));
+        assert!(!ends_with_device_attributes(b"\x1bP>|kitty(0.26.5)\x1b\\"));
+        assert!(!ends_with_device_attributes(b"abc"));
+    }
+}
