@@ -3,6 +3,7 @@
 
 pub mod cam;
 pub mod classifier;
+pub mod fastconv;
 pub mod fetch;
 pub mod labels;
 pub mod preprocess;

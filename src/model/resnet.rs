@@ -6,10 +6,15 @@
 //! `layerN.0.downsample.{0,1}`, `fc`). Batch norm runs in inference mode; since its statistics
 //! are frozen it is folded into the preceding convolution at load time (w' = w·γ/σ,
 //! b' = β − μ·γ/σ), which is the same function with one pass over each activation fewer.
+//!
+//! Two execution paths compute the same function: on the CPU, channels-last (NHWC) with each
+//! convolution one GEMM and bias, residual and ReLU fused into it ([`super::fastconv`]); on
+//! other devices (and as a cross-check in tests), candle's NCHW `conv2d`.
 
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 
+use super::fastconv::{self, PackedConv};
 use super::weights::{Arch, WeightError, Weights};
 
 /// Blocks per stage of ResNet-50.
@@ -34,9 +39,14 @@ pub struct Forward {
     pub logits: Tensor,
 }
 
-/// A convolution with its batch norm folded in.
+/// A convolution with its batch norm folded in, in both paths' forms.
 #[derive(Debug)]
-struct ConvBn(Conv2d);
+struct ConvBn {
+    /// candle's NCHW convolution (any device).
+    conv: Conv2d,
+    /// The same weights packed for the CPU's channels-last GEMM.
+    packed: PackedConv,
+}
 
 impl ConvBn {
     fn load(
@@ -70,11 +80,24 @@ impl ConvBn {
             stride,
             ..Default::default()
         };
-        Ok(Self(Conv2d::new(weight, Some(bias), config)))
+        let candle_err = |source| WeightError::Candle {
+            tensor: conv.to_string(),
+            source,
+        };
+        let packed = PackedConv::new(&weight, &bias, stride, padding).map_err(candle_err)?;
+        Ok(Self {
+            conv: Conv2d::new(weight, Some(bias), config),
+            packed,
+        })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.forward(x)
+    fn to_device(&self, device: &Device) -> candle_core::Result<Self> {
+        let weight = self.conv.weight().to_device(device)?;
+        let bias = self.conv.bias().map(|b| b.to_device(device)).transpose()?;
+        Ok(Self {
+            conv: Conv2d::new(weight, bias, *self.conv.config()),
+            packed: self.packed.clone(),
+        })
     }
 }
 
@@ -133,12 +156,24 @@ impl Bottleneck {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.reduce.forward(x)?.relu()?;
-        let y = self.spatial.forward(&y)?.relu()?;
-        let y = self.expand.forward(&y)?;
+    /// NHWC on the CPU; the residual add and last ReLU ride in the expand conv's GEMM.
+    fn forward_fast(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.reduce.packed.forward(x, None, true)?;
+        let y = self.spatial.packed.forward(&y, None, true)?;
         let shortcut = match &self.downsample {
-            Some(down) => down.forward(x)?,
+            Some(down) => down.packed.forward(x, None, false)?,
+            None => x.clone(),
+        };
+        self.expand.packed.forward(&y, Some(&shortcut), true)
+    }
+
+    /// NCHW with candle's convolution.
+    fn forward_generic(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.reduce.conv.forward(x)?.relu()?;
+        let y = self.spatial.conv.forward(&y)?.relu()?;
+        let y = self.expand.conv.forward(&y)?;
+        let shortcut = match &self.downsample {
+            Some(down) => down.conv.forward(x)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
@@ -205,17 +240,10 @@ impl ResNet50 {
 
     fn move_convs(&mut self, device: &Device) -> Result<(), WeightError> {
         let mv = |c: &mut ConvBn, name: &str| -> Result<(), WeightError> {
-            let err = |source| WeightError::Candle {
+            *c = c.to_device(device).map_err(|source| WeightError::Candle {
                 tensor: name.into(),
                 source,
-            };
-            let weight = c.0.weight().to_device(device).map_err(err)?;
-            let bias =
-                c.0.bias()
-                    .map(|b| b.to_device(device))
-                    .transpose()
-                    .map_err(err)?;
-            c.0 = Conv2d::new(weight, bias, *c.0.config());
+            })?;
             Ok(())
         };
         mv(&mut self.stem, "conv1")?;
@@ -233,28 +261,52 @@ impl ResNet50 {
         Ok(())
     }
 
-    /// Runs the network on `input` (N × 3 × H × W, ImageNet-normalised RGB, H and W ≥ 32).
+    /// Runs the network on `input` (N × 3 × H × W, ImageNet-normalised RGB, any H, W ≥ 1).
     pub fn forward(&self, input: &Tensor) -> candle_core::Result<Forward> {
-        let x = self.stem.forward(input)?.relu()?;
+        if input.device().is_cpu() {
+            self.forward_fast(input)
+        } else {
+            self.forward_generic(input)
+        }
+    }
+
+    /// The CPU path: channels-last, fused GEMM convolutions.
+    pub fn forward_fast(&self, input: &Tensor) -> candle_core::Result<Forward> {
+        let x = input.permute((0, 2, 3, 1))?.contiguous()?;
+        let x = self.stem.packed.forward(&x, None, true)?;
+        let mut x = fastconv::max_pool_3x3_s2(&x)?;
+        for block in self.stages.iter().flatten() {
+            x = block.forward_fast(&x)?;
+        }
+        let logits = self.classify(&x.mean((1, 2))?)?;
+        let features = x.permute((0, 3, 1, 2))?.contiguous()?;
+        Ok(Forward { features, logits })
+    }
+
+    /// The portable path: candle's NCHW convolutions, on any device.
+    pub fn forward_generic(&self, input: &Tensor) -> candle_core::Result<Forward> {
+        let x = self.stem.conv.forward(input)?.relu()?;
         // Max pooling 3×3/2 with padding 1. Inputs are post-ReLU (≥ 0), so zero padding
         // gives the same maxima as the −∞ padding torchvision uses.
         let x = x
             .pad_with_zeros(D::Minus2, 1, 1)?
             .pad_with_zeros(D::Minus1, 1, 1)?;
         let mut x = x.max_pool2d_with_stride(3, 2)?;
-        for layer in &self.stages {
-            for block in layer {
-                x = block.forward(&x)?;
-            }
+        for block in self.stages.iter().flatten() {
+            x = block.forward_generic(&x)?;
         }
-        let pooled = x.mean((2, 3))?;
-        let logits = pooled
-            .matmul(&self.fc_weight.t()?)?
-            .broadcast_add(&self.fc_bias)?;
+        let logits = self.classify(&x.mean((2, 3))?)?;
         Ok(Forward {
             features: x,
             logits,
         })
+    }
+
+    /// The fc layer on globally pooled features (N × 2048 → N × classes).
+    fn classify(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
+        pooled
+            .matmul(&self.fc_weight.t()?)?
+            .broadcast_add(&self.fc_bias)
     }
 
     /// Raw class activation maps, `classes.len()` × h × w, for one image's features

@@ -164,3 +164,48 @@ fn the_v1_weights_in_a_v1_5_graph_give_different_numbers() {
     let (_, want) = read_npy(&reference("chelsea.center.logits.npy"));
     assert!(max_abs_diff(&logits, &want) > 0.1);
 }
+
+#[test]
+fn fast_cpu_path_equals_candle_conv2d_path_for_both_layouts() {
+    // The golden files cover v1; v1.5 (stride in the 3×3) runs other fast kernels, so both
+    // layouts are checked against candle's own convolutions, on a batch of two odd-sized inputs.
+    let weights = camview::model::weights::Weights::load(crate::common::weights_path()).unwrap();
+    let (_, data) = read_npy(&reference("rocket.full.input.npy"));
+    let input = Tensor::from_vec(data, (1, 3, 224, 336), &candle_core::Device::Cpu).unwrap();
+    let input = Tensor::cat(&[&input, &input.flip(&[3]).unwrap()], 0)
+        .unwrap()
+        .narrow(2, 0, 221)
+        .unwrap()
+        .narrow(3, 0, 301)
+        .unwrap();
+    for arch in [camview::model::Arch::V1, camview::model::Arch::V1_5] {
+        let model =
+            camview::model::resnet::ResNet50::load(&weights, arch, &candle_core::Device::Cpu)
+                .unwrap();
+        let fast = model.forward_fast(&input).unwrap();
+        let generic = model.forward_generic(&input).unwrap();
+        assert_eq!(fast.features.dims(), generic.features.dims(), "{arch}");
+        let diff = |a: &Tensor, b: &Tensor| {
+            max_abs_diff(
+                &a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                &b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        };
+        assert!(
+            diff(&fast.logits, &generic.logits) <= LOGIT_TOL,
+            "{arch}: logits"
+        );
+        let scale = generic
+            .features
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            diff(&fast.features, &generic.features) / scale <= CAM_REL_TOL,
+            "{arch}: features"
+        );
+    }
+}

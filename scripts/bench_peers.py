@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Side-by-side CPU forward latency: camview vs ONNX Runtime vs PyTorch eager, same weights.
+
+Each peer is built from the same safetensors file camview uses (torchvision names, layout read
+from its metadata): the ONNX graph with the `onnx` helper (no torch needed), the PyTorch model
+as plain nn.Conv2d + nn.BatchNorm2d in eval mode (what torchvision runs). Rounds alternate
+between the three so machine noise hits all of them alike; the script prints each median and
+the ratios. Ratios, not absolute times, are the result: these machines are shared and noisy.
+
+usage: python3 scripts/bench_peers.py [--weights models/resnet50.safetensors] [--rounds 5]
+         [--iters 10] [--size 224x224] [--batch 1] [--threads 2] [--camview target/release/camview]
+needs: pip install numpy safetensors onnx onnxruntime torch
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+from safetensors import safe_open
+
+LAYERS = [3, 4, 6, 3]
+
+
+def load(path):
+    with safe_open(path, "numpy") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k).astype(np.float32) for k in f.keys() if "num_batches" not in k}
+    v1 = meta.get("architecture", "resnet50-v1.5").split()[0] == "resnet50-v1"
+    return tensors, v1
+
+
+def blocks(v1):
+    """(prefix, stride of conv1, stride of conv2, has downsample) for every bottleneck."""
+    for li, n in enumerate(LAYERS):
+        for bi in range(n):
+            s = (1 if li == 0 else 2) if bi == 0 else 1
+            yield f"layer{li + 1}.{bi}", (s if v1 else 1), (1 if v1 else s), bi == 0
+
+
+def fold(S, conv, bn, eps=1e-5):
+    scale = S[bn + ".weight"] / np.sqrt(S[bn + ".running_var"] + eps)
+    w = S[conv + ".weight"] * scale[:, None, None, None]
+    b = S[bn + ".bias"] - S[bn + ".running_mean"] * scale
+    return w.astype(np.float32), b.astype(np.float32)
+
+
+def onnx_session(S, v1, threads):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+    counter = [0]
+
+    def name(p):
+        counter[0] += 1
+        return f"{p}_{counter[0]}"
+
+    def conv(x, c, b, stride, pad, relu, residual=None):
+        w, bias = fold(S, c, b)
+        wn, bn = name("w"), name("b")
+        inits.extend([numpy_helper.from_array(w, wn), numpy_helper.from_array(bias, bn)])
+        k = w.shape[2]
+        y = name("conv")
+        nodes.append(helper.make_node("Conv", [x, wn, bn], [y], kernel_shape=[k, k],
+                                      strides=[stride, stride], pads=[pad] * 4))
+        if residual is not None:
+            z = name("add")
+            nodes.append(helper.make_node("Add", [y, residual], [z]))
+            y = z
+        if relu:
+            z = name("relu")
+            nodes.append(helper.make_node("Relu", [y], [z]))
+            y = z
+        return y
+
+    x = conv("input", "conv1", "bn1", 2, 3, True)
+    p = name("pool")
+    nodes.append(helper.make_node("MaxPool", [x], [p], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
+    x = p
+    for pre, s1, s2, down in blocks(v1):
+        y = conv(x, pre + ".conv1", pre + ".bn1", s1, 0, True)
+        y = conv(y, pre + ".conv2", pre + ".bn2", s2, 1, True)
+        sc = conv(x, pre + ".downsample.0", pre + ".downsample.1", max(s1, s2), 0, False) if down else x
+        x = conv(y, pre + ".conv3", pre + ".bn3", 1, 0, True, residual=sc)
+    g, f = name("gap"), name("flat")
+    nodes.append(helper.make_node("GlobalAveragePool", [x], [g]))
+    nodes.append(helper.make_node("Flatten", [g], [f]))
+    inits += [numpy_helper.from_array(S["fc.weight"], "fc_w"), numpy_helper.from_array(S["fc.bias"], "fc_b")]
+    nodes.append(helper.make_node("Gemm", [f, "fc_w", "fc_b"], ["logits"], transB=1))
+    graph = helper.make_graph(
+        nodes, "resnet50",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return lambda x: sess.run(None, {"input": x})[0]
+
+
+def torch_model(S, v1, threads):
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(threads)
+
+    def conv_bn(c, b, stride, pad):
+        w = torch.from_numpy(S[c + ".weight"])
+        conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride, pad, bias=False)
+        conv.weight.data.copy_(w)
+        bn = nn.BatchNorm2d(w.shape[0])
+        for k in ("weight", "bias", "running_mean", "running_var"):
+            getattr(bn, k).data.copy_(torch.from_numpy(S[f"{b}.{k}"]))
+        return nn.Sequential(conv, bn)
+
+    class Block(nn.Module):
+        def __init__(self, pre, s1, s2, down):
+            super().__init__()
+            self.c1 = conv_bn(pre + ".conv1", pre + ".bn1", s1, 0)
+            self.c2 = conv_bn(pre + ".conv2", pre + ".bn2", s2, 1)
+            self.c3 = conv_bn(pre + ".conv3", pre + ".bn3", 1, 0)
+            self.down = conv_bn(pre + ".downsample.0", pre + ".downsample.1", max(s1, s2), 0) if down else None
+
+        def forward(self, x):
+            y = torch.relu(self.c1(x))
+            y = torch.relu(self.c2(y))
+            y = self.c3(y)
+            return torch.relu(y + (self.down(x) if self.down is not None else x))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = conv_bn("conv1", "bn1", 2, 3)
+            self.pool = nn.MaxPool2d(3, 2, 1)
+            self.blocks = nn.Sequential(*[Block(*b) for b in blocks(v1)])
+            self.fc = nn.Linear(2048, 1000)
+            self.fc.weight.data.copy_(torch.from_numpy(S["fc.weight"]))
+            self.fc.bias.data.copy_(torch.from_numpy(S["fc.bias"]))
+
+        def forward(self, x):
+            x = self.blocks(self.pool(torch.relu(self.stem(x))))
+            return self.fc(x.mean((2, 3)))
+
+    net = Net().eval()
+
+    def run(x):
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def time_python(fn, x, iters):
+    fn(x)  # warm-up
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def time_camview(exe, weights, size, batch, iters, threads):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), CAMVIEW_WEIGHTS=weights)
+    out = subprocess.run([exe, "bench", "--iters", str(iters), "--size", size, "--batch", str(batch)],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    last = out.strip().splitlines()[-1]
+    fields = dict(kv.split("=") for kv in last.split()[1:])
+    return float(fields["median_ms"])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default="models/resnet50.safetensors")
+    ap.add_argument("--camview", default="target/release/camview")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--size", default="224x224")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    a = ap.parse_args()
+
+    S, v1 = load(a.weights)
+    h, w = (int(v) for v in a.size.lower().split("x"))
+    x = np.random.default_rng(0).standard_normal((a.batch, 3, h, w)).astype(np.float32)
+    peers = {"onnxruntime": onnx_session(S, v1, a.threads), "pytorch": torch_model(S, v1, a.threads)}
+    # The peers compute the same function: check before timing anything.
+    ref = peers["onnxruntime"](x)
+    for name, fn in peers.items():
+        diff = float(np.abs(fn(x) - ref).max())
+        assert diff < 1e-3, f"{name} disagrees with onnxruntime by {diff}"
+
+    results = {"camview": [], **{k: [] for k in peers}}
+    for r in range(a.rounds):
+        results["camview"].append(time_camview(a.camview, a.weights, a.size, a.batch, a.iters, a.threads))
+        for name, fn in peers.items():
+            results[name].append(time_python(fn, x, a.iters))
+        print(f"round {r + 1}: " + "  ".join(f"{k}={v[-1]:.1f}" for k, v in results.items()), file=sys.stderr)
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    summary = {
+        "input": f"{a.batch}x3x{h}x{w}", "threads": a.threads, "rounds": a.rounds, "iters": a.iters,
+        "median_ms": {k: round(v, 2) for k, v in med.items()},
+        "camview_vs_pytorch": round(med["camview"] / med["pytorch"], 3),
+        "camview_vs_onnxruntime": round(med["camview"] / med["onnxruntime"], 3),
+    }
+    if a.json:
+        print(json.dumps(summary))
+    else:
+        print(f"input {summary['input']}  threads {a.threads}  rounds {a.rounds} x iters {a.iters} (medians)")
+        for k, v in med.items():
+            print(f"  {k:<12} {v:8.2f} ms")
+        print(f"  camview / pytorch     = {summary['camview_vs_pytorch']:.3f}")
+        print(f"  camview / onnxruntime = {summary['camview_vs_onnxruntime']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

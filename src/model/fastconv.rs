@@ -1,0 +1,403 @@
+//! Fast CPU convolutions for ResNet-50, as candle custom ops over channels-last (NHWC)
+//! tensors, so the model code stays a readable chain of tensor calls.
+//!
+//! Why: candle's generic `conv2d` copies around its GEMM and left most of a forward pass in
+//! strided copies and thread hand-offs (perf: GEMM kernels were 30 % of the time). Here each
+//! convolution is exactly one GEMM: a 1×1 conv multiplies the (N·H·W) × C activation matrix
+//! by the C × O weight in place (no im2col at all); larger or strided kernels first gather
+//! their taps row by row. The output is pre-filled with the bias (and the residual), the GEMM
+//! accumulates into it, and ReLU runs over it once, so every activation is written once.
+//! Batch norm is already folded into the weights by the caller.
+//!
+//! The only `unsafe` is the call into the `gemm` crate (the GEMM candle itself uses), whose
+//! API takes raw pointers; the slices it receives are bounds-checked first.
+#![allow(unsafe_code)]
+
+use std::borrow::Cow;
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+/// A convolution with folded batch norm, its weight packed for the GEMM.
+#[derive(Debug, Clone)]
+pub struct PackedConv {
+    /// (k·k·C_in) × C_out, row-major, rows ordered (ky, kx, c_in) like the gathered taps.
+    matrix: Vec<f32>,
+    bias: Vec<f32>,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    in_c: usize,
+    out_c: usize,
+}
+
+impl PackedConv {
+    /// Packs an O × I × k × k weight and its O biases.
+    pub fn new(weight: &Tensor, bias: &Tensor, stride: usize, pad: usize) -> Result<Self> {
+        let (out_c, in_c, kh, kw) = weight.dims4()?;
+        if kh != kw {
+            bail!("only square kernels are supported, got {kh}×{kw}");
+        }
+        let matrix = weight
+            .permute((2, 3, 1, 0))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Self {
+            matrix,
+            bias: bias.to_vec1::<f32>()?,
+            kernel: kh,
+            stride,
+            pad,
+            in_c,
+            out_c,
+        })
+    }
+
+    /// Output spatial size for an input of `h` × `w`.
+    pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let out = |s: usize| (s + 2 * self.pad).saturating_sub(self.kernel) / self.stride + 1;
+        (out(h), out(w))
+    }
+
+    /// conv(x) + bias (+ `residual`), then ReLU if `relu`. `x` is N × H × W × C_in (NHWC) on
+    /// the CPU; `residual`, if any, has the output's shape N × H' × W' × C_out.
+    pub fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        let op = FusedConv { conv: self, relu };
+        match residual {
+            Some(r) => x.apply_op2_no_bwd(r, &op),
+            None => x.apply_op1_no_bwd(&op),
+        }
+    }
+
+    /// The convolution on raw NHWC data; returns the N × H' × W' × C_out output.
+    fn compute(
+        &self,
+        x: &[f32],
+        (n, h, w, c): Dims4,
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> Result<(Vec<f32>, Shape)> {
+        if c != self.in_c {
+            bail!("convolution expects {} input channels, got {c}", self.in_c);
+        }
+        let (oh, ow) = self.output_size(h, w);
+        let rows = n * oh * ow;
+        let depth = self.kernel * self.kernel * c;
+        let taps: Cow<[f32]> = if self.kernel == 1 && self.stride == 1 && self.pad == 0 {
+            Cow::Borrowed(x)
+        } else {
+            Cow::Owned(self.gather_taps(x, (n, h, w, c), (oh, ow)))
+        };
+        let out_c = self.out_c;
+        // Start from the bias (and the shortcut): the GEMM then accumulates onto it.
+        let mut out = vec![0f32; rows * out_c];
+        match residual {
+            Some(r) => {
+                if r.len() != out.len() {
+                    bail!(
+                        "residual has {} values, the convolution makes {}",
+                        r.len(),
+                        out.len()
+                    );
+                }
+                out.par_chunks_mut(out_c * 64)
+                    .zip(r.par_chunks(out_c * 64))
+                    .for_each(|(o, r)| {
+                        for (o, r) in o.chunks_exact_mut(out_c).zip(r.chunks_exact(out_c)) {
+                            o.iter_mut()
+                                .zip(r)
+                                .zip(&self.bias)
+                                .for_each(|((o, r), b)| *o = r + b);
+                        }
+                    });
+            }
+            None => out.par_chunks_mut(out_c * 64).for_each(|o| {
+                o.chunks_exact_mut(out_c)
+                    .for_each(|o| o.copy_from_slice(&self.bias));
+            }),
+        }
+        gemm_accumulate(rows, out_c, depth, &taps, &self.matrix, &mut out);
+        if relu {
+            // Memory-bound: large chunks keep the thread hand-offs few.
+            out.par_chunks_mut(1 << 16)
+                .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = v.max(0.0)));
+        }
+        Ok((out, Shape::from((n, oh, ow, out_c))))
+    }
+
+    /// im2col for NHWC: one row of k·k·C values per output pixel, zeros where a tap falls in
+    /// the padding.
+    fn gather_taps(&self, x: &[f32], (n, h, w, c): Dims4, (oh, ow): (usize, usize)) -> Vec<f32> {
+        let (k, s, p) = (self.kernel, self.stride, self.pad);
+        let depth = k * k * c;
+        let mut taps = vec![0f32; n * oh * ow * depth];
+        // One output image row per task: big enough to amortise scheduling.
+        taps.par_chunks_mut(ow * depth)
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (b, oy) = (row / oh, row % oh);
+                for ox in 0..ow {
+                    let pixel = &mut out[ox * depth..(ox + 1) * depth];
+                    for ky in 0..k {
+                        let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h) else {
+                            continue;
+                        };
+                        for kx in 0..k {
+                            let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&ix| ix < w) else {
+                                continue;
+                            };
+                            let src = ((b * h + iy) * w + ix) * c;
+                            let dst = (ky * k + kx) * c;
+                            pixel[dst..dst + c].copy_from_slice(&x[src..src + c]);
+                        }
+                    }
+                }
+            });
+        taps
+    }
+}
+
+/// `dst (m×n) += lhs (m×k) · rhs (k×n)`, all row-major, on every core.
+fn gemm_accumulate(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], dst: &mut [f32]) {
+    assert!(
+        lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n,
+        "GEMM operand too small"
+    );
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assert above bounds every element the GEMM reads or writes: lhs is m×k with
+    // row stride k, rhs is k×n with row stride n, dst is m×n with row stride n, all with unit
+    // column stride. `dst` is a unique mutable borrow, so it aliases neither input, and the
+    // pointers stay valid for the whole (synchronous) call.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// N, H, W, C.
+type Dims4 = (usize, usize, usize, usize);
+
+/// The contiguous f32 data of a CPU tensor and its four dimensions.
+fn nhwc<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32], Dims4)> {
+    let dims = layout.shape().dims4()?;
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        bail!("fast convolution needs a contiguous NHWC tensor");
+    };
+    Ok((&storage.as_slice::<f32>()?[start..end], dims))
+}
+
+struct FusedConv<'a> {
+    conv: &'a PackedConv,
+    relu: bool,
+}
+
+impl CustomOp1 for FusedConv<'_> {
+    fn name(&self) -> &'static str {
+        "camview-fused-conv"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, dims) = nhwc(storage, layout)?;
+        let (out, shape) = self.conv.compute(x, dims, None, self.relu)?;
+        Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+impl CustomOp2 for FusedConv<'_> {
+    fn name(&self) -> &'static str {
+        "camview-fused-conv-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        res_storage: &CpuStorage,
+        res_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dims) = nhwc(storage, layout)?;
+        let (residual, _) = nhwc(res_storage, res_layout)?;
+        let (out, shape) = self.conv.compute(x, dims, Some(residual), self.relu)?;
+        Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+/// Max pooling 3×3, stride 2, padding 1 (ResNet's stem pool) over an NHWC tensor; padded taps
+/// are ignored, as with torchvision's −∞ padding.
+pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
+    x.apply_op1_no_bwd(&MaxPool)
+}
+
+struct MaxPool;
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "camview-max-pool-3x3-s2"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (n, h, w, c)) = nhwc(storage, layout)?;
+        let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+        let mut out = vec![f32::NEG_INFINITY; n * oh * ow * c];
+        out.par_chunks_mut(ow * c)
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (b, oy) = (row / oh, row % oh);
+                for ox in 0..ow {
+                    let pixel = &mut out[ox * c..(ox + 1) * c];
+                    for iy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h) {
+                        for ix in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w) {
+                            let src = &x[((b * h + iy) * w + ix) * c..][..c];
+                            pixel.iter_mut().zip(src).for_each(|(o, v)| *o = o.max(*v));
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{D, Device, Module};
+
+    /// A deterministic pseudo-random tensor.
+    fn noise(shape: &[usize], seed: u32) -> Tensor {
+        let count: usize = shape.iter().product();
+        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+        let data: Vec<f32> = (0..count)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(D::Minus1)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// The fast op against candle's own conv2d on NCHW, for every kernel/stride ResNet uses
+    /// plus odd sizes, a batch and a residual.
+    #[test]
+    fn fused_conv_matches_candle_conv2d() {
+        let cases = [
+            // (n, c_in, h, w, c_out, k, stride)
+            (1, 8, 9, 7, 16, 1, 1),
+            (2, 8, 9, 7, 16, 1, 2),
+            (1, 8, 9, 7, 12, 3, 1),
+            (2, 8, 9, 7, 12, 3, 2),
+            (1, 3, 15, 11, 8, 7, 2),
+        ];
+        for (i, &(n, c, h, w, o, k, s)) in cases.iter().enumerate() {
+            let x = noise(&[n, c, h, w], i as u32 + 1);
+            let weight = noise(&[o, c, k, k], i as u32 + 100);
+            let bias = noise(&[o], i as u32 + 200);
+            let config = candle_nn::Conv2dConfig {
+                padding: k / 2,
+                stride: s,
+                ..Default::default()
+            };
+            let want = candle_nn::Conv2d::new(weight.clone(), Some(bias.clone()), config)
+                .forward(&x)
+                .unwrap();
+            let packed = PackedConv::new(&weight, &bias, s, k / 2).unwrap();
+            let x_nhwc = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+            let got = packed
+                .forward(&x_nhwc, None, false)
+                .unwrap()
+                .permute((0, 3, 1, 2))
+                .unwrap();
+            assert_eq!(got.dims(), want.dims(), "case {i}");
+            assert!(max_abs_diff(&got, &want) < 1e-4, "case {i}");
+
+            // With a residual and ReLU: relu(conv + residual).
+            let residual = noise(got.dims(), i as u32 + 300);
+            let want = (want + &residual).unwrap().relu().unwrap();
+            let residual_nhwc = residual
+                .permute((0, 2, 3, 1))
+                .unwrap()
+                .contiguous()
+                .unwrap();
+            let got = packed
+                .forward(&x_nhwc, Some(&residual_nhwc), true)
+                .unwrap()
+                .permute((0, 3, 1, 2))
+                .unwrap();
+            assert!(max_abs_diff(&got, &want) < 1e-4, "case {i} with residual");
+        }
+    }
+
+    #[test]
+    fn max_pool_matches_a_naive_pool_with_minus_infinity_padding() {
+        for (h, w) in [(8, 8), (9, 7), (1, 1), (2, 5)] {
+            let (n, c) = (2, 4);
+            let x = noise(&[n, h, w, c], (h * w) as u32);
+            let got = max_pool_3x3_s2(&x).unwrap();
+            let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+            assert_eq!(got.dims(), &[n, oh, ow, c], "{h}x{w}");
+            let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for b in 0..n {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for ch in 0..c {
+                            let mut want = f32::NEG_INFINITY;
+                            for dy in 0..3 {
+                                for dx in 0..3 {
+                                    let (iy, ix) =
+                                        ((2 * oy + dy) as isize - 1, (2 * ox + dx) as isize - 1);
+                                    if (0..h as isize).contains(&iy)
+                                        && (0..w as isize).contains(&ix)
+                                    {
+                                        want = want.max(
+                                            x[((b * h + iy as usize) * w + ix as usize) * c + ch],
+                                        );
+                                    }
+                                }
+                            }
+                            assert_eq!(got[((b * oh + oy) * ow + ox) * c + ch], want, "{h}x{w}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
