@@ -9,3 +9,4 @@ mod golden;
 mod importer;
 mod ui_screens;
 mod ui_tmux;
+mod weights_files;
