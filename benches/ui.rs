@@ -99,7 +99,7 @@ fn ui(c: &mut Criterion) {
     g.finish();
 
     // The render thread's round trip for a photo it has decoded before, overlay included:
-    // what a cached image costs before it is on screen.
+    // what a cached result costs before it is on screen.
     let photo = images.join("chelsea.png");
     let mut g = c.benchmark_group("render cached chelsea.png with overlay");
     g.sample_size(20);
@@ -119,19 +119,32 @@ fn ui(c: &mut Criterion) {
             Some(Arc::new(classifier.analyze(&prepared, 5, None).unwrap()))
         };
         let mut ticket = 0;
-        g.bench_function(format!("{protocol:?} 88x30 cells"), |b| {
+        let mut round_trip = |style: Style| {
+            ticket += 1;
+            renderer.send(RenderRequest {
+                ticket,
+                key: key.clone(),
+                analysis: analysis.clone(),
+                class: 0,
+                style,
+                cells: Size::new(88, 30),
+            });
+            rx.recv().unwrap().result.unwrap()
+        };
+        // A style never seen before: the overlay is drawn and encoded (the photo is decoded).
+        let mut fresh = 0u32;
+        g.bench_function(format!("{protocol:?} 88x30 cells, new picture"), |b| {
             b.iter(|| {
-                ticket += 1;
-                renderer.send(RenderRequest {
-                    ticket,
-                    key: key.clone(),
-                    analysis: analysis.clone(),
-                    class: 0,
-                    style: Style::default(),
-                    cells: Size::new(88, 30),
-                });
-                rx.recv().unwrap().result.unwrap()
+                fresh += 1;
+                round_trip(Style {
+                    alpha: 0.5 + (fresh % 10_000) as f32 * 1e-5,
+                    ..Style::default()
+                })
             })
+        });
+        // The same picture again (back to an image seen a moment ago).
+        g.bench_function(format!("{protocol:?} 88x30 cells, seen before"), |b| {
+            b.iter(|| round_trip(Style::default()))
         });
     }
     g.finish();

@@ -360,6 +360,33 @@ mod tests {
     }
 
     #[test]
+    fn fetch_progress_is_sent_at_most_once_per_percent() {
+        let sent = std::cell::RefCell::new(Vec::new());
+        let notify = |e: WorkerEvent| {
+            sent.borrow_mut().push(e);
+            true
+        };
+        let progress = ForwardProgress {
+            notify: &notify,
+            phase: Cell::new(String::new()),
+            total: Cell::new(None),
+            last_percent: Cell::new(None),
+        };
+        progress.phase("downloading", Some(100_000));
+        for done in (0..=100_000).step_by(100) {
+            progress.advance(done);
+        }
+        let sent = sent.into_inner();
+        // The phase itself, then one message per percent (0 % included).
+        assert_eq!(sent.len(), 1 + 101);
+        assert!(matches!(
+            sent.last(),
+            Some(WorkerEvent::Model(ModelStatus::Fetching { phase, done: 100_000, total: Some(100_000) }))
+                if phase == "downloading"
+        ));
+    }
+
+    #[test]
     fn take_waits_for_a_job_from_another_thread() {
         let mailbox = Arc::new(Mailbox::default());
         let sender = Arc::clone(&mailbox);

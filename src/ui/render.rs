@@ -82,11 +82,16 @@ impl Renderer {
             .name("camview-render".into())
             .spawn(move || {
                 let mut cache: Vec<CachedPhoto> = Vec::new();
+                let mut pictures = Pictures::default();
                 while let Some(request) = inbox.take() {
                     let started = Instant::now();
                     let ticket = request.ticket;
                     let key = request.key.clone();
-                    let result = render(&picker, &mut cache, &request);
+                    let result = match pictures.get(&request) {
+                        Some(done) => Ok(done),
+                        None => render(&picker, &mut cache, &request)
+                            .inspect(|done| pictures.put(&request, done.clone())),
+                    };
                     log::debug(&format!(
                         "render #{ticket} of {} in {:?}",
                         key.path.display(),
@@ -113,6 +118,39 @@ impl Renderer {
 impl Drop for Renderer {
     fn drop(&mut self) {
         self.mailbox.close();
+    }
+}
+
+/// Finished pictures kept for going back to a recent image (or style) at no cost.
+const PICTURE_CACHE: usize = 16;
+
+/// Recently finished pictures, by everything that decides what they look like.
+#[derive(Default)]
+struct Pictures(Vec<(RenderRequest, Rendered)>);
+
+impl Pictures {
+    fn same(a: &RenderRequest, b: &RenderRequest) -> bool {
+        a.key == b.key
+            && a.class == b.class
+            && a.style == b.style
+            && a.cells == b.cells
+            // The app keeps every analysis it received, so the pointer names one.
+            && a.analysis.as_ref().map(Arc::as_ptr) == b.analysis.as_ref().map(Arc::as_ptr)
+    }
+
+    fn get(&mut self, request: &RenderRequest) -> Option<Rendered> {
+        let at = self.0.iter().position(|(r, _)| Self::same(r, request))?;
+        let entry = self.0.remove(at);
+        let done = entry.1.clone();
+        self.0.push(entry);
+        Some(done)
+    }
+
+    fn put(&mut self, request: &RenderRequest, done: Rendered) {
+        if self.0.len() >= PICTURE_CACHE {
+            self.0.remove(0);
+        }
+        self.0.push((request.clone(), done));
     }
 }
 
@@ -202,6 +240,48 @@ mod tests {
         let big = RgbImage::new(4000, 1000);
         assert_eq!(fit(&big, (800, 800)).dimensions(), (800, 200));
         assert_eq!(fit(&small, (300, 200)).dimensions(), (300, 200));
+    }
+
+    #[test]
+    fn finished_pictures_are_found_by_everything_that_shapes_them() {
+        let request = RenderRequest {
+            ticket: 1,
+            key: ImageKey {
+                path: "a.png".into(),
+                modified: None,
+            },
+            analysis: None,
+            class: 0,
+            style: Style::default(),
+            cells: Size::new(4, 2),
+        };
+        let picture = encode(&Picker::halfblocks(), RgbImage::new(40, 40), request.cells).unwrap();
+        let mut pictures = Pictures::default();
+        pictures.put(
+            &request,
+            Rendered {
+                protocol: picture,
+                original: (40, 40),
+            },
+        );
+        let again = RenderRequest {
+            ticket: 2,
+            ..request.clone()
+        };
+        assert_eq!(pictures.get(&again).unwrap().original, (40, 40));
+        let restyled = RenderRequest {
+            style: Style {
+                bbox: true,
+                ..Style::default()
+            },
+            ..request.clone()
+        };
+        assert!(pictures.get(&restyled).is_none());
+        let resized = RenderRequest {
+            cells: Size::new(5, 2),
+            ..request
+        };
+        assert!(pictures.get(&resized).is_none());
     }
 
     #[test]

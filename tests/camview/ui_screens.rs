@@ -458,3 +458,77 @@ fn ctrl_c_quits_even_while_typing_a_filter() {
     ))));
     assert!(h.app.should_quit());
 }
+
+/// The real inference worker: it loads the model in the background, and a request that
+/// waits is replaced by a newer one (only the newest is analysed).
+#[test]
+fn the_worker_loads_the_model_and_answers_only_the_newest_request() {
+    use camview::cli::ModelArgs;
+    use camview::worker::InferenceWorker;
+
+    let (tx, rx) = mpsc::channel();
+    let model = ModelArgs {
+        weights: crate::common::weights_path().to_path_buf(),
+        arch: None,
+        resize: ResizeMode::Full,
+    };
+    let worker = InferenceWorker::spawn(model, move |e| tx.send(e).is_ok()).unwrap();
+    // Both are posted while the model loads: the second replaces the first.
+    worker.send(Request::Analyze(ImageKey::of(&crate::common::photo(
+        "chelsea",
+    ))));
+    worker.send(Request::Analyze(ImageKey::of(&crate::common::photo(
+        "coffee",
+    ))));
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("worker event")
+    };
+    assert!(matches!(next(), WorkerEvent::Model(ModelStatus::Loading)));
+    assert!(matches!(
+        next(),
+        WorkerEvent::Model(ModelStatus::Ready { .. })
+    ));
+    let WorkerEvent::Analysis { key, result } = next() else {
+        panic!("expected an analysis");
+    };
+    assert!(key.path.ends_with("coffee.png"));
+    assert_eq!(result.unwrap().top[0].label, "espresso");
+
+    // A prefetch list is worked through in order.
+    worker.send(Request::Prefetch(vec![
+        ImageKey::of(&crate::common::photo("chelsea")),
+        ImageKey::of(Path::new("images/CREDITS.md")),
+    ]));
+    let WorkerEvent::Analysis { key, result } = next() else {
+        panic!("expected an analysis");
+    };
+    assert!(key.path.ends_with("chelsea.png") && result.is_ok());
+    let WorkerEvent::Analysis { result, .. } = next() else {
+        panic!("expected an analysis");
+    };
+    assert!(result.unwrap_err().contains("CREDITS.md"));
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+}
+
+#[test]
+fn the_worker_says_how_to_get_weights_when_an_explicit_file_is_missing() {
+    use camview::cli::ModelArgs;
+    use camview::worker::InferenceWorker;
+
+    let (tx, rx) = mpsc::channel();
+    let model = ModelArgs {
+        weights: PathBuf::from("target/ui-fixtures/no-such-weights.safetensors"),
+        arch: None,
+        resize: ResizeMode::Full,
+    };
+    let _worker = InferenceWorker::spawn(model, move |e| tx.send(e).is_ok()).unwrap();
+    let event = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let WorkerEvent::Model(ModelStatus::Unavailable(why)) = event else {
+        panic!("expected the model to be unavailable, got {event:?}");
+    };
+    assert!(
+        why.contains("no-such-weights.safetensors") && why.contains("camview weights fetch"),
+        "{why}"
+    );
+}
