@@ -11,9 +11,19 @@ fn main() {
     };
     match result {
         Ok(code) => std::process::exit(code),
+        // A closed pipe (`camview classify … | head`) is the reader's choice, not an error.
+        Err(e) if is_broken_pipe(&e) => std::process::exit(0),
         Err(e) => {
             eprintln!("camview: error: {e:#}");
             std::process::exit(1);
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

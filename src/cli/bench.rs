@@ -1,5 +1,6 @@
 //! `camview bench`: times the forward pass in-process, after a warm-up, on the real weights.
 
+use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -38,6 +39,7 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     let start = Instant::now();
     let classifier = args.model.load_classifier()?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -46,12 +48,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let device = classifier.device().clone();
     // A fixed pseudo-random input: the forward pass costs the same for any values.
     let input = Tensor::randn(0f32, 1.0, (batch, 3, h, w), &device)?.to_dtype(DType::F32)?;
-    println!(
+    writeln!(
+        out,
         "weights {} ({}) load_ms={load_ms:.1} device={} input={batch}x3x{h}x{w}",
         args.model.weights.display(),
         classifier.model().arch(),
         crate::model::classifier::device_name(&device),
-    );
+    )?;
     let forward = || -> anyhow::Result<f64> {
         let t = Instant::now();
         let out = classifier.model().forward(&input)?;
@@ -60,21 +63,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Ok(t.elapsed().as_secs_f64() * 1e3)
     };
     let warm = forward()?;
-    println!("warm-up ms={warm:.1}");
+    writeln!(out, "warm-up ms={warm:.1}")?;
     let mut times = (0..args.iters)
         .map(|_| forward())
         .collect::<anyhow::Result<Vec<f64>>>()?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let min = times[0];
-    println!(
+    writeln!(
+        out,
         "per-image median_ms={:.2} images_per_s={:.1}",
         median / batch as f64,
         batch as f64 * 1e3 / median
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "forward median_ms={median:.2} min_ms={min:.2} iters={}",
         args.iters
-    );
+    )?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `camview weights …`: fetch genuine weights, import a TF.js export, inspect a file.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ pub enum WeightsCommand {
 }
 
 pub fn run(cmd: WeightsCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     match cmd {
         WeightsCommand::Fetch {
             source,
@@ -48,27 +50,29 @@ pub fn run(cmd: WeightsCommand) -> anyhow::Result<()> {
             force,
         } => {
             if output.exists() && !force {
-                println!(
+                writeln!(
+                    out,
                     "{} already exists (use --force to fetch again)",
                     output.display()
-                );
+                )?;
                 return Ok(());
             }
             let sources = source.map_or(Source::DEFAULT_ORDER.to_vec(), |s| vec![s]);
             let used = fetch::fetch(&output, &sources, &Bar::new())?;
-            println!("wrote {} (from {used:?})", output.display());
+            writeln!(out, "wrote {} (from {used:?})", output.display())?;
         }
         WeightsCommand::ImportTfjs { src, output } => {
             let weights =
                 tfjs::import(&src).with_context(|| format!("cannot import {}", src.display()))?;
             let source = src.display().to_string();
             weights.save(&output, Arch::V1, &[("source", &source)])?;
-            println!(
+            writeln!(
+                out,
                 "wrote {} ({} tensors, {})",
                 output.display(),
                 weights.names().len(),
                 Arch::V1
-            );
+            )?;
         }
         WeightsCommand::Info { file } => {
             let weights = Weights::load(&file)?;
@@ -76,11 +80,12 @@ pub fn run(cmd: WeightsCommand) -> anyhow::Result<()> {
                 "not recorded (pass --arch; default resnet50-v1.5)".into(),
                 |a| a.to_string(),
             );
-            println!(
+            writeln!(
+                out,
                 "{}: {} tensors, layout {arch}",
                 file.display(),
                 weights.names().len()
-            );
+            )?;
         }
     }
     Ok(())

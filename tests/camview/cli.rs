@@ -171,3 +171,27 @@ fn odd_file_names_are_handled() {
         "raw escape bytes must not reach the terminal"
     );
 }
+
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    // `camview … | head -0`: the reader leaves before camview writes (weights take a moment to
+    // load); camview must end quietly with status 0, not panic.
+    for args in [
+        &["bench", "--iters", "1", "--size", "32x32"][..],
+        &["classify", "images"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_camview"))
+            .args(args)
+            .current_dir(crate::common::root())
+            .env("CAMVIEW_WEIGHTS", weights_path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
