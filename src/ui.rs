@@ -54,14 +54,24 @@ fn install_mouse_restoring_panic_hook() {
 }
 
 fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<()> {
-    let picker = terminal::picker(args.protocol);
+    let (tx, rx) = mpsc::channel::<AppEvent>();
+    // The model starts loading at once, in parallel with everything below.
+    let worker_tx = tx.clone();
+    let inference = InferenceWorker::spawn(args.model.clone(), move |e| {
+        worker_tx.send(AppEvent::Worker(e)).is_ok()
+    })?;
+    let mut app = App::new(&args.dir, "detecting graphics…", terminal.size()?);
+    // A first frame before the graphics query, which a silent terminal makes wait.
+    terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
+    log::debug("first frame drawn");
+
+    let picker = self::terminal::picker(args.protocol);
     log::debug(&format!(
         "picker: {:?}, font {:?}",
         picker.protocol_type(),
         picker.font_size()
     ));
-    let (tx, rx) = mpsc::channel::<AppEvent>();
-
+    app.protocol = self::terminal::protocol_name(&picker).to_string();
     // Terminal events arrive on their own thread so the loop waits on one channel. The
     // picker's query is done, so nothing else reads stdin.
     let input = tx.clone();
@@ -74,25 +84,11 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
                 }
             }
         })?;
-    let worker_tx = tx.clone();
-    let inference = InferenceWorker::spawn(args.model.clone(), move |e| {
-        worker_tx.send(AppEvent::Worker(e)).is_ok()
-    })?;
-    let renderer = Renderer::spawn(picker.clone(), move |e| {
-        tx.send(AppEvent::Render(e)).is_ok()
-    })?;
-
-    let size = terminal.size()?;
-    let mut app = App::new(&args.dir, terminal::protocol_name(&picker), size);
-    let mut first_frame = true;
+    let renderer = Renderer::spawn(picker, move |e| tx.send(AppEvent::Render(e)).is_ok())?;
     let mut key_at: Option<Instant> = None;
     loop {
         dispatch(&mut app, &inference, &renderer);
         terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
-        if first_frame {
-            log::debug("first frame drawn");
-            first_frame = false;
-        }
         if let Some(at) = key_at.take() {
             log::debug(&format!("key → frame in {:?}", at.elapsed()));
         }

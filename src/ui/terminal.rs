@@ -3,8 +3,9 @@
 
 use std::io::{Read, Write};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ratatui_image::picker::cap_parser::QueryStdioOptions;
 use ratatui_image::picker::{Picker, ProtocolType};
 
 use crate::cli::Protocol;
@@ -13,6 +14,10 @@ use crate::worker::log;
 /// Kitty draws ratatui-image's pictures through Unicode placeholders, which it has understood
 /// since 0.28; older versions show the placeholders as boxes.
 const KITTY_PLACEHOLDERS_SINCE: (u32, u32) = (0, 28);
+
+/// How long the terminal may take to answer the capability query. Local terminals answer in
+/// milliseconds; this leaves room for ssh without making a silent terminal slow to start.
+const QUERY_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// The graphics protocol: asked of the terminal, unless `--protocol` names one. Call it in
 /// raw mode, before anything else reads stdin.
@@ -24,9 +29,27 @@ pub fn picker(protocol: Protocol) -> Picker {
         Protocol::Sixel => Some(ProtocolType::Sixel),
         Protocol::Iterm2 => Some(ProtocolType::Iterm2),
     };
+    if forced.is_none() && tmux_blocks_passthrough() {
+        // tmux would swallow the query, and we would wait for answers that never come.
+        log::debug("tmux without allow-passthrough: half blocks");
+        return Picker::halfblocks();
+    }
     // The query also measures the font, which sizes the pictures; a terminal that does not
     // answer gets half blocks, which need no font size.
-    let mut picker = Picker::from_query_stdio().unwrap_or_else(|_| Picker::halfblocks());
+    let options = QueryStdioOptions {
+        timeout: QUERY_TIMEOUT,
+        ..QueryStdioOptions::default()
+    };
+    let started = Instant::now();
+    let mut picker = Picker::from_query_stdio_with_options(options).unwrap_or_else(|e| {
+        log::debug(&format!("graphics query failed ({e}): half blocks"));
+        Picker::halfblocks()
+    });
+    // ratatui-image turns a timeout into a guess; only the time tells it apart.
+    if started.elapsed() >= QUERY_TIMEOUT {
+        log::debug("no answer to the graphics query in time");
+        release_query_reader();
+    }
     match forced {
         Some(kind) => picker.set_protocol_type(kind),
         None if picker.protocol_type() == ProtocolType::Kitty => {
@@ -42,6 +65,28 @@ pub fn picker(protocol: Protocol) -> Picker {
         None => {}
     }
     picker
+}
+
+/// True inside a tmux pane whose `allow-passthrough` is off (tmux ≥ 3.3; older versions pass
+/// everything through and have no such option).
+fn tmux_blocks_passthrough() -> bool {
+    if std::env::var_os("TMUX").is_none() {
+        return false;
+    }
+    std::process::Command::new("tmux")
+        .args(["show-options", "-Apv", "allow-passthrough"])
+        .output()
+        .is_ok_and(|out| out.status.success() && out.stdout.trim_ascii() == b"off")
+}
+
+/// After a timed-out query, ratatui-image's reader thread still waits on stdin for a status
+/// report, and would steal the user's first keys. Ask for one (every terminal, and tmux
+/// itself, answers `ESC [ 5 n`) so it finishes, and give it a moment to read it.
+fn release_query_reader() {
+    let mut out = std::io::stdout();
+    if out.write_all(b"\x1b[5n").and_then(|()| out.flush()).is_ok() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The protocol's name for the status line.
