@@ -32,25 +32,49 @@ pub struct PackedConv {
 }
 
 impl PackedConv {
-    /// Packs an O × I × k × k weight and its O biases.
+    /// Packs a row-major O × I × k × k weight (`shape` = (O, I, k)) and its O biases.
+    pub fn from_oihw(
+        weight: &[f32],
+        (out_c, in_c, k): (usize, usize, usize),
+        bias: Vec<f32>,
+        stride: usize,
+        pad: usize,
+    ) -> Self {
+        assert_eq!(weight.len(), out_c * in_c * k * k, "weight size");
+        assert_eq!(bias.len(), out_c, "bias size");
+        let mut matrix = vec![0f32; weight.len()];
+        for (o, filter) in weight.chunks_exact(in_c * k * k).enumerate() {
+            for (i, plane) in filter.chunks_exact(k * k).enumerate() {
+                for (tap, &v) in plane.iter().enumerate() {
+                    matrix[(tap * in_c + i) * out_c + o] = v;
+                }
+            }
+        }
+        Self {
+            matrix,
+            bias,
+            kernel: k,
+            stride,
+            pad,
+            in_c,
+            out_c,
+        }
+    }
+
+    /// Packs an O × I × k × k weight tensor and its O biases.
     pub fn new(weight: &Tensor, bias: &Tensor, stride: usize, pad: usize) -> Result<Self> {
         let (out_c, in_c, kh, kw) = weight.dims4()?;
         if kh != kw {
             bail!("only square kernels are supported, got {kh}×{kw}");
         }
-        let matrix = weight
-            .permute((2, 3, 1, 0))?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        Ok(Self {
-            matrix,
-            bias: bias.to_vec1::<f32>()?,
-            kernel: kh,
+        let weight = weight.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self::from_oihw(
+            &weight,
+            (out_c, in_c, kh),
+            bias.to_vec1::<f32>()?,
             stride,
             pad,
-            in_c,
-            out_c,
-        })
+        ))
     }
 
     /// Output spatial size for an input of `h` × `w`.

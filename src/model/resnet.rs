@@ -11,8 +11,9 @@
 //! convolution one GEMM and bias, residual and ReLU fused into it ([`super::fastconv`]); on
 //! other devices (and as a cross-check in tests), candle's NCHW `conv2d`.
 
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{D, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
+use rayon::prelude::*;
 
 use super::fastconv::{self, PackedConv};
 use super::weights::{Arch, WeightError, Weights};
@@ -63,28 +64,37 @@ impl ConvBn {
         let beta = w.get(&format!("{bn}.bias"), &[out_c])?;
         let mean = w.get(&format!("{bn}.running_mean"), &[out_c])?;
         let var = w.get(&format!("{bn}.running_var"), &[out_c])?;
-        let fold = || -> candle_core::Result<(Tensor, Tensor)> {
-            // Fold in f64 so the rewrite adds no rounding of its own.
-            let f64 = |t: &Tensor| t.to_dtype(DType::F64);
-            let scale = f64(&gamma)?.div(&(f64(&var)? + BN_EPS)?.sqrt()?)?;
-            let weight = f64(&weight)?.broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
-            let bias = (f64(&beta)? - f64(&mean)?.mul(&scale)?)?;
-            Ok((weight.to_dtype(DType::F32)?, bias.to_dtype(DType::F32)?))
-        };
-        let (weight, bias) = fold().map_err(|source| WeightError::Candle {
+        let candle_err = |source| WeightError::Candle {
             tensor: conv.to_string(),
             source,
-        })?;
+        };
+        let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let [weight, gamma, beta, mean, var] =
+            [&weight, &gamma, &beta, &mean, &var].map(|t| values(t).map_err(candle_err));
+        let (mut weight, gamma, beta, mean, var) = (weight?, gamma?, beta?, mean?, var?);
+        // Fold in f64 so the rewrite adds no rounding of its own; one pass, in place.
+        let scale: Vec<f64> = gamma
+            .iter()
+            .zip(&var)
+            .map(|(&g, &v)| f64::from(g) / (f64::from(v) + BN_EPS).sqrt())
+            .collect();
+        let per_output = in_c * k * k;
+        for (row, &s) in weight.chunks_exact_mut(per_output).zip(&scale) {
+            row.iter_mut().for_each(|v| *v = (f64::from(*v) * s) as f32);
+        }
+        let bias: Vec<f32> = (0..out_c)
+            .map(|o| (f64::from(beta[o]) - f64::from(mean[o]) * scale[o]) as f32)
+            .collect();
         let config = Conv2dConfig {
             padding,
             stride,
             ..Default::default()
         };
-        let candle_err = |source| WeightError::Candle {
-            tensor: conv.to_string(),
-            source,
-        };
-        let packed = PackedConv::new(&weight, &bias, stride, padding).map_err(candle_err)?;
+        let packed =
+            PackedConv::from_oihw(&weight, (out_c, in_c, k), bias.clone(), stride, padding);
+        let weight =
+            Tensor::from_vec(weight, (out_c, in_c, k, k), &Device::Cpu).map_err(candle_err)?;
+        let bias = Tensor::from_vec(bias, out_c, &Device::Cpu).map_err(candle_err)?;
         Ok(Self {
             conv: Conv2d::new(weight, Some(bias), config),
             packed,
@@ -194,18 +204,33 @@ impl ResNet50 {
     /// Builds the network from torchvision-named weights laid out as `arch`.
     pub fn load(w: &Weights, arch: Arch, device: &Device) -> Result<Self, WeightError> {
         let stem = ConvBn::load(w, "conv1", "bn1", (64, 3, 7), 2, 3)?;
+        // Every block is independent: fold and pack them on all cores (load time is a
+        // first-frame cost in the UI).
+        let mut specs = Vec::new();
         let mut in_c = 64;
-        let mut stages = Vec::with_capacity(BLOCKS.len());
         for (stage, (&blocks, &width)) in BLOCKS.iter().zip(&WIDTHS).enumerate() {
-            let first_stride = if stage == 0 { 1 } else { 2 };
-            let mut layer = Vec::with_capacity(blocks);
             for block in 0..blocks {
-                let stride = if block == 0 { first_stride } else { 1 };
-                let prefix = format!("layer{}.{block}", stage + 1);
-                layer.push(Bottleneck::load(w, &prefix, in_c, width, stride, arch)?);
+                let stride = if block == 0 && stage > 0 { 2 } else { 1 };
+                specs.push((
+                    stage,
+                    format!("layer{}.{block}", stage + 1),
+                    in_c,
+                    width,
+                    stride,
+                ));
                 in_c = width * 4;
             }
-            stages.push(layer);
+        }
+        let loaded = specs
+            .par_iter()
+            .map(|(stage, prefix, in_c, width, stride)| {
+                Bottleneck::load(w, prefix, *in_c, *width, *stride, arch).map(|b| (*stage, b))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stages: Vec<Vec<Bottleneck>> =
+            BLOCKS.iter().map(|&n| Vec::with_capacity(n)).collect();
+        for (stage, block) in loaded {
+            stages[stage].push(block);
         }
         let fc_weight = w.get("fc.weight", &[])?;
         let classes = match fc_weight.dims() {
