@@ -503,7 +503,10 @@ impl App {
         self.ticket += 1;
         self.pending_render = Some(self.ticket);
         let analysis = match &current.analysis {
-            AnalysisState::Done(a) if self.style.view != View::Original => Some(Arc::clone(a)),
+            // The original photo needs the analysis only for the box.
+            AnalysisState::Done(a) if self.style.view != View::Original || self.style.bbox => {
+                Some(Arc::clone(a))
+            }
             _ => None,
         };
         self.commands.push(Command::Render(RenderRequest {

@@ -129,6 +129,8 @@ fn fetching(
             mb(t),
             bar(done as f32 / t.max(1) as f32, (width / 3).max(5))
         ),
+        // Phases without a byte count (verifying, importing) have nothing to show.
+        None if done == 0 => String::new(),
         None => format!("{:.1} MB", mb(done)),
     };
     vec![
