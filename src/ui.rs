@@ -88,9 +88,12 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
     let mut key_at: Option<Instant> = None;
     loop {
         dispatch(&mut app, &inference, &renderer);
+        let drawing = Instant::now();
         terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
         if let Some(at) = key_at.take() {
             log::debug(&format!("key → frame in {:?}", at.elapsed()));
+        } else if log::enabled() {
+            log::debug(&format!("frame drawn in {:?}", drawing.elapsed()));
         }
         let timeout = if app.is_busy() {
             TICK
