@@ -238,13 +238,14 @@ impl App {
             KeyCode::PageDown => self.move_selection(page),
             KeyCode::Home | KeyCode::Char('g') => self.select(0),
             KeyCode::End | KeyCode::Char('G') => self.select(usize::MAX),
-            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') if self.files.enter() => {
-                self.selection_changed();
-            }
-            KeyCode::Backspace | KeyCode::Left | KeyCode::Char('h') if self.files.leave() => {
-                self.selection_changed();
-            }
+            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => self.open_folder(),
+            KeyCode::Backspace | KeyCode::Left | KeyCode::Char('h') => self.go_up(),
             KeyCode::Char('/') => self.files.typing = true,
+            KeyCode::Char('r') => {
+                // New files appear; a changed file has a new key, so it is analysed again.
+                self.files.reload();
+                self.selection_changed();
+            }
             KeyCode::Char('?') => self.help = true,
             KeyCode::Char('v') => self.restyle(|s| s.view = s.view.next()),
             KeyCode::Char('c') => self.restyle(|s| s.colormap = s.colormap.next()),
@@ -369,6 +370,18 @@ impl App {
     fn page_rows(&self) -> isize {
         self.panes()
             .map_or(10, |p| (p.file_rows().height.max(2) - 1) as isize)
+    }
+
+    fn open_folder(&mut self) {
+        if self.files.enter() {
+            self.selection_changed();
+        }
+    }
+
+    fn go_up(&mut self) {
+        if self.files.leave() {
+            self.selection_changed();
+        }
     }
 
     fn move_selection(&mut self, delta: isize) {

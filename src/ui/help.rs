@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Widget};
 
 /// (keys, what they do), in the order shown.
-pub const KEYS: [(&str, &str); 19] = [
+pub const KEYS: [(&str, &str); 20] = [
     ("↑ ↓  j k", "select the previous / next file"),
     ("PgUp PgDn", "move a page"),
     ("g G  Home End", "first / last file"),
@@ -15,6 +15,7 @@ pub const KEYS: [(&str, &str); 19] = [
     ("Backspace ← h", "go up (not above the starting folder)"),
     ("/", "filter names as you type (Enter keeps it)"),
     ("Esc", "clear the filter, else quit"),
+    ("r", "re-read the folder (changed files are analysed again)"),
     ("mouse", "click selects a file or class, wheel scrolls"),
     ("1 – 5", "show the CAM of that class"),
     ("Tab  Shift-Tab", "next / previous class"),

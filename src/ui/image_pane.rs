@@ -47,6 +47,11 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
         );
         return;
     }
+    if app.help {
+        // Sixel and kitty pictures are painted by the terminal above the text cells, so they
+        // would show through the help; leave the pane empty while it is open.
+        return;
+    }
     match app.picture() {
         Some(picture) => {
             let size = picture.protocol.size();

@@ -163,6 +163,9 @@ impl Harness {
 
     /// Where the picture is drawn, if it is.
     fn picture_area(&self) -> Option<Rect> {
+        if self.app.help {
+            return None;
+        }
         let size = self.app.picture()?.protocol.size();
         let pane = self.app.panes()?.picture();
         Some(Rect {
@@ -531,4 +534,28 @@ fn the_worker_says_how_to_get_weights_when_an_explicit_file_is_missing() {
         why.contains("no-such-weights.safetensors") && why.contains("camview weights fetch"),
         "{why}"
     );
+}
+
+#[test]
+fn r_rereads_the_folder_and_a_changed_file_is_analysed_again() {
+    let dir = fixture("reload", |dir| {
+        std::fs::copy(crate::common::photo("coffee"), dir.join("a.png")).unwrap();
+    });
+    let mut h = Harness::new(&dir, 100, 30);
+    assert_eq!(h.app.files.visible.len(), 1);
+    assert_eq!(h.requests.len(), 1);
+
+    std::fs::copy(crate::common::photo("chelsea"), dir.join("b.png")).unwrap();
+    // A new modification time makes a new version of a.png.
+    let a = std::fs::File::options()
+        .write(true)
+        .open(dir.join("a.png"))
+        .unwrap();
+    a.set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
+    h.key(KeyCode::Char('r'));
+    assert_eq!(h.app.files.visible.len(), 2);
+    assert_eq!(h.app.files.selected().unwrap().name, "a.png");
+    assert_eq!(h.requests.len(), 2, "{:?}", h.requests);
+    assert!(matches!(&h.requests[1], Request::Analyze(k) if k.path.ends_with("a.png")));
 }
