@@ -163,3 +163,19 @@ fn browses_real_images_in_tmux_and_quits_cleanly() {
         "UI left on screen:\n{screen}"
     );
 }
+
+#[test]
+fn a_missing_folder_is_an_error_before_the_terminal_is_touched() {
+    let out = Command::new(env!("CARGO_BIN_EXE_camview"))
+        .arg("target/ui-fixtures/no-such-folder")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot open target/ui-fixtures/no-such-folder"),
+        "{err}"
+    );
+    // No escape sequences: the alternate screen was never entered.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'));
+}
