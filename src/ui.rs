@@ -20,7 +20,7 @@ use crossterm::execute;
 use ratatui::DefaultTerminal;
 
 use crate::cli::BrowseArgs;
-use crate::worker::{InferenceWorker, log};
+use crate::worker::{self, InferenceWorker, log};
 use app::{App, AppEvent, Command};
 use render::Renderer;
 
@@ -45,9 +45,18 @@ pub fn run(args: &BrowseArgs) -> anyhow::Result<()> {
 }
 
 /// `ratatui::init` restores the screen on panic; mouse reporting must be switched off too.
+/// A worker's panic is caught there and shown as that job's error, so the screen stays.
 fn install_mouse_restoring_panic_hook() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        if thread
+            .name()
+            .is_some_and(|name| worker::CONTAINED_THREADS.contains(&name))
+        {
+            log::debug(&format!("contained panic: {info}"));
+            return;
+        }
         let _ = execute!(stdout(), DisableMouseCapture);
         previous(info);
     }));

@@ -187,7 +187,7 @@ fn serve(model: &ModelArgs, inbox: &Mailbox<Request>, notify: &dyn Fn(WorkerEven
             Request::Prefetch(keys) => keys,
         };
         for key in keys {
-            let result = analyze(&classifier, model, &key.path).map(Arc::new);
+            let result = contain_panic(|| analyze(&classifier, model, &key.path)).map(Arc::new);
             if !notify(WorkerEvent::Analysis { key, result }) {
                 return;
             }
@@ -197,6 +197,23 @@ fn serve(model: &ModelArgs, inbox: &Mailbox<Request>, notify: &dyn Fn(WorkerEven
             }
         }
     }
+}
+
+/// Names of the threads whose panics are caught and reported as an error for the one job
+/// (the UI's panic hook must then leave the terminal alone).
+pub const CONTAINED_THREADS: [&str; 2] = ["camview-inference", "camview-render"];
+
+/// Runs `job`, turning a panic into an error message: one image that trips a bug must not
+/// take the browser down.
+pub fn contain_panic<T>(job: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or_else(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        Err(format!("internal error (a bug in camview): {why}"))
+    })
 }
 
 fn analyze(classifier: &Classifier, model: &ModelArgs, path: &Path) -> Result<Analysis, String> {
@@ -384,6 +401,13 @@ mod tests {
             Some(WorkerEvent::Model(ModelStatus::Fetching { phase, done: 100_000, total: Some(100_000) }))
                 if phase == "downloading"
         ));
+    }
+
+    #[test]
+    fn a_panic_in_a_job_becomes_its_error() {
+        let r: Result<(), String> = contain_panic(|| panic!("boom"));
+        assert_eq!(r.unwrap_err(), "internal error (a bug in camview): boom");
+        assert_eq!(contain_panic(|| Ok::<_, String>(3)), Ok(3));
     }
 
     #[test]

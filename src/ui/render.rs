@@ -14,7 +14,7 @@ use ratatui_image::{FontSize, Resize};
 use crate::model::Analysis;
 use crate::model::preprocess::load_rgb;
 use crate::overlay::{self, Style};
-use crate::worker::{ImageKey, Mailbox, log};
+use crate::worker::{ImageKey, Mailbox, contain_panic, log};
 
 /// One picture to prepare for the image pane.
 #[derive(Debug, Clone)]
@@ -89,7 +89,7 @@ impl Renderer {
                     let key = request.key.clone();
                     let result = match pictures.get(&request) {
                         Some(done) => Ok(done),
-                        None => render(&picker, &mut cache, &request)
+                        None => contain_panic(|| render(&picker, &mut cache, &request))
                             .inspect(|done| pictures.put(&request, done.clone())),
                     };
                     log::debug(&format!(
