@@ -62,7 +62,7 @@ impl Panes {
         }
         let [main, status] =
             Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(area);
-        let files_width = (area.width * 3 / 10).clamp(24, 40);
+        let files_width = (u32::from(area.width) * 3 / 10).clamp(24, 40) as u16;
         let [files, right] =
             Layout::horizontal([Constraint::Length(files_width), Constraint::Fill(1)]).areas(main);
         // 5 rows, a header and the border.

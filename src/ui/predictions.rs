@@ -23,9 +23,13 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
         settings.push_str(" · box");
     }
     settings.push(' ');
-    let block = Block::bordered()
-        .title(Line::from(" Predictions ").bold())
-        .title(Line::from(settings).right_aligned().fg(Color::DarkGray));
+    let title = Line::from(" Predictions ").bold();
+    let mut block = Block::bordered();
+    // The settings share the top border with the title when there is room for both.
+    if title.width() + settings.chars().count() + 2 <= usize::from(area.width) {
+        block = block.title(Line::from(settings).right_aligned().fg(Color::DarkGray));
+    }
+    let block = block.title(title);
     let inner = block.inner(area);
     block.render(area, buf);
 
@@ -74,7 +78,15 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
 }
 
 fn table(analysis: &Analysis, shown: usize, area: Rect, buf: &mut Buffer) {
-    let bar_width = (area.width / 3).clamp(5, 30);
+    // Labels come first: the bar gets what is left beyond 20 cells for them, if that is
+    // enough to read.
+    const LABEL_MIN: u16 = 20;
+    let fixed = 3 + 11 + 3; // rank, probability, column gaps
+    let spare = area.width.saturating_sub(fixed + LABEL_MIN);
+    let bar_width = match (area.width / 3).min(30).min(spare) {
+        w if w < 4 => 0,
+        w => w,
+    };
     let rows = analysis.top.iter().enumerate().map(|(i, p)| {
         let marker = if i == shown { "▶" } else { " " };
         let row = Row::new(vec![

@@ -22,12 +22,7 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
         }
         if let AnalysisState::Done(a) = &current.analysis {
             spans.push(sep());
-            spans.push(Span::raw(format!(
-                "{} ms, input {}×{}",
-                a.elapsed.as_millis(),
-                a.input.0,
-                a.input.1
-            )));
+            spans.push(Span::raw(format!("{} ms", a.elapsed.as_millis())));
         }
     }
     let device = match &app.model {
@@ -51,18 +46,21 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
         spans.push(sep());
         spans.push(Span::raw(format!("error: {error}")).fg(Color::Red));
     }
-    Line::from(spans).render(area, buf);
-    let help = Line::from(" ? help  q quit ")
+    let status = Line::from(spans);
+    let hint = Line::from(" ? help  q quit ")
         .fg(Color::DarkGray)
         .right_aligned();
-    let help_width = help.width() as u16;
-    if area.width > help_width {
+    // The hint gives way to the status when the line is short.
+    let fits = status.width() + hint.width() <= usize::from(area.width);
+    status.render(area, buf);
+    if fits {
+        let width = hint.width() as u16;
         let right = Rect {
-            x: area.right() - help_width,
-            width: help_width,
+            x: area.right() - width,
+            width,
             ..area
         };
-        help.render(right, buf);
+        hint.render(right, buf);
     }
 }
 

@@ -559,3 +559,20 @@ fn r_rereads_the_folder_and_a_changed_file_is_analysed_again() {
     assert_eq!(h.requests.len(), 2, "{:?}", h.requests);
     assert!(matches!(&h.requests[1], Request::Analyze(k) if k.path.ends_with("a.png")));
 }
+
+#[test]
+fn the_smallest_usable_screen_still_shows_every_pane() {
+    let mut h = Harness::new(images(), 60, 15);
+    h.model_ready();
+    let screen = h.screen();
+    assert!(!screen.contains("too small"), "{screen}");
+    insta::assert_snapshot!("smallest", screen);
+    assert!(
+        h.line_with("▶ astronaut.png")
+            .starts_with("\"│✓▶ astronaut.png"),
+        "{screen}"
+    );
+    assert!(h.line_with("▶1").contains("bobsled"));
+    assert!(h.picture_area().is_some_and(|a| a.height >= 3), "{screen}");
+    assert!(h.line_with("halfblocks").contains("astronaut.png"));
+}
