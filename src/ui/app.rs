@@ -289,7 +289,9 @@ impl App {
     }
 
     fn on_mouse(&mut self, mouse: MouseEvent) {
-        let Some(panes) = self.panes() else { return };
+        let Some(panes) = self.panes().filter(|_| !self.help) else {
+            return;
+        };
         let at = Position::new(mouse.column, mouse.row);
         let rows = panes.file_rows();
         let table = Block::bordered().inner(panes.predictions);
