@@ -135,6 +135,7 @@ fn dispatch(app: &mut App, inference: &InferenceWorker, renderer: &Renderer) {
         match command {
             Command::Infer(request) => inference.send(request),
             Command::Render(request) => renderer.send(request),
+            Command::Prepare(requests) => renderer.prepare(requests),
         }
     }
 }

@@ -106,6 +106,17 @@ impl<T> Mailbox<T> {
         old
     }
 
+    /// Posts `job` unless the job waiting is one `keep` wants kept; true if posted.
+    pub fn offer(&self, job: T, keep: impl FnOnce(&T) -> bool) -> bool {
+        let mut slot = self.lock();
+        if slot.job.as_ref().is_some_and(keep) {
+            return false;
+        }
+        slot.job = Some(job);
+        self.ready.notify_one();
+        true
+    }
+
     /// Waits for a job; `None` once the mailbox is closed.
     pub fn take(&self) -> Option<T> {
         let mut slot = self.lock();
@@ -372,6 +383,11 @@ mod tests {
         assert!(mailbox.has_job());
         assert_eq!(mailbox.take(), Some(3));
         assert!(!mailbox.has_job());
+        // An offer gives way to a job that must not be lost.
+        mailbox.put(4);
+        assert!(!mailbox.offer(5, |&waiting| waiting == 4));
+        assert!(mailbox.offer(6, |&waiting| waiting == 5));
+        assert_eq!(mailbox.take(), Some(6));
         mailbox.close();
         assert_eq!(mailbox.take(), None);
     }

@@ -39,6 +39,8 @@ pub enum AppEvent {
 pub enum Command {
     Infer(Request),
     Render(RenderRequest),
+    /// Pictures to make ahead of time (the neighbours of the one shown).
+    Prepare(Vec<RenderRequest>),
 }
 
 /// The smallest terminal the layout works in.
@@ -347,6 +349,9 @@ impl App {
                     }
                     self.request_render();
                     self.prefetch_neighbours();
+                } else {
+                    // A neighbour's result (prefetched): its picture can be made too.
+                    self.prepare_neighbours();
                 }
             }
         }
@@ -364,8 +369,34 @@ impl App {
             Ok(rendered) => {
                 current.image_error = None;
                 self.shown = Some((event.key, rendered));
+                self.prepare_neighbours();
             }
             Err(e) => current.image_error = Some(escaped(&e)),
+        }
+    }
+
+    /// Once the shown picture is final, the render thread may make those of the images next
+    /// to it that have their result, so moving there shows them at once.
+    fn prepare_neighbours(&mut self) {
+        let (Some(current), Some(panes)) = (&self.current, self.panes()) else {
+            return;
+        };
+        if self.pending_render.is_some() || !matches!(current.analysis, AnalysisState::Done(_)) {
+            return;
+        }
+        let picture = panes.picture();
+        // Class 0: a newly selected image shows its best class.
+        let requests: Vec<RenderRequest> = self
+            .files
+            .neighbours(1)
+            .into_iter()
+            .filter_map(|e| {
+                let analysis = self.cache.get(&e.key)?;
+                Some(self.render_request(0, &e.key, Some(analysis), 0, picture))
+            })
+            .collect();
+        if !requests.is_empty() {
+            self.commands.push(Command::Prepare(requests));
         }
     }
 
@@ -518,20 +549,32 @@ impl App {
         self.ticket += 1;
         self.pending_render = Some(self.ticket);
         let analysis = match &current.analysis {
-            // The original photo needs the analysis only for the box.
-            AnalysisState::Done(a) if self.style.view != View::Original || self.style.bbox => {
-                Some(Arc::clone(a))
-            }
+            AnalysisState::Done(a) => Some(a),
             _ => None,
         };
-        self.commands.push(Command::Render(RenderRequest {
-            ticket: self.ticket,
-            key: current.key.clone(),
-            analysis,
-            class: self.class,
+        let request = self.render_request(self.ticket, &current.key, analysis, self.class, picture);
+        self.commands.push(Command::Render(request));
+    }
+
+    /// What to ask of the render thread to show `key` now, on `picture` cells.
+    fn render_request(
+        &self,
+        ticket: u64,
+        key: &ImageKey,
+        analysis: Option<&Arc<Analysis>>,
+        class: usize,
+        picture: Rect,
+    ) -> RenderRequest {
+        // The original photo needs the analysis only for the box.
+        let needed = self.style.view != View::Original || self.style.bbox;
+        RenderRequest {
+            ticket,
+            key: key.clone(),
+            analysis: analysis.filter(|_| needed).map(Arc::clone),
+            class,
             style: self.style,
             cells: picture.as_size(),
-        }));
+        }
     }
 }
 

@@ -65,9 +65,17 @@ struct CachedPhoto {
     fitted: Option<((u32, u32), RgbImage)>,
 }
 
+/// What the render thread is asked to do.
+enum Job {
+    /// Prepare this picture and send it back.
+    Show(RenderRequest),
+    /// Prepare these pictures (the neighbours) for later, while nothing else is asked.
+    Prepare(Vec<RenderRequest>),
+}
+
 /// The UI's handle on the render thread.
 pub struct Renderer {
-    mailbox: Arc<Mailbox<RenderRequest>>,
+    mailbox: Arc<Mailbox<Job>>,
 }
 
 impl Renderer {
@@ -76,48 +84,89 @@ impl Renderer {
         picker: Picker,
         notify: impl Fn(RenderEvent) -> bool + Send + 'static,
     ) -> std::io::Result<Self> {
-        let mailbox: Arc<Mailbox<RenderRequest>> = Arc::new(Mailbox::default());
+        let mailbox: Arc<Mailbox<Job>> = Arc::new(Mailbox::default());
         let inbox = Arc::clone(&mailbox);
         std::thread::Builder::new()
             .name("camview-render".into())
             .spawn(move || {
-                let mut cache: Vec<CachedPhoto> = Vec::new();
-                let mut pictures = Pictures::default();
-                while let Some(request) = inbox.take() {
-                    let started = Instant::now();
-                    let ticket = request.ticket;
-                    let key = request.key.clone();
-                    let result = match pictures.get(&request) {
-                        Some(done) => Ok(done),
-                        None => contain_panic(|| render(&picker, &mut cache, &request))
-                            .inspect(|done| pictures.put(&request, done.clone())),
-                    };
-                    log::debug(&format!(
-                        "render #{ticket} of {} in {:?}",
-                        key.path.display(),
-                        started.elapsed()
-                    ));
-                    if !notify(RenderEvent {
-                        ticket,
-                        key,
-                        result,
-                    }) {
-                        return;
+                let mut studio = Studio {
+                    picker,
+                    photos: Vec::new(),
+                    pictures: Pictures::default(),
+                };
+                while let Some(job) = inbox.take() {
+                    match job {
+                        Job::Show(request) => {
+                            let result = studio.picture(&request);
+                            let event = RenderEvent {
+                                ticket: request.ticket,
+                                key: request.key,
+                                result,
+                            };
+                            if !notify(event) {
+                                return;
+                            }
+                        }
+                        Job::Prepare(requests) => {
+                            for request in requests {
+                                // Errors show when the picture is asked for.
+                                let _ = studio.picture(&request);
+                                if inbox.has_job() {
+                                    break;
+                                }
+                            }
+                        }
                     }
                 }
             })?;
         Ok(Self { mailbox })
     }
 
-    /// Posts a request; it replaces any request still waiting.
+    /// Asks for a picture; the request replaces any job still waiting.
     pub fn send(&self, request: RenderRequest) {
-        self.mailbox.put(request);
+        self.mailbox.put(Job::Show(request));
+    }
+
+    /// Asks for pictures to be ready for later (the neighbours of the one shown). A picture
+    /// asked for and not yet made keeps its place: only other work is replaced.
+    pub fn prepare(&self, requests: Vec<RenderRequest>) {
+        self.mailbox.offer(Job::Prepare(requests), |waiting| {
+            matches!(waiting, Job::Show(_))
+        });
     }
 }
 
 impl Drop for Renderer {
     fn drop(&mut self) {
         self.mailbox.close();
+    }
+}
+
+/// The render thread's state: the picker and its caches.
+struct Studio {
+    picker: Picker,
+    photos: Vec<CachedPhoto>,
+    pictures: Pictures,
+}
+
+impl Studio {
+    /// The picture for `request`, from the cache or made now.
+    fn picture(&mut self, request: &RenderRequest) -> Result<Rendered, String> {
+        let started = Instant::now();
+        if let Some(done) = self.pictures.get(request) {
+            return Ok(done);
+        }
+        let result = contain_panic(|| render(&self.picker, &mut self.photos, request));
+        log::debug(&format!(
+            "render #{} of {} in {:?}",
+            request.ticket,
+            request.key.path.display(),
+            started.elapsed()
+        ));
+        if let Ok(done) = &result {
+            self.pictures.put(request, done.clone());
+        }
+        result
     }
 }
 

@@ -38,6 +38,8 @@ struct Harness {
     waiting: Vec<ImageKey>,
     /// Every inference request seen, in order.
     requests: Vec<Request>,
+    /// The images whose pictures were asked for ahead of time, by request.
+    prepared: Vec<Vec<PathBuf>>,
 }
 
 impl Harness {
@@ -52,6 +54,7 @@ impl Harness {
             model_ready: false,
             waiting: Vec::new(),
             requests: Vec::new(),
+            prepared: Vec::new(),
         };
         h.settle();
         h
@@ -105,6 +108,9 @@ impl Harness {
                         last_render = Some(request.ticket);
                         self.renderer.send(request);
                     }
+                    Command::Prepare(requests) => self
+                        .prepared
+                        .push(requests.into_iter().map(|r| r.key.path).collect()),
                 }
             }
             if let Some(ticket) = last_render {
@@ -248,6 +254,11 @@ fn browsing_session_step_by_step() {
     // Down: chelsea, the Egyptian cat, from the cache or the model.
     h.key(KeyCode::Char('j'));
     assert!(h.line_with("▶1").contains("Egyptian cat"));
+    // Its final picture shown, the analysed neighbour's picture is made ahead of time.
+    assert_eq!(
+        h.prepared.last().unwrap(),
+        &[PathBuf::from("images/astronaut.png")]
+    );
     insta::assert_snapshot!("chelsea", h.screen());
 
     // `2` shows the CAM of the second class, Tab the third.
