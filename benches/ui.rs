@@ -119,7 +119,7 @@ fn ui(c: &mut Criterion) {
             Some(Arc::new(classifier.analyze(&prepared, 5, None).unwrap()))
         };
         let mut ticket = 0;
-        let mut round_trip = |style: Style| {
+        let mut round_trip = |style: Style, cells: Size| {
             ticket += 1;
             renderer.send(RenderRequest {
                 ticket,
@@ -127,24 +127,38 @@ fn ui(c: &mut Criterion) {
                 analysis: analysis.clone(),
                 class: 0,
                 style,
-                cells: Size::new(88, 30),
+                cells,
             });
             rx.recv().unwrap().result.unwrap()
         };
-        // A style never seen before: the overlay is drawn and encoded (the photo is decoded).
+        let pane = Size::new(88, 30);
+        // A style never seen before: the overlay is drawn and encoded (the photo is decoded
+        // and scaled already).
         let mut fresh = 0u32;
-        g.bench_function(format!("{protocol:?} 88x30 cells, new picture"), |b| {
+        let mut new_style = move || {
+            fresh += 1;
+            Style {
+                alpha: 0.5 + (fresh % 10_000) as f32 * 1e-5,
+                ..Style::default()
+            }
+        };
+        g.bench_function(format!("{protocol:?} 88x30 cells, new style"), |b| {
+            b.iter(|| round_trip(new_style(), pane))
+        });
+        // A new pane size too: the photo is scaled again (a new image costs this plus its
+        // decoding).
+        let mut flip = false;
+        g.bench_function(format!("{protocol:?} 88x30 cells, new size"), |b| {
             b.iter(|| {
-                fresh += 1;
-                round_trip(Style {
-                    alpha: 0.5 + (fresh % 10_000) as f32 * 1e-5,
-                    ..Style::default()
-                })
+                flip = !flip;
+                let cells = Size::new(if flip { 87 } else { 88 }, 30);
+                round_trip(new_style(), cells)
             })
         });
-        // The same picture again (back to an image seen a moment ago).
+        // The same picture again (back to an image seen a moment ago, or a neighbour made
+        // ahead of time).
         g.bench_function(format!("{protocol:?} 88x30 cells, seen before"), |b| {
-            b.iter(|| round_trip(Style::default()))
+            b.iter(|| round_trip(Style::default(), pane))
         });
     }
     g.finish();

@@ -7,8 +7,9 @@ use std::time::Instant;
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 use ratatui::layout::Size;
-use ratatui_image::picker::Picker;
+use ratatui_image::picker::{Picker, ProtocolType};
 use ratatui_image::protocol::Protocol;
+use ratatui_image::protocol::halfblocks::Halfblocks;
 use ratatui_image::{FontSize, Resize};
 
 use crate::model::Analysis;
@@ -226,12 +227,25 @@ fn render(
     };
     // Most recently used last.
     let mut entry = cache.remove(at);
-    let bound = pixel_bound(request.cells, picker.font_size());
-    let fitted = match entry.fitted.take() {
-        Some((b, img)) if b == bound => img,
-        _ => fit(&entry.original, bound),
-    };
     let original = entry.original.dimensions();
+    let font = picker.font_size();
+    let full = fitted_size(original, pixel_bound(request.cells, font));
+    // Half blocks show two pixels per cell: scale the photo straight to that, not to the
+    // font's pixels (which would be scaled down again, at ~20× the cost).
+    let halfblocks = picker.protocol_type() == ProtocolType::Halfblocks;
+    let cells = Size::new(
+        full.0.div_ceil(u32::from(font.width)).min(u32::from(request.cells.width)) as u16,
+        full.1.div_ceil(u32::from(font.height)).min(u32::from(request.cells.height)) as u16,
+    );
+    let size = if halfblocks {
+        (u32::from(cells.width), 2 * u32::from(cells.height))
+    } else {
+        full
+    };
+    let fitted = match entry.fitted.take() {
+        Some((s, img)) if s == size => img,
+        _ => scale(&entry.original, size),
+    };
     let picture = overlay::render(
         &fitted,
         original,
@@ -239,9 +253,15 @@ fn render(
         request.class,
         request.style,
     );
-    entry.fitted = Some((bound, fitted));
+    entry.fitted = Some((size, fitted));
     cache.push(entry);
-    let protocol = encode(picker, picture, request.cells)?;
+    let protocol = if halfblocks {
+        Halfblocks::new(DynamicImage::ImageRgb8(picture), cells)
+            .map(Protocol::Halfblocks)
+            .map_err(|e| format!("cannot encode the picture for the terminal: {e}"))?
+    } else {
+        encode(picker, picture, request.cells)?
+    };
     Ok(Rendered { protocol, original })
 }
 
@@ -252,21 +272,28 @@ pub fn encode(picker: &Picker, picture: RgbImage, cells: Size) -> Result<Protoco
         .map_err(|e| format!("cannot encode the picture for the terminal: {e}"))
 }
 
-/// `img` scaled to fill `bound` as far as its aspect ratio allows: small photos are enlarged
-/// too, so the pane is used whatever the photo's size.
+/// The size of `size` scaled to fill `bound` as far as its aspect ratio allows: small photos
+/// are enlarged too, so the pane is used whatever the photo's size.
+pub fn fitted_size(size: (u32, u32), bound: (u32, u32)) -> (u32, u32) {
+    let (w, h) = (f64::from(size.0.max(1)), f64::from(size.1.max(1)));
+    let s = (f64::from(bound.0) / w).min(f64::from(bound.1) / h);
+    (
+        ((w * s).round() as u32).clamp(1, bound.0.max(1)),
+        ((h * s).round() as u32).clamp(1, bound.1.max(1)),
+    )
+}
+
+/// `img` scaled to fill `bound` keeping its aspect ratio (see [`fitted_size`]).
 pub fn fit(img: &RgbImage, bound: (u32, u32)) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let scale = (f64::from(bound.0) / f64::from(w)).min(f64::from(bound.1) / f64::from(h));
-    let size = (
-        ((f64::from(w) * scale).round() as u32).clamp(1, bound.0),
-        ((f64::from(h) * scale).round() as u32).clamp(1, bound.1),
-    );
-    if size == (w, h) {
+    scale(img, fitted_size(img.dimensions(), bound))
+}
+
+/// `img` at exactly `size`.
+fn scale(img: &RgbImage, size: (u32, u32)) -> RgbImage {
+    if img.dimensions() == size {
         img.clone()
-    } else if scale < 1.0 {
-        overlay::fit(img, size)
     } else {
-        image::imageops::resize(img, size.0, size.1, FilterType::CatmullRom)
+        image::imageops::resize(img, size.0, size.1, FilterType::Triangle)
     }
 }
 
