@@ -234,8 +234,12 @@ fn render(
     // font's pixels (which would be scaled down again, at ~20× the cost).
     let halfblocks = picker.protocol_type() == ProtocolType::Halfblocks;
     let cells = Size::new(
-        full.0.div_ceil(u32::from(font.width)).min(u32::from(request.cells.width)) as u16,
-        full.1.div_ceil(u32::from(font.height)).min(u32::from(request.cells.height)) as u16,
+        full.0
+            .div_ceil(u32::from(font.width))
+            .min(u32::from(request.cells.width)) as u16,
+        full.1
+            .div_ceil(u32::from(font.height))
+            .min(u32::from(request.cells.height)) as u16,
     );
     let size = if halfblocks {
         (u32::from(cells.width), 2 * u32::from(cells.height))
