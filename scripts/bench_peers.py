@@ -198,9 +198,14 @@ def main():
         assert diff < 1e-3, f"{name} disagrees with onnxruntime by {diff}"
 
     results = {"camview": [], **{k: [] for k in peers}}
+    # PyTorch's and ONNX Runtime's worker threads spin for a while after each run; a pause
+    # before every measurement keeps one peer's spinning off the next one's cores.
+    settle = 1.0
     for r in range(a.rounds):
+        time.sleep(settle)
         results["camview"].append(time_camview(a.camview, a.weights, a.size, a.batch, a.iters, a.threads))
         for name, fn in peers.items():
+            time.sleep(settle)
             results[name].append(time_python(fn, x, a.iters))
         print(f"round {r + 1}: " + "  ".join(f"{k}={v[-1]:.1f}" for k, v in results.items()), file=sys.stderr)
 

@@ -11,9 +11,12 @@ use super::ModelArgs;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Timed forward passes (after one warm-up pass).
+    /// Timed forward passes.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub iters: u32,
+    /// Untimed passes first (buffers grow, threads and caches warm up).
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u32,
     /// Input size as HxW.
     #[arg(long, default_value = "224x224", value_parser = parse_size)]
     pub size: (usize, usize),
@@ -62,8 +65,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         out.logits.to_vec2::<f32>().context("reading logits")?;
         Ok(t.elapsed().as_secs_f64() * 1e3)
     };
-    let warm = forward()?;
-    writeln!(out, "warm-up ms={warm:.1}")?;
+    let warm = (0..args.warmup)
+        .map(|_| forward())
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    let warm: Vec<String> = warm.iter().map(|ms| format!("{ms:.1}")).collect();
+    writeln!(out, "warm-up ms=[{}]", warm.join(", "))?;
     let mut times = (0..args.iters)
         .map(|_| forward())
         .collect::<anyhow::Result<Vec<f64>>>()?;

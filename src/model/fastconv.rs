@@ -5,18 +5,23 @@
 //! strided copies and thread hand-offs (perf: GEMM kernels were 30 % of the time). Here each
 //! convolution is exactly one GEMM: a 1×1 conv multiplies the (N·H·W) × C activation matrix
 //! by the C × O weight in place (no im2col at all); larger or strided kernels first gather
-//! their taps row by row. The output is pre-filled with the bias (and the residual), the GEMM
-//! accumulates into it, and ReLU runs over it once, so every activation is written once.
+//! their taps row by row, into a buffer reused across layers. After the GEMM one pass adds the
+//! bias and the shortcut and applies ReLU, so no activation makes a separate trip for each.
 //! Batch norm is already folded into the weights by the caller.
 //!
 //! The only `unsafe` is the call into the `gemm` crate (the GEMM candle itself uses), whose
 //! API takes raw pointers; the slices it receives are bounds-checked first.
 #![allow(unsafe_code)]
 
-use std::borrow::Cow;
+use std::cell::RefCell;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
+
+thread_local! {
+    /// The im2col buffer of the thread running the model, kept between layers and calls.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A convolution with folded batch norm, its weight packed for the GEMM.
 #[derive(Debug, Clone)]
@@ -107,54 +112,70 @@ impl PackedConv {
         let (oh, ow) = self.output_size(h, w);
         let rows = n * oh * ow;
         let depth = self.kernel * self.kernel * c;
-        let taps: Cow<[f32]> = if self.kernel == 1 && self.stride == 1 && self.pad == 0 {
-            Cow::Borrowed(x)
-        } else {
-            Cow::Owned(self.gather_taps(x, (n, h, w, c), (oh, ow)))
-        };
         let out_c = self.out_c;
-        // Start from the bias (and the shortcut): the GEMM then accumulates onto it.
-        let mut out = vec![0f32; rows * out_c];
-        match residual {
-            Some(r) => {
-                if r.len() != out.len() {
-                    bail!(
-                        "residual has {} values, the convolution makes {}",
-                        r.len(),
-                        out.len()
-                    );
-                }
-                out.par_chunks_mut(out_c * 64)
-                    .zip(r.par_chunks(out_c * 64))
-                    .for_each(|(o, r)| {
-                        for (o, r) in o.chunks_exact_mut(out_c).zip(r.chunks_exact(out_c)) {
-                            o.iter_mut()
-                                .zip(r)
-                                .zip(&self.bias)
-                                .for_each(|((o, r), b)| *o = r + b);
-                        }
-                    });
-            }
-            None => out.par_chunks_mut(out_c * 64).for_each(|o| {
-                o.chunks_exact_mut(out_c)
-                    .for_each(|o| o.copy_from_slice(&self.bias));
-            }),
+        if let Some(r) = residual
+            && r.len() != rows * out_c
+        {
+            bail!(
+                "residual has {} values, the convolution makes {}",
+                r.len(),
+                rows * out_c
+            );
         }
-        gemm_accumulate(rows, out_c, depth, &taps, &self.matrix, &mut out);
-        if relu {
-            // Memory-bound: large chunks keep the thread hand-offs few.
-            out.par_chunks_mut(1 << 16)
-                .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = v.max(0.0)));
+        let mut out = vec![0f32; rows * out_c];
+        if self.kernel == 1 && self.stride == 1 && self.pad == 0 {
+            // A 1×1 convolution is the product itself: no copy of the input at all.
+            gemm_into(rows, out_c, depth, x, &self.matrix, &mut out);
+        } else {
+            // The im2col buffer is reused across calls: it is the largest one (k·k × the
+            // input), and a fresh allocation per layer costs page faults on every forward.
+            SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.len() < rows * depth {
+                    scratch.resize(rows * depth, 0.0);
+                }
+                let taps = &mut scratch[..rows * depth];
+                self.gather_taps(x, (n, h, w, c), (oh, ow), taps);
+                gemm_into(rows, out_c, depth, taps, &self.matrix, &mut out);
+            });
+        }
+        // One pass for everything after the product: bias, shortcut, ReLU.
+        let bias = &self.bias;
+        let rows_per_task = 64;
+        let epilogue = |o: &mut [f32], r: Option<&[f32]>| {
+            for (i, row) in o.chunks_exact_mut(out_c).enumerate() {
+                let shortcut = r.map(|r| &r[i * out_c..(i + 1) * out_c]);
+                for (j, v) in row.iter_mut().enumerate() {
+                    let mut y = *v + bias[j];
+                    if let Some(s) = shortcut {
+                        y += s[j];
+                    }
+                    *v = if relu { y.max(0.0) } else { y };
+                }
+            }
+        };
+        match residual {
+            Some(r) => out
+                .par_chunks_mut(out_c * rows_per_task)
+                .zip(r.par_chunks(out_c * rows_per_task))
+                .for_each(|(o, r)| epilogue(o, Some(r))),
+            None => out
+                .par_chunks_mut(out_c * rows_per_task)
+                .for_each(|o| epilogue(o, None)),
         }
         Ok((out, Shape::from((n, oh, ow, out_c))))
     }
 
     /// im2col for NHWC: one row of k·k·C values per output pixel, zeros where a tap falls in
     /// the padding.
-    fn gather_taps(&self, x: &[f32], (n, h, w, c): Dims4, (oh, ow): (usize, usize)) -> Vec<f32> {
+    fn gather_taps(
+        &self,
+        x: &[f32],
+        (_, h, w, c): Dims4,
+        (oh, ow): (usize, usize),
+        taps: &mut [f32],
+    ) {
         let (k, s, p) = (self.kernel, self.stride, self.pad);
         let depth = k * k * c;
-        let mut taps = vec![0f32; n * oh * ow * depth];
         // One output image row per task: big enough to amortise scheduling.
         taps.par_chunks_mut(ow * depth)
             .enumerate()
@@ -163,36 +184,69 @@ impl PackedConv {
                 for ox in 0..ow {
                     let pixel = &mut out[ox * depth..(ox + 1) * depth];
                     for ky in 0..k {
-                        let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h) else {
-                            continue;
-                        };
+                        let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
                         for kx in 0..k {
-                            let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&ix| ix < w) else {
-                                continue;
-                            };
-                            let src = ((b * h + iy) * w + ix) * c;
-                            let dst = (ky * k + kx) * c;
-                            pixel[dst..dst + c].copy_from_slice(&x[src..src + c]);
+                            let ix = (ox * s + kx).checked_sub(p).filter(|&ix| ix < w);
+                            let dst = &mut pixel[(ky * k + kx) * c..][..c];
+                            match (iy, ix) {
+                                (Some(iy), Some(ix)) => {
+                                    dst.copy_from_slice(&x[((b * h + iy) * w + ix) * c..][..c]);
+                                }
+                                // The buffer is reused: padding taps must be written too.
+                                _ => dst.fill(0.0),
+                            }
                         }
                     }
                 }
             });
-        taps
     }
 }
 
-/// `dst (m×n) += lhs (m×k) · rhs (k×n)`, all row-major, on every core.
-fn gemm_accumulate(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], dst: &mut [f32]) {
+/// `dst (m×n) = lhs (m×k) · rhs (k×n)`, all row-major, on every core.
+///
+/// Tall products (most convolutions: m = N·H·W pixels) are cut into one band of rows per
+/// thread, each a single-threaded GEMM: the threads then never wait on each other inside the
+/// product, which measured better two-core scaling than the `gemm` crate's own splitting.
+/// Short ones (layer 4 at small inputs) keep the crate's splitting.
+fn gemm_into(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], dst: &mut [f32]) {
     assert!(
         lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n,
         "GEMM operand too small"
     );
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
+    if threads > 1 && m >= 64 * threads {
+        // Bands of whole micro-kernel tiles (16 rows).
+        let band = m.div_ceil(threads).next_multiple_of(16);
+        dst[..m * n]
+            .par_chunks_mut(band * n)
+            .zip(lhs[..m * k].par_chunks(band * k))
+            .for_each(|(dst, lhs)| {
+                gemm_serial(dst.len() / n, n, k, lhs, rhs, dst, gemm::Parallelism::None);
+            });
     } else {
-        gemm::Parallelism::None
-    };
+        let parallelism = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        gemm_serial(m, n, k, lhs, rhs, dst, parallelism);
+    }
+}
+
+/// One `gemm` call: `dst (m×n) = lhs (m×k) · rhs (k×n)`, row-major.
+fn gemm_serial(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    dst: &mut [f32],
+    parallelism: gemm::Parallelism,
+) {
+    assert!(
+        lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n,
+        "GEMM operand too small"
+    );
     // SAFETY: the assert above bounds every element the GEMM reads or writes: lhs is m×k with
     // row stride k, rhs is k×n with row stride n, dst is m×n with row stride n, all with unit
     // column stride. `dst` is a unique mutable borrow, so it aliases neither input, and the
@@ -205,7 +259,7 @@ fn gemm_accumulate(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], dst: 
             dst.as_mut_ptr(),
             1,
             n as isize,
-            true,
+            false,
             lhs.as_ptr(),
             1,
             k as isize,
