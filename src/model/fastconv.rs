@@ -111,7 +111,6 @@ impl PackedConv {
         }
         let (oh, ow) = self.output_size(h, w);
         let rows = n * oh * ow;
-        let depth = self.kernel * self.kernel * c;
         let out_c = self.out_c;
         if let Some(r) = residual
             && r.len() != rows * out_c
@@ -123,113 +122,107 @@ impl PackedConv {
             );
         }
         let mut out = vec![0f32; rows * out_c];
-        if self.kernel == 1 && self.stride == 1 && self.pad == 0 {
-            // A 1×1 convolution is the product itself: no copy of the input at all.
-            gemm_into(rows, out_c, depth, x, &self.matrix, &mut out);
+        let threads = rayon::current_num_threads();
+        if threads > 1 && rows >= 64 * threads {
+            // Every output row (pixel) depends only on its own taps, so the whole convolution
+            // — gather, product, epilogue — splits into one band of rows per thread: a single
+            // fork-join per layer, no hand-offs between the steps.
+            let band = rows.div_ceil(threads).next_multiple_of(16);
+            out.par_chunks_mut(band * out_c)
+                .enumerate()
+                .for_each(|(i, out)| {
+                    let first = i * band;
+                    let shortcut = residual.map(|r| &r[first * out_c..][..out.len()]);
+                    self.rows(
+                        x,
+                        (n, h, w, c),
+                        first,
+                        out,
+                        shortcut,
+                        relu,
+                        gemm::Parallelism::None,
+                    );
+                });
         } else {
-            // The im2col buffer is reused across calls: it is the largest one (k·k × the
-            // input), and a fresh allocation per layer costs page faults on every forward.
-            SCRATCH.with_borrow_mut(|scratch| {
-                if scratch.len() < rows * depth {
-                    scratch.resize(rows * depth, 0.0);
-                }
-                let taps = &mut scratch[..rows * depth];
-                self.gather_taps(x, (n, h, w, c), (oh, ow), taps);
-                gemm_into(rows, out_c, depth, taps, &self.matrix, &mut out);
-            });
-        }
-        // One pass for everything after the product: bias, shortcut, ReLU.
-        let bias = &self.bias;
-        let rows_per_task = 64;
-        let epilogue = |o: &mut [f32], r: Option<&[f32]>| {
-            for (i, row) in o.chunks_exact_mut(out_c).enumerate() {
-                let shortcut = r.map(|r| &r[i * out_c..(i + 1) * out_c]);
-                for (j, v) in row.iter_mut().enumerate() {
-                    let mut y = *v + bias[j];
-                    if let Some(s) = shortcut {
-                        y += s[j];
-                    }
-                    *v = if relu { y.max(0.0) } else { y };
-                }
-            }
-        };
-        match residual {
-            Some(r) => out
-                .par_chunks_mut(out_c * rows_per_task)
-                .zip(r.par_chunks(out_c * rows_per_task))
-                .for_each(|(o, r)| epilogue(o, Some(r))),
-            None => out
-                .par_chunks_mut(out_c * rows_per_task)
-                .for_each(|o| epilogue(o, None)),
+            // Few rows (layer 4 of a small input): one band, the GEMM splits its columns.
+            let parallelism = if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            };
+            self.rows(x, (n, h, w, c), 0, &mut out, residual, relu, parallelism);
         }
         Ok((out, Shape::from((n, oh, ow, out_c))))
     }
 
-    /// im2col for NHWC: one row of k·k·C values per output pixel, zeros where a tap falls in
-    /// the padding.
-    fn gather_taps(
+    /// Output rows `first..` (as many as `out` holds): gather their taps, multiply, then add
+    /// the bias and `shortcut` and apply ReLU in one pass.
+    #[allow(clippy::too_many_arguments)]
+    fn rows(
         &self,
         x: &[f32],
-        (_, h, w, c): Dims4,
-        (oh, ow): (usize, usize),
-        taps: &mut [f32],
+        dims: Dims4,
+        first: usize,
+        out: &mut [f32],
+        shortcut: Option<&[f32]>,
+        relu: bool,
+        parallelism: gemm::Parallelism,
     ) {
+        let out_c = self.out_c;
+        let count = out.len() / out_c;
+        let depth = self.kernel * self.kernel * dims.3;
+        if self.kernel == 1 && self.stride == 1 && self.pad == 0 {
+            // A 1×1 convolution is the product itself: no copy of the input at all.
+            let lhs = &x[first * depth..][..count * depth];
+            gemm_serial(count, out_c, depth, lhs, &self.matrix, out, parallelism);
+        } else {
+            // The im2col buffer is per thread and reused across layers and calls: it is the
+            // largest one (k·k × the input), and allocating it anew costs page faults.
+            SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.len() < count * depth {
+                    scratch.resize(count * depth, 0.0);
+                }
+                let taps = &mut scratch[..count * depth];
+                self.gather_taps(x, dims, first, taps);
+                gemm_serial(count, out_c, depth, taps, &self.matrix, out, parallelism);
+            });
+        }
+        for (i, row) in out.chunks_exact_mut(out_c).enumerate() {
+            let skip = shortcut.map(|r| &r[i * out_c..(i + 1) * out_c]);
+            for (j, v) in row.iter_mut().enumerate() {
+                let mut y = *v + self.bias[j];
+                if let Some(s) = skip {
+                    y += s[j];
+                }
+                *v = if relu { y.max(0.0) } else { y };
+            }
+        }
+    }
+
+    /// im2col for NHWC, for the output pixels `first..` that `taps` has room for: one row of
+    /// k·k·C values per pixel, zeros where a tap falls in the padding.
+    fn gather_taps(&self, x: &[f32], (_, h, w, c): Dims4, first: usize, taps: &mut [f32]) {
         let (k, s, p) = (self.kernel, self.stride, self.pad);
+        let (oh, ow) = self.output_size(h, w);
         let depth = k * k * c;
-        // One output image row per task: big enough to amortise scheduling.
-        taps.par_chunks_mut(ow * depth)
-            .enumerate()
-            .for_each(|(row, out)| {
-                let (b, oy) = (row / oh, row % oh);
-                for ox in 0..ow {
-                    let pixel = &mut out[ox * depth..(ox + 1) * depth];
-                    for ky in 0..k {
-                        let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
-                        for kx in 0..k {
-                            let ix = (ox * s + kx).checked_sub(p).filter(|&ix| ix < w);
-                            let dst = &mut pixel[(ky * k + kx) * c..][..c];
-                            match (iy, ix) {
-                                (Some(iy), Some(ix)) => {
-                                    dst.copy_from_slice(&x[((b * h + iy) * w + ix) * c..][..c]);
-                                }
-                                // The buffer is reused: padding taps must be written too.
-                                _ => dst.fill(0.0),
-                            }
+        for (i, pixel) in taps.chunks_exact_mut(depth).enumerate() {
+            let index = first + i;
+            let (b, oy, ox) = (index / (oh * ow), (index / ow) % oh, index % ow);
+            for ky in 0..k {
+                let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
+                for kx in 0..k {
+                    let ix = (ox * s + kx).checked_sub(p).filter(|&ix| ix < w);
+                    let dst = &mut pixel[(ky * k + kx) * c..][..c];
+                    match (iy, ix) {
+                        (Some(iy), Some(ix)) => {
+                            dst.copy_from_slice(&x[((b * h + iy) * w + ix) * c..][..c]);
                         }
+                        // The buffer is reused: padding taps must be written too.
+                        _ => dst.fill(0.0),
                     }
                 }
-            });
-    }
-}
-
-/// `dst (m×n) = lhs (m×k) · rhs (k×n)`, all row-major, on every core.
-///
-/// Tall products (most convolutions: m = N·H·W pixels) are cut into one band of rows per
-/// thread, each a single-threaded GEMM: the threads then never wait on each other inside the
-/// product, which measured better two-core scaling than the `gemm` crate's own splitting.
-/// Short ones (layer 4 at small inputs) keep the crate's splitting.
-fn gemm_into(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], dst: &mut [f32]) {
-    assert!(
-        lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n,
-        "GEMM operand too small"
-    );
-    let threads = rayon::current_num_threads();
-    if threads > 1 && m >= 64 * threads {
-        // Bands of whole micro-kernel tiles (16 rows).
-        let band = m.div_ceil(threads).next_multiple_of(16);
-        dst[..m * n]
-            .par_chunks_mut(band * n)
-            .zip(lhs[..m * k].par_chunks(band * k))
-            .for_each(|(dst, lhs)| {
-                gemm_serial(dst.len() / n, n, k, lhs, rhs, dst, gemm::Parallelism::None);
-            });
-    } else {
-        let parallelism = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        gemm_serial(m, n, k, lhs, rhs, dst, parallelism);
+            }
+        }
     }
 }
 
@@ -403,6 +396,10 @@ mod tests {
             (1, 8, 9, 7, 12, 3, 1),
             (2, 8, 9, 7, 12, 3, 2),
             (1, 3, 15, 11, 8, 7, 2),
+            // Enough output rows to be split into one band per thread.
+            (1, 8, 23, 21, 16, 1, 1),
+            (2, 8, 23, 21, 12, 3, 1),
+            (1, 3, 45, 37, 8, 7, 2),
         ];
         for (i, &(n, c, h, w, o, k, s)) in cases.iter().enumerate() {
             let x = noise(&[n, c, h, w], i as u32 + 1);
