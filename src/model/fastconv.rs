@@ -9,8 +9,13 @@
 //! bias and the shortcut and applies ReLU, so no activation makes a separate trip for each.
 //! Batch norm is already folded into the weights by the caller.
 //!
+//! Threads: a layer with many output pixels is cut into one band of rows per thread (gather,
+//! product and epilogue all per band: one fork-join per layer); a layer with few (layer 4)
+//! cuts its output channels instead.
+//!
 //! The only `unsafe` is the call into the `gemm` crate (the GEMM candle itself uses), whose
-//! API takes raw pointers; the slices it receives are bounds-checked first.
+//! API takes raw pointers: the slices it receives are bounds-checked first, and the column
+//! bands that share one destination write disjoint elements.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
@@ -133,30 +138,19 @@ impl PackedConv {
                 .for_each(|(i, out)| {
                     let first = i * band;
                     let shortcut = residual.map(|r| &r[first * out_c..][..out.len()]);
-                    self.rows(
-                        x,
-                        (n, h, w, c),
-                        first,
-                        out,
-                        shortcut,
-                        relu,
-                        gemm::Parallelism::None,
-                    );
+                    self.rows(x, (n, h, w, c), first, out, shortcut, relu, 1);
                 });
         } else {
-            // Few rows (layer 4 of a small input): one band, the GEMM splits its columns.
-            let parallelism = if threads > 1 {
-                gemm::Parallelism::Rayon(threads)
-            } else {
-                gemm::Parallelism::None
-            };
-            self.rows(x, (n, h, w, c), 0, &mut out, residual, relu, parallelism);
+            // Few rows (layer 4 of a small input): one band of rows, its columns (output
+            // channels) split between the threads.
+            self.rows(x, (n, h, w, c), 0, &mut out, residual, relu, threads);
         }
         Ok((out, Shape::from((n, oh, ow, out_c))))
     }
 
-    /// Output rows `first..` (as many as `out` holds): gather their taps, multiply, then add
-    /// the bias and `shortcut` and apply ReLU in one pass.
+    /// Output rows `first..` (as many as `out` holds): gather their taps, multiply (its output
+    /// channels split in `column_bands`), then add the bias and `shortcut` and apply ReLU in
+    /// one pass.
     #[allow(clippy::too_many_arguments)]
     fn rows(
         &self,
@@ -166,7 +160,7 @@ impl PackedConv {
         out: &mut [f32],
         shortcut: Option<&[f32]>,
         relu: bool,
-        parallelism: gemm::Parallelism,
+        column_bands: usize,
     ) {
         let out_c = self.out_c;
         let count = out.len() / out_c;
@@ -174,7 +168,7 @@ impl PackedConv {
         if self.kernel == 1 && self.stride == 1 && self.pad == 0 {
             // A 1×1 convolution is the product itself: no copy of the input at all.
             let lhs = &x[first * depth..][..count * depth];
-            gemm_serial(count, out_c, depth, lhs, &self.matrix, out, parallelism);
+            gemm_column_bands(count, out_c, depth, lhs, &self.matrix, out, column_bands);
         } else {
             // The im2col buffer is per thread and reused across layers and calls: it is the
             // largest one (k·k × the input), and allocating it anew costs page faults.
@@ -184,7 +178,7 @@ impl PackedConv {
                 }
                 let taps = &mut scratch[..count * depth];
                 self.gather_taps(x, dims, first, taps);
-                gemm_serial(count, out_c, depth, taps, &self.matrix, out, parallelism);
+                gemm_column_bands(count, out_c, depth, taps, &self.matrix, out, column_bands);
             });
         }
         for (i, row) in out.chunks_exact_mut(out_c).enumerate() {
@@ -226,48 +220,77 @@ impl PackedConv {
     }
 }
 
-/// One `gemm` call: `dst (m×n) = lhs (m×k) · rhs (k×n)`, row-major.
-fn gemm_serial(
+/// `dst (m×n) = lhs (m×k) · rhs (k×n)`, all row-major, with the columns cut into `bands`
+/// contiguous ranges computed in parallel, each by a single-threaded `gemm` call.
+fn gemm_column_bands(
     m: usize,
     n: usize,
     k: usize,
     lhs: &[f32],
     rhs: &[f32],
     dst: &mut [f32],
-    parallelism: gemm::Parallelism,
+    bands: usize,
 ) {
     assert!(
         lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n,
         "GEMM operand too small"
     );
-    // SAFETY: the assert above bounds every element the GEMM reads or writes: lhs is m×k with
-    // row stride k, rhs is k×n with row stride n, dst is m×n with row stride n, all with unit
-    // column stride. `dst` is a unique mutable borrow, so it aliases neither input, and the
-    // pointers stay valid for the whole (synchronous) call.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+    // Bands of whole micro-kernel tiles (16 columns).
+    let width = n.div_ceil(bands.max(1)).next_multiple_of(16);
+    let starts: Vec<usize> = (0..n).step_by(width).collect();
+    let dst = SharedMut(dst.as_mut_ptr());
+    let band = |&first: &usize| {
+        let cols = width.min(n - first);
+        // SAFETY: the assert above bounds what the GEMM touches: lhs is m×k with row stride k;
+        // rhs columns first..first+cols of a k×n matrix with row stride n; dst columns
+        // first..first+cols of an m×n matrix with row stride n; all with unit column stride.
+        // Bands cover disjoint column ranges, so no two calls write the same element, and
+        // `dst`'s exclusive borrow outlives the (blocking) parallel loop.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                dst.get().add(first),
+                1,
+                n as isize,
+                false,
+                lhs.as_ptr(),
+                1,
+                k as isize,
+                rhs.as_ptr().add(first),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    if starts.len() > 1 {
+        starts.par_iter().for_each(band);
+    } else {
+        starts.iter().for_each(band);
     }
 }
+
+/// A destination pointer shared by GEMM calls that write disjoint column bands.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+
+impl SharedMut {
+    /// Through a method, so closures capture the whole `Sync` wrapper, not the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: only used by `gemm_column_bands`, whose calls write disjoint elements.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above; the pointer is never dereferenced outside those disjoint writes.
+unsafe impl Sync for SharedMut {}
 
 /// N, H, W, C.
 type Dims4 = (usize, usize, usize, usize);
@@ -396,6 +419,9 @@ mod tests {
             (1, 8, 9, 7, 12, 3, 1),
             (2, 8, 9, 7, 12, 3, 2),
             (1, 3, 15, 11, 8, 7, 2),
+            // Few rows and enough output channels to split the columns between threads.
+            (1, 8, 5, 5, 48, 3, 1),
+            (2, 16, 4, 3, 40, 1, 1),
             // Enough output rows to be split into one band per thread.
             (1, 8, 23, 21, 16, 1, 1),
             (2, 8, 23, 21, 12, 3, 1),
