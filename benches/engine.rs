@@ -40,11 +40,23 @@ fn engine(c: &mut Criterion) {
     g.sample_size(10);
     for (h, w) in [(224, 224), (224, 336)] {
         let input = Tensor::zeros((1, 3, h, w), DType::F32, &Device::Cpu).unwrap();
-        g.bench_function(format!("{h}x{w}"), |b| {
+        g.bench_function(format!("fast {h}x{w}"), |b| {
             b.iter(|| {
                 classifier
                     .model()
-                    .forward(&input)
+                    .forward_fast(&input)
+                    .unwrap()
+                    .logits
+                    .to_vec2::<f32>()
+                    .unwrap()
+            })
+        });
+        // The same network through candle's own conv2d: the in-run baseline.
+        g.bench_function(format!("candle conv2d {h}x{w}"), |b| {
+            b.iter(|| {
+                classifier
+                    .model()
+                    .forward_generic(&input)
                     .unwrap()
                     .logits
                     .to_vec2::<f32>()
