@@ -115,12 +115,11 @@ impl Classifier {
                 probs.len() - 1
             );
         }
-        let ranked = top_k(&probs, probs.len());
-        let mut top: Vec<Prediction> = ranked.iter().take(k).cloned().collect();
-        if let Some(p) = pinned.and_then(|c| ranked.iter().find(|p| p.index == c))
-            && !top.contains(p)
+        let mut top = top_k(&probs, k);
+        if let Some(class) = pinned
+            && !top.iter().any(|p| p.index == class)
         {
-            top.push(p.clone());
+            top.push(prediction(&probs, class));
         }
         let classes: Vec<u32> = top.iter().map(|p| p.index as u32).collect();
         let cams = self.model.cams(&out.features, &classes)?;
@@ -137,6 +136,11 @@ impl Classifier {
     }
 }
 
+/// Whether class `a` ranks above class `b`: more probable, ties to the lower index.
+fn ranks_above(probs: &[f32], a: usize, b: usize) -> bool {
+    probs[a] > probs[b] || (probs[a] == probs[b] && a < b)
+}
+
 /// The `k` most probable classes, best first (ties keep the lower index first).
 pub fn top_k(probs: &[f32], k: usize) -> Vec<Prediction> {
     let mut order: Vec<usize> = (0..probs.len()).collect();
@@ -144,14 +148,21 @@ pub fn top_k(probs: &[f32], k: usize) -> Vec<Prediction> {
     order
         .into_iter()
         .take(k)
-        .enumerate()
-        .map(|(i, index)| Prediction {
-            rank: i + 1,
-            index,
-            label: labels::label(index),
-            prob: probs[index],
-        })
+        .map(|index| prediction(probs, index))
         .collect()
+}
+
+/// Class `index` with its true rank among all classes.
+fn prediction(probs: &[f32], index: usize) -> Prediction {
+    let above = (0..probs.len())
+        .filter(|&other| ranks_above(probs, other, index))
+        .count();
+    Prediction {
+        rank: above + 1,
+        index,
+        label: labels::label(index),
+        prob: probs[index],
+    }
 }
 
 /// The device camview computes on: the first CUDA GPU when built with the `cuda` feature and
@@ -166,5 +177,21 @@ pub fn device_name(device: &Device) -> &'static str {
         Device::Cpu => "cpu",
         Device::Cuda(_) => "cuda",
         Device::Metal(_) => "metal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_are_true_ranks_with_ties_to_the_lower_index() {
+        let probs = [0.1, 0.4, 0.1, 0.3, 0.1];
+        let top: Vec<(usize, usize)> = top_k(&probs, 3).iter().map(|p| (p.rank, p.index)).collect();
+        assert_eq!(top, [(1, 1), (2, 3), (3, 0)]);
+        // Outside the top 3, a class keeps its place in the full ranking.
+        assert_eq!(prediction(&probs, 4).rank, 5);
+        assert_eq!(prediction(&probs, 2).rank, 4);
+        assert_eq!(prediction(&probs, 1).rank, 1);
     }
 }
