@@ -23,6 +23,8 @@ use std::cell::RefCell;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use super::packed_gemm::{Epilogue, PackedMatrix};
+
 thread_local! {
     /// The im2col buffer of the thread running the model, kept between layers and calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -31,8 +33,8 @@ thread_local! {
 /// A convolution with folded batch norm, its weight packed for the GEMM.
 #[derive(Debug, Clone)]
 pub struct PackedConv {
-    /// (k·k·C_in) × C_out, row-major, rows ordered (ky, kx, c_in) like the gathered taps.
-    matrix: Vec<f32>,
+    /// The (k·k·C_in) × C_out weight matrix, rows ordered (ky, kx, c_in) like the taps.
+    matrix: WeightMatrix,
     bias: Vec<f32>,
     kernel: usize,
     stride: usize,
@@ -60,6 +62,11 @@ impl PackedConv {
                 }
             }
         }
+        let depth = k * k * in_c;
+        let matrix = match PackedMatrix::pack(&matrix, depth, out_c) {
+            Some(panels) => WeightMatrix::Panels(panels),
+            None => WeightMatrix::RowMajor(matrix),
+        };
         Self {
             matrix,
             bias,
@@ -165,10 +172,15 @@ impl PackedConv {
         let out_c = self.out_c;
         let count = out.len() / out_c;
         let depth = self.kernel * self.kernel * dims.3;
+        let epilogue = Epilogue {
+            bias: &self.bias,
+            residual: shortcut,
+            relu,
+        };
         if self.kernel == 1 && self.stride == 1 && self.pad == 0 {
             // A 1×1 convolution is the product itself: no copy of the input at all.
             let lhs = &x[first * depth..][..count * depth];
-            gemm_column_bands(count, out_c, depth, lhs, &self.matrix, out, column_bands);
+            self.matrix.multiply(lhs, out, epilogue, column_bands);
         } else {
             // The im2col buffer is per thread and reused across layers and calls: it is the
             // largest one (k·k × the input), and allocating it anew costs page faults.
@@ -178,18 +190,8 @@ impl PackedConv {
                 }
                 let taps = &mut scratch[..count * depth];
                 self.gather_taps(x, dims, first, taps);
-                gemm_column_bands(count, out_c, depth, taps, &self.matrix, out, column_bands);
+                self.matrix.multiply(taps, out, epilogue, column_bands);
             });
-        }
-        for (i, row) in out.chunks_exact_mut(out_c).enumerate() {
-            let skip = shortcut.map(|r| &r[i * out_c..(i + 1) * out_c]);
-            for (j, v) in row.iter_mut().enumerate() {
-                let mut y = *v + self.bias[j];
-                if let Some(s) = skip {
-                    y += s[j];
-                }
-                *v = if relu { y.max(0.0) } else { y };
-            }
         }
     }
 
@@ -213,6 +215,39 @@ impl PackedConv {
                         }
                         // The buffer is reused: padding taps must be written too.
                         _ => dst.fill(0.0),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The weight matrix in whichever form this CPU multiplies fastest.
+#[derive(Debug, Clone)]
+enum WeightMatrix {
+    /// Pre-packed for the AVX2 micro-kernel.
+    Panels(PackedMatrix),
+    /// Row-major, for the `gemm` crate (CPUs without AVX2 + FMA, or odd widths).
+    RowMajor(Vec<f32>),
+}
+
+impl WeightMatrix {
+    /// `out` (rows × C_out) = epilogue(`lhs` (rows × depth) · self).
+    fn multiply(&self, lhs: &[f32], out: &mut [f32], epilogue: Epilogue<'_>, column_bands: usize) {
+        match self {
+            Self::Panels(panels) => panels.multiply(lhs, out, epilogue, column_bands),
+            Self::RowMajor(matrix) => {
+                let n = epilogue.bias.len();
+                let (m, k) = (out.len() / n, matrix.len() / n);
+                gemm_column_bands(m, n, k, lhs, matrix, out, column_bands);
+                for (i, row) in out.chunks_exact_mut(n).enumerate() {
+                    let skip = epilogue.residual.map(|r| &r[i * n..(i + 1) * n]);
+                    for (j, v) in row.iter_mut().enumerate() {
+                        let mut y = *v + epilogue.bias[j];
+                        if let Some(s) = skip {
+                            y += s[j];
+                        }
+                        *v = if epilogue.relu { y.max(0.0) } else { y };
                     }
                 }
             }
