@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 
+use camview::model::Arch;
 use camview::model::preprocess::load_rgb;
+use camview::model::resnet::ResNet50;
+use camview::model::weights::Weights;
 use camview::model::{Classifier, ResizeMode};
 use camview::overlay::{self, Style};
 use candle_core::{DType, Device, Tensor};
@@ -24,6 +27,10 @@ fn photo() -> PathBuf {
 fn engine(c: &mut Criterion) {
     let classifier = Classifier::load(&weights(), None, Device::Cpu).expect("genuine weights");
     let img = load_rgb(&photo()).unwrap();
+    // candle's conv2d path needs its own copy of the weights on the CPU.
+    let file = Weights::load(&weights()).expect("genuine weights");
+    let arch = file.declared_arch.unwrap_or(Arch::V1_5);
+    let reference = ResNet50::load_with_both_paths(&file, arch).expect("genuine weights");
 
     let mut g = c.benchmark_group("preprocess");
     g.bench_function("decode coffee.png 600x400", |b| {
@@ -54,8 +61,7 @@ fn engine(c: &mut Criterion) {
         // The same network through candle's own conv2d: the in-run baseline.
         g.bench_function(format!("candle conv2d {h}x{w}"), |b| {
             b.iter(|| {
-                classifier
-                    .model()
+                reference
                     .forward_generic(&input)
                     .unwrap()
                     .logits

@@ -9,8 +9,10 @@ pub mod labels;
 pub mod packed_gemm;
 pub mod preprocess;
 pub mod resnet;
+mod scratch;
 pub mod tfjs;
 pub mod weights;
+pub mod winograd;
 
 pub use classifier::{Analysis, Classifier, Prediction};
 pub use preprocess::ResizeMode;

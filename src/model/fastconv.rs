@@ -5,17 +5,20 @@
 //! strided copies and thread hand-offs (perf: GEMM kernels were 30 % of the time). Here each
 //! convolution is exactly one GEMM: a 1×1 conv multiplies the (N·H·W) × C activation matrix
 //! by the C × O weight in place (no im2col at all); larger or strided kernels first gather
-//! their taps row by row, into a buffer reused across layers. After the GEMM one pass adds the
-//! bias and the shortcut and applies ReLU, so no activation makes a separate trip for each.
+//! their taps row by row, into a buffer reused across layers. The weight is packed once at
+//! load for the micro-kernel ([`super::packed_gemm`]), which adds the bias and the shortcut
+//! and applies ReLU before it stores, so every activation is written once. 3×3 stride-1
+//! layers with enough pixels go through the Winograd domain instead ([`super::winograd`]).
 //! Batch norm is already folded into the weights by the caller.
 //!
 //! Threads: a layer with many output pixels is cut into one band of rows per thread (gather,
 //! product and epilogue all per band: one fork-join per layer); a layer with few (layer 4)
 //! cuts its output channels instead.
 //!
-//! The only `unsafe` is the call into the `gemm` crate (the GEMM candle itself uses), whose
-//! API takes raw pointers: the slices it receives are bounds-checked first, and the column
-//! bands that share one destination write disjoint elements.
+//! On CPUs without AVX2 + FMA the product is the `gemm` crate's (the GEMM candle itself
+//! uses), followed by a separate epilogue pass. Its API takes raw pointers, hence the
+//! `unsafe` here: the slices it receives are bounds-checked first, and the column bands that
+//! share one destination write disjoint elements.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
@@ -24,6 +27,16 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::packed_gemm::{Epilogue, PackedMatrix};
+use super::winograd::Winograd;
+
+/// Winograd weights take 4× the memory of the direct ones: only layers up to 256 input
+/// channels (layers 1–3) get them; layer 4 is small in pixels and stays direct.
+const WINOGRAD_MAX_IN: usize = 256;
+
+/// Below this many 4×4 output tiles the 36 small GEMMs cost more than they save, and the
+/// direct GEMM runs instead. At 224² the 3×3 layers have 196, 49 and 16 tiles (layers 1–3):
+/// paired runs of `camview bench` were fastest with all three in the Winograd domain.
+const WINOGRAD_MIN_TILES: usize = 8;
 
 thread_local! {
     /// The im2col buffer of the thread running the model, kept between layers and calls.
@@ -35,6 +48,8 @@ thread_local! {
 pub struct PackedConv {
     /// The (k·k·C_in) × C_out weight matrix, rows ordered (ky, kx, c_in) like the taps.
     matrix: WeightMatrix,
+    /// The same convolution in the Winograd domain, for 3×3 stride-1 layers.
+    winograd: Option<Winograd>,
     bias: Vec<f32>,
     kernel: usize,
     stride: usize,
@@ -54,21 +69,23 @@ impl PackedConv {
     ) -> Self {
         assert_eq!(weight.len(), out_c * in_c * k * k, "weight size");
         assert_eq!(bias.len(), out_c, "bias size");
-        let mut matrix = vec![0f32; weight.len()];
-        for (o, filter) in weight.chunks_exact(in_c * k * k).enumerate() {
-            for (i, plane) in filter.chunks_exact(k * k).enumerate() {
-                for (tap, &v) in plane.iter().enumerate() {
-                    matrix[(tap * in_c + i) * out_c + o] = v;
-                }
-            }
-        }
+        // Element (row, o) of the GEMM matrix, rows ordered (tap, c_in) like the gathered taps.
         let depth = k * k * in_c;
-        let matrix = match PackedMatrix::pack(&matrix, depth, out_c) {
+        let at = |row: usize, o: usize| weight[(o * in_c + row % in_c) * k * k + row / in_c];
+        let matrix = match PackedMatrix::from_fn(depth, out_c, at) {
             Some(panels) => WeightMatrix::Panels(panels),
-            None => WeightMatrix::RowMajor(matrix),
+            None => WeightMatrix::RowMajor(
+                (0..depth * out_c)
+                    .map(|i| at(i / out_c, i % out_c))
+                    .collect(),
+            ),
         };
+        let winograd = (k == 3 && stride == 1 && pad == 1 && in_c <= WINOGRAD_MAX_IN)
+            .then(|| Winograd::new(weight, out_c, in_c, bias.clone()))
+            .flatten();
         Self {
             matrix,
+            winograd,
             bias,
             kernel: k,
             stride,
@@ -120,6 +137,13 @@ impl PackedConv {
     ) -> Result<(Vec<f32>, Shape)> {
         if c != self.in_c {
             bail!("convolution expects {} input channels, got {c}", self.in_c);
+        }
+        if let Some(winograd) = &self.winograd
+            && residual.is_none()
+            && Winograd::tiles(n, h, w) >= WINOGRAD_MIN_TILES
+        {
+            let out = winograd.forward(x, (n, h, w, c), relu);
+            return Ok((out, Shape::from((n, h, w, self.out_c))));
         }
         let (oh, ow) = self.output_size(h, w);
         let rows = n * oh * ow;
@@ -235,7 +259,9 @@ impl WeightMatrix {
     /// `out` (rows × C_out) = epilogue(`lhs` (rows × depth) · self).
     fn multiply(&self, lhs: &[f32], out: &mut [f32], epilogue: Epilogue<'_>, column_bands: usize) {
         match self {
-            Self::Panels(panels) => panels.multiply(lhs, out, epilogue, column_bands),
+            Self::Panels(panels) => {
+                panels.multiply(lhs, panels.depth(), out, epilogue, column_bands)
+            }
             Self::RowMajor(matrix) => {
                 let n = epilogue.bias.len();
                 let (m, k) = (out.len() / n, matrix.len() / n);

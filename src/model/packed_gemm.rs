@@ -51,22 +51,32 @@ impl PackedMatrix {
     /// Packs a row-major `depth` × `width` matrix, or `None` where the micro-kernel cannot run:
     /// no AVX2 + FMA on this CPU, or a width that is not whole panels.
     pub fn pack(matrix: &[f32], depth: usize, width: usize) -> Option<Self> {
+        assert_eq!(matrix.len(), depth * width, "matrix size");
+        Self::from_fn(depth, width, |k, col| matrix[k * width + col])
+    }
+
+    /// Packs the `depth` × `width` matrix whose element (k, col) is `at(k, col)`, read in
+    /// panel order; `None` as for [`Self::pack`].
+    pub fn from_fn(depth: usize, width: usize, at: impl Fn(usize, usize) -> f32) -> Option<Self> {
         if !kernel_available() {
             return None;
         }
-        Self::pack_unchecked(matrix, depth, width)
+        Self::from_fn_unchecked(depth, width, at)
     }
 
-    /// [`Self::pack`] without the CPU check (tests build the layout on any machine).
-    fn pack_unchecked(matrix: &[f32], depth: usize, width: usize) -> Option<Self> {
-        assert_eq!(matrix.len(), depth * width, "matrix size");
+    /// [`Self::from_fn`] without the CPU check (tests build the layout on any machine).
+    fn from_fn_unchecked(
+        depth: usize,
+        width: usize,
+        at: impl Fn(usize, usize) -> f32,
+    ) -> Option<Self> {
         if !width.is_multiple_of(PANEL) || depth == 0 {
             return None;
         }
-        let mut panels = Vec::with_capacity(matrix.len());
+        let mut panels = Vec::with_capacity(depth * width);
         for first in (0..width).step_by(PANEL) {
-            for row in matrix.chunks_exact(width) {
-                panels.extend_from_slice(&row[first..first + PANEL]);
+            for k in 0..depth {
+                panels.extend((first..first + PANEL).map(|col| at(k, col)));
             }
         }
         Some(Self {
@@ -84,11 +94,13 @@ impl PackedMatrix {
         self.width
     }
 
-    /// `dst` (rows × width, row-major) = epilogue(`lhs` (rows × depth, row-major) · self),
-    /// with the panels split into `column_bands` ranges computed in parallel.
+    /// `dst` (rows × width, row-major) = epilogue(`lhs` · self), where `lhs` is rows × depth
+    /// with rows `lhs_stride` apart, and the panels are split into `column_bands` ranges
+    /// computed in parallel.
     pub fn multiply(
         &self,
         lhs: &[f32],
+        lhs_stride: usize,
         dst: &mut [f32],
         epilogue: Epilogue<'_>,
         column_bands: usize,
@@ -99,7 +111,13 @@ impl PackedMatrix {
             rows * self.width,
             "destination is not whole rows"
         );
-        assert_eq!(lhs.len(), rows * self.depth, "left operand size");
+        if rows == 0 {
+            return;
+        }
+        assert!(
+            lhs_stride >= self.depth && lhs.len() >= (rows - 1) * lhs_stride + self.depth,
+            "left operand size"
+        );
         assert_eq!(epilogue.bias.len(), self.width, "bias size");
         if let Some(r) = epilogue.residual {
             assert_eq!(r.len(), dst.len(), "residual size");
@@ -114,7 +132,7 @@ impl PackedMatrix {
             // `bias` and `residual` exactly the sizes `blocked_product` indexes; bands cover
             // disjoint panel (column) ranges, so no two write the same element of `dst`,
             // whose exclusive borrow outlives the blocking loop below.
-            unsafe { self.blocked_product(lhs, rows, dst.get(), range, epilogue) }
+            unsafe { self.blocked_product(lhs, lhs_stride, rows, dst.get(), range, epilogue) }
         };
         if per_band < panels {
             (0..panels).into_par_iter().step_by(per_band).for_each(band);
@@ -126,13 +144,14 @@ impl PackedMatrix {
     /// The cache-blocked loops around the micro-kernel for panels `panels`.
     ///
     /// # Safety
-    /// AVX2 and FMA are available; `lhs` is rows × depth, `dst` points to rows × width
+    /// AVX2 and FMA are available; `lhs` is rows × depth (rows `lhs_stride` apart), `dst` points to rows × width
     /// writable values that nothing else touches in these panels' columns, and `epilogue`'s
     /// slices match (`bias`: width, `residual`: rows × width).
     #[cfg(target_arch = "x86_64")]
     unsafe fn blocked_product(
         &self,
         lhs: &[f32],
+        lhs_stride: usize,
         rows: usize,
         dst: *mut f32,
         panels: std::ops::Range<usize>,
@@ -150,7 +169,7 @@ impl PackedMatrix {
                     let (first, last) = (k0 == 0, k0 + kc == depth);
                     for row in (row0..row_end).step_by(TILE_ROWS) {
                         let count = TILE_ROWS.min(row_end - row);
-                        let lhs = lhs[row * depth + k0..].as_ptr();
+                        let lhs = lhs[row * lhs_stride + k0..].as_ptr();
                         for panel in col_panels.clone() {
                             let col = panel * PANEL;
                             let finish = last.then(|| Finish {
@@ -162,7 +181,7 @@ impl PackedMatrix {
                             });
                             let tile = Tile {
                                 lhs,
-                                lhs_stride: depth,
+                                lhs_stride,
                                 weights: self.panels[(panel * depth + k0) * PANEL..].as_ptr(),
                                 depth: kc,
                                 // SAFETY (of the add): row < rows and col < width.
@@ -194,6 +213,7 @@ impl PackedMatrix {
     unsafe fn blocked_product(
         &self,
         _: &[f32],
+        _: usize,
         _: usize,
         _: *mut f32,
         _: std::ops::Range<usize>,
@@ -342,7 +362,8 @@ mod tests {
     fn packing_puts_each_panel_depth_by_sixteen() {
         let (depth, width) = (3, 32);
         let matrix: Vec<f32> = (0..depth * width).map(|i| i as f32).collect();
-        let packed = PackedMatrix::pack_unchecked(&matrix, depth, width).unwrap();
+        let at = |k: usize, col: usize| matrix[k * width + col];
+        let packed = PackedMatrix::from_fn_unchecked(depth, width, at).unwrap();
         for panel in 0..2 {
             for k in 0..depth {
                 for j in 0..PANEL {
@@ -353,7 +374,7 @@ mod tests {
                 }
             }
         }
-        assert!(PackedMatrix::pack_unchecked(&matrix[..3 * 24], 3, 24).is_none());
+        assert!(PackedMatrix::from_fn_unchecked(3, 24, at).is_none());
     }
 
     /// The product against a plain triple loop in f64, over row counts that leave every tile
@@ -391,7 +412,7 @@ mod tests {
                     residual: with_residual.then_some(&residual[..]),
                     relu,
                 };
-                packed.multiply(&lhs, &mut dst, epilogue, bands);
+                packed.multiply(&lhs, depth, &mut dst, epilogue, bands);
                 for r in 0..rows {
                     for c in 0..width {
                         let mut want: f64 = (0..depth)

@@ -40,16 +40,29 @@ pub struct Forward {
     pub logits: Tensor,
 }
 
-/// A convolution with its batch norm folded in, in both paths' forms.
+/// Which execution paths a loaded network can run; each keeps its own copy of the weights
+/// (≈ 100 MB), so a network holds only what its device runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paths {
+    /// The CPU's fast path only.
+    Fast,
+    /// candle's conv2d only (non-CPU devices).
+    Generic,
+    /// Both, on the CPU: to compare them.
+    Both,
+}
+
+/// A convolution with its batch norm folded in, in the forms its network's paths run.
 #[derive(Debug)]
 struct ConvBn {
     /// candle's NCHW convolution (any device).
-    conv: Conv2d,
+    conv: Option<Conv2d>,
     /// The same weights packed for the CPU's channels-last GEMM.
-    packed: PackedConv,
+    packed: Option<PackedConv>,
 }
 
 impl ConvBn {
+    #[allow(clippy::too_many_arguments)]
     fn load(
         w: &Weights,
         conv: &str,
@@ -57,6 +70,7 @@ impl ConvBn {
         shape: (usize, usize, usize),
         stride: usize,
         padding: usize,
+        paths: Paths,
     ) -> Result<Self, WeightError> {
         let (out_c, in_c, k) = shape;
         let weight = w.get(&format!("{conv}.weight"), &[out_c, in_c, k, k])?;
@@ -85,29 +99,45 @@ impl ConvBn {
         let bias: Vec<f32> = (0..out_c)
             .map(|o| (f64::from(beta[o]) - f64::from(mean[o]) * scale[o]) as f32)
             .collect();
-        let config = Conv2dConfig {
-            padding,
-            stride,
-            ..Default::default()
+        let packed = (paths != Paths::Generic).then(|| {
+            PackedConv::from_oihw(&weight, (out_c, in_c, k), bias.clone(), stride, padding)
+        });
+        let conv = if paths == Paths::Fast {
+            None
+        } else {
+            let config = Conv2dConfig {
+                padding,
+                stride,
+                ..Default::default()
+            };
+            let weight =
+                Tensor::from_vec(weight, (out_c, in_c, k, k), &Device::Cpu).map_err(candle_err)?;
+            let bias = Tensor::from_vec(bias, out_c, &Device::Cpu).map_err(candle_err)?;
+            Some(Conv2d::new(weight, Some(bias), config))
         };
-        let packed =
-            PackedConv::from_oihw(&weight, (out_c, in_c, k), bias.clone(), stride, padding);
-        let weight =
-            Tensor::from_vec(weight, (out_c, in_c, k, k), &Device::Cpu).map_err(candle_err)?;
-        let bias = Tensor::from_vec(bias, out_c, &Device::Cpu).map_err(candle_err)?;
-        Ok(Self {
-            conv: Conv2d::new(weight, Some(bias), config),
-            packed,
-        })
+        Ok(Self { conv, packed })
     }
 
     fn to_device(&self, device: &Device) -> candle_core::Result<Self> {
-        let weight = self.conv.weight().to_device(device)?;
-        let bias = self.conv.bias().map(|b| b.to_device(device)).transpose()?;
+        let conv = self.generic()?;
+        let weight = conv.weight().to_device(device)?;
+        let bias = conv.bias().map(|b| b.to_device(device)).transpose()?;
         Ok(Self {
-            conv: Conv2d::new(weight, bias, *self.conv.config()),
-            packed: self.packed.clone(),
+            conv: Some(Conv2d::new(weight, bias, *conv.config())),
+            packed: None,
         })
+    }
+
+    fn fast(&self) -> candle_core::Result<&PackedConv> {
+        self.packed
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("the fast path was not loaded".into()))
+    }
+
+    fn generic(&self) -> candle_core::Result<&Conv2d> {
+        self.conv
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("the conv2d path was not loaded".into()))
     }
 }
 
@@ -128,6 +158,7 @@ impl Bottleneck {
         width: usize,
         stride: usize,
         arch: Arch,
+        paths: Paths,
     ) -> Result<Self, WeightError> {
         let out_c = width * 4;
         // v1 (the original MSRA / Keras model) strides in the first 1×1 conv; v1.5
@@ -144,6 +175,7 @@ impl Bottleneck {
                 shape,
                 stride,
                 pad,
+                paths,
             )
         };
         let downsample = if stride != 1 || in_c != out_c {
@@ -154,6 +186,7 @@ impl Bottleneck {
                 (out_c, in_c, 1),
                 stride,
                 0,
+                paths,
             )?)
         } else {
             None
@@ -168,22 +201,22 @@ impl Bottleneck {
 
     /// NHWC on the CPU; the residual add and last ReLU ride in the expand conv's GEMM.
     fn forward_fast(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.reduce.packed.forward(x, None, true)?;
-        let y = self.spatial.packed.forward(&y, None, true)?;
+        let y = self.reduce.fast()?.forward(x, None, true)?;
+        let y = self.spatial.fast()?.forward(&y, None, true)?;
         let shortcut = match &self.downsample {
-            Some(down) => down.packed.forward(x, None, false)?,
+            Some(down) => down.fast()?.forward(x, None, false)?,
             None => x.clone(),
         };
-        self.expand.packed.forward(&y, Some(&shortcut), true)
+        self.expand.fast()?.forward(&y, Some(&shortcut), true)
     }
 
     /// NCHW with candle's convolution.
     fn forward_generic(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.reduce.conv.forward(x)?.relu()?;
-        let y = self.spatial.conv.forward(&y)?.relu()?;
-        let y = self.expand.conv.forward(&y)?;
+        let y = self.reduce.generic()?.forward(x)?.relu()?;
+        let y = self.spatial.generic()?.forward(&y)?.relu()?;
+        let y = self.expand.generic()?.forward(&y)?;
         let shortcut = match &self.downsample {
-            Some(down) => down.conv.forward(x)?,
+            Some(down) => down.generic()?.forward(x)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
@@ -201,9 +234,30 @@ pub struct ResNet50 {
 }
 
 impl ResNet50 {
-    /// Builds the network from torchvision-named weights laid out as `arch`.
+    /// Builds the network from torchvision-named weights laid out as `arch`, holding the
+    /// weights in the form `device` runs: the fast path on the CPU, candle's conv2d elsewhere.
     pub fn load(w: &Weights, arch: Arch, device: &Device) -> Result<Self, WeightError> {
-        let stem = ConvBn::load(w, "conv1", "bn1", (64, 3, 7), 2, 3)?;
+        let paths = if device.is_cpu() {
+            Paths::Fast
+        } else {
+            Paths::Generic
+        };
+        Self::load_paths(w, arch, device, paths)
+    }
+
+    /// A CPU network that can run both [`Self::forward_fast`] and [`Self::forward_generic`],
+    /// to compare them (twice the weight memory).
+    pub fn load_with_both_paths(w: &Weights, arch: Arch) -> Result<Self, WeightError> {
+        Self::load_paths(w, arch, &Device::Cpu, Paths::Both)
+    }
+
+    fn load_paths(
+        w: &Weights,
+        arch: Arch,
+        device: &Device,
+        paths: Paths,
+    ) -> Result<Self, WeightError> {
+        let stem = ConvBn::load(w, "conv1", "bn1", (64, 3, 7), 2, 3, paths)?;
         // Every block is independent: fold and pack them on all cores (load time is a
         // first-frame cost in the UI).
         let mut specs = Vec::new();
@@ -224,7 +278,8 @@ impl ResNet50 {
         let loaded = specs
             .par_iter()
             .map(|(stage, prefix, in_c, width, stride)| {
-                Bottleneck::load(w, prefix, *in_c, *width, *stride, arch).map(|b| (*stage, b))
+                Bottleneck::load(w, prefix, *in_c, *width, *stride, arch, paths)
+                    .map(|b| (*stage, b))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut stages: Vec<Vec<Bottleneck>> =
@@ -295,10 +350,11 @@ impl ResNet50 {
         }
     }
 
-    /// The CPU path: channels-last, fused GEMM convolutions.
+    /// The CPU path: channels-last, fused GEMM convolutions (an error on a network loaded for
+    /// another device).
     pub fn forward_fast(&self, input: &Tensor) -> candle_core::Result<Forward> {
         let x = input.permute((0, 2, 3, 1))?.contiguous()?;
-        let x = self.stem.packed.forward(&x, None, true)?;
+        let x = self.stem.fast()?.forward(&x, None, true)?;
         let mut x = fastconv::max_pool_3x3_s2(&x)?;
         for block in self.stages.iter().flatten() {
             x = block.forward_fast(&x)?;
@@ -308,9 +364,10 @@ impl ResNet50 {
         Ok(Forward { features, logits })
     }
 
-    /// The portable path: candle's NCHW convolutions, on any device.
+    /// The portable path: candle's NCHW convolutions, on any device (on the CPU, only for a
+    /// network from [`Self::load_with_both_paths`]).
     pub fn forward_generic(&self, input: &Tensor) -> candle_core::Result<Forward> {
-        let x = self.stem.conv.forward(input)?.relu()?;
+        let x = self.stem.generic()?.forward(input)?.relu()?;
         // Max pooling 3×3/2 with padding 1. Inputs are post-ReLU (≥ 0), so zero padding
         // gives the same maxima as the −∞ padding torchvision uses.
         let x = x

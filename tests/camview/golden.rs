@@ -179,9 +179,7 @@ fn fast_cpu_path_equals_candle_conv2d_path_for_both_layouts() {
         .narrow(3, 0, 301)
         .unwrap();
     for arch in [camview::model::Arch::V1, camview::model::Arch::V1_5] {
-        let model =
-            camview::model::resnet::ResNet50::load(&weights, arch, &candle_core::Device::Cpu)
-                .unwrap();
+        let model = camview::model::resnet::ResNet50::load_with_both_paths(&weights, arch).unwrap();
         let fast = model.forward_fast(&input).unwrap();
         let generic = model.forward_generic(&input).unwrap();
         assert_eq!(fast.features.dims(), generic.features.dims(), "{arch}");

@@ -1,0 +1,50 @@
+//! Reusable buffers for intermediate values that never leave a layer (the Winograd domain).
+//!
+//! Why: a forward pass needs the same few large buffers layer after layer; allocating them
+//! afresh returns the memory to the kernel and faults it back in page by page (≈ 700 page
+//! faults a pass). A small pool keeps them. Buffers come back with stale contents: every
+//! user overwrites all of what it takes.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Mutex;
+
+/// Free buffers, kept few: a pass uses at most two at a time per running convolution.
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+const KEEP: usize = 4;
+
+/// A buffer of exactly `len` values (stale contents), returned to the pool when dropped.
+pub struct Buffer {
+    data: Vec<f32>,
+}
+
+pub fn take(len: usize) -> Buffer {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    // The largest free buffer: it fits most often, and growing it keeps the pool small.
+    let best = (0..pool.len()).max_by_key(|&i| pool[i].capacity());
+    let mut data = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
+    drop(pool);
+    data.resize(len, 0.0);
+    Buffer { data }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < KEEP {
+            pool.push(std::mem::take(&mut self.data));
+        }
+    }
+}
+
+impl Deref for Buffer {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.data
+    }
+}
+
+impl DerefMut for Buffer {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+}
