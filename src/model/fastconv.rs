@@ -38,6 +38,9 @@ const WINOGRAD_MAX_IN: usize = 256;
 /// paired runs of `camview bench` were fastest with all three in the Winograd domain.
 const WINOGRAD_MIN_TILES: usize = 8;
 
+/// Bytes of gathered taps per band of rows: half a Zen 3/4 L2.
+const TAPS_BUDGET: usize = 512 * 1024;
+
 thread_local! {
     /// The im2col buffer of the thread running the model, kept between layers and calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -159,11 +162,18 @@ impl PackedConv {
         }
         let mut out = vec![0f32; rows * out_c];
         let threads = rayon::current_num_threads();
-        if threads > 1 && rows >= 64 * threads {
+        if threads == 1 || rows >= 64 * threads {
             // Every output row (pixel) depends only on its own taps, so the whole convolution
-            // — gather, product, epilogue — splits into one band of rows per thread: a single
-            // fork-join per layer, no hand-offs between the steps.
-            let band = rows.div_ceil(threads).next_multiple_of(16);
+            // — gather, product, epilogue — splits into bands of rows: one per thread, a
+            // single fork-join per layer. Gathered taps are also kept to what stays in L2
+            // between being written and being multiplied (more bands than threads then, which
+            // work stealing balances).
+            let mut band = rows.div_ceil(threads);
+            if self.gathers() {
+                let depth = self.kernel * self.kernel * c;
+                band = band.min((TAPS_BUDGET / (depth * 4)).max(64));
+            }
+            let band = band.next_multiple_of(16);
             out.par_chunks_mut(band * out_c)
                 .enumerate()
                 .for_each(|(i, out)| {
@@ -201,7 +211,7 @@ impl PackedConv {
             residual: shortcut,
             relu,
         };
-        if self.kernel == 1 && self.stride == 1 && self.pad == 0 {
+        if !self.gathers() {
             // A 1×1 convolution is the product itself: no copy of the input at all.
             let lhs = &x[first * depth..][..count * depth];
             self.matrix.multiply(lhs, out, epilogue, column_bands);
@@ -219,8 +229,14 @@ impl PackedConv {
         }
     }
 
+    /// Whether the product needs the taps gathered (im2col): all but 1×1 stride-1 kernels.
+    fn gathers(&self) -> bool {
+        !(self.kernel == 1 && self.stride == 1 && self.pad == 0)
+    }
+
     /// im2col for NHWC, for the output pixels `first..` that `taps` has room for: one row of
-    /// k·k·C values per pixel, zeros where a tap falls in the padding.
+    /// k·k·C values per pixel, zeros where a tap falls in the padding. A pixel's k taps in
+    /// one kernel row are k neighbouring input pixels, so each kernel row is one copy.
     fn gather_taps(&self, x: &[f32], (_, h, w, c): Dims4, first: usize, taps: &mut [f32]) {
         let (k, s, p) = (self.kernel, self.stride, self.pad);
         let (oh, ow) = self.output_size(h, w);
@@ -228,19 +244,21 @@ impl PackedConv {
         for (i, pixel) in taps.chunks_exact_mut(depth).enumerate() {
             let index = first + i;
             let (b, oy, ox) = (index / (oh * ow), (index / ow) % oh, index % ow);
-            for ky in 0..k {
-                let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
-                for kx in 0..k {
-                    let ix = (ox * s + kx).checked_sub(p).filter(|&ix| ix < w);
-                    let dst = &mut pixel[(ky * k + kx) * c..][..c];
-                    match (iy, ix) {
-                        (Some(iy), Some(ix)) => {
-                            dst.copy_from_slice(&x[((b * h + iy) * w + ix) * c..][..c]);
-                        }
-                        // The buffer is reused: padding taps must be written too.
-                        _ => dst.fill(0.0),
-                    }
-                }
+            // Taps kx in left..right fall inside the image (x = ox·s + kx − p).
+            let left = p.saturating_sub(ox * s).min(k);
+            let right = (w + p).saturating_sub(ox * s).clamp(left, k);
+            for (ky, dst) in pixel.chunks_exact_mut(k * c).enumerate() {
+                let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h) else {
+                    // The buffer is reused: padding taps must be written too.
+                    dst.fill(0.0);
+                    continue;
+                };
+                let (pad_left, rest) = dst.split_at_mut(left * c);
+                let (inside, pad_right) = rest.split_at_mut((right - left) * c);
+                pad_left.fill(0.0);
+                pad_right.fill(0.0);
+                let ix = ox * s + left - p;
+                inside.copy_from_slice(&x[((b * h + iy) * w + ix) * c..][..inside.len()]);
             }
         }
     }
