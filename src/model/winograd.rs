@@ -7,8 +7,8 @@
 //! element-wise — which, summed over input channels, is 36 independent GEMMs of
 //! tiles × C_in by C_in × C_out — and the product is transformed back (Aᵀ m A).
 //!
-//! The filters are transformed once, at load, in f64. Input and output transforms work on
-//! eight channels at a time (NHWC keeps them contiguous), the GEMMs use the packed
+//! The filters are transformed once, at load, in f64. Input and output transforms are loops
+//! over channels (contiguous in NHWC, so they vectorise), the GEMMs use the packed
 //! micro-kernel. Interpolation points 0, ±1, ±2 (the standard choice): in f32 the result
 //! stays within ~1e-5 relative of a direct convolution (the golden tests hold it to 1e-4 on
 //! the logits after all sixteen 3×3 layers).
@@ -23,11 +23,6 @@ const OUT: usize = 4;
 const TILE: usize = 6;
 /// Transformed positions per tile: 36 GEMMs.
 const POINTS: usize = TILE * TILE;
-/// Channels transformed together (one AVX vector's worth; plain arrays the compiler
-/// vectorises).
-const LANES: usize = 8;
-
-type Lane = [f32; LANES];
 
 /// A 3×3, stride 1, padding 1 convolution with folded batch norm, in the Winograd domain.
 #[derive(Debug, Clone)]
@@ -43,12 +38,9 @@ pub struct Winograd {
 
 impl Winograd {
     /// Transforms an O × I × 3 × 3 weight (row-major); `None` where the packed micro-kernel
-    /// is unavailable or the channel counts are not whole vectors.
+    /// is unavailable or C_out is not whole panels.
     pub fn new(weight: &[f32], out_c: usize, in_c: usize, bias: Vec<f32>) -> Option<Self> {
         assert_eq!(weight.len(), out_c * in_c * 9, "weight size");
-        if !in_c.is_multiple_of(LANES) {
-            return None;
-        }
         // All 36 matrices, u[ξ][c][o], in one allocation.
         let plane = in_c * out_c;
         let mut u = vec![0f32; POINTS * plane];
@@ -102,14 +94,19 @@ impl Winograd {
 
         // V, tile-major: [tile][ξ][c], so each tile's transform writes one contiguous run.
         let mut v = scratch::take(tiles * POINTS * c);
-        v.par_chunks_mut(POINTS * c).enumerate().for_each(|(t, v)| {
-            let (b, ty, tx) = (
-                t / (tiles_y * tiles_x),
-                (t / tiles_x) % tiles_y,
-                t % tiles_x,
-            );
-            self.transform_input(x, (b, h, w), (ty * OUT, tx * OUT), v);
-        });
+        let zeros = vec![0f32; c];
+        v.par_chunks_mut(POINTS * c).enumerate().for_each_init(
+            || vec![0f32; POINTS * c],
+            |half, (t, v)| {
+                let (b, ty, tx) = (
+                    t / (tiles_y * tiles_x),
+                    (t / tiles_x) % tiles_y,
+                    t % tiles_x,
+                );
+                let corner = (ty * OUT, tx * OUT);
+                self.transform_input(x, (b, h, w), corner, &zeros, half, v);
+            },
+        );
 
         // M_ξ = V_ξ · U_ξ, position-major: [ξ][tile][o].
         let mut m = scratch::take(POINTS * tiles * out_c);
@@ -132,118 +129,127 @@ impl Winograd {
                 image
                     .par_chunks_mut(OUT * w * out_c)
                     .enumerate()
-                    .for_each(|(ty, band)| {
-                        let mut rows: Vec<&mut [f32]> = band.chunks_mut(w * out_c).collect();
-                        for tx in 0..tiles_x {
-                            let t = (b * tiles_y + ty) * tiles_x + tx;
-                            self.transform_output(&m, tiles, t, tx * OUT, &mut rows, relu);
-                        }
-                    });
+                    .for_each_init(
+                        || vec![0f32; (TILE + 1) * OUT * out_c],
+                        |half, (ty, band)| {
+                            let mut rows: Vec<&mut [f32]> = band.chunks_mut(w * out_c).collect();
+                            for tx in 0..tiles_x {
+                                let t = (b * tiles_y + ty) * tiles_x + tx;
+                                let at = (tiles, t, tx * OUT);
+                                self.transform_output(&m, at, half, &mut rows, relu);
+                            }
+                        },
+                    );
             });
         out
     }
 
     /// Bᵀ d B for the 6×6 input tile whose output corner is (y0, x0) (input corner one pixel
-    /// up and left: padding 1), into `v` = [ξ][c].
+    /// up and left: padding 1), into `v` = [ξ][c]. `half` holds Bᵀ d in between.
     fn transform_input(
         &self,
         x: &[f32],
         (b, h, w): (usize, usize, usize),
         (y0, x0): (usize, usize),
+        zeros: &[f32],
+        half: &mut [f32],
         v: &mut [f32],
     ) {
         let c = self.in_c;
-        // The input pixel of tile position (i, j), if it is inside the image.
-        let pixel = |i: usize, j: usize| -> Option<usize> {
-            let y = (y0 + i).checked_sub(1).filter(|&y| y < h)?;
-            let x = (x0 + j).checked_sub(1).filter(|&x| x < w)?;
-            Some(((b * h + y) * w + x) * c)
-        };
-        let offsets: [[Option<usize>; TILE]; TILE] =
-            std::array::from_fn(|i| std::array::from_fn(|j| pixel(i, j)));
-        for c0 in (0..c).step_by(LANES) {
-            let d: [[Lane; TILE]; TILE] = std::array::from_fn(|i| {
-                std::array::from_fn(|j| match offsets[i][j] {
-                    Some(at) => x[at + c0..at + c0 + LANES].try_into().unwrap(),
-                    None => [0.0; LANES],
-                })
-            });
-            // Columns then rows: t = Bᵀ d, then V = t B.
-            let columns: [[Lane; TILE]; TILE] =
-                std::array::from_fn(|j| input_1d(std::array::from_fn(|i| d[i][j])));
-            let t: [[Lane; TILE]; TILE] =
-                std::array::from_fn(|i| std::array::from_fn(|j| columns[j][i]));
-            for (i, row) in t.iter().enumerate() {
-                for (j, value) in input_1d(*row).iter().enumerate() {
-                    v[(i * TILE + j) * c + c0..][..LANES].copy_from_slice(value);
-                }
+        // The input pixel at tile position (i, j): zeros outside the image.
+        let pixel = |i: usize, j: usize| -> &[f32] {
+            let y = (y0 + i).checked_sub(1).filter(|&y| y < h);
+            let x_ = (x0 + j).checked_sub(1).filter(|&x| x < w);
+            match (y, x_) {
+                (Some(y), Some(x_)) => &x[((b * h + y) * w + x_) * c..][..c],
+                _ => zeros,
             }
+        };
+        // Columns: half[j][r] = (Bᵀ d[·][j])[r].
+        for (j, block) in half.chunks_exact_mut(TILE * c).enumerate() {
+            input_1d(std::array::from_fn(|i| pixel(i, j)), split(block, c));
+        }
+        // Rows: V[r][s] = (Bᵀ half[r][·])[s].
+        for (r, block) in v.chunks_exact_mut(TILE * c).enumerate() {
+            let src = std::array::from_fn(|j| &half[(j * TILE + r) * c..][..c]);
+            input_1d(src, split(block, c));
         }
     }
 
-    /// Aᵀ M A + bias (and ReLU) for tile `t`, written into the output `rows` (up to 4 rows
-    /// of the image, each W × C_out) at column `x0`.
+    /// Aᵀ M A + bias (and ReLU) for tile `t` of `tiles`, written into the output `rows` (up
+    /// to 4 rows of the image, each W × C_out) from column `x0`. `half` holds Aᵀ M and the
+    /// tile before it is cropped.
     fn transform_output(
         &self,
         m: &[f32],
-        tiles: usize,
-        t: usize,
-        x0: usize,
+        (tiles, t, x0): (usize, usize, usize),
+        half: &mut [f32],
         rows: &mut [&mut [f32]],
         relu: bool,
     ) {
-        let out_c = self.out_c;
-        let width = rows[0].len() / out_c;
+        let o = self.out_c;
+        let width = rows[0].len() / o;
         let cols = OUT.min(width - x0);
-        for o0 in (0..out_c).step_by(LANES) {
-            let at = |xi: usize| -> Lane {
-                m[(xi * tiles + t) * out_c + o0..][..LANES]
-                    .try_into()
-                    .unwrap()
-            };
-            let columns: [[Lane; OUT]; TILE] =
-                std::array::from_fn(|j| output_1d(std::array::from_fn(|i| at(i * TILE + j))));
-            let s: [[Lane; TILE]; OUT] =
-                std::array::from_fn(|i| std::array::from_fn(|j| columns[j][i]));
-            let bias: Lane = self.bias[o0..o0 + LANES].try_into().unwrap();
-            for (i, row) in rows.iter_mut().enumerate() {
-                let y = output_1d(s[i]);
-                for (j, value) in y.iter().enumerate().take(cols) {
-                    let dst = &mut row[(x0 + j) * out_c + o0..][..LANES];
-                    for l in 0..LANES {
-                        let v = value[l] + bias[l];
-                        dst[l] = if relu { v.max(0.0) } else { v };
-                    }
+        let (half, tile) = half.split_at_mut(TILE * OUT * o);
+        // Columns: half[j][r] = (Aᵀ M[·][j])[r].
+        for (j, block) in half.chunks_exact_mut(OUT * o).enumerate() {
+            let src = std::array::from_fn(|i| &m[((i * TILE + j) * tiles + t) * o..][..o]);
+            output_1d(src, split(block, o));
+        }
+        for (r, row) in rows.iter_mut().enumerate() {
+            let src = std::array::from_fn(|j| &half[(j * OUT + r) * o..][..o]);
+            // A whole tile row goes straight to the image; an edge tile's via `tile`.
+            let span = x0 * o..(x0 + cols) * o;
+            if cols == OUT {
+                output_1d(src, split(&mut row[span.clone()], o));
+            } else {
+                output_1d(src, split(tile, o));
+                row[span.clone()].copy_from_slice(&tile[..cols * o]);
+            }
+            for pixel in row[span].chunks_exact_mut(o) {
+                for (y, &bias) in pixel.iter_mut().zip(&self.bias) {
+                    let v = *y + bias;
+                    *y = if relu { v.max(0.0) } else { v };
                 }
             }
         }
     }
 }
 
-/// Bᵀ d for one column of six input values (per lane).
-#[inline(always)]
-fn input_1d(d: [Lane; TILE]) -> [Lane; TILE] {
-    let lane = |f: &dyn Fn(usize) -> f32| -> Lane { std::array::from_fn(f) };
-    [
-        lane(&|l| 4.0 * d[0][l] - 5.0 * d[2][l] + d[4][l]),
-        lane(&|l| -4.0 * (d[1][l] + d[2][l]) + d[3][l] + d[4][l]),
-        lane(&|l| 4.0 * (d[1][l] - d[2][l]) - d[3][l] + d[4][l]),
-        lane(&|l| 2.0 * (d[3][l] - d[1][l]) - d[2][l] + d[4][l]),
-        lane(&|l| 2.0 * (d[1][l] - d[3][l]) - d[2][l] + d[4][l]),
-        lane(&|l| 4.0 * d[1][l] - 5.0 * d[3][l] + d[5][l]),
-    ]
+/// `block` cut into its first `N` runs of `len` values.
+fn split<const N: usize>(block: &mut [f32], len: usize) -> [&mut [f32]; N] {
+    let mut runs = block.chunks_exact_mut(len);
+    std::array::from_fn(|_| runs.next().expect("block holds N runs"))
 }
 
-/// Aᵀ m for one column of six products (per lane): four outputs.
+/// Bᵀ d for six input vectors (one tile column), element-wise over the channels.
 #[inline(always)]
-fn output_1d(m: [Lane; TILE]) -> [Lane; OUT] {
-    let lane = |f: &dyn Fn(usize) -> f32| -> Lane { std::array::from_fn(f) };
-    [
-        lane(&|l| m[0][l] + m[1][l] + m[2][l] + m[3][l] + m[4][l]),
-        lane(&|l| m[1][l] - m[2][l] + 2.0 * (m[3][l] - m[4][l])),
-        lane(&|l| m[1][l] + m[2][l] + 4.0 * (m[3][l] + m[4][l])),
-        lane(&|l| m[1][l] - m[2][l] + 8.0 * (m[3][l] - m[4][l]) + m[5][l]),
-    ]
+fn input_1d(d: [&[f32]; TILE], v: [&mut [f32]; TILE]) {
+    let n = v[0].len();
+    let [d0, d1, d2, d3, d4, d5] = d.map(|s| &s[..n]);
+    let [v0, v1, v2, v3, v4, v5] = v.map(|s| &mut s[..n]);
+    for i in 0..n {
+        v0[i] = 4.0 * d0[i] - 5.0 * d2[i] + d4[i];
+        v1[i] = -4.0 * (d1[i] + d2[i]) + d3[i] + d4[i];
+        v2[i] = 4.0 * (d1[i] - d2[i]) - d3[i] + d4[i];
+        v3[i] = 2.0 * (d3[i] - d1[i]) - d2[i] + d4[i];
+        v4[i] = 2.0 * (d1[i] - d3[i]) - d2[i] + d4[i];
+        v5[i] = 4.0 * d1[i] - 5.0 * d3[i] + d5[i];
+    }
+}
+
+/// Aᵀ m for six product vectors (one tile column): four output vectors.
+#[inline(always)]
+fn output_1d(m: [&[f32]; TILE], y: [&mut [f32]; OUT]) {
+    let n = y[0].len();
+    let [m0, m1, m2, m3, m4, m5] = m.map(|s| &s[..n]);
+    let [y0, y1, y2, y3] = y.map(|s| &mut s[..n]);
+    for i in 0..n {
+        y0[i] = m0[i] + m1[i] + m2[i] + m3[i] + m4[i];
+        y1[i] = m1[i] - m2[i] + 2.0 * (m3[i] - m4[i]);
+        y2[i] = m1[i] + m2[i] + 4.0 * (m3[i] + m4[i]);
+        y3[i] = m1[i] - m2[i] + 8.0 * (m3[i] - m4[i]) + m5[i];
+    }
 }
 
 /// G g for one column of three filter taps: six values.
