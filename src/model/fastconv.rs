@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::packed_gemm::{Epilogue, PackedMatrix};
+use super::packed_gemm::{Epilogue, PackedMatrix, TILE_ROWS};
 use super::winograd::Winograd;
 
 /// Winograd weights take 4× the memory of the direct ones: only layers up to 256 input
@@ -173,7 +173,8 @@ impl PackedConv {
                 let depth = self.kernel * self.kernel * c;
                 band = band.min((TAPS_BUDGET / (depth * 4)).max(64));
             }
-            let band = band.next_multiple_of(16);
+            // Whole micro-tiles per band, so no band ends in a short one but the last.
+            let band = band.next_multiple_of(TILE_ROWS);
             out.par_chunks_mut(band * out_c)
                 .enumerate()
                 .for_each(|(i, out)| {

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 pub const PANEL: usize = 16;
 /// Rows (output pixels) per micro-tile: 6 × 2 accumulators plus 2 weight vectors and one
 /// broadcast fill 15 of the 16 vector registers.
-const TILE_ROWS: usize = 6;
+pub const TILE_ROWS: usize = 6;
 /// Depth per block: a tile's 6 × 256 left values (6 KiB) stay in L1 while the kernel sweeps
 /// the panels of a column block.
 const DEPTH_BLOCK: usize = 256;
@@ -32,10 +32,17 @@ const ROW_BLOCK: usize = 96;
 /// `depth` × 16 contiguous (the order the micro-kernel reads).
 #[derive(Debug, Clone)]
 pub struct PackedMatrix {
-    panels: Vec<f32>,
+    /// One cache line per depth step of a panel (row k of its 16 columns).
+    panels: Vec<Line>,
     depth: usize,
     width: usize,
 }
+
+/// Sixteen weights aligned to a cache line, so each of the kernel's two vector loads per
+/// depth step stays within one line.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; PANEL]);
 
 /// What happens to each product value before it is stored: `+ bias[column]`,
 /// `+ residual[row][column]`, then ReLU.
@@ -73,10 +80,10 @@ impl PackedMatrix {
         if !width.is_multiple_of(PANEL) || depth == 0 {
             return None;
         }
-        let mut panels = Vec::with_capacity(depth * width);
+        let mut panels = Vec::with_capacity(depth * width / PANEL);
         for first in (0..width).step_by(PANEL) {
             for k in 0..depth {
-                panels.extend((first..first + PANEL).map(|col| at(k, col)));
+                panels.push(Line(std::array::from_fn(|j| at(k, first + j))));
             }
         }
         Some(Self {
@@ -182,7 +189,7 @@ impl PackedMatrix {
                             let tile = Tile {
                                 lhs,
                                 lhs_stride,
-                                weights: self.panels[(panel * depth + k0) * PANEL..].as_ptr(),
+                                weights: self.panels[panel * depth + k0..].as_ptr().cast(),
                                 depth: kc,
                                 // SAFETY (of the add): row < rows and col < width.
                                 dst: unsafe { dst.add(row * width + col) },
@@ -368,7 +375,7 @@ mod tests {
             for k in 0..depth {
                 for j in 0..PANEL {
                     assert_eq!(
-                        packed.panels[(panel * depth + k) * PANEL + j],
+                        packed.panels[panel * depth + k].0[j],
                         matrix[k * width + panel * PANEL + j]
                     );
                 }
