@@ -65,16 +65,22 @@ impl PackedConv {
     /// Packs a row-major O × I × k × k weight (`shape` = (O, I, k)) and its O biases.
     pub fn from_oihw(
         weight: &[f32],
+        scale: &[f64],
         (out_c, in_c, k): (usize, usize, usize),
         bias: Vec<f32>,
         stride: usize,
         pad: usize,
     ) -> Self {
         assert_eq!(weight.len(), out_c * in_c * k * k, "weight size");
+        assert_eq!(scale.len(), out_c, "scale size");
         assert_eq!(bias.len(), out_c, "bias size");
-        // Element (row, o) of the GEMM matrix, rows ordered (tap, c_in) like the gathered taps.
+        // Element (row, o) of the GEMM matrix, rows ordered (tap, c_in) like the gathered taps,
+        // with the scale folded in (in f64, so folding adds no rounding of its own).
         let depth = k * k * in_c;
-        let at = |row: usize, o: usize| weight[(o * in_c + row % in_c) * k * k + row / in_c];
+        let at = |row: usize, o: usize| {
+            let w = weight[(o * in_c + row % in_c) * k * k + row / in_c];
+            (f64::from(w) * scale[o]) as f32
+        };
         let matrix = match PackedMatrix::from_fn(depth, out_c, at) {
             Some(panels) => WeightMatrix::Panels(panels),
             None => WeightMatrix::RowMajor(
@@ -84,7 +90,7 @@ impl PackedConv {
             ),
         };
         let winograd = (k == 3 && stride == 1 && pad == 1 && in_c <= WINOGRAD_MAX_IN)
-            .then(|| Winograd::new(weight, out_c, in_c, bias.clone()))
+            .then(|| Winograd::new(weight, scale, out_c, in_c, bias.clone()))
             .flatten();
         Self {
             matrix,
@@ -107,6 +113,7 @@ impl PackedConv {
         let weight = weight.flatten_all()?.to_vec1::<f32>()?;
         Ok(Self::from_oihw(
             &weight,
+            &vec![1.0; out_c],
             (out_c, in_c, kh),
             bias.to_vec1::<f32>()?,
             stride,

@@ -11,7 +11,7 @@
 //! convolution one GEMM and bias, residual and ReLU fused into it ([`super::fastconv`]); on
 //! other devices (and as a cross-check in tests), candle's NCHW `conv2d`.
 
-use candle_core::{D, Device, Module, Tensor};
+use candle_core::{D, Device, Module, Storage, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 use rayon::prelude::*;
 
@@ -82,25 +82,37 @@ impl ConvBn {
             tensor: conv.to_string(),
             source,
         };
-        let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let [weight, gamma, beta, mean, var] =
-            [&weight, &gamma, &beta, &mean, &var].map(|t| values(t).map_err(candle_err));
-        let (mut weight, gamma, beta, mean, var) = (weight?, gamma?, beta?, mean?, var?);
-        // Fold in f64 so the rewrite adds no rounding of its own; one pass, in place.
+        let values = |t: &Tensor| t.to_vec1::<f32>().map_err(candle_err);
+        let (gamma, beta, mean, var) = (
+            values(&gamma)?,
+            values(&beta)?,
+            values(&mean)?,
+            values(&var)?,
+        );
+        // Batch norm as a scale per output channel, in f64: the packers fold it in as they
+        // copy, so folding adds no rounding (and no copy) of its own.
         let scale: Vec<f64> = gamma
             .iter()
             .zip(&var)
             .map(|(&g, &v)| f64::from(g) / (f64::from(v) + BN_EPS).sqrt())
             .collect();
-        let per_output = in_c * k * k;
-        for (row, &s) in weight.chunks_exact_mut(per_output).zip(&scale) {
-            row.iter_mut().for_each(|v| *v = (f64::from(*v) * s) as f32);
-        }
         let bias: Vec<f32> = (0..out_c)
             .map(|o| (f64::from(beta[o]) - f64::from(mean[o]) * scale[o]) as f32)
             .collect();
+        // The weight is read where it lies, in the loaded tensor's storage.
+        let (storage, layout) = weight.storage_and_layout();
+        let raw = match (&*storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(cpu), Some((start, end))) => {
+                &cpu.as_slice::<f32>().map_err(candle_err)?[start..end]
+            }
+            _ => {
+                return Err(candle_err(candle_core::Error::Msg(
+                    "weights must be contiguous on the CPU".into(),
+                )));
+            }
+        };
         let packed = (paths != Paths::Generic).then(|| {
-            PackedConv::from_oihw(&weight, (out_c, in_c, k), bias.clone(), stride, padding)
+            PackedConv::from_oihw(raw, &scale, (out_c, in_c, k), bias.clone(), stride, padding)
         });
         let conv = if paths == Paths::Fast {
             None
@@ -110,8 +122,14 @@ impl ConvBn {
                 stride,
                 ..Default::default()
             };
+            let per_output = in_c * k * k;
+            let folded: Vec<f32> = raw
+                .chunks_exact(per_output)
+                .zip(&scale)
+                .flat_map(|(row, &s)| row.iter().map(move |&v| (f64::from(v) * s) as f32))
+                .collect();
             let weight =
-                Tensor::from_vec(weight, (out_c, in_c, k, k), &Device::Cpu).map_err(candle_err)?;
+                Tensor::from_vec(folded, (out_c, in_c, k, k), &Device::Cpu).map_err(candle_err)?;
             let bias = Tensor::from_vec(bias, out_c, &Device::Cpu).map_err(candle_err)?;
             Some(Conv2d::new(weight, Some(bias), config))
         };

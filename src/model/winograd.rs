@@ -42,8 +42,15 @@ pub struct Winograd {
 impl Winograd {
     /// Transforms an O × I × 3 × 3 weight (row-major); `None` where the packed micro-kernel
     /// is unavailable or C_out is not whole panels.
-    pub fn new(weight: &[f32], out_c: usize, in_c: usize, bias: Vec<f32>) -> Option<Self> {
+    pub fn new(
+        weight: &[f32],
+        scale: &[f64],
+        out_c: usize,
+        in_c: usize,
+        bias: Vec<f32>,
+    ) -> Option<Self> {
         assert_eq!(weight.len(), out_c * in_c * 9, "weight size");
+        assert_eq!(scale.len(), out_c, "scale size");
         // All 36 matrices, u[ξ][c][o], in one allocation.
         let plane = in_c * out_c;
         let mut u = vec![0f32; POINTS * plane];
@@ -58,7 +65,7 @@ impl Winograd {
                 for row in 0..TILE {
                     let transformed = filter_1d(std::array::from_fn(|col| columns[col][row]));
                     for (col, v) in transformed.iter().enumerate() {
-                        u[(row * TILE + col) * plane + c * out_c + o] = *v as f32;
+                        u[(row * TILE + col) * plane + c * out_c + o] = (*v * scale[o]) as f32;
                     }
                 }
             }
@@ -361,7 +368,7 @@ mod tests {
             let x = noise(n * h * w * c, seed + 1);
             let weight = noise(o * c * 9, seed + 2);
             let bias = noise(o, seed + 3);
-            let wino = Winograd::new(&weight, o, c, bias.clone()).unwrap();
+            let wino = Winograd::new(&weight, &vec![1.0; o], o, c, bias.clone()).unwrap();
             for relu in [false, true] {
                 let got = wino.forward(&x, (n, h, w, c), relu);
                 let want = direct(&x, (n, h, w, c), &weight, &bias, relu);
