@@ -5,7 +5,8 @@ Each peer is built from the same safetensors file camview uses (torchvision name
 from its metadata): the ONNX graph with the `onnx` helper (no torch needed), the PyTorch model
 as plain nn.Conv2d + nn.BatchNorm2d in eval mode (what torchvision runs). Rounds alternate
 between the three so machine noise hits all of them alike; the script prints each median and
-the ratios. Ratios, not absolute times, are the result: these machines are shared and noisy.
+the ratios: of the medians, of each round's pair (paired), and of the best passes. Ratios, not
+absolute times, are the result: these machines are shared and noisy.
 
 usage: python3 scripts/bench_peers.py [--weights models/resnet50.safetensors] [--rounds 5]
          [--iters 10] [--size 224x224] [--batch 1] [--threads 2] [--camview target/release/camview]
@@ -203,17 +204,23 @@ def main():
     # PyTorch's and ONNX Runtime's worker threads spin for a while after each run; a pause
     # before every measurement keeps one peer's spinning off the next one's cores.
     settle = 1.0
+    runners = {"camview": lambda: time_camview(a.camview, a.weights, a.size, a.batch, a.iters, a.threads),
+               **{name: (lambda fn=fn: time_python(fn, x, a.iters)) for name, fn in peers.items()}}
+    order = list(runners)
     for r in range(a.rounds):
-        time.sleep(settle)
-        results["camview"].append(time_camview(a.camview, a.weights, a.size, a.batch, a.iters, a.threads))
-        for name, fn in peers.items():
+        # Rotate who goes first, so no one always runs right after the same neighbour.
+        for name in order[r % len(order):] + order[:r % len(order)]:
             time.sleep(settle)
-            results[name].append(time_python(fn, x, a.iters))
+            results[name].append(runners[name]())
         print(f"round {r + 1}: " + "  ".join(f"{k}={v[-1][0]:.1f}" for k, v in results.items()), file=sys.stderr)
 
     # Median of the rounds' medians (typical), and the best single pass seen (least noise).
     med = {k: statistics.median(m for m, _ in v) for k, v in results.items()}
     best = {k: min(b for _, b in v) for k, v in results.items()}
+    # Paired: each round's camview median over the same round's peer median. Rounds are
+    # minutes apart, so this cancels the slow swings of a shared machine.
+    paired = {k: statistics.median(c[0] / p[0] for c, p in zip(results["camview"], results[k]))
+              for k in peers}
     summary = {
         "input": f"{a.batch}x3x{h}x{w}", "threads": a.threads, "rounds": a.rounds, "iters": a.iters,
         "median_ms": {k: round(v, 2) for k, v in med.items()},
@@ -222,18 +229,20 @@ def main():
         "camview_vs_onnxruntime": round(med["camview"] / med["onnxruntime"], 3),
         "best_camview_vs_pytorch": round(best["camview"] / best["pytorch"], 3),
         "best_camview_vs_onnxruntime": round(best["camview"] / best["onnxruntime"], 3),
+        "paired_camview_vs_pytorch": round(paired["pytorch"], 3),
+        "paired_camview_vs_onnxruntime": round(paired["onnxruntime"], 3),
+        "images_per_s": {k: round(a.batch * 1e3 / v, 1) for k, v in med.items()},
     }
     if a.json:
         print(json.dumps(summary))
     else:
         print(f"input {summary['input']}  threads {a.threads}  rounds {a.rounds} x iters {a.iters}")
-        print(f"  {'':<12} {'median':>8}    {'best':>8}")
+        print(f"  {'':<12} {'median':>8}    {'best':>8}    {'images/s':>8}")
         for k in med:
-            print(f"  {k:<12} {med[k]:8.2f} ms {best[k]:8.2f} ms")
-        print(f"  camview / pytorch     = {summary['camview_vs_pytorch']:.3f} (median)"
-              f"  {summary['best_camview_vs_pytorch']:.3f} (best)")
-        print(f"  camview / onnxruntime = {summary['camview_vs_onnxruntime']:.3f} (median)"
-              f"  {summary['best_camview_vs_onnxruntime']:.3f} (best)")
+            print(f"  {k:<12} {med[k]:8.2f} ms {best[k]:8.2f} ms {summary['images_per_s'][k]:8.1f}")
+        for peer in peers:
+            print(f"  camview / {peer:<11} = {med['camview'] / med[peer]:.3f} (median)"
+                  f"  {paired[peer]:.3f} (paired)  {best['camview'] / best[peer]:.3f} (best)")
 
 
 if __name__ == "__main__":
