@@ -226,12 +226,28 @@ impl PackedConv {
         } else {
             // The im2col buffer is per thread and reused across layers and calls: it is the
             // largest one (k·k × the input), and allocating it anew costs page faults.
-            SCRATCH.with_borrow_mut(|scratch| {
+            SCRATCH.with(|cell| {
+                // A thread that waits inside a parallel loop below may run another
+                // convolution's band meanwhile; that one finds the buffer taken and uses its own.
+                let mut own = Vec::new();
+                let mut borrowed = cell.try_borrow_mut();
+                let scratch = match &mut borrowed {
+                    Ok(scratch) => &mut **scratch,
+                    Err(_) => &mut own,
+                };
                 if scratch.len() < count * depth {
                     scratch.resize(count * depth, 0.0);
                 }
                 let taps = &mut scratch[..count * depth];
-                self.gather_taps(x, dims, first, taps);
+                if column_bands > 1 {
+                    // The threads share this product: they share the gathering too.
+                    let rows = count.div_ceil(column_bands);
+                    taps.par_chunks_mut(rows * depth)
+                        .enumerate()
+                        .for_each(|(i, taps)| self.gather_taps(x, dims, first + i * rows, taps));
+                } else {
+                    self.gather_taps(x, dims, first, taps);
+                }
                 self.matrix.multiply(taps, out, epilogue, column_bands);
             });
         }
