@@ -24,6 +24,7 @@ const DEPTH_BLOCK: usize = 256;
 /// Columns per block: a 256-deep block of 512 columns' weights (512 KiB) stays in L2 while
 /// the row tiles pass.
 const COLUMN_BLOCK: usize = 512;
+const BLOCK_PANELS: usize = COLUMN_BLOCK / PANEL;
 /// Rows per block: the partial results of 96 rows × 512 columns (192 KiB) stay in L2 between
 /// depth blocks.
 const ROW_BLOCK: usize = 96;
@@ -80,10 +81,18 @@ impl PackedMatrix {
         if !width.is_multiple_of(PANEL) || depth == 0 {
             return None;
         }
-        let mut panels = Vec::with_capacity(depth * width / PANEL);
-        for first in (0..width).step_by(PANEL) {
-            for k in 0..depth {
-                panels.push(Line(std::array::from_fn(|j| at(k, first + j))));
+        // In the order the product reads them (see `line`): one contiguous stream per column
+        // block and depth block, which the hardware prefetcher follows from memory.
+        let count = width / PANEL;
+        let block = depth_block(depth);
+        let mut panels = Vec::with_capacity(depth * count);
+        for first in (0..count).step_by(BLOCK_PANELS) {
+            for k0 in (0..depth).step_by(block) {
+                for panel in first..(first + BLOCK_PANELS).min(count) {
+                    for k in k0..(k0 + block).min(depth) {
+                        panels.push(Line(std::array::from_fn(|j| at(k, panel * PANEL + j))));
+                    }
+                }
             }
         }
         Some(Self {
@@ -91,6 +100,16 @@ impl PackedMatrix {
             depth,
             width,
         })
+    }
+
+    /// Where the depth block starting at `k0` of panel `panel` begins: column blocks of
+    /// [`BLOCK_PANELS`] panels one after the other, in each its depth blocks one after the
+    /// other, in each the block's rows of every panel of the column block.
+    fn line(&self, panel: usize, k0: usize) -> usize {
+        let first = panel / BLOCK_PANELS * BLOCK_PANELS;
+        let in_block = (self.width / PANEL - first).min(BLOCK_PANELS);
+        let kc = depth_block(self.depth).min(self.depth - k0);
+        first * self.depth + k0 * in_block + (panel - first) * kc
     }
 
     pub fn depth(&self) -> usize {
@@ -165,10 +184,8 @@ impl PackedMatrix {
         epilogue: Epilogue<'_>,
     ) {
         let (depth, width) = (self.depth, self.width);
-        // Even depth blocks (576 → 3 × 192, not 256 + 256 + 64).
-        let blocks = depth.div_ceil(DEPTH_BLOCK);
-        let block = depth.div_ceil(blocks);
-        for col_panels in chunks(panels, COLUMN_BLOCK / PANEL) {
+        let block = depth_block(depth);
+        for col_panels in aligned_chunks(panels, BLOCK_PANELS) {
             for row0 in (0..rows).step_by(ROW_BLOCK) {
                 let row_end = (row0 + ROW_BLOCK).min(rows);
                 for k0 in (0..depth).step_by(block) {
@@ -189,7 +206,7 @@ impl PackedMatrix {
                             let tile = Tile {
                                 lhs,
                                 lhs_stride,
-                                weights: self.panels[panel * depth + k0..].as_ptr().cast(),
+                                weights: self.panels[self.line(panel, k0)..].as_ptr().cast(),
                                 depth: kc,
                                 // SAFETY (of the add): row < rows and col < width.
                                 dst: unsafe { dst.add(row * width + col) },
@@ -230,15 +247,24 @@ impl PackedMatrix {
     }
 }
 
-/// `range` cut into consecutive pieces of at most `size`.
-fn chunks(
+/// `range` cut at the multiples of `size`.
+fn aligned_chunks(
     range: std::ops::Range<usize>,
     size: usize,
 ) -> impl Iterator<Item = std::ops::Range<usize>> {
-    range
-        .clone()
-        .step_by(size)
-        .map(move |s| s..(s + size).min(range.end))
+    let mut start = range.start;
+    std::iter::from_fn(move || {
+        (start < range.end).then(|| {
+            let end = ((start / size + 1) * size).min(range.end);
+            std::mem::replace(&mut start, end)..end
+        })
+    })
+}
+
+/// The depth of the blocks a `depth`-deep product is cut into: even blocks of at most
+/// [`DEPTH_BLOCK`] (576 → 3 × 192, not 256 + 256 + 64).
+fn depth_block(depth: usize) -> usize {
+    depth.div_ceil(depth.div_ceil(DEPTH_BLOCK))
 }
 
 /// Whether this CPU runs the micro-kernel (checked once, then cached by std).
@@ -366,18 +392,21 @@ mod tests {
     }
 
     #[test]
-    fn packing_puts_each_panel_depth_by_sixteen() {
-        let (depth, width) = (3, 32);
+    fn packing_puts_every_element_where_the_product_reads_it() {
+        // Two column blocks (32 + 3 panels), three depth blocks (200 each).
+        let (depth, width) = (600, 35 * PANEL);
         let matrix: Vec<f32> = (0..depth * width).map(|i| i as f32).collect();
         let at = |k: usize, col: usize| matrix[k * width + col];
         let packed = PackedMatrix::from_fn_unchecked(depth, width, at).unwrap();
-        for panel in 0..2 {
+        assert_eq!(packed.panels.len(), depth * width / PANEL);
+        let block = depth_block(depth);
+        assert_eq!(block, 200);
+        for panel in 0..width / PANEL {
             for k in 0..depth {
+                let k0 = k / block * block;
+                let line = &packed.panels[packed.line(panel, k0) + k - k0];
                 for j in 0..PANEL {
-                    assert_eq!(
-                        packed.panels[panel * depth + k].0[j],
-                        matrix[k * width + panel * PANEL + j]
-                    );
+                    assert_eq!(line.0[j], matrix[k * width + panel * PANEL + j]);
                 }
             }
         }
@@ -402,6 +431,8 @@ mod tests {
             (100, 300, 48, 3),
             (197, 64, 16, 1),
             (49, 1024, 128, 2),
+            // Two column blocks, the second band starting inside the first.
+            (13, 300, 35 * PANEL, 2),
         ];
         for (i, &(rows, depth, width, bands)) in cases.iter().enumerate() {
             let seed = i as u32 * 10;
