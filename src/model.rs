@@ -10,6 +10,8 @@ pub mod packed_gemm;
 pub mod preprocess;
 pub mod resnet;
 mod scratch;
+#[cfg(test)]
+mod test_data;
 pub mod tfjs;
 pub mod weights;
 pub mod winograd;

@@ -25,8 +25,8 @@ const DEPTH_BLOCK: usize = 256;
 /// the row tiles pass.
 const COLUMN_BLOCK: usize = 512;
 const BLOCK_PANELS: usize = COLUMN_BLOCK / PANEL;
-/// Rows per block: the partial results of 96 rows × 512 columns (192 KiB) stay in L2 between
-/// depth blocks.
+/// Rows per block at most: the partial results of 96 rows × 512 columns (192 KiB) stay in L2
+/// between depth blocks.
 const ROW_BLOCK: usize = 96;
 
 /// A `depth` × `width` row-major matrix stored as panels of [`PANEL`] columns, each panel
@@ -186,8 +186,13 @@ impl PackedMatrix {
         let (depth, width) = (self.depth, self.width);
         let block = depth_block(depth);
         for col_panels in aligned_chunks(panels, BLOCK_PANELS) {
-            for row0 in (0..rows).step_by(ROW_BLOCK) {
-                let row_end = (row0 + ROW_BLOCK).min(rows);
+            // Even row blocks in whole tiles: a band of 102 rows is one or two blocks of ~51,
+            // never 96 + 6, which would stream all the weights again for a single tile.
+            let row_block = rows
+                .div_ceil(rows.div_ceil(ROW_BLOCK))
+                .next_multiple_of(TILE_ROWS);
+            for row0 in (0..rows).step_by(row_block) {
+                let row_end = (row0 + row_block).min(rows);
                 for k0 in (0..depth).step_by(block) {
                     let kc = block.min(depth - k0);
                     let (first, last) = (k0 == 0, k0 + kc == depth);
@@ -302,17 +307,18 @@ struct Finish {
     relu: bool,
 }
 
-/// A destination shared by the column bands, which write disjoint elements.
+/// A destination shared by parallel column bands, which write disjoint elements (here and
+/// in the `gemm` crate's bands in `fastconv`).
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(super) struct SharedMut(pub(super) *mut f32);
 
 impl SharedMut {
     /// Through a method, so closures capture the whole `Sync` wrapper, not the raw field.
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }
-// SAFETY: only used by `multiply`, whose bands write disjoint columns.
+// SAFETY: only used for column bands that write disjoint elements.
 unsafe impl Send for SharedMut {}
 // SAFETY: as above; never dereferenced outside those disjoint writes.
 unsafe impl Sync for SharedMut {}
@@ -378,18 +384,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(count: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..count)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::model::test_data::noise;
 
     #[test]
     fn packing_puts_every_element_where_the_product_reads_it() {

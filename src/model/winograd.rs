@@ -295,18 +295,7 @@ fn filter_1d(g: [f64; 3]) -> [f64; TILE] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(count: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..count)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::model::test_data::noise;
 
     /// Direct 3×3 / stride 1 / padding 1 convolution in f64, NHWC.
     fn direct(
