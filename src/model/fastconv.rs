@@ -22,6 +22,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -141,6 +142,36 @@ impl PackedConv {
     fn compute(
         &self,
         x: &[f32],
+        d: Dims4,
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> Result<(Vec<f32>, Shape)> {
+        let t = std::time::Instant::now();
+        let r = self.compute_inner(x, d, residual, relu);
+        if std::env::var_os("XPROF").is_some() {
+            let wino = self.winograd.is_some()
+                && residual.is_none()
+                && Winograd::tiles(d.0, d.1, d.2) >= WINOGRAD_MIN_TILES;
+            let (oh, ow) = self.output_size(d.1, d.2);
+            let macs = d.0 * oh * ow * d.3 * self.out_c * self.kernel * self.kernel;
+            eprintln!(
+                "PROF k{} s{} {}x{}x{} -> {} wino={} macs={} us={}",
+                self.kernel,
+                self.stride,
+                d.1,
+                d.2,
+                d.3,
+                self.out_c,
+                wino,
+                macs,
+                t.elapsed().as_micros()
+            );
+        }
+        r
+    }
+    fn compute_inner(
+        &self,
+        x: &[f32],
         (n, h, w, c): Dims4,
         residual: Option<&[f32]>,
         relu: bool,
@@ -167,7 +198,10 @@ impl PackedConv {
                 rows * out_c
             );
         }
-        let mut out = vec![0f32; rows * out_c];
+        // Not zero-filled: the product writes every value (a fill was a serial pass over each
+        // layer's output).
+        let mut out: Vec<f32> = Vec::with_capacity(rows * out_c);
+        let spare = &mut out.spare_capacity_mut()[..rows * out_c];
         let threads = rayon::current_num_threads();
         if threads == 1 || rows >= 64 * threads {
             // Every output row (pixel) depends only on its own taps, so the whole convolution
@@ -182,7 +216,8 @@ impl PackedConv {
             }
             // Whole micro-tiles per band, so no band ends in a short one but the last.
             let band = band.next_multiple_of(TILE_ROWS);
-            out.par_chunks_mut(band * out_c)
+            spare
+                .par_chunks_mut(band * out_c)
                 .enumerate()
                 .for_each(|(i, out)| {
                     let first = i * band;
@@ -192,8 +227,11 @@ impl PackedConv {
         } else {
             // Few rows (layer 4 of a small input): one band of rows, its columns (output
             // channels) split between the threads.
-            self.rows(x, (n, h, w, c), 0, &mut out, residual, relu, threads);
+            self.rows(x, (n, h, w, c), 0, spare, residual, relu, threads);
         }
+        // SAFETY: the bands above cover all `rows × out_c` values of the spare capacity, and
+        // `WeightMatrix::multiply` writes every value of its band.
+        unsafe { out.set_len(rows * out_c) };
         Ok((out, Shape::from((n, oh, ow, out_c))))
     }
 
@@ -206,7 +244,7 @@ impl PackedConv {
         x: &[f32],
         dims: Dims4,
         first: usize,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         shortcut: Option<&[f32]>,
         relu: bool,
         column_bands: usize,
@@ -298,13 +336,25 @@ enum WeightMatrix {
 }
 
 impl WeightMatrix {
-    /// `out` (rows × C_out) = epilogue(`lhs` (rows × depth) · self).
-    fn multiply(&self, lhs: &[f32], out: &mut [f32], epilogue: Epilogue<'_>, column_bands: usize) {
+    /// `out` (rows × C_out) = epilogue(`lhs` (rows × depth) · self), writing every value of
+    /// `out`, which may start uninitialised.
+    fn multiply(
+        &self,
+        lhs: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        epilogue: Epilogue<'_>,
+        column_bands: usize,
+    ) {
         match self {
             Self::Panels(panels) => {
-                panels.multiply(lhs, panels.depth(), out, epilogue, column_bands)
+                panels.multiply_into(lhs, panels.depth(), out, epilogue, column_bands)
             }
             Self::RowMajor(matrix) => {
+                // The portable path reads its output back: initialise it first.
+                out.fill(MaybeUninit::new(0.0));
+                // SAFETY: every value was just initialised; `MaybeUninit<f32>` has `f32`'s
+                // layout.
+                let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) };
                 let n = epilogue.bias.len();
                 let (m, k) = (out.len() / n, matrix.len() / n);
                 gemm_column_bands(m, n, k, lhs, matrix, out, column_bands);

@@ -11,6 +11,8 @@
 //! other architectures) [`PackedMatrix::pack`] declines and the caller uses `gemm`.
 #![allow(unsafe_code)]
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Output channels per panel: two 8-lane AVX vectors.
@@ -131,6 +133,23 @@ impl PackedMatrix {
         epilogue: Epilogue<'_>,
         column_bands: usize,
     ) {
+        // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the product stores only
+        // initialised values, so `dst` stays initialised.
+        let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [MaybeUninit<f32>]) };
+        self.multiply_into(lhs, lhs_stride, dst, epilogue, column_bands);
+    }
+
+    /// [`Self::multiply`] into memory that may be uninitialised: every element of `dst` is
+    /// written (the first depth block stores, later ones accumulate), none is read first.
+    /// This spares each layer's output a zero-fill.
+    pub fn multiply_into(
+        &self,
+        lhs: &[f32],
+        lhs_stride: usize,
+        dst: &mut [MaybeUninit<f32>],
+        epilogue: Epilogue<'_>,
+        column_bands: usize,
+    ) {
         let rows = dst.len() / self.width;
         assert_eq!(
             dst.len(),
@@ -151,7 +170,7 @@ impl PackedMatrix {
         assert!(kernel_available(), "AVX2 + FMA are required");
         let panels = self.width / PANEL;
         let per_band = panels.div_ceil(column_bands.clamp(1, panels));
-        let dst = SharedMut(dst.as_mut_ptr());
+        let dst = SharedMut(dst.as_mut_ptr().cast::<f32>());
         let band = |first: usize| {
             let range = first..(first + per_band).min(panels);
             // SAFETY: AVX2 + FMA were checked above; the asserts above make `lhs`, `dst`,
