@@ -28,6 +28,9 @@ const BN_EPS: f64 = 1e-5;
 pub const FEATURE_CHANNELS: usize = 2048;
 /// Total stride from input pixels to layer-4 cells.
 pub const FEATURE_STRIDE: usize = 32;
+/// Input pixels the fast path takes in one pass: a batch of larger total goes through in
+/// groups of whole images.
+const PIXELS_PER_PASS: usize = 224 * 224;
 /// The smallest input side the network accepts (one layer-4 cell).
 pub const MIN_INPUT_SIDE: usize = 32;
 
@@ -377,6 +380,23 @@ impl ResNet50 {
         // runs: -3 % median, and steadier on a busy machine).
         if rayon::current_thread_index().is_none() {
             return rayon::scope(|_| self.forward_fast(input));
+        }
+        // A batch goes through in groups of about one 224² image's pixels: a group's
+        // activations stay in the caches between layers, where a whole batch's would not
+        // (batch of 8: 301 → 282 ms in paired runs).
+        let (n, _, h, w) = input.dims4()?;
+        let group = (PIXELS_PER_PASS / (h * w).max(1)).max(1);
+        if n > group {
+            let parts = (0..n)
+                .step_by(group)
+                .map(|i| self.forward_fast(&input.narrow(0, i, group.min(n - i))?))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let features: Vec<&Tensor> = parts.iter().map(|p| &p.features).collect();
+            let logits: Vec<&Tensor> = parts.iter().map(|p| &p.logits).collect();
+            return Ok(Forward {
+                features: Tensor::cat(&features, 0)?,
+                logits: Tensor::cat(&logits, 0)?,
+            });
         }
         let x = input.permute((0, 2, 3, 1))?.contiguous()?;
         let x = self.stem.fast()?.forward(&x, None, true)?;
