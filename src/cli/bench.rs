@@ -8,6 +8,7 @@ use candle_core::{DType, Tensor};
 use clap::Args;
 
 use super::ModelArgs;
+use crate::model::fastconv::{self, LayerTime};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -23,6 +24,9 @@ pub struct BenchArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub batch: u32,
+    /// Also time every convolution of the CPU fast path and print a table of their medians.
+    #[arg(long)]
+    pub layers: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -70,11 +74,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<f64>>>()?;
     let warm: Vec<String> = warm.iter().map(|ms| format!("{ms:.1}")).collect();
     writeln!(out, "warm-up ms=[{}]", warm.join(", "))?;
-    let mut times = (0..args.iters)
+    fastconv::record_layer_times(args.layers);
+    let times = (0..args.iters)
         .map(|_| forward())
-        .collect::<anyhow::Result<Vec<f64>>>()?;
+        .collect::<anyhow::Result<Vec<f64>>>();
+    fastconv::record_layer_times(false);
+    let mut times = times?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
+    if args.layers {
+        write_layer_table(
+            &mut out,
+            fastconv::take_layer_times(),
+            args.iters as usize,
+            median,
+        )?;
+    }
     let min = times[0];
     writeln!(
         out,
@@ -86,6 +101,58 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         out,
         "forward median_ms={median:.2} min_ms={min:.2} iters={}",
         args.iters
+    )?;
+    Ok(())
+}
+
+/// One row per convolution of a pass: its median time over the passes and its rate.
+fn write_layer_table(
+    out: &mut impl Write,
+    times: Vec<LayerTime>,
+    passes: usize,
+    pass_ms: f64,
+) -> anyhow::Result<()> {
+    if times.is_empty() {
+        writeln!(
+            out,
+            "layers: none timed (the fast path runs on the CPU only)"
+        )?;
+        return Ok(());
+    }
+    let per_pass = times.len() / passes;
+    writeln!(
+        out,
+        "layer  kernel  input          out  path      median_us   GMAC/s"
+    )?;
+    let mut total_us = 0.0;
+    for (i, layer) in times[..per_pass].iter().enumerate() {
+        let mut us: Vec<f64> = times
+            .iter()
+            .skip(i)
+            .step_by(per_pass)
+            .map(|t| t.micros)
+            .collect();
+        us.sort_by(f64::total_cmp);
+        let median = us[us.len() / 2];
+        total_us += median;
+        let (h, w, c) = layer.input;
+        let (k, s) = (layer.kernel, layer.stride);
+        writeln!(
+            out,
+            "{:>5}  {:<6}  {:<13} {:>4}  {:<8} {:>10.1} {:>8.1}",
+            i + 1,
+            format!("{k}x{k}/{s}"),
+            format!("{h}x{w}x{c}"),
+            layer.out_c,
+            if layer.winograd { "winograd" } else { "direct" },
+            median,
+            layer.macs as f64 / median / 1e3,
+        )?;
+    }
+    writeln!(
+        out,
+        "convolutions: {:.2} ms of the {pass_ms:.2} ms median pass",
+        total_us / 1e3
     )?;
     Ok(())
 }

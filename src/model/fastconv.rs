@@ -23,6 +23,8 @@
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -41,6 +43,35 @@ const WINOGRAD_MIN_TILES: usize = 8;
 
 /// Bytes of gathered taps per band of rows: half a Zen 3/4 L2.
 const TAPS_BUDGET: usize = 512 * 1024;
+
+/// One convolution's wall time, as recorded for `camview bench --layers`.
+#[derive(Debug, Clone)]
+pub struct LayerTime {
+    pub kernel: usize,
+    pub stride: usize,
+    /// H, W, C of the input (one image).
+    pub input: (usize, usize, usize),
+    pub out_c: usize,
+    /// Went through the Winograd domain (else one direct GEMM).
+    pub winograd: bool,
+    /// Multiply-adds of the direct convolution (the work, whichever way it was done).
+    pub macs: usize,
+    pub micros: f64,
+}
+
+static RECORDING: AtomicBool = AtomicBool::new(false);
+static LAYER_TIMES: Mutex<Vec<LayerTime>> = Mutex::new(Vec::new());
+
+/// Starts or stops timing every fast convolution (off by default: it costs a clock read and a
+/// lock per layer).
+pub fn record_layer_times(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
+
+/// The times recorded so far, in the order the layers ran; clears the record.
+pub fn take_layer_times() -> Vec<LayerTime> {
+    std::mem::take(&mut *LAYER_TIMES.lock().unwrap_or_else(|e| e.into_inner()))
+}
 
 thread_local! {
     /// The im2col buffer of the thread running the model, kept between layers and calls.
@@ -138,37 +169,43 @@ impl PackedConv {
         }
     }
 
-    /// The convolution on raw NHWC data; returns the N × H' × W' × C_out output.
+    /// The convolution on raw NHWC data; returns the N × H' × W' × C_out output. Times
+    /// itself while [`record_layer_times`] is on.
     fn compute(
         &self,
         x: &[f32],
-        d: Dims4,
+        dims: Dims4,
         residual: Option<&[f32]>,
         relu: bool,
     ) -> Result<(Vec<f32>, Shape)> {
-        let t = std::time::Instant::now();
-        let r = self.compute_inner(x, d, residual, relu);
-        if std::env::var_os("XPROF").is_some() {
-            let wino = self.winograd.is_some()
-                && residual.is_none()
-                && Winograd::tiles(d.0, d.1, d.2) >= WINOGRAD_MIN_TILES;
-            let (oh, ow) = self.output_size(d.1, d.2);
-            let macs = d.0 * oh * ow * d.3 * self.out_c * self.kernel * self.kernel;
-            eprintln!(
-                "PROF k{} s{} {}x{}x{} -> {} wino={} macs={} us={}",
-                self.kernel,
-                self.stride,
-                d.1,
-                d.2,
-                d.3,
-                self.out_c,
-                wino,
-                macs,
-                t.elapsed().as_micros()
-            );
+        if !RECORDING.load(Ordering::Relaxed) {
+            return self.compute_inner(x, dims, residual, relu);
         }
-        r
+        let start = std::time::Instant::now();
+        let result = self.compute_inner(x, dims, residual, relu);
+        let (n, h, w, c) = dims;
+        let (oh, ow) = self.output_size(h, w);
+        let time = LayerTime {
+            kernel: self.kernel,
+            stride: self.stride,
+            input: (h, w, c),
+            out_c: self.out_c,
+            winograd: self.uses_winograd(dims, residual.is_some()),
+            macs: n * oh * ow * c * self.out_c * self.kernel * self.kernel,
+            micros: start.elapsed().as_secs_f64() * 1e6,
+        };
+        LAYER_TIMES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(time);
+        result
     }
+
+    /// Whether an input of `dims` goes through the Winograd domain.
+    fn uses_winograd(&self, (n, h, w, _): Dims4, has_residual: bool) -> bool {
+        self.winograd.is_some() && !has_residual && Winograd::tiles(n, h, w) >= WINOGRAD_MIN_TILES
+    }
+
     fn compute_inner(
         &self,
         x: &[f32],
@@ -180,8 +217,7 @@ impl PackedConv {
             bail!("convolution expects {} input channels, got {c}", self.in_c);
         }
         if let Some(winograd) = &self.winograd
-            && residual.is_none()
-            && Winograd::tiles(n, h, w) >= WINOGRAD_MIN_TILES
+            && self.uses_winograd((n, h, w, c), residual.is_some())
         {
             let out = winograd.forward(x, (n, h, w, c), relu);
             return Ok((out, Shape::from((n, h, w, self.out_c))));

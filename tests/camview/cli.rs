@@ -148,6 +148,35 @@ fn bench_ends_with_the_summary_line() {
 }
 
 #[test]
+fn bench_layers_lists_every_convolution_of_the_network() {
+    // 64×96: stage 1's 3×3 layers go through Winograd (24 tiles), the later ones (≤ 6) do not.
+    let args = [
+        "bench", "--iters", "2", "--warmup", "0", "--size", "64x96", "--layers",
+    ];
+    let text = stdout(&camview(&args));
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    // The stem, 16 bottlenecks of three convolutions, four downsample convolutions.
+    assert_eq!(rows.len(), 1 + 16 * 3 + 4, "{text}");
+    assert!(
+        rows[0].contains("7x7/2") && rows[0].contains("64x96x3"),
+        "{text}"
+    );
+    assert!(rows[2].contains("winograd"), "{text}");
+    assert!(rows.last().unwrap().contains("direct"), "{text}");
+    assert!(text.contains("convolutions: "), "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("forward median_ms="),
+        "{text}"
+    );
+}
+
+#[test]
 fn bad_arguments_are_refused_before_work() {
     let run = camview(&["cam", "x.png", "--alpha", "1.5", "-o", "/tmp/never.png"]);
     assert_eq!(run.status.code(), Some(2));
