@@ -3,9 +3,10 @@
 //! Why not only the `gemm` crate: it repacks its operands on every call, and for ResNet's
 //! deep, narrow layers (layer 3 and 4: a few dozen to a few hundred pixels against a
 //! 1024–4608 deep weight) that repacking of the weight was ≈ 14 % of a forward pass. Here the
-//! weight is stored once in the order the micro-kernel reads it — panels of 16 output
-//! channels, each `depth` × 16 contiguous — so a product streams it straight from memory, and
-//! the bias, the shortcut and the ReLU are applied while the result is still in registers.
+//! weight is stored once, in panels of 16 output channels laid out in the order the loops read
+//! them, so a product streams it straight from memory; the bias, the shortcut and the ReLU are
+//! applied while the result is still in registers, and the output is written once, without
+//! being zero-filled first.
 //!
 //! The micro-kernel needs AVX2 and FMA, detected at run time; without them (other CPUs,
 //! other architectures) [`PackedMatrix::pack`] declines and the caller uses `gemm`.
@@ -31,8 +32,8 @@ const BLOCK_PANELS: usize = COLUMN_BLOCK / PANEL;
 /// between depth blocks.
 const ROW_BLOCK: usize = 96;
 
-/// A `depth` × `width` row-major matrix stored as panels of [`PANEL`] columns, each panel
-/// `depth` × 16 contiguous (the order the micro-kernel reads).
+/// A `depth` × `width` matrix stored as panels of [`PANEL`] columns, in the order the product
+/// reads them (see [`PackedMatrix::line`]).
 #[derive(Debug, Clone)]
 pub struct PackedMatrix {
     /// One cache line per depth step of a panel (row k of its 16 columns).
@@ -189,9 +190,9 @@ impl PackedMatrix {
     /// The cache-blocked loops around the micro-kernel for panels `panels`.
     ///
     /// # Safety
-    /// AVX2 and FMA are available; `lhs` is rows × depth (rows `lhs_stride` apart), `dst` points to rows × width
-    /// writable values that nothing else touches in these panels' columns, and `epilogue`'s
-    /// slices match (`bias`: width, `residual`: rows × width).
+    /// AVX2 and FMA are available; `lhs` is rows × depth (rows `lhs_stride` apart); `dst`
+    /// points to rows × width writable values that nothing else touches in these panels'
+    /// columns; `epilogue`'s slices match (`bias`: width, `residual`: rows × width).
     #[cfg(target_arch = "x86_64")]
     unsafe fn blocked_product(
         &self,
@@ -204,12 +205,12 @@ impl PackedMatrix {
     ) {
         let (depth, width) = (self.depth, self.width);
         let block = depth_block(depth);
+        // Even row blocks in whole tiles: 102 rows are two blocks of 54 and 48, never 96 + 6,
+        // which would stream all the weights again for a single tile.
+        let row_block = rows
+            .div_ceil(rows.div_ceil(ROW_BLOCK))
+            .next_multiple_of(TILE_ROWS);
         for col_panels in aligned_chunks(panels, BLOCK_PANELS) {
-            // Even row blocks in whole tiles: a band of 102 rows is one or two blocks of ~51,
-            // never 96 + 6, which would stream all the weights again for a single tile.
-            let row_block = rows
-                .div_ceil(rows.div_ceil(ROW_BLOCK))
-                .next_multiple_of(TILE_ROWS);
             for row0 in (0..rows).step_by(row_block) {
                 let row_end = (row0 + row_block).min(rows);
                 for k0 in (0..depth).step_by(block) {

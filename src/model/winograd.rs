@@ -9,9 +9,9 @@
 //!
 //! The filters are transformed once, at load, in f64. Input and output transforms are loops
 //! over channels (contiguous in NHWC, so they vectorise), the GEMMs use the packed
-//! micro-kernel. Interpolation points 0, ±1, ±2 (the standard choice): in f32 the result
-//! stays within ~1e-5 relative of a direct convolution (the golden tests hold it to 1e-4 on
-//! the logits after all sixteen 3×3 layers).
+//! micro-kernel. Interpolation points 0, ±1, ±2 (the standard choice): after all thirteen
+//! Winograd layers the logits stay within 1.3e-5 of the reference (the golden tests allow
+//! 1e-4), no further off than the direct path.
 
 use rayon::prelude::*;
 
