@@ -482,13 +482,13 @@ unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 /// N, H, W, C.
-type Dims4 = (usize, usize, usize, usize);
+pub(super) type Dims4 = (usize, usize, usize, usize);
 
 /// The contiguous f32 data of a CPU tensor and its four dimensions.
-fn nhwc<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32], Dims4)> {
+pub(super) fn dense4<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32], Dims4)> {
     let dims = layout.shape().dims4()?;
     let Some((start, end)) = layout.contiguous_offsets() else {
-        bail!("fast convolution needs a contiguous NHWC tensor");
+        bail!("the fast path needs a contiguous 4-D tensor");
     };
     Ok((&storage.as_slice::<f32>()?[start..end], dims))
 }
@@ -504,7 +504,7 @@ impl CustomOp1 for FusedConv<'_> {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, dims) = nhwc(storage, layout)?;
+        let (x, dims) = dense4(storage, layout)?;
         let (out, shape) = self.conv.compute(x, dims, None, self.relu)?;
         Ok((CpuStorage::F32(out), shape))
     }
@@ -522,45 +522,10 @@ impl CustomOp2 for FusedConv<'_> {
         res_storage: &CpuStorage,
         res_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, dims) = nhwc(storage, layout)?;
-        let (residual, _) = nhwc(res_storage, res_layout)?;
+        let (x, dims) = dense4(storage, layout)?;
+        let (residual, _) = dense4(res_storage, res_layout)?;
         let (out, shape) = self.conv.compute(x, dims, Some(residual), self.relu)?;
         Ok((CpuStorage::F32(out), shape))
-    }
-}
-
-/// Max pooling 3×3, stride 2, padding 1 (ResNet's stem pool) over an NHWC tensor; padded taps
-/// are ignored, as with torchvision's −∞ padding.
-pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
-    x.apply_op1_no_bwd(&MaxPool)
-}
-
-struct MaxPool;
-
-impl CustomOp1 for MaxPool {
-    fn name(&self) -> &'static str {
-        "camview-max-pool-3x3-s2"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (n, h, w, c)) = nhwc(storage, layout)?;
-        let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
-        let mut out = vec![f32::NEG_INFINITY; n * oh * ow * c];
-        out.par_chunks_mut(ow * c)
-            .enumerate()
-            .for_each(|(row, out)| {
-                let (b, oy) = (row / oh, row % oh);
-                for ox in 0..ow {
-                    let pixel = &mut out[ox * c..(ox + 1) * c];
-                    for iy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h) {
-                        for ix in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w) {
-                            let src = &x[((b * h + iy) * w + ix) * c..][..c];
-                            pixel.iter_mut().zip(src).for_each(|(o, v)| *o = o.max(*v));
-                        }
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c))))
     }
 }
 
@@ -652,42 +617,6 @@ mod tests {
                 .permute((0, 3, 1, 2))
                 .unwrap();
             assert!(max_abs_diff(&got, &want) < 1e-4, "case {i} with residual");
-        }
-    }
-
-    #[test]
-    fn max_pool_matches_a_naive_pool_with_minus_infinity_padding() {
-        for (h, w) in [(8, 8), (9, 7), (1, 1), (2, 5)] {
-            let (n, c) = (2, 4);
-            let x = noise(&[n, h, w, c], (h * w) as u32);
-            let got = max_pool_3x3_s2(&x).unwrap();
-            let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
-            assert_eq!(got.dims(), &[n, oh, ow, c], "{h}x{w}");
-            let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            for b in 0..n {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        for ch in 0..c {
-                            let mut want = f32::NEG_INFINITY;
-                            for dy in 0..3 {
-                                for dx in 0..3 {
-                                    let (iy, ix) =
-                                        ((2 * oy + dy) as isize - 1, (2 * ox + dx) as isize - 1);
-                                    if (0..h as isize).contains(&iy)
-                                        && (0..w as isize).contains(&ix)
-                                    {
-                                        want = want.max(
-                                            x[((b * h + iy as usize) * w + ix as usize) * c + ch],
-                                        );
-                                    }
-                                }
-                            }
-                            assert_eq!(got[((b * oh + oy) * ow + ox) * c + ch], want, "{h}x{w}");
-                        }
-                    }
-                }
-            }
         }
     }
 }

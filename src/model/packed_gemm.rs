@@ -216,8 +216,7 @@ impl PackedMatrix {
                 for k0 in (0..depth).step_by(block) {
                     let kc = block.min(depth - k0);
                     let (first, last) = (k0 == 0, k0 + kc == depth);
-                    for row in (row0..row_end).step_by(TILE_ROWS) {
-                        let count = TILE_ROWS.min(row_end - row);
+                    for (row, count) in row_tiles(row0..row_end) {
                         let lhs = lhs[row * lhs_stride + k0..].as_ptr();
                         for panel in col_panels.clone() {
                             let col = panel * PANEL;
@@ -283,6 +282,21 @@ fn aligned_chunks(
             let end = ((start / size + 1) * size).min(range.end);
             std::mem::replace(&mut start, end)..end
         })
+    })
+}
+
+/// `rows` cut into micro-tiles of at most [`TILE_ROWS`] rows, `(first row, count)`: as few
+/// tiles as whole tiles of 6 would take, with the rows spread evenly over them. A tile of
+/// 4–6 rows keeps both FMA pipes busy (8–12 independent accumulators cover the FMA latency),
+/// one of 1–3 rows costs as long as one of 4: 49 rows as 6·8 + 1 take 52 row-times, as
+/// 6·4 + 5·5 they take 49 (layer 4 at 224²).
+fn row_tiles(rows: std::ops::Range<usize>) -> impl Iterator<Item = (usize, usize)> {
+    let tiles = rows.len().div_ceil(TILE_ROWS);
+    let (base, longer) = (rows.len() / tiles.max(1), rows.len() % tiles.max(1));
+    (0..tiles).scan(rows.start, move |row, i| {
+        let count = base + usize::from(i < longer);
+        let first = std::mem::replace(row, *row + count);
+        Some((first, count))
     })
 }
 
@@ -426,6 +440,24 @@ mod tests {
             }
         }
         assert!(PackedMatrix::from_fn_unchecked(3, 24, at).is_none());
+    }
+
+    #[test]
+    fn row_tiles_cover_each_row_once_in_as_few_tiles_as_sixes_would() {
+        for len in 0..200 {
+            let rows = 7..7 + len;
+            let tiles: Vec<(usize, usize)> = row_tiles(rows.clone()).collect();
+            assert_eq!(tiles.len(), len.div_ceil(TILE_ROWS), "{len} rows");
+            let mut next = rows.start;
+            for &(first, count) in &tiles {
+                assert_eq!(first, next, "{len} rows: contiguous");
+                assert!((1..=TILE_ROWS).contains(&count), "{len} rows: {count}");
+                // No tile shorter than 4 rows (the FMA pipes' fill) once there are 13 rows.
+                assert!(len < 13 || count >= 4, "{len} rows: a tile of {count}");
+                next += count;
+            }
+            assert_eq!(next, rows.end, "{len} rows: all covered");
+        }
     }
 
     /// The product against a plain triple loop in f64, over row counts that leave every tile

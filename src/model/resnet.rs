@@ -15,7 +15,9 @@ use candle_core::{D, Device, Module, Storage, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 use rayon::prelude::*;
 
-use super::fastconv::{self, PackedConv};
+use super::fastconv::PackedConv;
+use super::nhwc;
+use super::packed_gemm::PANEL;
 use super::weights::{Arch, WeightError, Weights};
 
 /// Blocks per stage of ResNet-50.
@@ -28,9 +30,12 @@ const BN_EPS: f64 = 1e-5;
 pub const FEATURE_CHANNELS: usize = 2048;
 /// Total stride from input pixels to layer-4 cells.
 pub const FEATURE_STRIDE: usize = 32;
-/// Input pixels the fast path takes in one pass: a batch of larger total goes through in
-/// groups of whole images.
+/// Input pixels the fast path's stem and stages 1–2 take in one pass: a batch of larger
+/// total goes through them in groups of whole images.
 const PIXELS_PER_PASS: usize = 224 * 224;
+/// Groups of [`PIXELS_PER_PASS`] that stages 3–4 take at once: beyond that a batch goes
+/// through in parts, so memory stays bounded for any batch size.
+const GROUPS_PER_PASS: usize = 16;
 /// The smallest input side the network accepts (one layer-4 cell).
 pub const MIN_INPUT_SIDE: usize = 32;
 
@@ -244,6 +249,26 @@ impl Bottleneck {
     }
 }
 
+/// The classifier (classes × channels, and its bias) as a 1×1 convolution for the fast path.
+/// Its classes are padded with zero rows to whole 16-column panels, the width the micro-kernel
+/// stores; `classify_fast` drops the padding's scores.
+fn pack_classifier(weight: &Tensor, bias: &Tensor) -> candle_core::Result<PackedConv> {
+    let (classes, channels) = weight.dims2()?;
+    let padded = classes.next_multiple_of(PANEL);
+    let mut weight = weight.flatten_all()?.to_vec1::<f32>()?;
+    weight.resize(padded * channels, 0.0);
+    let mut bias = bias.to_vec1::<f32>()?;
+    bias.resize(padded, 0.0);
+    Ok(PackedConv::from_oihw(
+        &weight,
+        &vec![1.0; padded],
+        (padded, channels, 1),
+        bias,
+        1,
+        0,
+    ))
+}
+
 /// ImageNet ResNet-50 with access to its layer-4 features and classifier.
 #[derive(Debug)]
 pub struct ResNet50 {
@@ -251,6 +276,8 @@ pub struct ResNet50 {
     stages: Vec<Vec<Bottleneck>>,
     fc_weight: Tensor,
     fc_bias: Tensor,
+    /// The classifier as a 1×1 convolution for the fast path, padded to whole panels.
+    fc_packed: Option<PackedConv>,
     arch: Arch,
 }
 
@@ -320,6 +347,13 @@ impl ResNet50 {
             }
         };
         let fc_bias = w.get("fc.bias", &[classes])?;
+        let fc_packed = (paths != Paths::Generic)
+            .then(|| pack_classifier(&fc_weight, &fc_bias))
+            .transpose()
+            .map_err(|source| WeightError::Candle {
+                tensor: "fc.weight".into(),
+                source,
+            })?;
         let on_device = |t: Tensor, name: &str| {
             t.to_device(device).map_err(|source| WeightError::Candle {
                 tensor: name.into(),
@@ -331,6 +365,7 @@ impl ResNet50 {
             stages,
             fc_weight: on_device(fc_weight, "fc.weight")?,
             fc_bias: on_device(fc_bias, "fc.bias")?,
+            fc_packed,
             arch,
         };
         if !device.is_cpu() {
@@ -381,15 +416,19 @@ impl ResNet50 {
         if rayon::current_thread_index().is_none() {
             return rayon::scope(|_| self.forward_fast(input));
         }
-        // A batch goes through in groups of about one 224² image's pixels: a group's
-        // activations stay in the caches between layers, where a whole batch's would not
-        // (batch of 8: 301 → 282 ms in paired runs).
+        // A batch goes through the stem and stages 1–2 in groups of about one 224² image's
+        // pixels: their activations are large and their weights small, and a group's
+        // activations stay in the caches between layers (batch of 8: 301 → 282 ms). Stages
+        // 3–4 are the other way round (at 224², 9 MB of weights per Winograd layer against
+        // 0.8 MB of activations per image) and take the whole batch at once, so each weight
+        // is read once for all of its images.
         let (n, _, h, w) = input.dims4()?;
         let group = (PIXELS_PER_PASS / (h * w).max(1)).max(1);
-        if n > group {
+        let whole = group * GROUPS_PER_PASS;
+        if n > whole {
             let parts = (0..n)
-                .step_by(group)
-                .map(|i| self.forward_fast(&input.narrow(0, i, group.min(n - i))?))
+                .step_by(whole)
+                .map(|i| self.forward_fast(&input.narrow(0, i, whole.min(n - i))?))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             let features: Vec<&Tensor> = parts.iter().map(|p| &p.features).collect();
             let logits: Vec<&Tensor> = parts.iter().map(|p| &p.logits).collect();
@@ -398,14 +437,29 @@ impl ResNet50 {
                 logits: Tensor::cat(&logits, 0)?,
             });
         }
-        let x = input.permute((0, 2, 3, 1))?.contiguous()?;
-        let x = self.stem.fast()?.forward(&x, None, true)?;
-        let mut x = fastconv::max_pool_3x3_s2(&x)?;
-        for block in self.stages.iter().flatten() {
+        let early = |input: &Tensor| -> candle_core::Result<Tensor> {
+            let x = nhwc::to_channels_last(input)?;
+            let x = self.stem.fast()?.forward(&x, None, true)?;
+            let mut x = nhwc::max_pool_3x3_s2(&x)?;
+            for block in self.stages[..2].iter().flatten() {
+                x = block.forward_fast(&x)?;
+            }
+            Ok(x)
+        };
+        let mut x = if n > group {
+            let parts = (0..n)
+                .step_by(group)
+                .map(|i| early(&input.narrow(0, i, group.min(n - i))?))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::cat(&parts, 0)?
+        } else {
+            early(input)?
+        };
+        for block in self.stages[2..].iter().flatten() {
             x = block.forward_fast(&x)?;
         }
-        let logits = self.classify(&x.mean((1, 2))?)?;
-        let features = x.permute((0, 3, 1, 2))?.contiguous()?;
+        let logits = self.classify_fast(&nhwc::global_avg_pool(&x)?)?;
+        let features = nhwc::to_channels_first(&x)?;
         Ok(Forward { features, logits })
     }
 
@@ -434,6 +488,20 @@ impl ResNet50 {
         pooled
             .matmul(&self.fc_weight.t()?)?
             .broadcast_add(&self.fc_bias)
+    }
+
+    /// [`Self::classify`] through the packed GEMM.
+    fn classify_fast(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
+        let fc = self
+            .fc_packed
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("the fast path was not loaded".into()))?;
+        let (n, channels) = pooled.dims2()?;
+        let padded = fc.forward(&pooled.reshape((n, 1, 1, channels))?, None, false)?;
+        padded
+            .reshape((n, padded.elem_count() / n.max(1)))?
+            .narrow(1, 0, self.classes())?
+            .contiguous()
     }
 
     /// Raw class activation maps, `classes.len()` × h × w, for one image's features

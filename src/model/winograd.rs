@@ -101,36 +101,44 @@ impl Winograd {
         let (tiles_y, tiles_x) = (h.div_ceil(OUT), w.div_ceil(OUT));
         let out_c = self.out_c;
         let mut out = vec![0f32; n * h * w * out_c];
-        // Large inputs (a batch, a big image) go through in passes of whole tile rows of one
-        // image, so the transformed tiles stay in cache between the three steps instead of
-        // making a round trip to memory (and the buffers stay a few MB).
+        // Large inputs (a big image, a batch) go through in passes of whole tile rows, so the
+        // transformed tiles stay in cache between the three steps instead of making a round
+        // trip to memory (and the buffers stay a few MB). A pass may span images: small
+        // images of a batch then share one pass of GEMMs, which reads the weights once for
+        // all of them (layer 3 at 224²: 16 tiles per image).
         let rows_per_pass = (TILES_PER_PASS / tiles_x).max(1);
         let zeros = vec![0f32; c];
-        for (b, image) in out.chunks_exact_mut(h * w * out_c).enumerate() {
-            for first in (0..tiles_y).step_by(rows_per_pass) {
-                let tile_rows = first..(first + rows_per_pass).min(tiles_y);
-                let pass_out = &mut image[first * OUT * w * out_c..];
-                let pass_out =
-                    &mut pass_out[..(h - first * OUT).min(tile_rows.len() * OUT) * w * out_c];
-                self.pass(x, (b, h, w), tile_rows, &zeros, pass_out, relu);
-            }
+        let mut rest = &mut out[..];
+        for first in (0..n * tiles_y).step_by(rows_per_pass) {
+            let tile_rows = first..(first + rows_per_pass).min(n * tiles_y);
+            // The image rows these tile rows cover: 4 each, fewer at an image's bottom edge.
+            let bands: Vec<usize> = tile_rows
+                .clone()
+                .map(|g| (h - g % tiles_y * OUT).min(OUT) * w * out_c)
+                .collect();
+            let (pass_out, later) = rest.split_at_mut(bands.iter().sum());
+            rest = later;
+            self.pass(x, (h, w), tile_rows, &bands, &zeros, pass_out, relu);
         }
         out
     }
 
-    /// One pass over the tiles of `tile_rows` in image `b`: transform, multiply, transform
-    /// back into `out` (the image rows those tiles cover).
+    /// One pass over the tiles of global tile rows `tile_rows` (image `g / tiles_y`, row
+    /// `g % tiles_y`): transform, multiply, transform back into `out`, the image rows those
+    /// tiles cover, cut into one band per tile row (`bands`: their lengths).
+    #[allow(clippy::too_many_arguments)]
     fn pass(
         &self,
         x: &[f32],
-        (b, h, w): (usize, usize, usize),
+        (h, w): (usize, usize),
         tile_rows: std::ops::Range<usize>,
+        bands: &[usize],
         zeros: &[f32],
         out: &mut [f32],
         relu: bool,
     ) {
         let (c, out_c) = (self.in_c, self.out_c);
-        let tiles_x = w.div_ceil(OUT);
+        let (tiles_y, tiles_x) = (h.div_ceil(OUT), w.div_ceil(OUT));
         let tiles = tile_rows.len() * tiles_x;
 
         // V, tile-major: [tile][ξ][c], so each tile's transform writes one contiguous run.
@@ -138,7 +146,8 @@ impl Winograd {
         v.par_chunks_mut(POINTS * c).enumerate().for_each_init(
             || vec![0f32; POINTS * c],
             |half, (t, v)| {
-                let (ty, tx) = (tile_rows.start + t / tiles_x, t % tiles_x);
+                let g = tile_rows.start + t / tiles_x;
+                let (b, ty, tx) = (g / tiles_y, g % tiles_y, t % tiles_x);
                 let corner = (ty * OUT, tx * OUT);
                 self.transform_input(x, (b, h, w), corner, zeros, half, v);
             },
@@ -158,18 +167,25 @@ impl Winograd {
             });
 
         // Back to pixels, one row of tiles (up to 4 image rows) per task.
-        out.par_chunks_mut(OUT * w * out_c)
-            .enumerate()
-            .for_each_init(
-                || vec![0f32; (TILE + 1) * OUT * out_c],
-                |half, (ty, band)| {
-                    let mut rows: Vec<&mut [f32]> = band.chunks_mut(w * out_c).collect();
-                    for tx in 0..tiles_x {
-                        let at = (tiles, ty * tiles_x + tx, tx * OUT);
-                        self.transform_output(&m, at, half, &mut rows, relu);
-                    }
-                },
-            );
+        let mut rest = out;
+        let bands: Vec<&mut [f32]> = bands
+            .iter()
+            .map(|&len| {
+                let (band, later) = std::mem::take(&mut rest).split_at_mut(len);
+                rest = later;
+                band
+            })
+            .collect();
+        bands.into_par_iter().enumerate().for_each_init(
+            || vec![0f32; (TILE + 1) * OUT * out_c],
+            |half, (row, band)| {
+                let mut rows: Vec<&mut [f32]> = band.chunks_mut(w * out_c).collect();
+                for tx in 0..tiles_x {
+                    let at = (tiles, row * tiles_x + tx, tx * OUT);
+                    self.transform_output(&m, at, half, &mut rows, relu);
+                }
+            },
+        );
     }
 
     /// Bᵀ d B for the 6×6 input tile whose output corner is (y0, x0) (input corner one pixel
@@ -349,6 +365,9 @@ mod tests {
             (1, 14, 14, 24, 48),
             // More tiles than one pass takes: two passes, the last one short.
             (1, 70, 66, 8, 16),
+            // Passes that span images, one ending inside an image's short bottom tile row.
+            (21, 14, 18, 8, 16),
+            (3, 61, 50, 8, 16),
         ]
         .iter()
         .enumerate()
