@@ -30,15 +30,19 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::packed_gemm::{Epilogue, PackedMatrix, TILE_ROWS};
-use super::winograd::Winograd;
+use super::winograd::{TileSize, Winograd};
 
-/// Winograd weights take 4× the memory of the direct ones: only layers up to 256 input
-/// channels (layers 1–3) get them; layer 4 is small in pixels and stays direct.
-const WINOGRAD_MAX_IN: usize = 256;
+/// F(4×4, 3×3) weights take 4× the memory of the direct ones: layers up to 256 input
+/// channels (layers 1–3) use it; layer 4 (512), small in pixels and large in weights, uses
+/// F(2×2, 3×3), whose weights take 16/9. Paired in-process runs (passes alternating between
+/// networks, 80 rounds): layer 4 in F(2×2) instead of direct, 0.957× the time at 224² and
+/// 0.944× for a batch of 8; layer 3 in F(2×2) too gave 0.991× at 224² but 1.03× for a batch
+/// of 8, so it stays F(4×4).
+const WINOGRAD_4X4_MAX_IN: usize = 256;
 
-/// Below this many 4×4 output tiles the 36 small GEMMs cost more than they save, and the
-/// direct GEMM runs instead. At 224² the 3×3 layers have 196, 49 and 16 tiles (layers 1–3):
-/// paired runs of `camview bench` were fastest with all three in the Winograd domain.
+/// Below this many output tiles the small GEMMs cost more than they save, and the direct
+/// GEMM runs instead. At 224² the 3×3 layers have 196, 49, 16 (4×4) and 16 (2×2) tiles
+/// (layers 1–4): paired runs of `camview bench` were fastest with all in the Winograd domain.
 const WINOGRAD_MIN_TILES: usize = 8;
 
 /// Bytes of gathered taps per band of rows: half a Zen 3/4 L2.
@@ -81,8 +85,9 @@ thread_local! {
 /// A convolution with folded batch norm, its weight packed for the GEMM.
 #[derive(Debug, Clone)]
 pub struct PackedConv {
-    /// The (k·k·C_in) × C_out weight matrix, rows ordered (ky, kx, c_in) like the taps.
-    matrix: WeightMatrix,
+    /// The (k·k·C_in) × C_out weight matrix, rows ordered (ky, kx, c_in) like the taps;
+    /// `None` for a convolution that always runs in the Winograd domain.
+    matrix: Option<WeightMatrix>,
     /// The same convolution in the Winograd domain, for 3×3 stride-1 layers.
     winograd: Option<Winograd>,
     bias: Vec<f32>,
@@ -113,17 +118,26 @@ impl PackedConv {
             let w = weight[(o * in_c + row % in_c) * k * k + row / in_c];
             (f64::from(w) * scale[o]) as f32
         };
-        let matrix = match PackedMatrix::from_fn(depth, out_c, at) {
+        let size = if in_c <= WINOGRAD_4X4_MAX_IN {
+            TileSize::Four
+        } else {
+            TileSize::Two
+        };
+        let winograd = (k == 3 && stride == 1 && pad == 1)
+            .then(|| Winograd::new(weight, scale, out_c, in_c, bias.clone(), size))
+            .flatten();
+        // Layer 4's 3×3 convolutions keep only their F(2×2) weights, which run any input
+        // size: their direct ones would add 28 MB and a tenth of the load time, for inputs
+        // under 8 tiles (≤ 128 px) only.
+        let winograd_only = winograd.is_some() && size == TileSize::Two;
+        let matrix = (!winograd_only).then(|| match PackedMatrix::from_fn(depth, out_c, at) {
             Some(panels) => WeightMatrix::Panels(panels),
             None => WeightMatrix::RowMajor(
                 (0..depth * out_c)
                     .map(|i| at(i / out_c, i % out_c))
                     .collect(),
             ),
-        };
-        let winograd = (k == 3 && stride == 1 && pad == 1 && in_c <= WINOGRAD_MAX_IN)
-            .then(|| Winograd::new(weight, scale, out_c, in_c, bias.clone()))
-            .flatten();
+        });
         Self {
             matrix,
             winograd,
@@ -190,7 +204,7 @@ impl PackedConv {
             stride: self.stride,
             input: (h, w, c),
             out_c: self.out_c,
-            winograd: self.uses_winograd(dims, residual.is_some()),
+            winograd: self.uses_winograd(dims),
             macs: n * oh * ow * c * self.out_c * self.kernel * self.kernel,
             micros: start.elapsed().as_secs_f64() * 1e6,
         };
@@ -202,8 +216,10 @@ impl PackedConv {
     }
 
     /// Whether an input of `dims` goes through the Winograd domain.
-    fn uses_winograd(&self, (n, h, w, _): Dims4, has_residual: bool) -> bool {
-        self.winograd.is_some() && !has_residual && Winograd::tiles(n, h, w) >= WINOGRAD_MIN_TILES
+    fn uses_winograd(&self, (n, h, w, _): Dims4) -> bool {
+        self.winograd
+            .as_ref()
+            .is_some_and(|wino| self.matrix.is_none() || wino.tiles(n, h, w) >= WINOGRAD_MIN_TILES)
     }
 
     fn compute_inner(
@@ -215,12 +231,6 @@ impl PackedConv {
     ) -> Result<(Vec<f32>, Shape)> {
         if c != self.in_c {
             bail!("convolution expects {} input channels, got {c}", self.in_c);
-        }
-        if let Some(winograd) = &self.winograd
-            && self.uses_winograd((n, h, w, c), residual.is_some())
-        {
-            let out = winograd.forward(x, (n, h, w, c), relu);
-            return Ok((out, Shape::from((n, h, w, self.out_c))));
         }
         let (oh, ow) = self.output_size(h, w);
         let rows = n * oh * ow;
@@ -234,6 +244,14 @@ impl PackedConv {
                 rows * out_c
             );
         }
+        let matrix = match (&self.winograd, &self.matrix) {
+            (Some(winograd), _) if self.uses_winograd((n, h, w, c)) => {
+                let out = winograd.forward(x, (n, h, w, c), residual, relu);
+                return Ok((out, Shape::from((n, h, w, out_c))));
+            }
+            (_, Some(matrix)) => matrix,
+            (_, None) => bail!("convolution has neither direct nor Winograd weights"),
+        };
         // Not zero-filled: the product writes every value (a fill was a serial pass over each
         // layer's output).
         let mut out: Vec<f32> = Vec::with_capacity(rows * out_c);
@@ -258,12 +276,22 @@ impl PackedConv {
                 .for_each(|(i, out)| {
                     let first = i * band;
                     let shortcut = residual.map(|r| &r[first * out_c..][..out.len()]);
-                    self.rows(x, (n, h, w, c), first, out, shortcut, relu, 1);
+                    let band = Band {
+                        first,
+                        out,
+                        shortcut,
+                    };
+                    self.rows(matrix, x, (n, h, w, c), band, relu, 1);
                 });
         } else {
             // Few rows (layer 4 of a small input): one band of rows, its columns (output
             // channels) split between the threads.
-            self.rows(x, (n, h, w, c), 0, spare, residual, relu, threads);
+            let band = Band {
+                first: 0,
+                out: spare,
+                shortcut: residual,
+            };
+            self.rows(matrix, x, (n, h, w, c), band, relu, threads);
         }
         // SAFETY: the bands above cover all `rows × out_c` values of the spare capacity, and
         // `WeightMatrix::multiply` writes every value of its band.
@@ -271,17 +299,18 @@ impl PackedConv {
         Ok((out, Shape::from((n, oh, ow, out_c))))
     }
 
-    /// Output rows `first..` (as many as `out` holds): gather their taps, multiply (its output
-    /// channels split in `column_bands`), then add the bias and `shortcut` and apply ReLU in
-    /// one pass.
-    #[allow(clippy::too_many_arguments)]
+    /// The rows of `band`: gather their taps, multiply by `matrix` (its output channels
+    /// split in `column_bands`), then add the bias and the shortcut and apply ReLU in one pass.
     fn rows(
         &self,
+        matrix: &WeightMatrix,
         x: &[f32],
         dims: Dims4,
-        first: usize,
-        out: &mut [MaybeUninit<f32>],
-        shortcut: Option<&[f32]>,
+        Band {
+            first,
+            out,
+            shortcut,
+        }: Band<'_>,
         relu: bool,
         column_bands: usize,
     ) {
@@ -296,7 +325,7 @@ impl PackedConv {
         if !self.gathers() {
             // A 1×1 convolution is the product itself: no copy of the input at all.
             let lhs = &x[first * depth..][..count * depth];
-            self.matrix.multiply(lhs, out, epilogue, column_bands);
+            matrix.multiply(lhs, out, epilogue, column_bands);
         } else {
             // The im2col buffer is per thread and reused across layers and calls: it is the
             // largest one (k·k × the input), and allocating it anew costs page faults.
@@ -322,7 +351,7 @@ impl PackedConv {
                 } else {
                     self.gather_taps(x, dims, first, taps);
                 }
-                self.matrix.multiply(taps, out, epilogue, column_bands);
+                matrix.multiply(taps, out, epilogue, column_bands);
             });
         }
     }
@@ -360,6 +389,13 @@ impl PackedConv {
             }
         }
     }
+}
+
+/// Output rows `first..` of a convolution (as many as `out` holds), and their shortcut.
+struct Band<'a> {
+    first: usize,
+    out: &'a mut [MaybeUninit<f32>],
+    shortcut: Option<&'a [f32]>,
 }
 
 /// The weight matrix in whichever form this CPU multiplies fastest.
@@ -580,6 +616,9 @@ mod tests {
             (1, 8, 23, 21, 16, 1, 1),
             (2, 8, 23, 21, 12, 3, 1),
             (1, 3, 45, 37, 8, 7, 2),
+            // Over 256 input channels: a 3×3 convolution only in F(2×2, 3×3), any size.
+            (1, 264, 5, 6, 16, 3, 1),
+            (2, 264, 1, 2, 16, 3, 1),
         ];
         for (i, &(n, c, h, w, o, k, s)) in cases.iter().enumerate() {
             let x = noise(&[n, c, h, w], i as u32 + 1);
@@ -594,6 +633,14 @@ mod tests {
                 .forward(&x)
                 .unwrap();
             let packed = PackedConv::new(&weight, &bias, s, k / 2).unwrap();
+            if k == 3 && s == 1 && c > WINOGRAD_4X4_MAX_IN {
+                let winograd_only = packed.matrix.is_none() && packed.winograd.is_some();
+                assert_eq!(
+                    winograd_only,
+                    super::super::packed_gemm::kernel_available(),
+                    "case {i}"
+                );
+            }
             let x_nhwc = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
             let got = packed
                 .forward(&x_nhwc, None, false)

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::fastconv::PackedConv;
 use super::nhwc;
-use super::packed_gemm::PANEL;
+use super::packed_gemm::{Epilogue, PANEL, PackedMatrix};
 use super::weights::{Arch, WeightError, Weights};
 
 /// Blocks per stage of ResNet-50.
@@ -249,24 +249,54 @@ impl Bottleneck {
     }
 }
 
-/// The classifier (classes × channels, and its bias) as a 1×1 convolution for the fast path.
-/// Its classes are padded with zero rows to whole 16-column panels, the width the micro-kernel
-/// stores; `classify_fast` drops the padding's scores.
-fn pack_classifier(weight: &Tensor, bias: &Tensor) -> candle_core::Result<PackedConv> {
-    let (classes, channels) = weight.dims2()?;
-    let padded = classes.next_multiple_of(PANEL);
-    let mut weight = weight.flatten_all()?.to_vec1::<f32>()?;
-    weight.resize(padded * channels, 0.0);
-    let mut bias = bias.to_vec1::<f32>()?;
-    bias.resize(padded, 0.0);
-    Ok(PackedConv::from_oihw(
-        &weight,
-        &vec![1.0; padded],
-        (padded, channels, 1),
-        bias,
-        1,
-        0,
-    ))
+/// The classifier packed for the micro-kernel, its classes padded with zero columns to whole
+/// 16-column panels (the width the kernel stores).
+#[derive(Debug)]
+struct PackedClassifier {
+    weight: PackedMatrix,
+    bias: Vec<f32>,
+    classes: usize,
+}
+
+impl PackedClassifier {
+    /// From the classes × channels weight and its bias; `None` where the micro-kernel cannot
+    /// run (no AVX2 + FMA), and candle's matmul classifies.
+    fn new(weight: &Tensor, bias: &Tensor) -> candle_core::Result<Option<Self>> {
+        let (classes, channels) = weight.dims2()?;
+        let padded = classes.next_multiple_of(PANEL);
+        let w = weight.flatten_all()?.to_vec1::<f32>()?;
+        let at = |k: usize, class: usize| w.get(class * channels + k).copied().unwrap_or(0.0);
+        let Some(packed) = PackedMatrix::from_fn(channels, padded, at) else {
+            return Ok(None);
+        };
+        let mut bias = bias.to_vec1::<f32>()?;
+        bias.resize(padded, 0.0);
+        Ok(Some(Self {
+            weight: packed,
+            bias,
+            classes,
+        }))
+    }
+
+    /// Logits (N × classes) of the pooled features (N × channels).
+    fn classify(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, channels) = pooled.dims2()?;
+        let features = pooled.flatten_all()?.to_vec1::<f32>()?;
+        let padded = self.bias.len();
+        let mut logits = vec![0f32; n * padded];
+        let epilogue = Epilogue {
+            bias: &self.bias,
+            residual: None,
+            relu: false,
+        };
+        // 8 MB of weights for a few rows: split between the threads, each streams half.
+        let bands = rayon::current_num_threads();
+        self.weight
+            .multiply(&features, channels, &mut logits, epilogue, bands);
+        Tensor::from_vec(logits, (n, padded), pooled.device())?
+            .narrow(1, 0, self.classes)?
+            .contiguous()
+    }
 }
 
 /// ImageNet ResNet-50 with access to its layer-4 features and classifier.
@@ -276,8 +306,8 @@ pub struct ResNet50 {
     stages: Vec<Vec<Bottleneck>>,
     fc_weight: Tensor,
     fc_bias: Tensor,
-    /// The classifier as a 1×1 convolution for the fast path, padded to whole panels.
-    fc_packed: Option<PackedConv>,
+    /// The classifier for the fast path (`None`: candle's matmul).
+    fc_packed: Option<PackedClassifier>,
     arch: Arch,
 }
 
@@ -347,13 +377,14 @@ impl ResNet50 {
             }
         };
         let fc_bias = w.get("fc.bias", &[classes])?;
-        let fc_packed = (paths != Paths::Generic)
-            .then(|| pack_classifier(&fc_weight, &fc_bias))
-            .transpose()
-            .map_err(|source| WeightError::Candle {
+        let fc_packed = if paths == Paths::Generic {
+            None
+        } else {
+            PackedClassifier::new(&fc_weight, &fc_bias).map_err(|source| WeightError::Candle {
                 tensor: "fc.weight".into(),
                 source,
-            })?;
+            })?
+        };
         let on_device = |t: Tensor, name: &str| {
             t.to_device(device).map_err(|source| WeightError::Candle {
                 tensor: name.into(),
@@ -490,18 +521,12 @@ impl ResNet50 {
             .broadcast_add(&self.fc_bias)
     }
 
-    /// [`Self::classify`] through the packed GEMM.
+    /// [`Self::classify`] through the packed GEMM where this CPU has it.
     fn classify_fast(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
-        let fc = self
-            .fc_packed
-            .as_ref()
-            .ok_or_else(|| candle_core::Error::Msg("the fast path was not loaded".into()))?;
-        let (n, channels) = pooled.dims2()?;
-        let padded = fc.forward(&pooled.reshape((n, 1, 1, channels))?, None, false)?;
-        padded
-            .reshape((n, padded.elem_count() / n.max(1)))?
-            .narrow(1, 0, self.classes())?
-            .contiguous()
+        match &self.fc_packed {
+            Some(fc) => fc.classify(pooled),
+            None => self.classify(pooled),
+        }
     }
 
     /// Raw class activation maps, `classes.len()` × h × w, for one image's features

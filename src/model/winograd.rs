@@ -1,15 +1,19 @@
-//! 3×3 stride-1 convolutions by Winograd's minimal filtering F(4×4, 3×3) (Lavin & Gray,
-//! "Fast Algorithms for Convolutional Neural Networks", CVPR 2016).
+//! 3×3 stride-1 convolutions by Winograd's minimal filtering F(m×m, 3×3) (Lavin & Gray,
+//! "Fast Algorithms for Convolutional Neural Networks", CVPR 2016), with m = 4 or 2.
 //!
 //! Why: the 3×3 convolutions are 45 % of ResNet-50's multiply-adds. F(4×4, 3×3) computes
 //! each 4×4 output tile from a 6×6 input tile with 36 multiplies per channel pair instead of
 //! 144: the input tile and the filter are each transformed (Bᵀ d B, G g Gᵀ), multiplied
 //! element-wise — which, summed over input channels, is 36 independent GEMMs of
 //! tiles × C_in by C_in × C_out — and the product is transformed back (Aᵀ m A).
+//! F(2×2, 3×3) needs 16 multiplies per 4 outputs (2.25× fewer than direct) and its
+//! transformed weights take 16/9 of the direct ones' memory, against 36/9 for F(4×4): layer
+//! 4 (7×7 pixels, 9 MB of direct weights per layer) uses it, as F(4×4)'s 37 MB per layer
+//! would make it a stream from memory for four tiles of work.
 //!
 //! The filters are transformed once, at load, in f64. Input and output transforms are loops
 //! over channels (contiguous in NHWC, so they vectorise), the GEMMs use the packed
-//! micro-kernel. Interpolation points 0, ±1, ±2 (the standard choice): after all thirteen
+//! micro-kernel. Interpolation points 0, ±1, ±2 (the standard choice): after all sixteen
 //! Winograd layers the logits stay within 1.3e-5 of the reference (the golden tests allow
 //! 1e-4), no further off than the direct path.
 
@@ -18,18 +22,40 @@ use rayon::prelude::*;
 use super::packed_gemm::{Epilogue, PackedMatrix};
 use super::scratch;
 
-/// Output tile side (m) and input tile side (m + r − 1).
-const OUT: usize = 4;
-const TILE: usize = 6;
-/// Transformed positions per tile: 36 GEMMs.
-const POINTS: usize = TILE * TILE;
 /// Tiles per pass at most: one 224² image's layer 1 (14 × 14) in one go, its transformed
 /// tiles (196 × 36 × 64 channels, 1.8 MB) within L3.
 const TILES_PER_PASS: usize = 256;
+/// The largest input tile side (F(4×4, 3×3)'s).
+const MAX_TILE: usize = 6;
+
+/// The output tile size m of F(m×m, 3×3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileSize {
+    /// F(4×4, 3×3): 6×6 input tiles, 36 GEMMs, 4× fewer multiplies than direct.
+    Four,
+    /// F(2×2, 3×3): 4×4 input tiles, 16 GEMMs, 2.25× fewer multiplies.
+    Two,
+}
+
+impl TileSize {
+    /// Output tile side m.
+    const fn out(self) -> usize {
+        match self {
+            Self::Four => 4,
+            Self::Two => 2,
+        }
+    }
+
+    /// Input tile side m + 2.
+    const fn tile(self) -> usize {
+        self.out() + 2
+    }
+}
 
 /// A 3×3, stride 1, padding 1 convolution with folded batch norm, in the Winograd domain.
 #[derive(Debug, Clone)]
 pub struct Winograd {
+    size: TileSize,
     /// U_ξ = (G g Gᵀ)_ξ as a C_in × C_out matrix, one per transformed position ξ.
     transformed: Vec<PackedMatrix>,
     bias: Vec<f32>,
@@ -48,24 +74,26 @@ impl Winograd {
         out_c: usize,
         in_c: usize,
         bias: Vec<f32>,
+        size: TileSize,
     ) -> Option<Self> {
         assert_eq!(weight.len(), out_c * in_c * 9, "weight size");
         assert_eq!(scale.len(), out_c, "scale size");
-        // All 36 matrices, u[ξ][c][o], in one allocation.
+        let tile = size.tile();
+        // All matrices, u[ξ][c][o], in one allocation.
         let plane = in_c * out_c;
-        let mut u = vec![0f32; POINTS * plane];
-        // Output channels innermost: each of the 36 matrices is written sequentially.
+        let mut u = vec![0f32; tile * tile * plane];
+        // Output channels innermost: each of the matrices is written sequentially.
         for c in 0..in_c {
             for o in 0..out_c {
                 let g = &weight[(o * in_c + c) * 9..][..9];
                 let g: [f64; 9] = std::array::from_fn(|i| f64::from(g[i]));
-                // G g (6 × 3), then (G g) Gᵀ (6 × 6).
-                let columns: [[f64; TILE]; 3] =
-                    std::array::from_fn(|col| filter_1d([g[col], g[3 + col], g[6 + col]]));
-                for row in 0..TILE {
-                    let transformed = filter_1d(std::array::from_fn(|col| columns[col][row]));
-                    for (col, v) in transformed.iter().enumerate() {
-                        u[(row * TILE + col) * plane + c * out_c + o] = (*v * scale[o]) as f32;
+                // G g (tile × 3), then (G g) Gᵀ (tile × tile).
+                let columns: [[f64; MAX_TILE]; 3] =
+                    std::array::from_fn(|col| filter_1d(size, [g[col], g[3 + col], g[6 + col]]));
+                for row in 0..tile {
+                    let g_row = std::array::from_fn(|col| columns[col][row]);
+                    for (col, v) in filter_1d(size, g_row)[..tile].iter().enumerate() {
+                        u[(row * tile + col) * plane + c * out_c + o] = (*v * scale[o]) as f32;
                     }
                 }
             }
@@ -75,6 +103,7 @@ impl Winograd {
             .map(|m| PackedMatrix::pack(m, in_c, out_c))
             .collect::<Option<Vec<_>>>()?;
         Some(Self {
+            size,
             transformed,
             bias,
             zeros: vec![0.0; out_c],
@@ -83,22 +112,28 @@ impl Winograd {
         })
     }
 
-    /// Number of 4×4 output tiles for a batch of `n` images of `h` × `w`.
-    pub fn tiles(n: usize, h: usize, w: usize) -> usize {
-        n * h.div_ceil(OUT) * w.div_ceil(OUT)
+    /// Number of output tiles for a batch of `n` images of `h` × `w`.
+    pub fn tiles(&self, n: usize, h: usize, w: usize) -> usize {
+        let m = self.size.out();
+        n * h.div_ceil(m) * w.div_ceil(m)
     }
 
-    /// conv(x) + bias, then ReLU if `relu`; `x` is N × H × W × C_in (NHWC), the result
-    /// N × H × W × C_out.
+    /// conv(x) + bias (+ `residual`), then ReLU if `relu`; `x` is N × H × W × C_in (NHWC),
+    /// the result and `residual` N × H × W × C_out.
     pub fn forward(
         &self,
         x: &[f32],
         (n, h, w, c): (usize, usize, usize, usize),
+        residual: Option<&[f32]>,
         relu: bool,
     ) -> Vec<f32> {
         assert_eq!(c, self.in_c, "input channels");
         assert_eq!(x.len(), n * h * w * c, "input size");
-        let (tiles_y, tiles_x) = (h.div_ceil(OUT), w.div_ceil(OUT));
+        if let Some(r) = residual {
+            assert_eq!(r.len(), n * h * w * self.out_c, "residual size");
+        }
+        let m = self.size.out();
+        let (tiles_y, tiles_x) = (h.div_ceil(m), w.div_ceil(m));
         let out_c = self.out_c;
         let mut out = vec![0f32; n * h * w * out_c];
         // Large inputs (a big image, a batch) go through in passes of whole tile rows, so the
@@ -109,23 +144,32 @@ impl Winograd {
         let rows_per_pass = (TILES_PER_PASS / tiles_x).max(1);
         let zeros = vec![0f32; c];
         let mut rest = &mut out[..];
+        let mut done = 0;
         for first in (0..n * tiles_y).step_by(rows_per_pass) {
             let tile_rows = first..(first + rows_per_pass).min(n * tiles_y);
-            // The image rows these tile rows cover: 4 each, fewer at an image's bottom edge.
+            // The image rows these tile rows cover: m each, fewer at an image's bottom edge.
             let bands: Vec<usize> = tile_rows
                 .clone()
-                .map(|g| (h - g % tiles_y * OUT).min(OUT) * w * out_c)
+                .map(|g| (h - g % tiles_y * m).min(m) * w * out_c)
                 .collect();
-            let (pass_out, later) = rest.split_at_mut(bands.iter().sum());
+            let len = bands.iter().sum();
+            let (pass_out, later) = rest.split_at_mut(len);
             rest = later;
-            self.pass(x, (h, w), tile_rows, &bands, &zeros, pass_out, relu);
+            let pass_residual = residual.map(|r| &r[done..][..len]);
+            done += len;
+            let finish = Finish {
+                residual: pass_residual,
+                relu,
+            };
+            self.pass(x, (h, w), tile_rows, &bands, &zeros, pass_out, finish);
         }
         out
     }
 
     /// One pass over the tiles of global tile rows `tile_rows` (image `g / tiles_y`, row
     /// `g % tiles_y`): transform, multiply, transform back into `out`, the image rows those
-    /// tiles cover, cut into one band per tile row (`bands`: their lengths).
+    /// tiles cover, cut into one band per tile row (`bands`: their lengths); `finish`'s
+    /// residual covers the same rows.
     #[allow(clippy::too_many_arguments)]
     fn pass(
         &self,
@@ -135,61 +179,68 @@ impl Winograd {
         bands: &[usize],
         zeros: &[f32],
         out: &mut [f32],
-        relu: bool,
+        finish: Finish<'_>,
     ) {
         let (c, out_c) = (self.in_c, self.out_c);
-        let (tiles_y, tiles_x) = (h.div_ceil(OUT), w.div_ceil(OUT));
+        let (m, points) = (self.size.out(), self.size.tile().pow(2));
+        let (tiles_y, tiles_x) = (h.div_ceil(m), w.div_ceil(m));
         let tiles = tile_rows.len() * tiles_x;
 
         // V, tile-major: [tile][ξ][c], so each tile's transform writes one contiguous run.
-        let mut v = scratch::take(tiles * POINTS * c);
-        v.par_chunks_mut(POINTS * c).enumerate().for_each_init(
-            || vec![0f32; POINTS * c],
+        let mut v = scratch::take(tiles * points * c);
+        v.par_chunks_mut(points * c).enumerate().for_each_init(
+            || vec![0f32; points * c],
             |half, (t, v)| {
                 let g = tile_rows.start + t / tiles_x;
                 let (b, ty, tx) = (g / tiles_y, g % tiles_y, t % tiles_x);
-                let corner = (ty * OUT, tx * OUT);
+                let corner = (ty * m, tx * m);
                 self.transform_input(x, (b, h, w), corner, zeros, half, v);
             },
         );
 
         // M_ξ = V_ξ · U_ξ, position-major: [ξ][tile][o].
-        let mut m = scratch::take(POINTS * tiles * out_c);
-        m.par_chunks_mut(tiles * out_c)
+        let mut product = scratch::take(points * tiles * out_c);
+        product
+            .par_chunks_mut(tiles * out_c)
             .enumerate()
-            .for_each(|(xi, m)| {
+            .for_each(|(xi, product)| {
                 let epilogue = Epilogue {
                     bias: &self.zeros,
                     residual: None,
                     relu: false,
                 };
-                self.transformed[xi].multiply(&v[xi * c..], POINTS * c, m, epilogue, 1);
+                self.transformed[xi].multiply(&v[xi * c..], points * c, product, epilogue, 1);
             });
 
-        // Back to pixels, one row of tiles (up to 4 image rows) per task.
-        let mut rest = out;
-        let bands: Vec<&mut [f32]> = bands
+        // Back to pixels, one row of tiles (up to m image rows) per task.
+        let (mut rest, mut start) = (out, 0);
+        let bands: Vec<(&mut [f32], Option<&[f32]>)> = bands
             .iter()
             .map(|&len| {
                 let (band, later) = std::mem::take(&mut rest).split_at_mut(len);
                 rest = later;
-                band
+                let residual = finish.residual.map(|r| &r[start..][..len]);
+                start += len;
+                (band, residual)
             })
             .collect();
         bands.into_par_iter().enumerate().for_each_init(
-            || vec![0f32; (TILE + 1) * OUT * out_c],
-            |half, (row, band)| {
+            || vec![0f32; (self.size.tile() + 1) * m * out_c],
+            |half, (row, (band, residual))| {
                 let mut rows: Vec<&mut [f32]> = band.chunks_mut(w * out_c).collect();
+                let residual: Vec<&[f32]> = residual
+                    .map(|r| r.chunks(w * out_c).collect())
+                    .unwrap_or_default();
                 for tx in 0..tiles_x {
-                    let at = (tiles, row * tiles_x + tx, tx * OUT);
-                    self.transform_output(&m, at, half, &mut rows, relu);
+                    let at = (tiles, row * tiles_x + tx, tx * m);
+                    self.transform_output(&product, at, half, &mut rows, &residual, finish.relu);
                 }
             },
         );
     }
 
-    /// Bᵀ d B for the 6×6 input tile whose output corner is (y0, x0) (input corner one pixel
-    /// up and left: padding 1), into `v` = [ξ][c]. `half` holds Bᵀ d in between.
+    /// Bᵀ d B for the input tile whose output corner is (y0, x0) (input corner one pixel up
+    /// and left: padding 1), into `v` = [ξ][c]. `half` holds Bᵀ d in between.
     fn transform_input(
         &self,
         x: &[f32],
@@ -199,7 +250,7 @@ impl Winograd {
         half: &mut [f32],
         v: &mut [f32],
     ) {
-        let c = self.in_c;
+        let (c, tile) = (self.in_c, self.size.tile());
         // The input pixel at tile position (i, j): zeros outside the image.
         let pixel = |i: usize, j: usize| -> &[f32] {
             let y = (y0 + i).checked_sub(1).filter(|&y| y < h);
@@ -210,45 +261,72 @@ impl Winograd {
             }
         };
         // Columns: half[j][r] = (Bᵀ d[·][j])[r].
-        for (j, block) in half.chunks_exact_mut(TILE * c).enumerate() {
-            input_1d(std::array::from_fn(|i| pixel(i, j)), split(block, c));
+        for (j, block) in half.chunks_exact_mut(tile * c).enumerate() {
+            let src = std::array::from_fn(|i| if i < tile { pixel(i, j) } else { zeros });
+            input_1d(self.size, src, split(block, c));
         }
         // Rows: V[r][s] = (Bᵀ half[r][·])[s].
-        for (r, block) in v.chunks_exact_mut(TILE * c).enumerate() {
-            let src = std::array::from_fn(|j| &half[(j * TILE + r) * c..][..c]);
-            input_1d(src, split(block, c));
+        for (r, block) in v.chunks_exact_mut(tile * c).enumerate() {
+            let src = std::array::from_fn(|j| {
+                if j < tile {
+                    &half[(j * tile + r) * c..][..c]
+                } else {
+                    zeros
+                }
+            });
+            input_1d(self.size, src, split(block, c));
         }
     }
 
-    /// Aᵀ M A + bias (and ReLU) for tile `t` of `tiles`, written into the output `rows` (up
-    /// to 4 rows of the image, each W × C_out) from column `x0`. `half` holds Aᵀ M and the
-    /// tile before it is cropped.
+    /// Aᵀ M A + bias (+ the `residual` rows, if not empty; then ReLU if `relu`) for tile `t`
+    /// of `tiles`, written into the output `rows` (up to m rows of the image, each
+    /// W × C_out) from column `x0`. `half` holds Aᵀ M and the tile before it is cropped.
     fn transform_output(
         &self,
-        m: &[f32],
+        product: &[f32],
         (tiles, t, x0): (usize, usize, usize),
         half: &mut [f32],
         rows: &mut [&mut [f32]],
+        residual: &[&[f32]],
         relu: bool,
     ) {
         let o = self.out_c;
+        let (m, tile) = (self.size.out(), self.size.tile());
         let width = rows[0].len() / o;
-        let cols = OUT.min(width - x0);
-        let (half, tile) = half.split_at_mut(TILE * OUT * o);
+        let cols = m.min(width - x0);
+        let (half, cropped) = half.split_at_mut(tile * m * o);
+        let unused: &[f32] = &[];
         // Columns: half[j][r] = (Aᵀ M[·][j])[r].
-        for (j, block) in half.chunks_exact_mut(OUT * o).enumerate() {
-            let src = std::array::from_fn(|i| &m[((i * TILE + j) * tiles + t) * o..][..o]);
-            output_1d(src, split(block, o));
+        for (j, block) in half.chunks_exact_mut(m * o).enumerate() {
+            let src = std::array::from_fn(|i| {
+                if i < tile {
+                    &product[((i * tile + j) * tiles + t) * o..][..o]
+                } else {
+                    unused
+                }
+            });
+            output_1d(self.size, src, split(block, o));
         }
         for (r, row) in rows.iter_mut().enumerate() {
-            let src = std::array::from_fn(|j| &half[(j * OUT + r) * o..][..o]);
-            // A whole tile row goes straight to the image; an edge tile's via `tile`.
+            let src = std::array::from_fn(|j| {
+                if j < tile {
+                    &half[(j * m + r) * o..][..o]
+                } else {
+                    unused
+                }
+            });
+            // A whole tile row goes straight to the image; an edge tile's via `cropped`.
             let span = x0 * o..(x0 + cols) * o;
-            if cols == OUT {
-                output_1d(src, split(&mut row[span.clone()], o));
+            if cols == m {
+                output_1d(self.size, src, split(&mut row[span.clone()], o));
             } else {
-                output_1d(src, split(tile, o));
-                row[span.clone()].copy_from_slice(&tile[..cols * o]);
+                output_1d(self.size, src, split(cropped, o));
+                row[span.clone()].copy_from_slice(&cropped[..cols * o]);
+            }
+            if let Some(shortcut) = residual.get(r) {
+                for (y, &s) in row[span.clone()].iter_mut().zip(&shortcut[span.clone()]) {
+                    *y += s;
+                }
             }
             for pixel in row[span].chunks_exact_mut(o) {
                 for (y, &bias) in pixel.iter_mut().zip(&self.bias) {
@@ -260,52 +338,112 @@ impl Winograd {
     }
 }
 
-/// `block` cut into its first `N` runs of `len` values.
-fn split<const N: usize>(block: &mut [f32], len: usize) -> [&mut [f32]; N] {
+/// What the output transform applies after the bias.
+#[derive(Clone, Copy)]
+struct Finish<'a> {
+    /// Added to the output, same layout (the rows of this pass).
+    residual: Option<&'a [f32]>,
+    relu: bool,
+}
+
+/// `block` cut into runs of `len` values: as many as it holds (up to [`MAX_TILE`]), then
+/// empty ones.
+fn split(block: &mut [f32], len: usize) -> [&mut [f32]; MAX_TILE] {
     let mut runs = block.chunks_exact_mut(len);
-    std::array::from_fn(|_| runs.next().expect("block holds N runs"))
+    std::array::from_fn(|_| runs.next().unwrap_or_default())
 }
 
-/// Bᵀ d for six input vectors (one tile column), element-wise over the channels.
+/// Bᵀ d for one tile column (six input vectors for F(4×4), four for F(2×2); unused entries
+/// are ignored), element-wise over the channels.
 #[inline(always)]
-fn input_1d(d: [&[f32]; TILE], v: [&mut [f32]; TILE]) {
+fn input_1d(size: TileSize, d: [&[f32]; MAX_TILE], v: [&mut [f32]; MAX_TILE]) {
     let n = v[0].len();
-    let [d0, d1, d2, d3, d4, d5] = d.map(|s| &s[..n]);
-    let [v0, v1, v2, v3, v4, v5] = v.map(|s| &mut s[..n]);
-    for i in 0..n {
-        v0[i] = 4.0 * d0[i] - 5.0 * d2[i] + d4[i];
-        v1[i] = -4.0 * (d1[i] + d2[i]) + d3[i] + d4[i];
-        v2[i] = 4.0 * (d1[i] - d2[i]) - d3[i] + d4[i];
-        v3[i] = 2.0 * (d3[i] - d1[i]) - d2[i] + d4[i];
-        v4[i] = 2.0 * (d1[i] - d3[i]) - d2[i] + d4[i];
-        v5[i] = 4.0 * d1[i] - 5.0 * d3[i] + d5[i];
+    let [d0, d1, d2, d3, d4, d5] = d;
+    let [v0, v1, v2, v3, v4, v5] = v;
+    match size {
+        TileSize::Four => {
+            let (d0, d1, d2, d3, d4, d5) =
+                (&d0[..n], &d1[..n], &d2[..n], &d3[..n], &d4[..n], &d5[..n]);
+            let (v0, v1, v2, v3, v4, v5) = (
+                &mut v0[..n],
+                &mut v1[..n],
+                &mut v2[..n],
+                &mut v3[..n],
+                &mut v4[..n],
+                &mut v5[..n],
+            );
+            for i in 0..n {
+                v0[i] = 4.0 * d0[i] - 5.0 * d2[i] + d4[i];
+                v1[i] = -4.0 * (d1[i] + d2[i]) + d3[i] + d4[i];
+                v2[i] = 4.0 * (d1[i] - d2[i]) - d3[i] + d4[i];
+                v3[i] = 2.0 * (d3[i] - d1[i]) - d2[i] + d4[i];
+                v4[i] = 2.0 * (d1[i] - d3[i]) - d2[i] + d4[i];
+                v5[i] = 4.0 * d1[i] - 5.0 * d3[i] + d5[i];
+            }
+        }
+        TileSize::Two => {
+            let (d0, d1, d2, d3) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n]);
+            let (v0, v1, v2, v3) = (&mut v0[..n], &mut v1[..n], &mut v2[..n], &mut v3[..n]);
+            for i in 0..n {
+                v0[i] = d0[i] - d2[i];
+                v1[i] = d1[i] + d2[i];
+                v2[i] = d2[i] - d1[i];
+                v3[i] = d1[i] - d3[i];
+            }
+        }
     }
 }
 
-/// Aᵀ m for six product vectors (one tile column): four output vectors.
+/// Aᵀ m for one tile column (six product vectors for F(4×4), four for F(2×2)): m output
+/// vectors.
 #[inline(always)]
-fn output_1d(m: [&[f32]; TILE], y: [&mut [f32]; OUT]) {
+fn output_1d(size: TileSize, m: [&[f32]; MAX_TILE], y: [&mut [f32]; MAX_TILE]) {
     let n = y[0].len();
-    let [m0, m1, m2, m3, m4, m5] = m.map(|s| &s[..n]);
-    let [y0, y1, y2, y3] = y.map(|s| &mut s[..n]);
-    for i in 0..n {
-        y0[i] = m0[i] + m1[i] + m2[i] + m3[i] + m4[i];
-        y1[i] = m1[i] - m2[i] + 2.0 * (m3[i] - m4[i]);
-        y2[i] = m1[i] + m2[i] + 4.0 * (m3[i] + m4[i]);
-        y3[i] = m1[i] - m2[i] + 8.0 * (m3[i] - m4[i]) + m5[i];
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let [y0, y1, y2, y3, ..] = y;
+    match size {
+        TileSize::Four => {
+            let (m0, m1, m2, m3, m4, m5) =
+                (&m0[..n], &m1[..n], &m2[..n], &m3[..n], &m4[..n], &m5[..n]);
+            let (y0, y1, y2, y3) = (&mut y0[..n], &mut y1[..n], &mut y2[..n], &mut y3[..n]);
+            for i in 0..n {
+                y0[i] = m0[i] + m1[i] + m2[i] + m3[i] + m4[i];
+                y1[i] = m1[i] - m2[i] + 2.0 * (m3[i] - m4[i]);
+                y2[i] = m1[i] + m2[i] + 4.0 * (m3[i] + m4[i]);
+                y3[i] = m1[i] - m2[i] + 8.0 * (m3[i] - m4[i]) + m5[i];
+            }
+        }
+        TileSize::Two => {
+            let (m0, m1, m2, m3) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n]);
+            let (y0, y1) = (&mut y0[..n], &mut y1[..n]);
+            for i in 0..n {
+                y0[i] = m0[i] + m1[i] + m2[i];
+                y1[i] = m1[i] - m2[i] - m3[i];
+            }
+        }
     }
 }
 
-/// G g for one column of three filter taps: six values.
-fn filter_1d(g: [f64; 3]) -> [f64; TILE] {
-    [
-        g[0] / 4.0,
-        -(g[0] + g[1] + g[2]) / 6.0,
-        -(g[0] - g[1] + g[2]) / 6.0,
-        g[0] / 24.0 + g[1] / 12.0 + g[2] / 6.0,
-        g[0] / 24.0 - g[1] / 12.0 + g[2] / 6.0,
-        g[2],
-    ]
+/// G g for one column of three filter taps: the first m + 2 values.
+fn filter_1d(size: TileSize, g: [f64; 3]) -> [f64; MAX_TILE] {
+    match size {
+        TileSize::Four => [
+            g[0] / 4.0,
+            -(g[0] + g[1] + g[2]) / 6.0,
+            -(g[0] - g[1] + g[2]) / 6.0,
+            g[0] / 24.0 + g[1] / 12.0 + g[2] / 6.0,
+            g[0] / 24.0 - g[1] / 12.0 + g[2] / 6.0,
+            g[2],
+        ],
+        TileSize::Two => [
+            g[0],
+            (g[0] + g[1] + g[2]) / 2.0,
+            (g[0] - g[1] + g[2]) / 2.0,
+            g[2],
+            0.0,
+            0.0,
+        ],
+    }
 }
 
 #[cfg(test)]
@@ -319,6 +457,7 @@ mod tests {
         (n, h, w, c): (usize, usize, usize, usize),
         weight: &[f32],
         bias: &[f32],
+        residual: Option<&[f32]>,
         relu: bool,
     ) -> Vec<f64> {
         let o_n = bias.len();
@@ -341,8 +480,9 @@ mod tests {
                                 }
                             }
                         }
-                        out[((b * h + y) * w + xx) * o_n + o] =
-                            if relu { acc.max(0.0) } else { acc };
+                        let at = ((b * h + y) * w + xx) * o_n + o;
+                        acc += residual.map_or(0.0, |r| f64::from(r[at]));
+                        out[at] = if relu { acc.max(0.0) } else { acc };
                     }
                 }
             }
@@ -376,15 +516,29 @@ mod tests {
             let x = noise(n * h * w * c, seed + 1);
             let weight = noise(o * c * 9, seed + 2);
             let bias = noise(o, seed + 3);
-            let wino = Winograd::new(&weight, &vec![1.0; o], o, c, bias.clone()).unwrap();
-            for relu in [false, true] {
-                let got = wino.forward(&x, (n, h, w, c), relu);
-                let want = direct(&x, (n, h, w, c), &weight, &bias, relu);
+            for (size, relu) in [
+                (TileSize::Four, false),
+                (TileSize::Four, true),
+                (TileSize::Two, false),
+                (TileSize::Two, true),
+            ] {
+                let wino = Winograd::new(&weight, &vec![1.0; o], o, c, bias.clone(), size).unwrap();
+                let got = wino.forward(&x, (n, h, w, c), None, relu);
+                let want = direct(&x, (n, h, w, c), &weight, &bias, None, relu);
                 assert_eq!(got.len(), want.len());
                 for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (f64::from(*g) - w).abs() < 1e-4 * (1.0 + w.abs()),
-                        "case {i} at {k}: {g} vs {w}"
+                        "case {i}, {size:?} at {k}: {g} vs {w}"
+                    );
+                }
+                let residual = noise(want.len(), seed + 4);
+                let got = wino.forward(&x, (n, h, w, c), Some(&residual), relu);
+                let want = direct(&x, (n, h, w, c), &weight, &bias, Some(&residual), relu);
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (f64::from(*g) - w).abs() < 1e-4 * (1.0 + w.abs()),
+                        "case {i}, {size:?} with a residual at {k}: {g} vs {w}"
                     );
                 }
             }

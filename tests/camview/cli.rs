@@ -149,7 +149,8 @@ fn bench_ends_with_the_summary_line() {
 
 #[test]
 fn bench_layers_lists_every_convolution_of_the_network() {
-    // 64×96: stage 1's 3×3 layers go through Winograd (24 tiles), the later ones (≤ 6) do not.
+    // 64×96: stage 1's 3×3 layers go through Winograd (24 tiles), stages 2–3's (≤ 6 tiles)
+    // do not, stage 4's always do (they keep only F(2×2) weights).
     let args = [
         "bench", "--iters", "2", "--warmup", "0", "--size", "64x96", "--layers",
     ];
@@ -165,6 +166,14 @@ fn bench_layers_lists_every_convolution_of_the_network() {
         "{text}"
     );
     assert!(rows[2].contains("winograd"), "{text}");
+    assert!(
+        rows[12].contains("3x3") && rows[12].contains("direct"),
+        "{text}"
+    );
+    assert!(
+        rows[48].contains("3x3") && rows[48].contains("winograd"),
+        "{text}"
+    );
     assert!(rows.last().unwrap().contains("direct"), "{text}");
     assert!(text.contains("convolutions: "), "{text}");
     assert!(
