@@ -227,8 +227,10 @@ impl Bottleneck {
 
     /// NHWC on the CPU; the residual add and last ReLU ride in the expand conv's GEMM.
     fn forward_fast(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.reduce.fast()?.forward(x, None, true)?;
-        let y = self.spatial.fast()?.forward(&y, None, true)?;
+        let y = {
+            let reduced = self.reduce.fast()?.forward(x, None, true)?;
+            self.spatial.fast()?.forward(&reduced, None, true)?
+        };
         let shortcut = match &self.downsample {
             Some(down) => down.fast()?.forward(x, None, false)?,
             None => x.clone(),
@@ -469,9 +471,17 @@ impl ResNet50 {
             });
         }
         let early = |input: &Tensor| -> candle_core::Result<Tensor> {
-            let x = nhwc::to_channels_last(input)?;
-            let x = self.stem.fast()?.forward(&x, None, true)?;
-            let mut x = nhwc::max_pool_3x3_s2(&x)?;
+            // In a block, so the input copy and the stem's output (the largest activation)
+            // are freed before stage 1, not kept by shadowing until the end (a 1344 × 1008
+            // input: 100 MB).
+            let mut x = {
+                let stem = self.stem.fast()?;
+                nhwc::max_pool_3x3_s2(&stem.forward(
+                    &nhwc::to_channels_last(input)?,
+                    None,
+                    true,
+                )?)?
+            };
             for block in self.stages[..2].iter().flatten() {
                 x = block.forward_fast(&x)?;
             }
