@@ -568,35 +568,8 @@ impl CustomOp2 for FusedConv<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{D, Device, Module};
-
-    /// A deterministic pseudo-random tensor.
-    fn noise(shape: &[usize], seed: u32) -> Tensor {
-        let count: usize = shape.iter().product();
-        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
-        let data: Vec<f32> = (0..count)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(D::Minus1)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::model::test_data::{max_abs_diff, noise_tensor as noise};
+    use candle_core::Module;
 
     /// The fast op against candle's own conv2d on NCHW, for every kernel/stride ResNet uses
     /// plus odd sizes, a batch and a residual.

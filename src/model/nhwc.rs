@@ -135,26 +135,7 @@ impl CustomOp1 for MaxPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_data::noise;
-    use candle_core::{D, Device};
-
-    fn tensor(shape: &[usize], seed: u32) -> Tensor {
-        let count = shape.iter().product();
-        Tensor::from_vec(noise(count, seed), shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(D::Minus1)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::model::test_data::{max_abs_diff, noise_tensor as tensor};
 
     #[test]
     fn layout_changes_match_candle_permute() {
