@@ -33,7 +33,8 @@ fn key(code: KeyCode) -> AppEvent {
     AppEvent::Input(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
 }
 
-/// Runs `app`'s work to completion: inference by `classifier`, pictures by `renderer`.
+/// Runs `app`'s work to completion: listings here, inference by `classifier`, pictures by
+/// `renderer`.
 fn settle(app: &mut App, classifier: &Classifier, renderer: &Renderer, rx: &Receiver<RenderEvent>) {
     loop {
         let commands = app.take_commands();
@@ -42,6 +43,7 @@ fn settle(app: &mut App, classifier: &Classifier, renderer: &Renderer, rx: &Rece
         }
         for command in commands {
             match command {
+                Command::List(request) => app.update(AppEvent::Listed(request.run())),
                 Command::Infer(Request::Analyze(key)) => {
                     let img = load_rgb(&key.path).unwrap();
                     let prepared = classifier.prepare(&img, ResizeMode::Full).unwrap();

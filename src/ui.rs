@@ -22,6 +22,7 @@ use ratatui::DefaultTerminal;
 use crate::cli::BrowseArgs;
 use crate::worker::{self, InferenceWorker, log};
 use app::{App, AppEvent, Command};
+use files::Lister;
 use render::Renderer;
 
 /// How often the spinner moves while something is in progress.
@@ -69,7 +70,14 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
     let inference = InferenceWorker::spawn(args.model.clone(), move |e| {
         worker_tx.send(AppEvent::Worker(e)).is_ok()
     })?;
+    let list_tx = tx.clone();
+    let lister = Lister::spawn(move |l| list_tx.send(AppEvent::Listed(l)).is_ok())?;
     let mut app = App::new(&args.dir, "detecting graphics…", terminal.size()?);
+    // The folder is read while the terminal is asked about graphics (which a silent
+    // terminal makes wait).
+    for request in app.take_listings() {
+        lister.send(request);
+    }
     // A first frame before the graphics query, which a silent terminal makes wait.
     terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
     log::debug("first frame drawn");
@@ -96,7 +104,7 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
     let renderer = Renderer::spawn(picker, move |e| tx.send(AppEvent::Render(e)).is_ok())?;
     let mut key_at: Option<Instant> = None;
     loop {
-        dispatch(&mut app, &inference, &renderer);
+        dispatch(&mut app, &lister, &inference, &renderer);
         let drawing = Instant::now();
         terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
         if let Some(at) = key_at.take() {
@@ -130,9 +138,10 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
 }
 
 /// Hands the app's recorded work to the threads (each keeps only its newest request).
-fn dispatch(app: &mut App, inference: &InferenceWorker, renderer: &Renderer) {
+fn dispatch(app: &mut App, lister: &Lister, inference: &InferenceWorker, renderer: &Renderer) {
     for command in app.take_commands() {
         match command {
+            Command::List(request) => lister.send(request),
             Command::Infer(request) => inference.send(request),
             Command::Render(request) => renderer.send(request),
             Command::Prepare(requests) => renderer.prepare(requests),

@@ -13,7 +13,7 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Position, Rect, Size};
 use ratatui::widgets::{Block, Widget};
 
-use super::files::{EntryKind, FileList};
+use super::files::{EntryKind, FileList, ListRequest, Listing};
 use super::render::{RenderEvent, RenderRequest, Rendered};
 use super::{help, image_pane, predictions, status};
 use crate::model::Analysis;
@@ -30,6 +30,8 @@ pub enum AppEvent {
     Worker(WorkerEvent),
     /// A picture from the render thread.
     Render(RenderEvent),
+    /// A folder's entries from the listing thread.
+    Listed(Listing),
     /// Time passes (animates the spinner while something is in progress).
     Tick,
 }
@@ -37,6 +39,8 @@ pub enum AppEvent {
 /// Work the event loop hands to the background threads.
 #[derive(Debug, Clone)]
 pub enum Command {
+    /// Read a folder.
+    List(ListRequest),
     Infer(Request),
     Render(RenderRequest),
     /// Pictures to make ahead of time (the neighbours of the one shown).
@@ -139,7 +143,8 @@ pub struct App {
 
 impl App {
     /// A browser of `root` on a screen of `size`, showing `protocol` in the status line. The
-    /// first entry is selected, and the work for it is waiting in [`App::take_commands`].
+    /// listing of `root` is waiting in [`App::take_commands`]; once it arrives
+    /// ([`AppEvent::Listed`]) the first entry is selected.
     pub fn new(root: &Path, protocol: &str, size: Size) -> Self {
         let mut app = Self {
             files: FileList::new(root),
@@ -159,13 +164,30 @@ impl App {
             commands: Vec::new(),
             quit: false,
         };
-        app.selection_changed();
+        let listing = app.files.reload();
+        app.commands.push(Command::List(listing));
         app
     }
 
     /// The work recorded since the last call.
     pub fn take_commands(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.commands)
+    }
+
+    /// Only the folder listings among the work recorded (the run loop starts reading the
+    /// folder before the other threads exist); the rest stays.
+    pub fn take_listings(&mut self) -> Vec<ListRequest> {
+        let (listings, rest) = std::mem::take(&mut self.commands)
+            .into_iter()
+            .partition::<Vec<_>, _>(|c| matches!(c, Command::List(_)));
+        self.commands = rest;
+        listings
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::List(request) => Some(request),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn should_quit(&self) -> bool {
@@ -182,6 +204,7 @@ impl App {
             })
         ) && !matches!(self.model, ModelStatus::Unavailable(_));
         analysing
+            || self.files.loading()
             || self.pending_render.is_some()
             || matches!(
                 self.model,
@@ -205,6 +228,11 @@ impl App {
             AppEvent::Input(_) => {}
             AppEvent::Worker(event) => self.on_worker(event),
             AppEvent::Render(event) => self.on_render(event),
+            AppEvent::Listed(listing) => {
+                if self.files.apply(listing) {
+                    self.selection_changed();
+                }
+            }
             AppEvent::Tick => self.ticks = self.ticks.wrapping_add(1),
         }
     }
@@ -245,8 +273,8 @@ impl App {
             KeyCode::Char('/') => self.files.typing = true,
             KeyCode::Char('r') => {
                 // New files appear; a changed file has a new key, so it is analysed again.
-                self.files.reload();
-                self.selection_changed();
+                let listing = self.files.reload();
+                self.commands.push(Command::List(listing));
             }
             KeyCode::Char('?') => self.help = true,
             KeyCode::Char('v') => self.restyle(|s| s.view = s.view.next()),
@@ -406,13 +434,15 @@ impl App {
     }
 
     fn open_folder(&mut self) {
-        if self.files.enter() {
+        if let Some(listing) = self.files.enter() {
+            self.commands.push(Command::List(listing));
             self.selection_changed();
         }
     }
 
     fn go_up(&mut self) {
-        if self.files.leave() {
+        if let Some(listing) = self.files.leave() {
+            self.commands.push(Command::List(listing));
             self.selection_changed();
         }
     }

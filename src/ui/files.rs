@@ -1,5 +1,10 @@
-//! The file pane: one folder's sub-folders and images (natural order, filtered by name) and
-//! the drawing of that list with the selection, cache marks and counts.
+//! The file pane: one folder's sub-folders and images (natural order, filtered by name), the
+//! thread that reads folders, and the drawing of that list with the selection, cache marks
+//! and counts.
+//!
+//! Folders are read on their own thread ([`Lister`]), never on the UI thread: a dataset
+//! folder of 50 000 images takes 0.3 s to list from a warm cache and 2 s from a cold one
+//! (more over a network file system), and the screen must answer keys meanwhile.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -16,7 +21,7 @@ use ratatui::widgets::{Block, Paragraph, Widget};
 use crate::cli::is_image_path;
 use crate::model::Analysis;
 use crate::text::printable;
-use crate::worker::ImageKey;
+use crate::worker::{ImageKey, Mailbox, contain_panic};
 
 /// What a row of the list is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +58,89 @@ pub struct FileList {
     pub selected: usize,
     /// First visible row shown (kept by [`FileList::scroll_into_view`]).
     pub offset: usize,
+    /// The listing asked of the [`Lister`] and not yet applied.
+    pending: Option<Pending>,
+    /// The last ticket handed out.
+    ticket: u64,
+}
+
+/// A listing on its way.
+#[derive(Debug, Clone)]
+struct Pending {
+    ticket: u64,
+    /// The entry to select once it arrives (the folder just left); otherwise the selection
+    /// stays on the same path if it is still there.
+    select: Option<PathBuf>,
+}
+
+/// A folder to read, off the UI thread.
+#[derive(Debug, Clone)]
+pub struct ListRequest {
+    /// Answers carry it back; the list applies only the answer to its latest request.
+    pub ticket: u64,
+    pub dir: PathBuf,
+}
+
+/// The answer to a [`ListRequest`]: the entries, or why the folder could not be read.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub ticket: u64,
+    pub result: Result<Vec<Entry>, String>,
+}
+
+impl ListRequest {
+    /// Reads the folder (this is the slow part: one `stat` per entry).
+    pub fn run(self) -> Listing {
+        let dir = self.dir;
+        let result = contain_panic(|| {
+            read_folder(&dir).map_err(|e| printable(OsString::from(format!("{e}")).as_os_str()))
+        });
+        Listing {
+            ticket: self.ticket,
+            result,
+        }
+    }
+}
+
+/// The UI's handle on the thread that reads folders. Dropping it stops the thread after the
+/// folder it is reading.
+pub struct Lister {
+    mailbox: Arc<Mailbox<ListRequest>>,
+}
+
+impl Lister {
+    /// Starts the thread; answers go to `notify`, which returns false once nobody listens.
+    pub fn spawn(notify: impl Fn(Listing) -> bool + Send + 'static) -> std::io::Result<Self> {
+        let mailbox: Arc<Mailbox<ListRequest>> = Arc::new(Mailbox::default());
+        let inbox = Arc::clone(&mailbox);
+        std::thread::Builder::new()
+            .name("camview-list".into())
+            .spawn(move || {
+                while let Some(request) = inbox.take() {
+                    if !notify(request.run()) {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self { mailbox })
+    }
+
+    /// Asks for a folder; the request replaces any still waiting.
+    pub fn send(&self, request: ListRequest) {
+        self.mailbox.put(request);
+    }
+}
+
+impl Drop for Lister {
+    fn drop(&mut self) {
+        self.mailbox.close();
+    }
 }
 
 impl FileList {
-    /// Lists `root`.
+    /// An empty list of `root`; [`FileList::reload`] asks for its entries.
     pub fn new(root: &Path) -> Self {
-        let mut list = Self {
+        Self {
             root: root.to_path_buf(),
             dir: root.to_path_buf(),
             entries: Vec::new(),
@@ -68,24 +150,69 @@ impl FileList {
             visible: Vec::new(),
             selected: 0,
             offset: 0,
-        };
-        list.reload();
-        list
+            pending: None,
+            ticket: 0,
+        }
     }
 
-    /// Re-reads the current folder.
-    pub fn reload(&mut self) {
-        match read_folder(&self.dir) {
+    /// Asks for the current folder again. The entries shown stay until the answer comes
+    /// ([`FileList::apply`]), and the selection then stays on the same path.
+    pub fn reload(&mut self) -> ListRequest {
+        self.request(None)
+    }
+
+    /// True while a listing is on its way.
+    pub fn loading(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Takes in a listing; false (and nothing changes) unless it answers the latest request.
+    pub fn apply(&mut self, listing: Listing) -> bool {
+        let Some(pending) = self.pending.take_if(|p| p.ticket == listing.ticket) else {
+            return false;
+        };
+        let keep = pending
+            .select
+            .or_else(|| self.selected().map(|e| e.path.clone()));
+        match listing.result {
             Ok(entries) => {
                 self.entries = entries;
                 self.error = None;
             }
             Err(e) => {
                 self.entries.clear();
-                self.error = Some(printable(OsString::from(format!("{e}")).as_os_str()));
+                self.error = Some(e);
             }
         }
-        self.apply_filter();
+        self.visible = self.passing_filter();
+        self.selected = keep
+            .and_then(|p| self.visible.iter().position(|&i| self.entries[i].path == p))
+            .unwrap_or(0);
+        true
+    }
+
+    /// Records a new listing of `dir` as the one awaited.
+    fn request(&mut self, select: Option<PathBuf>) -> ListRequest {
+        self.ticket += 1;
+        self.pending = Some(Pending {
+            ticket: self.ticket,
+            select,
+        });
+        ListRequest {
+            ticket: self.ticket,
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// Moves to `dir`: its entries are unknown until its listing arrives.
+    fn change_to(&mut self, dir: PathBuf, select: Option<PathBuf>) -> ListRequest {
+        self.dir = dir;
+        self.entries.clear();
+        self.error = None;
+        self.clear_filter();
+        self.selected = 0;
+        self.offset = 0;
+        self.request(select)
     }
 
     /// The selected entry, if any.
@@ -105,36 +232,25 @@ impl FileList {
         self.selected = index.min(self.visible.len().saturating_sub(1));
     }
 
-    /// Enters the selected folder; true if it did.
-    pub fn enter(&mut self) -> bool {
-        let Some(entry) = self.selected().filter(|e| e.kind == EntryKind::Folder) else {
-            return false;
-        };
-        self.dir = entry.path.clone();
-        self.clear_filter();
-        self.reload();
-        self.selected = 0;
-        self.offset = 0;
-        true
+    /// Enters the selected folder: the request for its listing, if there is a folder.
+    pub fn enter(&mut self) -> Option<ListRequest> {
+        let dir = self
+            .selected()
+            .filter(|e| e.kind == EntryKind::Folder)?
+            .path
+            .clone();
+        Some(self.change_to(dir, None))
     }
 
-    /// Goes to the parent folder (never above the root), selecting the folder we left.
-    pub fn leave(&mut self) -> bool {
+    /// Goes to the parent folder (never above the root): the request for its listing, which
+    /// selects the folder we left once it arrives.
+    pub fn leave(&mut self) -> Option<ListRequest> {
         if self.dir == self.root {
-            return false;
+            return None;
         }
-        let Some(parent) = self.dir.parent().map(Path::to_path_buf) else {
-            return false;
-        };
-        let left = std::mem::replace(&mut self.dir, parent);
-        self.clear_filter();
-        self.reload();
-        self.selected = self
-            .visible
-            .iter()
-            .position(|&i| self.entries[i].path == left)
-            .unwrap_or(0);
-        true
+        let parent = self.dir.parent()?.to_path_buf();
+        let left = self.dir.clone();
+        Some(self.change_to(parent, Some(left)))
     }
 
     /// Sets the filter text and keeps the selected entry selected when it still passes.
@@ -150,13 +266,18 @@ impl FileList {
 
     fn apply_filter(&mut self) {
         let was = self.selected().map(|e| e.path.clone());
-        let needle = self.filter.to_lowercase();
-        self.visible = (0..self.entries.len())
-            .filter(|&i| needle.is_empty() || self.entries[i].name.to_lowercase().contains(&needle))
-            .collect();
+        self.visible = self.passing_filter();
         self.selected = was
             .and_then(|p| self.visible.iter().position(|&i| self.entries[i].path == p))
             .unwrap_or(0);
+    }
+
+    /// Indices of the entries that pass the filter, in order.
+    fn passing_filter(&self) -> Vec<usize> {
+        let needle = self.filter.to_lowercase();
+        (0..self.entries.len())
+            .filter(|&i| needle.is_empty() || self.entries[i].name.to_lowercase().contains(&needle))
+            .collect()
     }
 
     /// Adjusts the scroll offset so the selection is one of `rows` shown rows.
@@ -257,6 +378,7 @@ pub fn draw(
         .count();
     let images = list.visible.len() - folders;
     let count = match (folders, images) {
+        _ if list.loading() && list.entries.is_empty() => "reading…".to_string(),
         (0, n) => plural(n, "image"),
         (f, n) => format!("{}, {}", plural(f, "folder"), plural(n, "image")),
     };
@@ -278,7 +400,9 @@ pub fn draw(
     if let Some(error) = &list.error {
         lines.push(Line::styled(error.clone(), Color::Red));
     } else if list.visible.is_empty() {
-        let why = if list.filter.is_empty() {
+        let why = if list.loading() {
+            "reading the folder…"
+        } else if list.filter.is_empty() {
             "no images here"
         } else {
             "nothing matches the filter"

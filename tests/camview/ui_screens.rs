@@ -10,6 +10,7 @@ use std::time::Duration;
 use camview::model::ResizeMode;
 use camview::model::preprocess::load_rgb;
 use camview::ui::app::{AnalysisState, App, AppEvent, Command};
+use camview::ui::files::ListRequest;
 use camview::ui::render::{RenderEvent, Renderer};
 use camview::worker::{ImageKey, ModelStatus, Request, WorkerEvent};
 use crossterm::event::{
@@ -40,10 +41,22 @@ struct Harness {
     requests: Vec<Request>,
     /// The images whose pictures were asked for ahead of time, by request.
     prepared: Vec<Vec<PathBuf>>,
+    /// Keep folder listings in `listings` instead of reading them (a slow disk).
+    hold_listings: bool,
+    listings: Vec<ListRequest>,
 }
 
 impl Harness {
     fn new(dir: &Path, width: u16, height: u16) -> Self {
+        Self::with_listings(dir, width, height, false)
+    }
+
+    /// Like [`Harness::new`], with every folder listing held until [`Harness::list`].
+    fn holding_listings(dir: &Path, width: u16, height: u16) -> Self {
+        Self::with_listings(dir, width, height, true)
+    }
+
+    fn with_listings(dir: &Path, width: u16, height: u16, hold_listings: bool) -> Self {
         let (tx, rendered) = mpsc::channel();
         let renderer = Renderer::spawn(Picker::halfblocks(), move |e| tx.send(e).is_ok()).unwrap();
         let mut h = Self {
@@ -55,9 +68,17 @@ impl Harness {
             waiting: Vec::new(),
             requests: Vec::new(),
             prepared: Vec::new(),
+            hold_listings,
+            listings: Vec::new(),
         };
         h.settle();
         h
+    }
+
+    /// Reads the held listing number `i` (in the order asked) and hands it to the app.
+    fn list(&mut self, i: usize) {
+        let listing = self.listings[i].clone().run();
+        self.event(AppEvent::Listed(listing));
     }
 
     /// Applies `event`, then does the work it asked for until nothing is left.
@@ -96,6 +117,9 @@ impl Harness {
             let mut last_render = None;
             for command in commands {
                 match command {
+                    // Read in this thread: the screens are shown once the folder is in.
+                    Command::List(request) if self.hold_listings => self.listings.push(request),
+                    Command::List(request) => self.app.update(AppEvent::Listed(request.run())),
                     Command::Infer(request) => {
                         // Like the worker's mailbox: a new request replaces the waiting one.
                         self.waiting = match &request {
@@ -459,6 +483,56 @@ fn folders_filter_and_mouse() {
 
     h.key(KeyCode::Esc);
     assert!(h.app.should_quit());
+}
+
+#[test]
+fn folders_are_read_off_the_ui_thread_and_only_the_latest_listing_counts() {
+    let dir = fixture("slow", |dir| {
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::fs::copy(crate::common::photo("chelsea"), dir.join("sub/cat.png")).unwrap();
+        std::fs::copy(crate::common::photo("coffee"), dir.join("coffee.png")).unwrap();
+    });
+    let mut h = Harness::holding_listings(&dir, 100, 30);
+    // Nothing is read yet: the pane says so, nothing is analysed, and keys are answered.
+    assert!(h.app.files.entries.is_empty());
+    assert!(h.app.files.loading());
+    assert!(h.line_with("reading the folder…").starts_with("\"│"));
+    assert!(h.line_with(" reading… ").starts_with("\"└"));
+    assert!(h.requests.is_empty());
+    h.key(KeyCode::Char('?'));
+    assert!(h.app.help);
+    h.key(KeyCode::Char('x'));
+    assert!(!h.app.help);
+
+    // The listing arrives: the first entry (the folder) is selected.
+    h.list(0);
+    assert!(!h.app.files.loading());
+    assert_eq!(h.app.files.selected().unwrap().name, "sub");
+    h.key(KeyCode::Down);
+    assert_eq!(h.app.files.selected().unwrap().name, "coffee.png");
+    assert!(
+        matches!(h.requests.as_slice(), [Request::Analyze(k)] if k.path.ends_with("coffee.png"))
+    );
+
+    // `r` keeps the entries on screen until the new listing comes, and the selection on the
+    // same file after it.
+    h.key(KeyCode::Char('r'));
+    assert_eq!(h.app.files.entries.len(), 2);
+    h.list(1);
+    assert_eq!(h.app.files.selected().unwrap().name, "coffee.png");
+
+    // Into `sub` and straight back out before its listing arrives: the late listing of
+    // `sub` must not replace the root's, and the root's selects the folder we left.
+    h.key(KeyCode::Up);
+    h.key(KeyCode::Enter);
+    assert!(h.app.current.is_none());
+    h.key(KeyCode::Backspace);
+    h.list(3);
+    h.list(2);
+    assert_eq!(h.app.files.dir, dir);
+    assert_eq!(h.app.files.selected().unwrap().name, "sub");
+    assert_eq!(h.app.files.entries.len(), 2);
+    assert!(!h.app.files.loading());
 }
 
 #[test]
