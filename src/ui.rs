@@ -18,6 +18,8 @@ use anyhow::Context;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 use crossterm::execute;
 use ratatui::DefaultTerminal;
+use ratatui::backend::{Backend, ClearType};
+use ratatui::layout::Rect;
 
 use crate::cli::BrowseArgs;
 use crate::worker::{self, InferenceWorker, log};
@@ -89,6 +91,7 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
         picker.font_size()
     ));
     app.protocol = self::terminal::protocol_name(&picker).to_string();
+    let keeps_pixels = self::terminal::keeps_pixels(&picker);
     // Terminal events arrive on their own thread so the loop waits on one channel. The
     // picker's query is done, so nothing else reads stdin.
     let input = tx.clone();
@@ -103,9 +106,16 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
         })?;
     let renderer = Renderer::spawn(picker, move |e| tx.send(AppEvent::Render(e)).is_ok())?;
     let mut key_at: Option<Instant> = None;
+    let mut picture_was = None;
     loop {
         dispatch(&mut app, &lister, &inference, &renderer);
         let drawing = Instant::now();
+        let picture = app.picture_area();
+        if keeps_pixels && uncovers(picture_was, picture) {
+            // Erase the old picture's pixels: the whole screen is drawn again.
+            erase(terminal)?;
+        }
+        picture_was = picture;
         terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
         if let Some(at) = key_at.take() {
             log::debug(&format!("key → frame in {:?}", at.elapsed()));
@@ -137,6 +147,24 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
     Ok(())
 }
 
+/// Erases the screen and forgets what was on it, so the next frame is drawn whole. Not
+/// `Terminal::clear`: that first asks the terminal where the cursor is, and the answer goes to
+/// the input thread's reader instead, so it would wait for the next key.
+fn erase(terminal: &mut DefaultTerminal) -> std::io::Result<()> {
+    terminal.backend_mut().clear_region(ClearType::All)?;
+    terminal.swap_buffers();
+    Ok(())
+}
+
+/// True when a picture drawn at `before` is not wholly painted over by one at `now`.
+fn uncovers(before: Option<Rect>, now: Option<Rect>) -> bool {
+    match (before, now) {
+        (Some(before), Some(now)) => now.union(before) != now,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// Hands the app's recorded work to the threads (each keeps only its newest request).
 fn dispatch(app: &mut App, lister: &Lister, inference: &InferenceWorker, renderer: &Renderer) {
     for command in app.take_commands() {
@@ -163,5 +191,33 @@ fn trace(event: &AppEvent, key_at: &mut Option<Instant>) {
             log::debug(&format!("model: {m:?}"));
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_picture_is_uncovered_when_it_goes_or_the_next_one_does_not_cover_it() {
+        let square = Rect::new(40, 2, 30, 30);
+        let wide = Rect::new(30, 6, 50, 20);
+        let whole = Rect::new(30, 2, 50, 30);
+        assert!(uncovers(Some(square), None), "help or a folder hides it");
+        assert!(
+            uncovers(Some(square), Some(wide)),
+            "its top and bottom stay"
+        );
+        assert!(uncovers(Some(wide), Some(square)), "its sides stay");
+        assert!(
+            !uncovers(Some(square), Some(square)),
+            "same place: painted over"
+        );
+        assert!(
+            !uncovers(Some(square), Some(whole)),
+            "a larger one covers it"
+        );
+        assert!(!uncovers(None, Some(square)));
+        assert!(!uncovers(None, None));
     }
 }

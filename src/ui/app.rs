@@ -537,6 +537,11 @@ impl App {
         }
     }
 
+    /// Where the picture is drawn on the current screen, if it is.
+    pub fn picture_area(&self) -> Option<Rect> {
+        image_pane::picture_at(self, self.panes()?.picture())
+    }
+
     /// The picture of the selected image, when the render thread delivered one.
     pub fn picture(&self) -> Option<&Rendered> {
         let current = self.current.as_ref()?;

@@ -52,34 +52,40 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
         // would show through the help; leave the pane empty while it is open.
         return;
     }
-    match app.picture() {
-        Some(picture) => {
-            let size = picture.protocol.size();
-            if size.width > inner.width || size.height > inner.height {
-                // The pane shrank; a smaller picture is on its way.
-                message(
-                    &format!("{} resizing…", spinner(app.ticks)),
-                    Color::DarkGray,
-                    inner,
-                    buf,
-                );
-                return;
-            }
-            let at = Rect {
-                x: inner.x + (inner.width - size.width) / 2,
-                y: inner.y + (inner.height - size.height) / 2,
-                width: size.width,
-                height: size.height,
-            };
-            Image::new(&picture.protocol).render(at, buf);
-        }
-        None => message(
+    match (app.picture(), picture_at(app, inner)) {
+        (Some(picture), Some(at)) => Image::new(&picture.protocol).render(at, buf),
+        // The pane shrank; a smaller picture is on its way.
+        (Some(_), None) => message(
+            &format!("{} resizing…", spinner(app.ticks)),
+            Color::DarkGray,
+            inner,
+            buf,
+        ),
+        (None, _) => message(
             &format!("{} loading {}…", spinner(app.ticks), current.name),
             Color::DarkGray,
             inner,
             buf,
         ),
     }
+}
+
+/// Where the picture is drawn inside the pane's `inner` area, if it is: centred, while it
+/// fits (after the pane shrinks a smaller one is on its way) and the help is closed.
+pub fn picture_at(app: &App, inner: Rect) -> Option<Rect> {
+    if app.help || app.current.as_ref()?.image_error.is_some() {
+        return None;
+    }
+    let size = app.picture()?.protocol.size();
+    if size.width > inner.width || size.height > inner.height {
+        return None;
+    }
+    Some(Rect {
+        x: inner.x + (inner.width - size.width) / 2,
+        y: inner.y + (inner.height - size.height) / 2,
+        width: size.width,
+        height: size.height,
+    })
 }
 
 /// `text` centred vertically, wrapped.

@@ -1,5 +1,6 @@
 //! Choosing how pictures reach the terminal: ask it (ratatui-image's picker), honour
-//! `--protocol`, and steer clear of kitty versions whose graphics ratatui-image cannot drive.
+//! `--protocol`, steer clear of kitty versions whose graphics ratatui-image cannot drive, and
+//! use Konsole's graphics, which it does not announce.
 
 use std::io::{Read, Write};
 use std::sync::mpsc;
@@ -14,6 +15,11 @@ use crate::worker::log;
 /// Kitty draws ratatui-image's pictures through Unicode placeholders, which it has understood
 /// since 0.28; older versions show the placeholders as boxes.
 const KITTY_PLACEHOLDERS_SINCE: (u32, u32) = (0, 28);
+
+/// Konsole shows iTerm2 and sixel pictures (seen in 22.12.3 and 25.04.2) but its answer to
+/// the capability query announces neither, so the query alone gives half blocks. It names
+/// itself in `KONSOLE_VERSION` (`221203` for 22.12.3), set in its sessions (not over ssh).
+const KONSOLE_GRAPHICS_SINCE: u32 = 221200;
 
 /// How long the terminal may take to answer the capability query. Local terminals answer in
 /// milliseconds; this leaves room for ssh without making a silent terminal slow to start.
@@ -41,14 +47,18 @@ pub fn picker(protocol: Protocol) -> Picker {
         ..QueryStdioOptions::default()
     };
     let started = Instant::now();
-    let mut picker = Picker::from_query_stdio_with_options(options).unwrap_or_else(|e| {
-        log::debug(&format!("graphics query failed ({e}): half blocks"));
-        Picker::halfblocks()
-    });
+    let (mut picker, mut answered) = match Picker::from_query_stdio_with_options(options) {
+        Ok(picker) => (picker, true),
+        Err(e) => {
+            log::debug(&format!("graphics query failed ({e}): half blocks"));
+            (Picker::halfblocks(), false)
+        }
+    };
     // ratatui-image turns a timeout into a guess; only the time tells it apart.
     if started.elapsed() >= QUERY_TIMEOUT {
         log::debug("no answer to the graphics query in time");
         release_query_reader();
+        answered = false;
     }
     match forced {
         Some(kind) => picker.set_protocol_type(kind),
@@ -62,9 +72,24 @@ pub fn picker(protocol: Protocol) -> Picker {
                 picker.set_protocol_type(ProtocolType::Halfblocks);
             }
         }
+        // The answer measured the font, which sizes the pictures: only then are they usable.
+        None if picker.protocol_type() == ProtocolType::Halfblocks && answered => {
+            let konsole = std::env::var("KONSOLE_VERSION").ok();
+            if let Some(kind) = konsole_protocol(konsole.as_deref()) {
+                log::debug(&format!("Konsole {konsole:?}: {kind:?}"));
+                picker.set_protocol_type(kind);
+            }
+        }
         None => {}
     }
     picker
+}
+
+/// The protocol for a terminal whose `KONSOLE_VERSION` is `version`: iTerm2's (full colour
+/// PNG, and a third of the sixel encoder's time here), from the versions seen to show it.
+fn konsole_protocol(version: Option<&str>) -> Option<ProtocolType> {
+    let version: u32 = version?.trim().parse().ok()?;
+    (version >= KONSOLE_GRAPHICS_SINCE).then_some(ProtocolType::Iterm2)
 }
 
 /// True inside a tmux pane whose `allow-passthrough` is off (tmux ≥ 3.3; older versions pass
@@ -87,6 +112,16 @@ fn release_query_reader() {
     if out.write_all(b"\x1b[5n").and_then(|()| out.flush()).is_ok() {
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// True for protocols whose pictures some terminals keep on screen until the cells are
+/// erased, even after text is written over them (Konsole does, for sixel and iTerm2). Kitty's
+/// pictures here sit on placeholder characters and go with them; half blocks are text.
+pub fn keeps_pixels(picker: &Picker) -> bool {
+    matches!(
+        picker.protocol_type(),
+        ProtocolType::Sixel | ProtocolType::Iterm2
+    )
 }
 
 /// The protocol's name for the status line.
@@ -159,6 +194,16 @@ mod tests {
         );
         assert_eq!(parse_kitty_version("\x1bP>|tmux 3.3a\x1b\\"), None);
         assert!((0, 26) < KITTY_PLACEHOLDERS_SINCE && (0, 35) >= KITTY_PLACEHOLDERS_SINCE);
+    }
+
+    #[test]
+    fn konsole_gets_iterm2_pictures_from_the_versions_seen_to_show_them() {
+        assert_eq!(konsole_protocol(Some("221203")), Some(ProtocolType::Iterm2));
+        assert_eq!(konsole_protocol(Some("250402")), Some(ProtocolType::Iterm2));
+        assert_eq!(konsole_protocol(Some("210803")), None);
+        assert_eq!(konsole_protocol(Some("")), None);
+        assert_eq!(konsole_protocol(Some("konsole")), None);
+        assert_eq!(konsole_protocol(None), None);
     }
 
     #[test]

@@ -193,17 +193,7 @@ impl Harness {
 
     /// Where the picture is drawn, if it is.
     fn picture_area(&self) -> Option<Rect> {
-        if self.app.help {
-            return None;
-        }
-        let size = self.app.picture()?.protocol.size();
-        let pane = self.app.panes()?.picture();
-        Some(Rect {
-            x: pane.x + (pane.width - size.width) / 2,
-            y: pane.y + (pane.height - size.height) / 2,
-            width: size.width,
-            height: size.height,
-        })
+        self.app.picture_area()
     }
 
     /// The colours of the picture's cells, as drawn.
