@@ -177,12 +177,8 @@ impl App {
     /// Only the folder listings among the work recorded (the run loop starts reading the
     /// folder before the other threads exist); the rest stays.
     pub fn take_listings(&mut self) -> Vec<ListRequest> {
-        let (listings, rest) = std::mem::take(&mut self.commands)
-            .into_iter()
-            .partition::<Vec<_>, _>(|c| matches!(c, Command::List(_)));
-        self.commands = rest;
-        listings
-            .into_iter()
+        self.commands
+            .extract_if(.., |c| matches!(c, Command::List(_)))
             .filter_map(|c| match c {
                 Command::List(request) => Some(request),
                 _ => None,
@@ -657,6 +653,22 @@ mod tests {
         assert_eq!(step_alpha(1.0, 1), 1.0);
         assert_eq!(step_alpha(0.0, -1), 0.0);
         assert_eq!(step_alpha(0.3, -1), 0.2);
+    }
+
+    #[test]
+    fn a_new_browser_reads_its_folder_before_anything_else() {
+        let mut app = App::new(Path::new("images"), "halfblocks", Size::new(100, 30));
+        assert!(app.files.loading() && app.files.entries.is_empty());
+        let listings = app.take_listings();
+        assert_eq!(listings.len(), 1);
+        assert_eq!(listings[0].dir, Path::new("images"));
+        assert!(app.take_commands().is_empty(), "nothing else is asked yet");
+        app.update(AppEvent::Listed(listings[0].clone().run()));
+        assert!(!app.files.loading());
+        assert!(matches!(
+            app.take_commands().as_slice(),
+            [Command::Infer(Request::Analyze(key)), ..] if key.path.starts_with("images")
+        ));
     }
 
     #[test]
