@@ -16,7 +16,7 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph, Widget};
+use ratatui::widgets::{Block, Paragraph, Widget, Wrap};
 
 use crate::cli::is_image_path;
 use crate::model::Analysis;
@@ -395,11 +395,18 @@ pub fn draw(
     let inner = block.inner(area);
     block.render(area, buf);
 
+    if let Some(error) = &list.error {
+        // A folder that cannot be read has no entries: the reason, wrapped to show whole in
+        // the narrow pane.
+        Paragraph::new(format!("Cannot read this folder: {error}"))
+            .fg(Color::Red)
+            .wrap(Wrap { trim: true })
+            .render(inner, buf);
+        return;
+    }
     let rows = usize::from(inner.height);
     let mut lines = Vec::with_capacity(rows);
-    if let Some(error) = &list.error {
-        lines.push(Line::styled(error.clone(), Color::Red));
-    } else if list.visible.is_empty() {
+    if list.visible.is_empty() {
         let why = if list.loading() {
             "reading the folder…"
         } else if list.filter.is_empty() {

@@ -523,6 +523,26 @@ fn folders_are_read_off_the_ui_thread_and_only_the_latest_listing_counts() {
     assert_eq!(h.app.files.selected().unwrap().name, "sub");
     assert_eq!(h.app.files.entries.len(), 2);
     assert!(!h.app.files.loading());
+
+    // A folder that vanished before it was read: the whole reason shows, wrapped in the pane.
+    h.key(KeyCode::Enter);
+    std::fs::remove_dir_all(dir.join("sub")).unwrap();
+    h.list(4);
+    let screen = h.screen();
+    let pane: Vec<&str> = screen
+        .lines()
+        .skip(1)
+        .map(|row| row.split('│').nth(1).unwrap_or("").trim())
+        .take_while(|text| !text.is_empty())
+        .collect();
+    assert_eq!(
+        pane.join(" "),
+        "Cannot read this folder: No such file or directory (os error 2)",
+        "{screen}"
+    );
+    h.key(KeyCode::Backspace);
+    h.list(5);
+    assert_eq!(h.app.files.selected().unwrap().name, "coffee.png");
 }
 
 #[test]
