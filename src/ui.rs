@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
-use crossterm::execute;
+use crossterm::terminal::{Clear, ClearType};
+use crossterm::{execute, queue};
 use ratatui::DefaultTerminal;
-use ratatui::backend::{Backend, ClearType};
 use ratatui::layout::Rect;
 
 use crate::cli::BrowseArgs;
@@ -147,11 +147,12 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
     Ok(())
 }
 
-/// Erases the screen and forgets what was on it, so the next frame is drawn whole. Not
-/// `Terminal::clear`: that first asks the terminal where the cursor is, and the answer goes to
-/// the input thread's reader instead, so it would wait for the next key.
+/// Erases the screen and forgets what was on it, so the next frame is drawn whole. The erase
+/// is only queued: it reaches the terminal with that frame, in one write, so no blank screen
+/// shows in between. Not `Terminal::clear`: that first asks the terminal where the cursor is,
+/// and the answer goes to the input thread's reader instead, so it would wait for the next key.
 fn erase(terminal: &mut DefaultTerminal) -> std::io::Result<()> {
-    terminal.backend_mut().clear_region(ClearType::All)?;
+    queue!(terminal.backend_mut(), Clear(ClearType::All))?;
     terminal.swap_buffers();
     Ok(())
 }
