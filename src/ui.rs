@@ -5,6 +5,7 @@ pub mod app;
 pub mod files;
 pub mod help;
 pub mod image_pane;
+pub mod inline;
 pub mod predictions;
 pub mod render;
 pub mod status;
@@ -84,14 +85,9 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
     terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
     log::debug("first frame drawn");
 
-    let picker = self::terminal::picker(args.protocol);
-    log::debug(&format!(
-        "picker: {:?}, font {:?}",
-        picker.protocol_type(),
-        picker.font_size()
-    ));
-    app.protocol = self::terminal::protocol_name(&picker).to_string();
-    let keeps_pixels = self::terminal::keeps_pixels(&picker);
+    let graphics = self::terminal::detect(args.protocol);
+    app.protocol = self::terminal::protocol_name(&graphics.picker).to_string();
+    let keeps_pixels = self::terminal::keeps_pixels(&graphics.picker);
     // Terminal events arrive on their own thread so the loop waits on one channel. The
     // picker's query is done, so nothing else reads stdin.
     let input = tx.clone();
@@ -104,7 +100,7 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
                 }
             }
         })?;
-    let renderer = Renderer::spawn(picker, move |e| tx.send(AppEvent::Render(e)).is_ok())?;
+    let renderer = Renderer::spawn(graphics, move |e| tx.send(AppEvent::Render(e)).is_ok())?;
     let mut key_at: Option<Instant> = None;
     let mut picture_was = None;
     loop {

@@ -1,12 +1,11 @@
-//! `camview cam`: one image's CAM overlay, written as PNG or shown inline with viuer.
+//! `camview cam`: one image's CAM overlay, written as PNG or printed inline in the terminal.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 
-use super::ModelArgs;
+use super::{ModelArgs, Protocol};
 use crate::model::cam::Colormap;
 use crate::model::preprocess::load_rgb;
 use crate::overlay::{self, Style, View};
@@ -33,6 +32,9 @@ pub struct CamArgs {
     /// Write the PNG here; without it the overlay is shown inline (stdout must be a terminal).
     #[arg(short, long, value_name = "OUT.png")]
     pub output: Option<PathBuf>,
+    /// Graphics protocol for the inline picture (auto asks the terminal, as the browser does).
+    #[arg(long, value_enum, default_value_t = Protocol::Auto, conflicts_with = "output")]
+    pub protocol: Protocol,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -48,8 +50,8 @@ fn parse_alpha(s: &str) -> Result<f32, String> {
 
 pub fn run(args: &CamArgs) -> anyhow::Result<()> {
     // Validate before the slow work: with no -o we need a terminal to draw on.
-    if args.output.is_none() && !std::io::stdout().is_terminal() {
-        bail!("stdout is not a terminal: pass -o OUT.png to write the overlay to a file");
+    if args.output.is_none() {
+        crate::ui::inline::check_terminal()?;
     }
     let img = load_rgb(&args.image)?;
     let classifier = args.model.load_classifier()?;
@@ -69,7 +71,7 @@ pub fn run(args: &CamArgs) -> anyhow::Result<()> {
         bbox: args.bbox,
     };
     let picture = overlay::render(&img, img.dimensions(), Some(&analysis), index, style);
-    eprintln!(
+    let caption = format!(
         "{}: rank {} {} ({}) {:.2} %",
         args.image.display(),
         chosen.rank,
@@ -85,15 +87,12 @@ pub fn run(args: &CamArgs) -> anyhow::Result<()> {
                 .context("cannot encode PNG")?;
             crate::model::weights::write_atomically(out, bytes.get_ref())
                 .with_context(|| format!("cannot write {}", out.display()))?;
-            eprintln!("wrote {}", out.display());
+            eprintln!("{caption}\nwrote {}", out.display());
         }
         None => {
-            let config = viuer::Config {
-                absolute_offset: false,
-                ..Default::default()
-            };
-            viuer::print(&image::DynamicImage::ImageRgb8(picture), &config)
-                .context("cannot draw the image in this terminal")?;
+            // Under the picture, which may scroll everything above it away.
+            let shown = crate::ui::inline::print_picture(picture, args.protocol)?;
+            eprintln!("{caption} ({shown})");
         }
     }
     Ok(())

@@ -12,6 +12,8 @@ use ratatui_image::protocol::Protocol;
 use ratatui_image::protocol::halfblocks::Halfblocks;
 use ratatui_image::{FontSize, Resize};
 
+use super::terminal::Graphics;
+
 use crate::model::Analysis;
 use crate::model::preprocess::load_rgb;
 use crate::overlay::{self, Style};
@@ -82,16 +84,17 @@ pub struct Renderer {
 impl Renderer {
     /// Starts the thread; answers go to `notify`, which returns false once nobody listens.
     pub fn spawn(
-        picker: Picker,
+        graphics: impl Into<Graphics>,
         notify: impl Fn(RenderEvent) -> bool + Send + 'static,
     ) -> std::io::Result<Self> {
+        let graphics = graphics.into();
         let mailbox: Arc<Mailbox<Job>> = Arc::new(Mailbox::default());
         let inbox = Arc::clone(&mailbox);
         std::thread::Builder::new()
             .name("camview-render".into())
             .spawn(move || {
                 let mut studio = Studio {
-                    picker,
+                    graphics,
                     photos: Vec::new(),
                     pictures: Pictures::default(),
                 };
@@ -143,9 +146,9 @@ impl Drop for Renderer {
     }
 }
 
-/// The render thread's state: the picker and its caches.
+/// The render thread's state: the terminal's graphics and the caches.
 struct Studio {
-    picker: Picker,
+    graphics: Graphics,
     photos: Vec<CachedPhoto>,
     pictures: Pictures,
 }
@@ -157,7 +160,7 @@ impl Studio {
         if let Some(done) = self.pictures.get(request) {
             return Ok(done);
         }
-        let result = contain_panic(|| render(&self.picker, &mut self.photos, request));
+        let result = contain_panic(|| render(&self.graphics, &mut self.photos, request));
         log::debug(&format!(
             "render #{} of {} in {:?}",
             request.ticket,
@@ -205,7 +208,7 @@ impl Pictures {
 }
 
 fn render(
-    picker: &Picker,
+    graphics: &Graphics,
     cache: &mut Vec<CachedPhoto>,
     request: &RenderRequest,
 ) -> Result<Rendered, String> {
@@ -228,24 +231,10 @@ fn render(
     // Most recently used last.
     let mut entry = cache.remove(at);
     let original = entry.original.dimensions();
-    let font = picker.font_size();
-    let full = fitted_size(original, pixel_bound(request.cells, font));
-    // Half blocks show two pixels per cell: scale the photo straight to that, not to the
-    // font's pixels (which would be scaled down again, at ~20× the cost).
-    let halfblocks = picker.protocol_type() == ProtocolType::Halfblocks;
-    let cells = Size::new(
-        full.0
-            .div_ceil(u32::from(font.width))
-            .min(u32::from(request.cells.width)) as u16,
-        full.1
-            .div_ceil(u32::from(font.height))
-            .min(u32::from(request.cells.height)) as u16,
-    );
-    let size = if halfblocks {
-        (u32::from(cells.width), 2 * u32::from(cells.height))
-    } else {
-        full
-    };
+    let Placement {
+        cells,
+        pixels: size,
+    } = placement(graphics, original, request.cells);
     let fitted = match entry.fitted.take() {
         Some((s, img)) if s == size => img,
         _ => scale(&entry.original, size),
@@ -259,21 +248,57 @@ fn render(
     );
     entry.fitted = Some((size, fitted));
     cache.push(entry);
-    let protocol = if halfblocks {
-        Halfblocks::new(DynamicImage::ImageRgb8(picture), cells)
-            .map(Protocol::Halfblocks)
-            .map_err(|e| format!("cannot encode the picture for the terminal: {e}"))?
-    } else {
-        encode(picker, picture, request.cells)?
-    };
+    let protocol = encode(&graphics.picker, picture, cells)?;
     Ok(Rendered { protocol, original })
 }
 
-/// Encodes `picture` for `picker`'s protocol, fitted into `cells`.
+/// Where a picture goes when fitted into `room` cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// The cells it covers.
+    pub cells: Size,
+    /// The size to scale it to before [`encode`]: the font's pixels over those cells, or for
+    /// half blocks two pixels per cell (scaling to the font's pixels would only have them
+    /// scaled down again, at ~20× the cost).
+    pub pixels: (u32, u32),
+}
+
+/// The placement of a picture of `original` pixels, as large as `room` cells and the
+/// terminal's largest picture allow.
+pub fn placement(graphics: &Graphics, original: (u32, u32), room: Size) -> Placement {
+    let picker = &graphics.picker;
+    let font = picker.font_size();
+    let mut bound = pixel_bound(room, font);
+    if let Some((width, height)) = graphics.max_pixels {
+        bound = (bound.0.min(width), bound.1.min(height));
+    }
+    let full = fitted_size(original, bound);
+    let cells = Size::new(
+        full.0
+            .div_ceil(u32::from(font.width))
+            .min(u32::from(room.width)) as u16,
+        full.1
+            .div_ceil(u32::from(font.height))
+            .min(u32::from(room.height)) as u16,
+    );
+    let pixels = if picker.protocol_type() == ProtocolType::Halfblocks {
+        (u32::from(cells.width), 2 * u32::from(cells.height))
+    } else {
+        full
+    };
+    Placement { cells, pixels }
+}
+
+/// Encodes `picture`, already scaled to its [`Placement`]'s pixels, for `picker`'s protocol
+/// in `cells` (the encoders only ever shrink a picture).
 pub fn encode(picker: &Picker, picture: RgbImage, cells: Size) -> Result<Protocol, String> {
-    picker
-        .new_protocol(DynamicImage::ImageRgb8(picture), cells, Resize::Fit(None))
-        .map_err(|e| format!("cannot encode the picture for the terminal: {e}"))
+    let picture = DynamicImage::ImageRgb8(picture);
+    let protocol = if picker.protocol_type() == ProtocolType::Halfblocks {
+        Halfblocks::new(picture, cells).map(Protocol::Halfblocks)
+    } else {
+        picker.new_protocol(picture, cells, Resize::Fit(None))
+    };
+    protocol.map_err(|e| format!("cannot encode the picture for the terminal: {e}"))
 }
 
 /// The size of `size` scaled to fill `bound` as far as its aspect ratio allows: small photos
@@ -293,7 +318,7 @@ pub fn fit(img: &RgbImage, bound: (u32, u32)) -> RgbImage {
 }
 
 /// `img` at exactly `size`.
-fn scale(img: &RgbImage, size: (u32, u32)) -> RgbImage {
+pub fn scale(img: &RgbImage, size: (u32, u32)) -> RgbImage {
     if img.dimensions() == size {
         img.clone()
     } else {
@@ -362,6 +387,33 @@ mod tests {
             ..request
         };
         assert!(pictures.get(&resized).is_none());
+    }
+
+    #[test]
+    fn pictures_stay_within_the_largest_the_terminal_shows() {
+        let mut picker = Picker::halfblocks();
+        picker.set_protocol_type(ProtocolType::Sixel);
+        let font = picker.font_size();
+        assert_eq!((font.width, font.height), (10, 20));
+        let room = Size::new(120, 43);
+        let free = placement(&Graphics::from(picker.clone()), (451, 300), room);
+        assert_eq!(free.pixels, (1200, 798));
+        assert_eq!(free.cells, Size::new(120, 40));
+        let xterm = Graphics {
+            picker,
+            max_pixels: Some((1000, 1000)),
+        };
+        let capped = placement(&xterm, (451, 300), room);
+        assert_eq!(capped.pixels, (1000, 665));
+        assert_eq!(capped.cells, Size::new(100, 34));
+    }
+
+    #[test]
+    fn half_blocks_are_scaled_to_two_pixels_per_cell() {
+        let graphics = Graphics::from(Picker::halfblocks());
+        let placed = placement(&graphics, (451, 300), Size::new(100, 28));
+        assert_eq!(placed.cells, Size::new(85, 28));
+        assert_eq!(placed.pixels, (85, 56));
     }
 
     #[test]

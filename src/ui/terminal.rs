@@ -25,9 +25,45 @@ const KONSOLE_GRAPHICS_SINCE: u32 = 221200;
 /// milliseconds; this leaves room for ssh without making a silent terminal slow to start.
 const QUERY_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// The graphics protocol: asked of the terminal, unless `--protocol` names one. Call it in
-/// raw mode, before anything else reads stdin.
-pub fn picker(protocol: Protocol) -> Picker {
+/// How pictures reach this terminal.
+#[derive(Debug, Clone)]
+pub struct Graphics {
+    /// The protocol and the font size, which sizes the pictures.
+    pub picker: Picker,
+    /// The largest picture the terminal shows, in pixels, where it says. xterm draws no sixel
+    /// picture larger than its `maxGraphicSize` (1000 × 1000 unless configured), and says
+    /// nothing: a browser pane or `camview cam` wider than 1000 pixels stayed blank.
+    pub max_pixels: Option<(u32, u32)>,
+}
+
+impl From<Picker> for Graphics {
+    fn from(picker: Picker) -> Self {
+        Self {
+            picker,
+            max_pixels: None,
+        }
+    }
+}
+
+/// The graphics protocol (see [`picker`]) and, for sixel, the largest picture the terminal
+/// shows. Call it in raw mode, before anything else reads stdin.
+pub fn detect(protocol: Protocol) -> Graphics {
+    let picker = picker(protocol);
+    let max_pixels = if picker.protocol_type() == ProtocolType::Sixel {
+        query_sixel_limit()
+    } else {
+        None
+    };
+    log::debug(&format!(
+        "picker: {:?}, font {:?}, largest picture {max_pixels:?}",
+        picker.protocol_type(),
+        picker.font_size()
+    ));
+    Graphics { picker, max_pixels }
+}
+
+/// The graphics protocol: asked of the terminal, unless `--protocol` names one.
+fn picker(protocol: Protocol) -> Picker {
     let forced = match protocol {
         Protocol::Auto => None,
         Protocol::Halfblocks => return Picker::halfblocks(),
@@ -134,12 +170,25 @@ pub fn protocol_name(picker: &Picker) -> &'static str {
     }
 }
 
-/// Asks the terminal its name and version (XTVERSION), followed by a device-attributes
-/// request that every terminal answers, so the read always ends. `None` when the answer is
-/// not kitty's (tmux answers for itself) or does not come within a second.
+/// Asks the terminal its name and version (XTVERSION). `None` when the answer is not kitty's
+/// (tmux answers for itself) or does not come in time.
 fn query_kitty_version() -> Option<(u32, u32)> {
+    parse_kitty_version(&query(b"\x1b[>0q")?)
+}
+
+/// Asks a sixel terminal the largest picture it shows (XTSMGRAPHICS, read the maximum).
+/// `None` from terminals that do not know the request.
+fn query_sixel_limit() -> Option<(u32, u32)> {
+    parse_sixel_limit(&query(b"\x1b[?2;4;0S")?)
+}
+
+/// Sends `request` followed by a device-attributes request, which every terminal answers,
+/// so the read always ends; returns everything read up to that answer, or `None` after a
+/// second without it.
+fn query(request: &[u8]) -> Option<String> {
     let mut out = std::io::stdout();
-    out.write_all(b"\x1b[>0q\x1b[c").ok()?;
+    out.write_all(request).ok()?;
+    out.write_all(b"\x1b[c").ok()?;
     out.flush().ok()?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -155,7 +204,7 @@ fn query_kitty_version() -> Option<(u32, u32)> {
         let _ = tx.send(reply);
     });
     let reply = rx.recv_timeout(Duration::from_secs(1)).ok()?;
-    parse_kitty_version(&String::from_utf8_lossy(&reply))
+    Some(String::from_utf8_lossy(&reply).into_owned())
 }
 
 /// True once `reply` ends with a primary device attributes answer (`ESC [ ? … c`).
@@ -178,6 +227,16 @@ fn parse_kitty_version(reply: &str) -> Option<(u32, u32)> {
     let version = &version[..version.find(')')?];
     let mut parts = version.split('.').map(str::parse::<u32>);
     Some((parts.next()?.ok()?, parts.next()?.ok()?))
+}
+
+/// The size in an XTSMGRAPHICS answer for sixel pictures, `ESC [ ? 2 ; 0 ; W ; H S` (status
+/// 0: success).
+fn parse_sixel_limit(reply: &str) -> Option<(u32, u32)> {
+    let start = reply.find("\x1b[?2;0;")? + "\x1b[?2;0;".len();
+    let size = &reply[start..];
+    let (width, height) = size[..size.find('S')?].split_once(';')?;
+    let (width, height) = (width.parse().ok()?, height.parse().ok()?);
+    (width > 0 && height > 0).then_some((width, height))
 }
 
 #[cfg(test)]
@@ -204,6 +263,22 @@ mod tests {
         assert_eq!(konsole_protocol(Some("")), None);
         assert_eq!(konsole_protocol(Some("konsole")), None);
         assert_eq!(konsole_protocol(None), None);
+    }
+
+    #[test]
+    fn reads_the_largest_sixel_picture_from_xtsmgraphics() {
+        // xterm 379's answer, then its device attributes.
+        let reply = "\x1b[?2;0;1000;1000S\x1b[?63;1;2;4;6;9;15;16;22;28c";
+        assert_eq!(parse_sixel_limit(reply), Some((1000, 1000)));
+        assert_eq!(
+            parse_sixel_limit("\x1b[?2;0;1920;1080S"),
+            Some((1920, 1080))
+        );
+        // Failure statuses, other items and terminals that only answer the second request.
+        assert_eq!(parse_sixel_limit("\x1b[?2;3;0S\x1b[?62c"), None);
+        assert_eq!(parse_sixel_limit("\x1b[?1;0;256S\x1b[?62c"), None);
+        assert_eq!(parse_sixel_limit("\x1b[?62;4c"), None);
+        assert_eq!(parse_sixel_limit("\x1b[?2;0;0;0S"), None);
     }
 
     #[test]

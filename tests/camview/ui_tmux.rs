@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{reference_json, root, weights_path};
@@ -14,7 +15,9 @@ struct Session {
 
 impl Session {
     fn start(command: &str) -> Self {
-        let name = format!("camview-test-{}", std::process::id());
+        // One name per session: tests run in parallel on the same private server.
+        static SESSIONS: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("camview-test-{}", SESSIONS.fetch_add(1, Ordering::Relaxed));
         let out = tmux(&[
             "new-session",
             "-d",
@@ -161,6 +164,50 @@ fn browses_real_images_in_tmux_and_quits_cleanly() {
     assert!(
         !screen.contains("Predictions"),
         "UI left on screen:\n{screen}"
+    );
+}
+
+#[test]
+fn cam_prints_the_picture_into_the_scrollback_and_returns_the_prompt() {
+    if !tmux_available() {
+        return;
+    }
+    let command = format!(
+        // No newline after the status: the prompt's row, as a shell would use it.
+        "cd {} && CAMVIEW_WEIGHTS={} {} cam images/chelsea.png; printf EXITED:$?; sleep 60",
+        quote(&root()),
+        quote(weights_path()),
+        quote(Path::new(env!("CARGO_BIN_EXE_camview"))),
+    );
+    let session = Session::start(&format!("sh -c {}", quote(Path::new(&command))));
+    let screen = session.wait_for("exit", Duration::from_secs(60), |s| s.contains("EXITED:"));
+    assert!(screen.contains("EXITED:0"), "{screen}");
+    // tmux without passthrough gets half blocks; the caption goes under the picture.
+    let lines: Vec<&str> = screen.lines().collect();
+    let caption = lines
+        .iter()
+        .position(|l| l.starts_with("images/chelsea.png: rank 1 "))
+        .unwrap_or_else(|| panic!("no caption:\n{screen}"));
+    assert!(lines[caption].contains(&top1("chelsea")), "{screen}");
+    assert!(lines[caption].ends_with("(halfblocks)"), "{screen}");
+    assert!(lines[caption + 1].starts_with("EXITED:0"), "{screen}");
+    // Above it, the picture: as large as 120 × 40 cells allow with two rows to spare, in
+    // the photo's aspect ratio (451 × 300; a half block is one pixel wide and two high).
+    let picture: Vec<&str> = lines[..caption]
+        .iter()
+        .copied()
+        .filter(|l| l.chars().filter(|c| matches!(c, '▀' | '▄')).count() > 10)
+        .collect();
+    let rows = picture.len();
+    let width = picture.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(
+        rows == 38 && width <= 120,
+        "{rows} rows of {width}:\n{screen}"
+    );
+    let aspect = width as f64 / (2 * rows) as f64;
+    assert!(
+        (aspect - 451.0 / 300.0).abs() < 0.05,
+        "aspect {aspect}:\n{screen}"
     );
 }
 
