@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::model::fetch::{self, Source};
-use crate::model::weights::{DEFAULT_WEIGHTS, WEIGHTS_ENV};
+use crate::model::weights::{WEIGHTS_ENV, default_path};
 use crate::model::{Arch, Classifier, ResizeMode};
 
 /// See what an ImageNet ResNet-50 looks at: browse images, read its top-5 predictions and
@@ -53,8 +53,9 @@ pub enum Protocol {
 /// Options that choose the model and its input.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Weights file (safetensors or PyTorch .pth with torchvision names).
-    #[arg(long, env = WEIGHTS_ENV, value_name = "FILE", default_value = DEFAULT_WEIGHTS)]
+    /// Weights file (safetensors or PyTorch .pth with torchvision names). The default is
+    /// models/ in a folder that has one, else the user's cache; fetched there if missing.
+    #[arg(long, env = WEIGHTS_ENV, value_name = "FILE", default_value_os_t = default_path())]
     pub weights: PathBuf,
     /// Stride layout of a weights file that does not record it [default: resnet50-v1.5].
     #[arg(long, value_enum)]
@@ -67,7 +68,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// True when the weights path is the built-in default (so a missing file may be fetched).
     pub fn weights_are_default(&self) -> bool {
-        self.weights == Path::new(DEFAULT_WEIGHTS)
+        self.weights == default_path()
     }
 
     /// Loads the classifier, fetching genuine weights first when the default file is absent.

