@@ -50,7 +50,7 @@ fn settle(app: &mut App, classifier: &Classifier, renderer: &Renderer, rx: &Rece
                     let result = Ok(Arc::new(classifier.analyze(&prepared, 5, None).unwrap()));
                     app.update(AppEvent::Worker(WorkerEvent::Analysis { key, result }));
                 }
-                Command::Infer(Request::Prefetch(_)) | Command::Prepare(_) => {}
+                Command::Infer(Request::Prefetch(_)) | Command::Prepare(_) | Command::Save(_) => {}
                 Command::Render(request) => {
                     let ticket = request.ticket;
                     renderer.send(request);

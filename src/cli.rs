@@ -34,6 +34,9 @@ pub struct BrowseArgs {
     /// Graphics protocol for the image pane (auto asks the terminal).
     #[arg(long, value_enum, default_value_t = Protocol::Auto)]
     pub protocol: Protocol,
+    /// Folder where `s` saves the picture shown (created if missing).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub save_dir: PathBuf,
     #[command(flatten)]
     pub model: ModelArgs,
 }

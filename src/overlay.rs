@@ -126,3 +126,14 @@ pub fn fit(img: &RgbImage, max: (u32, u32)) -> RgbImage {
     let nh = ((f64::from(h) * scale).round() as u32).max(1);
     image::imageops::resize(img, nw, nh, FilterType::Triangle)
 }
+
+/// Writes `picture` as a PNG at `path`, atomically (a reader never sees half a file).
+pub fn write_png(picture: &RgbImage, path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    picture
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .context("cannot encode PNG")?;
+    crate::model::weights::write_atomically(path, bytes.get_ref())
+        .with_context(|| format!("cannot write {}", path.display()))
+}

@@ -8,6 +8,7 @@ pub mod image_pane;
 pub mod inline;
 pub mod predictions;
 pub mod render;
+pub mod save;
 pub mod status;
 pub mod terminal;
 
@@ -76,6 +77,7 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
     let list_tx = tx.clone();
     let lister = Lister::spawn(move |l| list_tx.send(AppEvent::Listed(l)).is_ok())?;
     let mut app = App::new(&args.dir, "detecting graphics…", terminal.size()?);
+    app.save_dir.clone_from(&args.save_dir);
     // The folder is read while the terminal is asked about graphics (which a silent
     // terminal makes wait).
     for request in app.take_listings() {
@@ -100,11 +102,20 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
                 }
             }
         })?;
-    let renderer = Renderer::spawn(graphics, move |e| tx.send(AppEvent::Render(e)).is_ok())?;
+    let render_tx = tx.clone();
+    let renderer = Renderer::spawn(graphics, move |e| {
+        render_tx.send(AppEvent::Render(e)).is_ok()
+    })?;
+    let workers = Workers {
+        lister,
+        inference,
+        renderer,
+        events: tx,
+    };
     let mut key_at: Option<Instant> = None;
     let mut picture_was = None;
     loop {
-        dispatch(&mut app, &lister, &inference, &renderer);
+        workers.dispatch(&mut app);
         let drawing = Instant::now();
         let picture = app.picture_area();
         if keeps_pixels && uncovers(picture_was, picture) {
@@ -162,14 +173,38 @@ fn uncovers(before: Option<Rect>, now: Option<Rect>) -> bool {
     }
 }
 
-/// Hands the app's recorded work to the threads (each keeps only its newest request).
-fn dispatch(app: &mut App, lister: &Lister, inference: &InferenceWorker, renderer: &Renderer) {
-    for command in app.take_commands() {
-        match command {
-            Command::List(request) => lister.send(request),
-            Command::Infer(request) => inference.send(request),
-            Command::Render(request) => renderer.send(request),
-            Command::Prepare(requests) => renderer.prepare(requests),
+/// The threads the run loop hands work to.
+struct Workers {
+    lister: Lister,
+    inference: InferenceWorker,
+    renderer: Renderer,
+    /// Where a save's thread reports.
+    events: mpsc::Sender<AppEvent>,
+}
+
+impl Workers {
+    /// Hands the app's recorded work to the threads (each keeps only its newest request);
+    /// every save gets a thread of its own.
+    fn dispatch(&self, app: &mut App) {
+        for command in app.take_commands() {
+            match command {
+                Command::List(request) => self.lister.send(request),
+                Command::Infer(request) => self.inference.send(request),
+                Command::Render(request) => self.renderer.send(request),
+                Command::Prepare(requests) => self.renderer.prepare(requests),
+                Command::Save(request) => {
+                    let events = self.events.clone();
+                    let saving = std::thread::Builder::new()
+                        .name("camview-save".into())
+                        .spawn(move || {
+                            let result = worker::contain_panic(|| request.run());
+                            let _ = events.send(AppEvent::Saved(result));
+                        });
+                    if let Err(e) = saving {
+                        app.update(AppEvent::Saved(Err(format!("cannot start saving: {e}"))));
+                    }
+                }
+            }
         }
     }
 }

@@ -212,7 +212,12 @@ fn serve(model: &ModelArgs, inbox: &Mailbox<Request>, notify: &dyn Fn(WorkerEven
 
 /// Names of the threads whose panics are caught and reported as an error for the one job
 /// (the UI's panic hook must then leave the terminal alone).
-pub const CONTAINED_THREADS: [&str; 3] = ["camview-inference", "camview-render", "camview-list"];
+pub const CONTAINED_THREADS: [&str; 4] = [
+    "camview-inference",
+    "camview-render",
+    "camview-list",
+    "camview-save",
+];
 
 /// Runs `job`, turning a panic into an error message: one image that trips a bug must not
 /// take the browser down.

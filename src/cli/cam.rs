@@ -81,12 +81,7 @@ pub fn run(args: &CamArgs) -> anyhow::Result<()> {
     );
     match &args.output {
         Some(out) => {
-            let mut bytes = std::io::Cursor::new(Vec::new());
-            picture
-                .write_to(&mut bytes, image::ImageFormat::Png)
-                .context("cannot encode PNG")?;
-            crate::model::weights::write_atomically(out, bytes.get_ref())
-                .with_context(|| format!("cannot write {}", out.display()))?;
+            overlay::write_png(&picture, out)?;
             eprintln!("{caption}\nwrote {}", out.display());
         }
         None => {

@@ -3,7 +3,7 @@
 //! Nothing here touches the terminal, so whole sessions are testable in memory.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossterm::event::{
@@ -15,6 +15,7 @@ use ratatui::widgets::{Block, Widget};
 
 use super::files::{EntryKind, FileList, ListRequest, Listing};
 use super::render::{RenderEvent, RenderRequest, Rendered};
+use super::save::{self, SaveRequest};
 use super::{help, image_pane, predictions, status};
 use crate::model::Analysis;
 use crate::overlay::{Style, View};
@@ -32,6 +33,8 @@ pub enum AppEvent {
     Render(RenderEvent),
     /// A folder's entries from the listing thread.
     Listed(Listing),
+    /// Where a saved picture went, or why it could not be saved.
+    Saved(Result<PathBuf, String>),
     /// Time passes (animates the spinner while something is in progress).
     Tick,
 }
@@ -45,6 +48,8 @@ pub enum Command {
     Render(RenderRequest),
     /// Pictures to make ahead of time (the neighbours of the one shown).
     Prepare(Vec<RenderRequest>),
+    /// Write the picture shown as a PNG.
+    Save(SaveRequest),
 }
 
 /// The smallest terminal the layout works in.
@@ -137,6 +142,10 @@ pub struct App {
     ticket: u64,
     /// The render request whose answer is awaited.
     pub pending_render: Option<u64>,
+    /// Where `s` writes.
+    pub save_dir: PathBuf,
+    /// The outcome of the last save (the message, or the error), until the next key.
+    pub notice: Option<Result<String, String>>,
     commands: Vec<Command>,
     quit: bool,
 }
@@ -161,6 +170,8 @@ impl App {
             ticks: 0,
             ticket: 0,
             pending_render: None,
+            save_dir: PathBuf::from("."),
+            notice: None,
             commands: Vec::new(),
             quit: false,
         };
@@ -229,11 +240,15 @@ impl App {
                     self.selection_changed();
                 }
             }
+            AppEvent::Saved(result) => {
+                self.notice = Some(result.map(|path| format!("saved {}", save::shown_path(&path))));
+            }
             AppEvent::Tick => self.ticks = self.ticks.wrapping_add(1),
         }
     }
 
     fn on_key(&mut self, key: KeyEvent) {
+        self.notice = None;
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl && matches!(key.code, KeyCode::Char('c' | 'C')) {
             self.quit = true;
@@ -278,6 +293,7 @@ impl App {
             KeyCode::Char('+' | '=') => self.restyle(|s| s.alpha = step_alpha(s.alpha, 1)),
             KeyCode::Char('-' | '_') => self.restyle(|s| s.alpha = step_alpha(s.alpha, -1)),
             KeyCode::Char('b') => self.restyle(|s| s.bbox = !s.bbox),
+            KeyCode::Char('s') => self.save(),
             KeyCode::Char(d @ '1'..='5') => {
                 self.choose_class(usize::from(d as u8 - b'1'));
             }
@@ -526,6 +542,25 @@ impl App {
     }
 
     /// The analysis of the selected image, when there is one.
+    /// Asks for the picture shown to be saved at full size (once its analysis is in).
+    fn save(&mut self) {
+        let request = self
+            .current
+            .as_ref()
+            .zip(self.analysis())
+            .map(|(current, analysis)| SaveRequest {
+                photo: current.key.path.clone(),
+                analysis: Arc::clone(analysis),
+                class: self.class,
+                style: self.style,
+                dir: self.save_dir.clone(),
+            });
+        match request {
+            Some(request) => self.commands.push(Command::Save(request)),
+            None => self.notice = Some(Err("nothing to save yet: no analysed image".into())),
+        }
+    }
+
     pub fn analysis(&self) -> Option<&Arc<Analysis>> {
         match &self.current.as_ref()?.analysis {
             AnalysisState::Done(a) => Some(a),

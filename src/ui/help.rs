@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Widget};
 
 /// (keys, what they do), in the order shown.
-pub const KEYS: [(&str, &str); 20] = [
+pub const KEYS: [(&str, &str); 21] = [
     ("↑ ↓  j k", "select the previous / next file"),
     ("PgUp PgDn", "move a page"),
     ("g G  Home End", "first / last file"),
@@ -23,6 +23,7 @@ pub const KEYS: [(&str, &str); 20] = [
     ("c", "cycle colormap: jet, turbo, viridis, inferno"),
     ("+ -", "more / less heat map in the blend"),
     ("b", "toggle the CAM bounding box"),
+    ("s", "save the picture at full size as PNG"),
     ("?", "toggle this help"),
     ("q  Ctrl-C", "quit"),
     ("", ""),

@@ -1,4 +1,5 @@
-//! The status line (file, pixel size, inference time, device, graphics protocol, errors) and
+//! The status line (file, pixel size, inference time, device, graphics protocol, errors, the
+//! last save) and
 //! the screen shown when the terminal is too small.
 
 use ratatui::buffer::Buffer;
@@ -45,6 +46,17 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
     if let Some(error) = error {
         spans.push(sep());
         spans.push(Span::raw(format!("error: {error}")).fg(Color::Red));
+    }
+    match &app.notice {
+        Some(Ok(done)) => {
+            spans.push(sep());
+            spans.push(Span::raw(done.clone()).fg(Color::Green));
+        }
+        Some(Err(why)) => {
+            spans.push(sep());
+            spans.push(Span::raw(why.clone()).fg(Color::Red));
+        }
+        None => {}
     }
     let status = Line::from(spans);
     let hint = Line::from(" ? help  q quit ")

@@ -135,6 +135,8 @@ impl Harness {
                     Command::Prepare(requests) => self
                         .prepared
                         .push(requests.into_iter().map(|r| r.key.path).collect()),
+                    // In this thread, as the run loop's save thread would.
+                    Command::Save(request) => self.app.update(AppEvent::Saved(request.run())),
                 }
             }
             if let Some(ticket) = last_render {
@@ -670,4 +672,57 @@ fn the_smallest_usable_screen_still_shows_every_pane() {
     assert!(h.line_with("▶1").contains("bobsled"));
     assert!(h.picture_area().is_some_and(|a| a.height >= 3), "{screen}");
     assert!(h.line_with("halfblocks").contains("astronaut.png"));
+}
+
+#[test]
+fn s_saves_the_picture_shown_at_full_size() {
+    let out = fixture("saved", |_| {});
+    let mut h = Harness::new(images(), 160, 30);
+    h.app.save_dir = out.clone();
+    h.key(KeyCode::Char('s'));
+    assert!(h.line_with("nothing to save yet").contains("model loading"));
+
+    // Chelsea, its second class: the overlay at the photo's size, named after both.
+    h.model_ready();
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Char('2'));
+    h.key(KeyCode::Char('s'));
+    let analysis = Arc::clone(h.app.analysis().unwrap());
+    let label = analysis.top[1].label.replace(' ', "_");
+    let path = out.join(format!("chelsea.overlay.{label}.png"));
+    assert!(
+        h.line_with("saved ").contains(&path.display().to_string()),
+        "{}",
+        h.screen()
+    );
+    let photo = load_rgb(Path::new("images/chelsea.png")).unwrap();
+    let saved = image::open(&path).unwrap().to_rgb8();
+    let drawn = camview::overlay::render(
+        &photo,
+        photo.dimensions(),
+        Some(&analysis),
+        1,
+        camview::overlay::Style::default(),
+    );
+    assert_eq!(saved.dimensions(), (451, 300));
+    assert!(saved == drawn, "the saved picture is the CAM of class 2");
+
+    // The next key clears the message; the original view saves the photo itself.
+    h.key(KeyCode::Char('v'));
+    assert!(!h.screen().contains("saved "));
+    h.key(KeyCode::Char('s'));
+    let original = image::open(out.join("chelsea.original.png"))
+        .unwrap()
+        .to_rgb8();
+    assert!(original == photo);
+
+    // A folder that cannot be made: the error shows and browsing goes on.
+    h.app.save_dir = PathBuf::from("/proc/camview-cannot-write-here");
+    h.key(KeyCode::Char('s'));
+    assert!(
+        h.line_with("cannot save")
+            .contains("/proc/camview-cannot-write-here")
+    );
+    h.key(KeyCode::Down);
+    assert!(h.line_with("▶1").contains("espresso"));
 }

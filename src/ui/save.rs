@@ -1,0 +1,149 @@
+//! `s` in the browser: the picture on screen written as a PNG at the photo's full size, on a
+//! thread of its own (decoding and blending a large photo takes a while), named after the
+//! photo, the view and the class so that saving another class or view keeps the first.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::model::Analysis;
+use crate::model::preprocess::load_rgb;
+use crate::overlay::{self, Style, View};
+
+/// What to save and where.
+#[derive(Debug, Clone)]
+pub struct SaveRequest {
+    pub photo: PathBuf,
+    pub analysis: Arc<Analysis>,
+    /// Index into the analysis's top classes.
+    pub class: usize,
+    pub style: Style,
+    pub dir: PathBuf,
+}
+
+impl SaveRequest {
+    /// Where the PNG goes: `<dir>/<photo stem>.<view>.<class label>.png`
+    /// (`chelsea.overlay.Egyptian_cat.png`); the original view names no class.
+    pub fn destination(&self) -> PathBuf {
+        let stem = self
+            .photo
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        let name = match self.style.view {
+            View::Original => format!("{stem}.original.png"),
+            view => {
+                let label = self
+                    .analysis
+                    .top
+                    .get(self.class)
+                    .map_or("class", |p| p.label.as_str());
+                let view = if view == View::Heat {
+                    "heatmap"
+                } else {
+                    "overlay"
+                };
+                format!("{stem}.{view}.{}.png", file_safe(label))
+            }
+        };
+        self.dir.join(name)
+    }
+
+    /// Decodes the photo again, draws the picture at its full size and writes it; returns
+    /// where it went, or why it could not.
+    pub fn run(self) -> Result<PathBuf, String> {
+        let out = self.destination();
+        let img = load_rgb(&self.photo).map_err(|e| format!("{e:#}"))?;
+        let picture = overlay::render(
+            &img,
+            img.dimensions(),
+            Some(&self.analysis),
+            self.class,
+            self.style,
+        );
+        overlay::write_png(&picture, &out)
+            .map_err(|e| format!("cannot save {}: {e:#}", out.display()))?;
+        Ok(out)
+    }
+}
+
+/// `label` with everything but letters, digits and `-` turned into `_`, so any label makes
+/// one plain file name (`German_short-haired_pointer`).
+fn file_safe(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The path as the status line shows it: relative to the working directory when inside it.
+pub fn shown_path(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Prediction;
+
+    fn request(view: View, label: &str) -> SaveRequest {
+        let analysis = Analysis {
+            top: vec![Prediction {
+                rank: 1,
+                index: 285,
+                label: label.into(),
+                prob: 0.77,
+            }],
+            cams: Vec::new(),
+            input: (224, 224),
+            region: crate::model::preprocess::Region {
+                x0: 0.0,
+                y0: 0.0,
+                x1: 224.0,
+                y1: 224.0,
+            },
+            elapsed: Default::default(),
+        };
+        SaveRequest {
+            photo: "photos/chelsea.v2.png".into(),
+            analysis: Arc::new(analysis),
+            class: 0,
+            style: Style {
+                view,
+                ..Style::default()
+            },
+            dir: "out".into(),
+        }
+    }
+
+    #[test]
+    fn the_name_says_photo_view_and_class() {
+        assert_eq!(
+            request(View::Overlay, "Egyptian cat").destination(),
+            Path::new("out/chelsea.v2.overlay.Egyptian_cat.png")
+        );
+        assert_eq!(
+            request(View::Heat, "German short-haired pointer").destination(),
+            Path::new("out/chelsea.v2.heatmap.German_short-haired_pointer.png")
+        );
+        assert_eq!(
+            request(View::Original, "Egyptian cat").destination(),
+            Path::new("out/chelsea.v2.original.png")
+        );
+        assert_eq!(
+            request(View::Overlay, "crane/../x").destination(),
+            Path::new("out/chelsea.v2.overlay.crane____x.png"),
+            "a label never leaves the folder"
+        );
+    }
+}
