@@ -106,11 +106,12 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
     let renderer = Renderer::spawn(graphics, move |e| {
         render_tx.send(AppEvent::Render(e)).is_ok()
     })?;
-    let workers = Workers {
+    let mut workers = Workers {
         lister,
         inference,
         renderer,
         events: tx,
+        saves: Vec::new(),
     };
     let mut key_at: Option<Instant> = None;
     let mut picture_was = None;
@@ -148,6 +149,8 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
             app.update(event);
         }
         if app.should_quit() {
+            // A save asked for just before `q` still happens (the other work is dropped).
+            workers.dispatch(&mut app);
             break;
         }
     }
@@ -180,12 +183,14 @@ struct Workers {
     renderer: Renderer,
     /// Where a save's thread reports.
     events: mpsc::Sender<AppEvent>,
+    /// Saves under way: quitting waits for them, so no file is left half written.
+    saves: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Workers {
     /// Hands the app's recorded work to the threads (each keeps only its newest request);
     /// every save gets a thread of its own.
-    fn dispatch(&self, app: &mut App) {
+    fn dispatch(&mut self, app: &mut App) {
         for command in app.take_commands() {
             match command {
                 Command::List(request) => self.lister.send(request),
@@ -200,11 +205,24 @@ impl Workers {
                             let result = worker::contain_panic(|| request.run());
                             let _ = events.send(AppEvent::Saved(result));
                         });
-                    if let Err(e) = saving {
-                        app.update(AppEvent::Saved(Err(format!("cannot start saving: {e}"))));
+                    match saving {
+                        Ok(thread) => self.saves.push(thread),
+                        Err(e) => {
+                            app.update(AppEvent::Saved(Err(format!("cannot start saving: {e}"))));
+                        }
                     }
                 }
             }
+        }
+        self.saves.retain(|thread| !thread.is_finished());
+    }
+}
+
+impl Drop for Workers {
+    /// However the browser ends, the saves under way finish first.
+    fn drop(&mut self) {
+        for thread in self.saves.drain(..) {
+            let _ = thread.join();
         }
     }
 }

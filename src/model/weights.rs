@@ -270,13 +270,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Where the weights live unless `--weights` or `$CAMVIEW_WEIGHTS` say otherwise:
-/// [`LOCAL_WEIGHTS`] when the working directory has a `models/` folder (a checkout of camview
-/// has one), else the user's cache folder (`$XDG_CACHE_HOME/camview/`, by default
-/// `~/.cache/camview/`), so an installed camview fetches them once, whichever folder it
-/// runs in.
+/// [`LOCAL_WEIGHTS`] when that file exists or the working directory is a checkout of camview
+/// (its tracked `models/README.md` names camview; another project's `models/` does not
+/// count), else the user's cache folder (`$XDG_CACHE_HOME/camview/` or `~/.cache/camview/` on
+/// Linux, `~/Library/Caches/camview/` on macOS), so an installed camview fetches them once,
+/// whichever folder it runs in.
 pub fn default_path() -> PathBuf {
     let local = Path::new(LOCAL_WEIGHTS);
-    if local.parent().is_some_and(Path::is_dir) {
+    let checkout =
+        std::fs::read_to_string("models/README.md").is_ok_and(|readme| readme.contains("camview"));
+    if local.exists() || checkout {
         return local.to_path_buf();
     }
     match dirs::cache_dir() {

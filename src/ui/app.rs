@@ -541,7 +541,6 @@ impl App {
         }
     }
 
-    /// The analysis of the selected image, when there is one.
     /// Asks for the picture shown to be saved at full size (once its analysis is in).
     fn save(&mut self) {
         let request = self
@@ -556,11 +555,16 @@ impl App {
                 dir: self.save_dir.clone(),
             });
         match request {
-            Some(request) => self.commands.push(Command::Save(request)),
+            Some(request) => {
+                let to = save::shown_path(&request.destination());
+                self.notice = Some(Ok(format!("saving {to}…")));
+                self.commands.push(Command::Save(request));
+            }
             None => self.notice = Some(Err("nothing to save yet: no analysed image".into())),
         }
     }
 
+    /// The analysis of the selected image, when there is one.
     pub fn analysis(&self) -> Option<&Arc<Analysis>> {
         match &self.current.as_ref()?.analysis {
             AnalysisState::Done(a) => Some(a),

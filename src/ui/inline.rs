@@ -1,18 +1,28 @@
 //! A picture printed into the terminal's scrollback, outside the browser (`camview cam`). It
 //! goes through the browser's protocol choice ([`super::terminal::detect`]), so `--protocol`
-//! works the same and sixel terminals and Konsole get pixels, not half blocks.
+//! works the same and sixel terminals and Konsole get pixels, not half blocks. With stdin
+//! elsewhere (a pipe, `xargs`) nothing can be asked, and half blocks, plain coloured text,
+//! need nothing.
 
 use std::io::{IsTerminal, Write, stdout};
 
 use anyhow::{Context, bail};
+use crossterm::queue;
+use crossterm::style::{Print, ResetColor, SetBackgroundColor, SetForegroundColor};
 use crossterm::terminal;
 use image::RgbImage;
+use ratatui::backend::IntoCrossterm;
+use ratatui::buffer::Buffer;
 use ratatui::layout::{Rect, Size};
 use ratatui::prelude::CrosstermBackend;
+use ratatui::widgets::Widget;
 use ratatui::{Terminal, TerminalOptions, Viewport};
 use ratatui_image::Image;
+use ratatui_image::picker::{Picker, ProtocolType};
+use ratatui_image::protocol::Protocol as ImageProtocol;
 
 use super::render::{self, Placement};
+use super::terminal::Graphics;
 use crate::cli::Protocol;
 
 /// Prints `picture` below the cursor, as large as the terminal's width and height allow
@@ -20,9 +30,16 @@ use crate::cli::Protocol;
 /// it. Returns the protocol's name.
 pub fn print_picture(picture: RgbImage, protocol: Protocol) -> anyhow::Result<&'static str> {
     check_terminal()?;
-    let graphics = {
+    let graphics = if std::io::stdin().is_terminal() {
         let _raw = RawMode::enable()?;
         super::terminal::detect(protocol)
+    } else {
+        // Nobody can answer a query (`xargs camview cam`): half blocks need none.
+        if !matches!(protocol, Protocol::Auto | Protocol::Halfblocks) {
+            let name = format!("{protocol:?}").to_lowercase();
+            bail!("--protocol {name} needs stdin to be the terminal, to ask its font size");
+        }
+        Graphics::from(Picker::halfblocks())
     };
     let picker = &graphics.picker;
     let (cols, rows) = terminal::size().context("cannot read the terminal size")?;
@@ -30,6 +47,39 @@ pub fn print_picture(picture: RgbImage, protocol: Protocol) -> anyhow::Result<&'
     let Placement { cells, pixels } = render::placement(&graphics, picture.dimensions(), room);
     let picture = render::scale(&picture, pixels);
     let image = render::encode(picker, picture, cells).map_err(anyhow::Error::msg)?;
+    if picker.protocol_type() == ProtocolType::Halfblocks {
+        print_text(&image, cells)?;
+    } else {
+        print_graphics(&image, cells)?;
+    }
+    Ok(super::terminal::protocol_name(picker))
+}
+
+/// Half blocks are coloured text: printed row by row, they need no cursor position, which a
+/// terminal that answers no query would never give.
+fn print_text(image: &ImageProtocol, cells: Size) -> std::io::Result<()> {
+    let area = Rect::new(0, 0, cells.width, cells.height);
+    let mut buffer = Buffer::empty(area);
+    Image::new(image).render(area, &mut buffer);
+    let mut out = stdout().lock();
+    for y in 0..cells.height {
+        for x in 0..cells.width {
+            let cell = &buffer[(x, y)];
+            queue!(
+                out,
+                SetForegroundColor(cell.fg.into_crossterm()),
+                SetBackgroundColor(cell.bg.into_crossterm()),
+                Print(cell.symbol())
+            )?;
+        }
+        queue!(out, ResetColor, Print("\n"))?;
+    }
+    out.flush()
+}
+
+/// Pictures in a graphics protocol are drawn at a place on the screen: through an inline
+/// viewport, which asks the terminal where the cursor is (it answered the graphics query).
+fn print_graphics(image: &ImageProtocol, cells: Size) -> anyhow::Result<()> {
     let mut terminal = Terminal::with_options(
         CrosstermBackend::new(stdout()),
         TerminalOptions {
@@ -44,7 +94,7 @@ pub fn print_picture(picture: RgbImage, protocol: Protocol) -> anyhow::Result<&'
                 width: cells.width.min(area.width),
                 ..area
             };
-            frame.render_widget(Image::new(&image), at);
+            frame.render_widget(Image::new(image), at);
         })
         .context("cannot draw the picture")?;
     // The viewport's last row holds the picture's bottom: the prompt goes on the next one.
@@ -54,16 +104,13 @@ pub fn print_picture(picture: RgbImage, protocol: Protocol) -> anyhow::Result<&'
     let mut out = stdout();
     writeln!(out)?;
     out.flush()?;
-    Ok(super::terminal::protocol_name(picker))
+    Ok(())
 }
 
-/// Fails unless stdin and stdout are a terminal (the graphics query needs both): cheap, so
-/// callers check before slow work.
+/// Fails unless stdout is a terminal: cheap, so callers check before slow work.
 pub fn check_terminal() -> anyhow::Result<()> {
-    if !std::io::stdin().is_terminal() || !stdout().is_terminal() {
-        bail!(
-            "stdin and stdout are not a terminal: pass -o OUT.png to write the picture to a file"
-        );
+    if !stdout().is_terminal() {
+        bail!("stdout is not a terminal: pass -o OUT.png to write the picture to a file");
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `s` in the browser: the picture on screen written as a PNG at the photo's full size, on a
 //! thread of its own (decoding and blending a large photo takes a while), named after the
-//! photo, the view and the class so that saving another class or view keeps the first.
+//! photo, the view and the class, so that saving another class or view keeps the first.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,8 +21,10 @@ pub struct SaveRequest {
 }
 
 impl SaveRequest {
-    /// Where the PNG goes: `<dir>/<photo stem>.<view>.<class label>.png`
-    /// (`chelsea.overlay.Egyptian_cat.png`); the original view names no class.
+    /// Where the PNG goes: `<dir>/<photo stem>.<view>.<class index>-<label>.png`
+    /// (`chelsea.overlay.285-Egyptian_cat.png`; the index tells apart the labels ImageNet
+    /// has twice, such as crane); the original view names no class. Saving the same view
+    /// and class again (another colormap, say) replaces the file.
     pub fn destination(&self) -> PathBuf {
         let stem = self
             .photo
@@ -32,17 +34,16 @@ impl SaveRequest {
         let name = match self.style.view {
             View::Original => format!("{stem}.original.png"),
             view => {
-                let label = self
-                    .analysis
-                    .top
-                    .get(self.class)
-                    .map_or("class", |p| p.label.as_str());
+                let class = self.analysis.top.get(self.class).map_or_else(
+                    || "class".to_string(),
+                    |p| format!("{}-{}", p.index, file_safe(&p.label)),
+                );
                 let view = if view == View::Heat {
                     "heatmap"
                 } else {
                     "overlay"
                 };
-                format!("{stem}.{view}.{}.png", file_safe(label))
+                format!("{stem}.{view}.{class}.png")
             }
         };
         self.dir.join(name)
@@ -130,11 +131,11 @@ mod tests {
     fn the_name_says_photo_view_and_class() {
         assert_eq!(
             request(View::Overlay, "Egyptian cat").destination(),
-            Path::new("out/chelsea.v2.overlay.Egyptian_cat.png")
+            Path::new("out/chelsea.v2.overlay.285-Egyptian_cat.png")
         );
         assert_eq!(
             request(View::Heat, "German short-haired pointer").destination(),
-            Path::new("out/chelsea.v2.heatmap.German_short-haired_pointer.png")
+            Path::new("out/chelsea.v2.heatmap.285-German_short-haired_pointer.png")
         );
         assert_eq!(
             request(View::Original, "Egyptian cat").destination(),
@@ -142,7 +143,7 @@ mod tests {
         );
         assert_eq!(
             request(View::Overlay, "crane/../x").destination(),
-            Path::new("out/chelsea.v2.overlay.crane____x.png"),
+            Path::new("out/chelsea.v2.overlay.285-crane____x.png"),
             "a label never leaves the folder"
         );
     }

@@ -1,6 +1,5 @@
 //! The status line (file, pixel size, inference time, device, graphics protocol, errors, the
-//! last save) and
-//! the screen shown when the terminal is too small.
+//! last save) and the screen shown when the terminal is too small.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Alignment, Rect};

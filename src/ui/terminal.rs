@@ -48,8 +48,10 @@ impl From<Picker> for Graphics {
 /// The graphics protocol (see [`picker`]) and, for sixel, the largest picture the terminal
 /// shows. Call it in raw mode, before anything else reads stdin.
 pub fn detect(protocol: Protocol) -> Graphics {
-    let picker = picker(protocol);
-    let max_pixels = if picker.protocol_type() == ProtocolType::Sixel {
+    let (picker, answered) = picker(protocol);
+    // Only a terminal that answered the first query is asked again: a silent one would cost
+    // another second and leave a reader waiting on its input.
+    let max_pixels = if answered && picker.protocol_type() == ProtocolType::Sixel {
         query_sixel_limit()
     } else {
         None
@@ -62,11 +64,12 @@ pub fn detect(protocol: Protocol) -> Graphics {
     Graphics { picker, max_pixels }
 }
 
-/// The graphics protocol: asked of the terminal, unless `--protocol` names one.
-fn picker(protocol: Protocol) -> Picker {
+/// The graphics protocol: asked of the terminal, unless `--protocol` names one; and whether
+/// the terminal answered the query.
+fn picker(protocol: Protocol) -> (Picker, bool) {
     let forced = match protocol {
         Protocol::Auto => None,
-        Protocol::Halfblocks => return Picker::halfblocks(),
+        Protocol::Halfblocks => return (Picker::halfblocks(), false),
         Protocol::Kitty => Some(ProtocolType::Kitty),
         Protocol::Sixel => Some(ProtocolType::Sixel),
         Protocol::Iterm2 => Some(ProtocolType::Iterm2),
@@ -74,7 +77,7 @@ fn picker(protocol: Protocol) -> Picker {
     if forced.is_none() && tmux_blocks_passthrough() {
         // tmux would swallow the query, and we would wait for answers that never come.
         log::debug("tmux without allow-passthrough: half blocks");
-        return Picker::halfblocks();
+        return (Picker::halfblocks(), false);
     }
     // The query also measures the font, which sizes the pictures; a terminal that does not
     // answer gets half blocks, which need no font size.
@@ -118,7 +121,7 @@ fn picker(protocol: Protocol) -> Picker {
         }
         None => {}
     }
-    picker
+    (picker, answered)
 }
 
 /// The protocol for a terminal whose `KONSOLE_VERSION` is `version`: iTerm2's (full colour
@@ -184,8 +187,10 @@ fn query_sixel_limit() -> Option<(u32, u32)> {
 
 /// Sends `request` followed by a device-attributes request, which every terminal answers,
 /// so the read always ends; returns everything read up to that answer, or `None` after a
-/// second without it.
+/// second without it. The answer is read from `/dev/tty` a byte at a time, unbuffered: std's
+/// buffered stdin could take keys typed meanwhile, which the input thread then never sees.
 fn query(request: &[u8]) -> Option<String> {
+    let mut tty = std::fs::File::open("/dev/tty").ok()?;
     let mut out = std::io::stdout();
     out.write_all(request).ok()?;
     out.write_all(b"\x1b[c").ok()?;
@@ -194,8 +199,7 @@ fn query(request: &[u8]) -> Option<String> {
     std::thread::spawn(move || {
         let mut reply = Vec::new();
         let mut byte = [0u8; 1];
-        let mut stdin = std::io::stdin().lock();
-        while stdin.read_exact(&mut byte).is_ok() {
+        while tty.read_exact(&mut byte).is_ok() {
             reply.push(byte[0]);
             if ends_with_device_attributes(&reply) {
                 break;

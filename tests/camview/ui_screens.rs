@@ -688,8 +688,12 @@ fn s_saves_the_picture_shown_at_full_size() {
     h.key(KeyCode::Char('2'));
     h.key(KeyCode::Char('s'));
     let analysis = Arc::clone(h.app.analysis().unwrap());
-    let label = analysis.top[1].label.replace(' ', "_");
-    let path = out.join(format!("chelsea.overlay.{label}.png"));
+    let class = &analysis.top[1];
+    let path = out.join(format!(
+        "chelsea.overlay.{}-{}.png",
+        class.index,
+        class.label.replace(' ', "_")
+    ));
     assert!(
         h.line_with("saved ").contains(&path.display().to_string()),
         "{}",

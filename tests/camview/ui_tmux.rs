@@ -120,11 +120,14 @@ fn browses_real_images_in_tmux_and_quits_cleanly() {
     if !tmux_available() {
         return;
     }
+    let saved = tempfile::tempdir().unwrap();
     let command = format!(
-        "cd {} && CAMVIEW_WEIGHTS={} {} --protocol halfblocks images; echo EXITED:$?; sleep 60",
+        "cd {} && CAMVIEW_WEIGHTS={} {} --protocol halfblocks --save-dir {} images; \
+         echo EXITED:$?; sleep 60",
         quote(&root()),
         quote(weights_path()),
         quote(Path::new(env!("CARGO_BIN_EXE_camview"))),
+        quote(saved.path()),
     );
     let session = Session::start(&format!("sh -c {}", quote(Path::new(&command))));
 
@@ -158,9 +161,20 @@ fn browses_real_images_in_tmux_and_quits_cleanly() {
     session.wait_for("help closed", Duration::from_secs(10), |s| {
         !s.contains(" Keys ")
     });
-    session.keys("q");
+    // Save, and quit at once: the save still lands, whole.
+    session.keys("sq");
     let screen = session.wait_for("exit", Duration::from_secs(10), |s| s.contains("EXITED:"));
     assert!(screen.contains("EXITED:0"), "{screen}");
+    let files: Vec<String> = std::fs::read_dir(saved.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.len() == 1 && files[0].starts_with("rocket.overlay.") && files[0].ends_with(".png"),
+        "{files:?}"
+    );
+    let png = image::open(saved.path().join(&files[0])).unwrap();
+    assert_eq!((png.width(), png.height()), (640, 427));
     assert!(
         !screen.contains("Predictions"),
         "UI left on screen:\n{screen}"
@@ -209,6 +223,43 @@ fn cam_prints_the_picture_into_the_scrollback_and_returns_the_prompt() {
         (aspect - 451.0 / 300.0).abs() < 0.05,
         "aspect {aspect}:\n{screen}"
     );
+}
+
+#[test]
+fn cam_with_stdin_elsewhere_prints_half_blocks_without_asking_the_terminal() {
+    if !tmux_available() {
+        return;
+    }
+    // `xargs` and pipes take stdin away: nothing can answer a query, half blocks need none.
+    let command = format!(
+        "cd {} && export CAMVIEW_WEIGHTS={}; {2} cam images/coffee.png </dev/null; echo A:$?; \
+         {2} cam images/coffee.png --protocol sixel </dev/null; printf B:$?; sleep 60",
+        quote(&root()),
+        quote(weights_path()),
+        quote(Path::new(env!("CARGO_BIN_EXE_camview"))),
+    );
+    let session = Session::start(&format!("sh -c {}", quote(Path::new(&command))));
+    let screen = session.wait_for("exit", Duration::from_secs(60), |s| s.contains("B:"));
+    let lines: Vec<&str> = screen.lines().collect();
+    let caption = lines
+        .iter()
+        .position(|l| l.starts_with("images/coffee.png: rank 1 "))
+        .unwrap_or_else(|| panic!("no caption:\n{screen}"));
+    assert!(lines[caption].ends_with("(halfblocks)"), "{screen}");
+    assert!(lines[caption + 1].starts_with("A:0"), "{screen}");
+    assert!(
+        lines[caption - 1]
+            .chars()
+            .filter(|c| matches!(c, '▀' | '▄'))
+            .count()
+            > 10,
+        "the picture is above the caption:\n{screen}"
+    );
+    assert!(
+        screen.contains("--protocol sixel needs stdin to be the terminal"),
+        "{screen}"
+    );
+    assert!(screen.contains("B:1"), "{screen}");
 }
 
 #[test]
