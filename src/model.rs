@@ -6,6 +6,7 @@ pub mod classifier;
 pub mod fastconv;
 pub mod fetch;
 pub mod labels;
+pub mod matrix;
 pub mod nhwc;
 pub mod packed_gemm;
 pub mod preprocess;

@@ -15,10 +15,9 @@
 //! product and epilogue all per band: one fork-join per layer); a layer with few (layer 4)
 //! cuts its output channels instead.
 //!
-//! On CPUs without AVX2 + FMA the product is the `gemm` crate's (the GEMM candle itself
-//! uses), followed by a separate epilogue pass. Its API takes raw pointers, hence the
-//! `unsafe` here: the slices it receives are bounds-checked first, and the column bands that
-//! share one destination write disjoint elements.
+//! On CPUs without AVX2 + FMA the product is the `gemm` crate's ([`super::matrix`]), Winograd
+//! layers included. The `unsafe` here hands the output's spare capacity to the product,
+//! which writes all of it.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
@@ -29,7 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::packed_gemm::{Epilogue, PackedMatrix, TILE_ROWS};
+use super::matrix::WeightMatrix;
+use super::packed_gemm::{Epilogue, TILE_ROWS};
 use super::winograd::{TileSize, Winograd};
 
 /// F(4×4, 3×3) weights take 4× the memory of the direct ones: layers up to 256 input
@@ -124,20 +124,12 @@ impl PackedConv {
             TileSize::Two
         };
         let winograd = (k == 3 && stride == 1 && pad == 1)
-            .then(|| Winograd::new(weight, scale, out_c, in_c, bias.clone(), size))
-            .flatten();
+            .then(|| Winograd::new(weight, scale, out_c, in_c, bias.clone(), size));
         // Layer 4's 3×3 convolutions keep only their F(2×2) weights, which run any input
         // size: their direct ones would add 28 MB and a tenth of the load time, for inputs
         // under 8 tiles (≤ 128 px) only.
         let winograd_only = winograd.is_some() && size == TileSize::Two;
-        let matrix = (!winograd_only).then(|| match PackedMatrix::from_fn(depth, out_c, at) {
-            Some(panels) => WeightMatrix::Panels(panels),
-            None => WeightMatrix::RowMajor(
-                (0..depth * out_c)
-                    .map(|i| at(i / out_c, i % out_c))
-                    .collect(),
-            ),
-        });
+        let matrix = (!winograd_only).then(|| WeightMatrix::from_fn(depth, out_c, at));
         Self {
             matrix,
             winograd,
@@ -294,7 +286,7 @@ impl PackedConv {
             self.rows(matrix, x, (n, h, w, c), band, relu, threads);
         }
         // SAFETY: the bands above cover all `rows × out_c` values of the spare capacity, and
-        // `WeightMatrix::multiply` writes every value of its band.
+        // `WeightMatrix::multiply_into` writes every value of its band.
         unsafe { out.set_len(rows * out_c) };
         Ok((out, Shape::from((n, oh, ow, out_c))))
     }
@@ -325,7 +317,7 @@ impl PackedConv {
         if !self.gathers() {
             // A 1×1 convolution is the product itself: no copy of the input at all.
             let lhs = &x[first * depth..][..count * depth];
-            matrix.multiply(lhs, out, epilogue, column_bands);
+            matrix.multiply_into(lhs, depth, out, epilogue, column_bands);
         } else {
             // The im2col buffer is per thread and reused across layers and calls: it is the
             // largest one (k·k × the input), and allocating it anew costs page faults.
@@ -351,7 +343,7 @@ impl PackedConv {
                 } else {
                     self.gather_taps(x, dims, first, taps);
                 }
-                matrix.multiply(taps, out, epilogue, column_bands);
+                matrix.multiply_into(taps, depth, out, epilogue, column_bands);
             });
         }
     }
@@ -397,125 +389,6 @@ struct Band<'a> {
     out: &'a mut [MaybeUninit<f32>],
     shortcut: Option<&'a [f32]>,
 }
-
-/// The weight matrix in whichever form this CPU multiplies fastest.
-#[derive(Debug, Clone)]
-enum WeightMatrix {
-    /// Pre-packed for the AVX2 micro-kernel.
-    Panels(PackedMatrix),
-    /// Row-major, for the `gemm` crate (CPUs without AVX2 + FMA, or odd widths).
-    RowMajor(Vec<f32>),
-}
-
-impl WeightMatrix {
-    /// `out` (rows × C_out) = epilogue(`lhs` (rows × depth) · self), writing every value of
-    /// `out`, which may start uninitialised.
-    fn multiply(
-        &self,
-        lhs: &[f32],
-        out: &mut [MaybeUninit<f32>],
-        epilogue: Epilogue<'_>,
-        column_bands: usize,
-    ) {
-        match self {
-            Self::Panels(panels) => {
-                panels.multiply_into(lhs, panels.depth(), out, epilogue, column_bands)
-            }
-            Self::RowMajor(matrix) => {
-                // The portable path reads its output back: initialise it first.
-                out.fill(MaybeUninit::new(0.0));
-                // SAFETY: every value was just initialised; `MaybeUninit<f32>` has `f32`'s
-                // layout.
-                let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) };
-                let n = epilogue.bias.len();
-                let (m, k) = (out.len() / n, matrix.len() / n);
-                gemm_column_bands(m, n, k, lhs, matrix, out, column_bands);
-                for (i, row) in out.chunks_exact_mut(n).enumerate() {
-                    let skip = epilogue.residual.map(|r| &r[i * n..(i + 1) * n]);
-                    for (j, v) in row.iter_mut().enumerate() {
-                        let mut y = *v + epilogue.bias[j];
-                        if let Some(s) = skip {
-                            y += s[j];
-                        }
-                        *v = if epilogue.relu { y.max(0.0) } else { y };
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `dst (m×n) = lhs (m×k) · rhs (k×n)`, all row-major, with the columns cut into `bands`
-/// contiguous ranges computed in parallel, each by a single-threaded `gemm` call.
-fn gemm_column_bands(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: &[f32],
-    rhs: &[f32],
-    dst: &mut [f32],
-    bands: usize,
-) {
-    assert!(
-        lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n,
-        "GEMM operand too small"
-    );
-    // Bands of whole micro-kernel tiles (16 columns).
-    let width = n.div_ceil(bands.max(1)).next_multiple_of(16);
-    let starts: Vec<usize> = (0..n).step_by(width).collect();
-    let dst = SharedMut(dst.as_mut_ptr());
-    let band = |&first: &usize| {
-        let cols = width.min(n - first);
-        // SAFETY: the assert above bounds what the GEMM touches: lhs is m×k with row stride k;
-        // rhs columns first..first+cols of a k×n matrix with row stride n; dst columns
-        // first..first+cols of an m×n matrix with row stride n; all with unit column stride.
-        // Bands cover disjoint column ranges, so no two calls write the same element, and
-        // `dst`'s exclusive borrow outlives the (blocking) parallel loop.
-        unsafe {
-            gemm::gemm(
-                m,
-                cols,
-                k,
-                dst.get().add(first),
-                1,
-                n as isize,
-                false,
-                lhs.as_ptr(),
-                1,
-                k as isize,
-                rhs.as_ptr().add(first),
-                1,
-                n as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-    };
-    if starts.len() > 1 {
-        starts.par_iter().for_each(band);
-    } else {
-        starts.iter().for_each(band);
-    }
-}
-
-/// A destination pointer shared by GEMM calls that write disjoint column bands.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-
-impl SharedMut {
-    /// Through a method, so closures capture the whole `Sync` wrapper, not the raw field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: only used by `gemm_column_bands`, whose calls write disjoint elements.
-unsafe impl Send for SharedMut {}
-// SAFETY: as above; the pointer is never dereferenced outside those disjoint writes.
-unsafe impl Sync for SharedMut {}
 
 /// N, H, W, C.
 pub(super) type Dims4 = (usize, usize, usize, usize);
@@ -608,11 +481,7 @@ mod tests {
             let packed = PackedConv::new(&weight, &bias, s, k / 2).unwrap();
             if k == 3 && s == 1 && c > WINOGRAD_4X4_MAX_IN {
                 let winograd_only = packed.matrix.is_none() && packed.winograd.is_some();
-                assert_eq!(
-                    winograd_only,
-                    super::super::packed_gemm::kernel_available(),
-                    "case {i}"
-                );
+                assert!(winograd_only, "case {i}");
             }
             let x_nhwc = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
             let got = packed

@@ -306,8 +306,17 @@ fn depth_block(depth: usize) -> usize {
     depth.div_ceil(depth.div_ceil(DEPTH_BLOCK))
 }
 
-/// Whether this CPU runs the micro-kernel (checked once, then cached by std).
+/// Set to take the portable path on any CPU (to time and test it where the micro-kernel
+/// runs). Read once, when the first weights are packed.
+pub const PORTABLE_ENV: &str = "CAMVIEW_PORTABLE";
+
+/// Whether this CPU runs the micro-kernel (the CPU check is cached by std), and
+/// [`PORTABLE_ENV`] does not say otherwise.
 pub fn kernel_available() -> bool {
+    static PORTABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *PORTABLE.get_or_init(|| std::env::var_os(PORTABLE_ENV).is_some_and(|v| v != "0")) {
+        return false;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")

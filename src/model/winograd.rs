@@ -19,7 +19,8 @@
 
 use rayon::prelude::*;
 
-use super::packed_gemm::{Epilogue, PackedMatrix};
+use super::matrix::WeightMatrix;
+use super::packed_gemm::Epilogue;
 use super::scratch;
 
 /// Tiles per pass at most: one 224² image's layer 1 (14 × 14) in one go, its transformed
@@ -57,7 +58,7 @@ impl TileSize {
 pub struct Winograd {
     size: TileSize,
     /// U_ξ = (G g Gᵀ)_ξ as a C_in × C_out matrix, one per transformed position ξ.
-    transformed: Vec<PackedMatrix>,
+    transformed: Vec<WeightMatrix>,
     bias: Vec<f32>,
     /// Zeros for the GEMM epilogue: the bias is added after the output transform.
     zeros: Vec<f32>,
@@ -66,8 +67,7 @@ pub struct Winograd {
 }
 
 impl Winograd {
-    /// Transforms an O × I × 3 × 3 weight (row-major); `None` where the packed micro-kernel
-    /// is unavailable or C_out is not whole panels.
+    /// Transforms an O × I × 3 × 3 weight (row-major).
     pub fn new(
         weight: &[f32],
         scale: &[f64],
@@ -75,7 +75,7 @@ impl Winograd {
         in_c: usize,
         bias: Vec<f32>,
         size: TileSize,
-    ) -> Option<Self> {
+    ) -> Self {
         assert_eq!(weight.len(), out_c * in_c * 9, "weight size");
         assert_eq!(scale.len(), out_c, "scale size");
         let tile = size.tile();
@@ -100,16 +100,16 @@ impl Winograd {
         }
         let transformed = u
             .chunks_exact(plane)
-            .map(|m| PackedMatrix::pack(m, in_c, out_c))
-            .collect::<Option<Vec<_>>>()?;
-        Some(Self {
+            .map(|m| WeightMatrix::from_rows(m, in_c, out_c))
+            .collect();
+        Self {
             size,
             transformed,
             bias,
             zeros: vec![0.0; out_c],
             in_c,
             out_c,
-        })
+        }
     }
 
     /// Number of output tiles for a batch of `n` images of `h` × `w`.
@@ -209,7 +209,7 @@ impl Winograd {
                     residual: None,
                     relu: false,
                 };
-                self.transformed[xi].multiply(&v[xi * c..], points * c, product, epilogue, 1);
+                self.transformed[xi].multiply(&v[xi * c..], points * c, product, epilogue);
             });
 
         // Back to pixels, one row of tiles (up to m image rows) per task.
@@ -494,10 +494,6 @@ mod tests {
     /// a 1×1 image (every tap but the centre in the padding).
     #[test]
     fn winograd_matches_a_direct_convolution() {
-        if !super::super::packed_gemm::kernel_available() {
-            eprintln!("skipped: no AVX2 + FMA on this CPU");
-            return;
-        }
         for (i, &(n, h, w, c, o)) in [
             (1, 8, 8, 8, 16),
             (2, 7, 9, 16, 32),
@@ -522,7 +518,7 @@ mod tests {
                 (TileSize::Two, false),
                 (TileSize::Two, true),
             ] {
-                let wino = Winograd::new(&weight, &vec![1.0; o], o, c, bias.clone(), size).unwrap();
+                let wino = Winograd::new(&weight, &vec![1.0; o], o, c, bias.clone(), size);
                 let got = wino.forward(&x, (n, h, w, c), None, relu);
                 let want = direct(&x, (n, h, w, c), &weight, &bias, None, relu);
                 assert_eq!(got.len(), want.len());

@@ -1,12 +1,15 @@
 //! The model against the independent numpy ResNet-50 (`shared/reference/np_resnet.py`) on the
 //! same genuine weights: logits within 1e-4 (max abs), CAMs within 1e-4 of their maximum.
 
+use std::process::Command;
+
 use camview::model::ResizeMode;
+use camview::model::packed_gemm::{PORTABLE_ENV, kernel_available};
 use camview::model::preprocess::load_rgb;
 use candle_core::{D, Tensor};
 
 use crate::common::{
-    MODES, PHOTOS, classifier, npy_tensor, photo, read_npy, reference, reference_json,
+    MODES, PHOTOS, classifier, npy_tensor, photo, read_npy, reference, reference_json, weights_path,
 };
 
 const LOGIT_TOL: f32 = 1e-4;
@@ -22,6 +25,12 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn logits_and_cams_match_reference_for_every_photo_and_mode() {
+    if std::env::var_os(PORTABLE_ENV).is_some() {
+        assert!(
+            !kernel_available(),
+            "{PORTABLE_ENV} must take the portable path"
+        );
+    }
     let model = classifier().model();
     for name in PHOTOS {
         for mode in MODES {
@@ -59,6 +68,30 @@ fn logits_and_cams_match_reference_for_every_photo_and_mode() {
             }
         }
     }
+}
+
+/// The same comparison on the portable path (the `gemm` crate, Winograd included: what ARM
+/// and other CPUs without AVX2 + FMA run), in a child process of this test binary, since
+/// the path is chosen once per process.
+#[test]
+fn the_portable_path_matches_reference_too() {
+    let test = "golden::logits_and_cams_match_reference_for_every_photo_and_mode";
+    let run = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--test-threads", "1"])
+        .env(PORTABLE_ENV, "1")
+        .env("CAMVIEW_WEIGHTS", weights_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the test did not run:\n{stdout}"
+    );
 }
 
 #[test]
