@@ -18,6 +18,8 @@ pub enum View {
     Original,
     /// The heat map alone.
     Heat,
+    /// The top classes' overlays side by side, in rank order, the photo in the last tile.
+    Grid,
 }
 
 impl View {
@@ -26,7 +28,8 @@ impl View {
         match self {
             View::Overlay => View::Original,
             View::Original => View::Heat,
-            View::Heat => View::Overlay,
+            View::Heat => View::Grid,
+            View::Grid => View::Overlay,
         }
     }
 
@@ -35,6 +38,7 @@ impl View {
             View::Overlay => "overlay",
             View::Original => "original",
             View::Heat => "heat map",
+            View::Grid => "top-5 grid",
         }
     }
 }
@@ -98,11 +102,14 @@ pub fn render(
     style: Style,
 ) -> RgbImage {
     let size = photo.dimensions();
+    if let (View::Grid, Some(analysis)) = (style.view, analysis) {
+        return grid(photo, original, analysis, index, style);
+    }
     let Some(heat) = analysis.and_then(|a| heat(a, index, original, size)) else {
         return photo.clone();
     };
     let mut out = match style.view {
-        View::Overlay => cam::blend(photo, &heat, style.colormap, style.alpha),
+        View::Overlay | View::Grid => cam::blend(photo, &heat, style.colormap, style.alpha),
         View::Original => photo.clone(),
         View::Heat => cam::colorize(&heat, style.colormap),
     };
@@ -113,6 +120,152 @@ pub fn render(
         cam::draw_bbox(&mut out, b, Rgb([0, 255, 0]), thickness);
     }
     out
+}
+
+/// Tiles in the grid view: the top five classes and the photo.
+const GRID_TILES: u32 = 6;
+/// Black between tiles, in pixels.
+const GRID_GAP: u32 = 2;
+/// The colour that frames the tile of the class chosen in the table.
+const CHOSEN: Rgb<u8> = Rgb([255, 255, 255]);
+
+/// The grid view on a canvas of `photo`'s size: the overlay of each top class in rank order
+/// (left to right, then down), numbered, the tile of class `chosen` framed, and the photo
+/// itself in the last tile (see [`grid_layout`]).
+fn grid(
+    photo: &RgbImage,
+    original: (u32, u32),
+    analysis: &Analysis,
+    chosen: usize,
+    style: Style,
+) -> RgbImage {
+    let (width, height) = photo.dimensions();
+    let GridLayout { cols, tile, origin } = grid_layout((width, height));
+    let small = image::imageops::resize(photo, tile.0, tile.1, FilterType::Triangle);
+    let overlay = Style {
+        view: View::Overlay,
+        ..style
+    };
+    let mut canvas = RgbImage::new(width, height);
+    let classes = analysis.cams.len().min(GRID_TILES as usize - 1);
+    for slot in 0..GRID_TILES {
+        let (col, row) = (slot % cols, slot / cols);
+        let at = (
+            i64::from(origin.0 + col * (tile.0 + GRID_GAP)),
+            i64::from(origin.1 + row * (tile.1 + GRID_GAP)),
+        );
+        let class = slot as usize;
+        let mut picture = if class < classes {
+            render(&small, original, Some(analysis), class, overlay)
+        } else if slot == GRID_TILES - 1 {
+            small.clone()
+        } else {
+            continue;
+        };
+        if class < classes {
+            draw_number(&mut picture, class + 1);
+            if class == chosen {
+                let frame = BBox {
+                    x0: 0,
+                    y0: 0,
+                    x1: tile.0,
+                    y1: tile.1,
+                };
+                cam::draw_bbox(
+                    &mut picture,
+                    frame,
+                    CHOSEN,
+                    (tile.0.min(tile.1) / 60).max(2),
+                );
+            }
+        }
+        image::imageops::replace(&mut canvas, &picture, at.0, at.1);
+    }
+    canvas
+}
+
+/// Where the grid's tiles go on a canvas of a photo's `size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GridLayout {
+    cols: u32,
+    /// Each tile's size: the photo's aspect ratio.
+    tile: (u32, u32),
+    /// The first tile's top-left corner: the block of tiles is centred.
+    origin: (u32, u32),
+}
+
+/// 3 × 2 or 2 × 3 tiles, whichever gives them more pixels.
+fn grid_layout((width, height): (u32, u32)) -> GridLayout {
+    let layout = |cols: u32, rows: u32| {
+        let room = (
+            width.saturating_sub(GRID_GAP * (cols - 1)) / cols,
+            height.saturating_sub(GRID_GAP * (rows - 1)) / rows,
+        );
+        let tile = fitted_within((width, height), room);
+        let block = (
+            cols * tile.0 + (cols - 1) * GRID_GAP,
+            rows * tile.1 + (rows - 1) * GRID_GAP,
+        );
+        GridLayout {
+            cols,
+            tile,
+            origin: (
+                width.saturating_sub(block.0) / 2,
+                height.saturating_sub(block.1) / 2,
+            ),
+        }
+    };
+    let (wide, tall) = (layout(3, 2), layout(2, 3));
+    if tall.tile.0 * tall.tile.1 > wide.tile.0 * wide.tile.1 {
+        tall
+    } else {
+        wide
+    }
+}
+
+/// `size` scaled to fit inside `room`, keeping its aspect ratio (at least 1 × 1).
+fn fitted_within(size: (u32, u32), room: (u32, u32)) -> (u32, u32) {
+    let s = (f64::from(room.0) / f64::from(size.0.max(1)))
+        .min(f64::from(room.1) / f64::from(size.1.max(1)));
+    (
+        ((f64::from(size.0) * s).floor() as u32).clamp(1, room.0.max(1)),
+        ((f64::from(size.1) * s).floor() as u32).clamp(1, room.1.max(1)),
+    )
+}
+
+/// Digits 1–5 as 3 × 5 bitmaps, rows top to bottom, bit 2 the left column.
+const DIGITS: [[u8; 5]; 5] = [
+    [0b010, 0b110, 0b010, 0b010, 0b111],
+    [0b111, 0b001, 0b111, 0b100, 0b111],
+    [0b111, 0b001, 0b111, 0b001, 0b111],
+    [0b101, 0b101, 0b111, 0b001, 0b001],
+    [0b111, 0b100, 0b111, 0b001, 0b111],
+];
+
+/// Writes the rank `n` (1–5) in the tile's top-left corner: white on a black box, a cell per
+/// bitmap pixel, sized to the tile.
+fn draw_number(tile: &mut RgbImage, n: usize) {
+    let Some(glyph) = n.checked_sub(1).and_then(|i| DIGITS.get(i)) else {
+        return;
+    };
+    let (w, h) = tile.dimensions();
+    let px = (w.min(h) / 40).max(1);
+    let (box_w, box_h) = (5 * px, 7 * px);
+    for y in 0..box_h.min(h) {
+        for x in 0..box_w.min(w) {
+            let (gx, gy) = ((x / px).wrapping_sub(1), (y / px).wrapping_sub(1));
+            let on = gx < 3 && gy < 5 && glyph[gy as usize] & (0b100 >> gx) != 0;
+            tile.put_pixel(
+                x,
+                y,
+                if on {
+                    Rgb([255, 255, 255])
+                } else {
+                    Rgb([0, 0, 0])
+                },
+            );
+        }
+    }
 }
 
 /// `img` scaled to fit inside `max` keeping its aspect ratio (never enlarged).
@@ -136,4 +289,120 @@ pub fn write_png(picture: &RgbImage, path: &std::path::Path) -> anyhow::Result<(
         .context("cannot encode PNG")?;
     crate::model::weights::write_atomically(path, bytes.get_ref())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Prediction;
+    use crate::model::cam::CamGrid;
+
+    /// Five classes whose CAMs are hot in different cells of a 2 × 2 grid.
+    fn analysis() -> Analysis {
+        let cams = (0..5)
+            .map(|i| CamGrid {
+                width: 2,
+                height: 2,
+                values: (0..4).map(|c| if c == i % 4 { 1.0 } else { 0.0 }).collect(),
+            })
+            .collect();
+        let top = (0..5)
+            .map(|i| Prediction {
+                rank: i + 1,
+                index: i,
+                label: format!("class {i}"),
+                prob: 0.1,
+            })
+            .collect();
+        Analysis {
+            top,
+            cams,
+            input: (64, 64),
+            region: Region {
+                x0: 0.0,
+                y0: 0.0,
+                x1: 300.0,
+                y1: 200.0,
+            },
+            elapsed: Default::default(),
+        }
+    }
+
+    fn grid_style() -> Style {
+        Style {
+            view: View::Grid,
+            ..Style::default()
+        }
+    }
+
+    #[test]
+    fn the_grid_shows_each_class_in_rank_order_and_the_photo_last() {
+        let photo = RgbImage::from_fn(300, 200, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+        let a = analysis();
+        let chosen = 2;
+        let grid = render(&photo, (300, 200), Some(&a), chosen, grid_style());
+        assert_eq!(
+            grid.dimensions(),
+            (300, 200),
+            "the canvas is the photo's size"
+        );
+        // A landscape photo: 3 × 2 tiles of (300 − 4) / 3 × (200 − 2) / 2, aspect kept, the
+        // block of 298 × 132 centred.
+        let layout = grid_layout((300, 200));
+        let tile = layout.tile;
+        assert_eq!((layout.cols, tile, layout.origin), (3, (98, 65), (1, 34)));
+        let small = image::imageops::resize(&photo, tile.0, tile.1, FilterType::Triangle);
+        let tile_at = |slot: u32| {
+            let x = layout.origin.0 + (slot % 3) * (tile.0 + GRID_GAP);
+            let y = layout.origin.1 + (slot / 3) * (tile.1 + GRID_GAP);
+            image::imageops::crop_imm(&grid, x, y, tile.0, tile.1).to_image()
+        };
+        let overlay = Style::default();
+        for class in 0..5 {
+            let mut want = render(&small, (300, 200), Some(&a), class, overlay);
+            draw_number(&mut want, class + 1);
+            let got = tile_at(class as u32);
+            if class == chosen {
+                // Framed: the frame is white, the inside is the overlay.
+                assert_eq!(*got.get_pixel(tile.0 / 2, 0), CHOSEN);
+                assert_eq!(
+                    got.get_pixel(tile.0 / 2, tile.1 / 2),
+                    want.get_pixel(tile.0 / 2, tile.1 / 2)
+                );
+            } else {
+                assert!(got == want, "tile {class} is the overlay of class {class}");
+            }
+        }
+        assert!(tile_at(5) == small, "the last tile is the photo");
+        // The tiles differ: each class's map is hot somewhere else.
+        assert!(tile_at(0) != tile_at(1));
+    }
+
+    #[test]
+    fn a_portrait_photo_gets_two_columns_and_tiny_canvases_do_not_panic() {
+        let photo = RgbImage::from_pixel(120, 300, Rgb([10, 20, 30]));
+        let grid = render(&photo, (120, 300), Some(&analysis()), 0, grid_style());
+        assert_eq!(grid.dimensions(), (120, 300));
+        // 2 × 3: the photo tile sits in the third row, second column.
+        let layout = grid_layout((120, 300));
+        let tile = layout.tile;
+        assert_eq!(layout.cols, 2);
+        let x = layout.origin.0 + tile.0 + GRID_GAP;
+        let y = layout.origin.1 + 2 * (tile.1 + GRID_GAP);
+        assert_eq!(
+            *grid.get_pixel(x + tile.0 / 2, y + tile.1 / 2),
+            Rgb([10, 20, 30])
+        );
+        for size in [(1, 1), (3, 2), (7, 1)] {
+            let photo = RgbImage::new(size.0, size.1);
+            let grid = render(&photo, size, Some(&analysis()), 4, grid_style());
+            assert_eq!(grid.dimensions(), size);
+        }
+    }
+
+    #[test]
+    fn without_an_analysis_the_grid_is_the_photo() {
+        let photo = RgbImage::from_pixel(30, 20, Rgb([1, 2, 3]));
+        assert!(render(&photo, (30, 20), None, 0, grid_style()) == photo);
+    }
 }

@@ -29,6 +29,9 @@ pub struct CamArgs {
     /// Draw the CAM paper's bounding box (20 % of the maximum, largest region).
     #[arg(long)]
     pub bbox: bool,
+    /// Draw the top five classes' CAMs side by side (the chosen one framed) and the photo.
+    #[arg(long)]
+    pub grid: bool,
     /// Write the PNG here; without it the overlay is shown inline (stdout must be a terminal).
     #[arg(short, long, value_name = "OUT.png")]
     pub output: Option<PathBuf>,
@@ -57,7 +60,9 @@ pub fn run(args: &CamArgs) -> anyhow::Result<()> {
     let classifier = args.model.load_classifier()?;
     let prepared = classifier.prepare(&img, args.model.resize)?;
     let rank = usize::from(args.rank);
-    let analysis = classifier.analyze(&prepared, rank, args.class)?;
+    // The grid shows the top five whatever the rank asked for.
+    let top = if args.grid { rank.max(5) } else { rank };
+    let analysis = classifier.analyze(&prepared, top, args.class)?;
     let index = match args.class {
         Some(class) => analysis.top.iter().position(|p| p.index == class),
         None => Some(rank - 1),
@@ -65,7 +70,7 @@ pub fn run(args: &CamArgs) -> anyhow::Result<()> {
     .context("the requested class has no CAM")?;
     let chosen = &analysis.top[index];
     let style = Style {
-        view: View::Overlay,
+        view: if args.grid { View::Grid } else { View::Overlay },
         colormap: args.colormap,
         alpha: args.alpha,
         bbox: args.bbox,

@@ -19,7 +19,7 @@ pub const KEYS: [(&str, &str); 21] = [
     ("mouse", "click selects a file or class, wheel scrolls"),
     ("1 – 5", "show the CAM of that class"),
     ("Tab  Shift-Tab", "next / previous class"),
-    ("v", "cycle view: overlay, original, heat map"),
+    ("v", "cycle view: overlay, original, heat map, top-5 grid"),
     ("c", "cycle colormap: jet, turbo, viridis, inferno"),
     ("+ -", "more / less heat map in the blend"),
     ("b", "toggle the CAM bounding box"),

@@ -10,16 +10,20 @@ use ratatui_image::Image;
 
 use super::app::{App, spinner};
 use super::files::EntryKind;
+use crate::overlay::View;
 
 pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
     let title = match &app.current {
         Some(current) => {
-            let class = app
-                .analysis()
-                .and_then(|a| a.top.get(app.class))
-                .filter(|_| app.style.view != crate::overlay::View::Original)
-                .map(|p| format!(" — CAM of {}", p.label))
-                .unwrap_or_default();
+            let class = match app.style.view {
+                View::Original => String::new(),
+                View::Grid => " — CAMs of the top 5, photo last".to_string(),
+                View::Overlay | View::Heat => app
+                    .analysis()
+                    .and_then(|a| a.top.get(app.class))
+                    .map(|p| format!(" — CAM of {}", p.label))
+                    .unwrap_or_default(),
+            };
             format!(" {}{class} ", current.name)
         }
         None => " Image ".to_string(),

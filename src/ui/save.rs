@@ -21,7 +21,8 @@ pub struct SaveRequest {
 }
 
 impl SaveRequest {
-    /// Where the PNG goes: `<dir>/<photo stem>.<view>.<class index>-<label>.png`
+    /// Where the PNG goes: `<dir>/<photo stem>.<view>.<class index>-<label>.png`, the view
+    /// one of `overlay`, `heatmap` and `grid` (whose class is the framed one)
     /// (`chelsea.overlay.285-Egyptian_cat.png`; the index tells apart the labels ImageNet
     /// has twice, such as crane); the original view names no class. Saving the same view
     /// and class again (another colormap, say) replaces the file.
@@ -38,10 +39,10 @@ impl SaveRequest {
                     || "class".to_string(),
                     |p| format!("{}-{}", p.index, file_safe(&p.label)),
                 );
-                let view = if view == View::Heat {
-                    "heatmap"
-                } else {
-                    "overlay"
+                let view = match view {
+                    View::Heat => "heatmap",
+                    View::Grid => "grid",
+                    _ => "overlay",
                 };
                 format!("{stem}.{view}.{class}.png")
             }

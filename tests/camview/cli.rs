@@ -127,6 +127,42 @@ fn cam_writes_a_png_of_the_original_size() {
         original,
         "the overlay must change the picture"
     );
+
+    // --grid: the same canvas, five overlays and the photo, the chosen class framed in white.
+    let grid = dir.path().join("grid.png");
+    let run = camview(&[
+        "cam",
+        photo("rocket").to_str().unwrap(),
+        "--grid",
+        "-o",
+        grid.to_str().unwrap(),
+    ]);
+    assert!(run.status.success());
+    let grid = image::open(&grid).unwrap().to_rgb8();
+    assert_eq!(grid.dimensions(), (640, 427));
+    assert_ne!(grid, img.to_rgb8());
+    // 3 × 2 tiles of 212 × 141 (the photo's aspect), centred: the first tile's top edge
+    // is the frame of rank 1, and the last tile is the photo, scaled.
+    let (tile, origin) = ((212, 141), (0, 71));
+    assert_eq!(
+        *grid.get_pixel(origin.0 + tile.0 / 2, origin.1),
+        image::Rgb([255, 255, 255])
+    );
+    let small = image::imageops::resize(
+        &original,
+        tile.0,
+        tile.1,
+        image::imageops::FilterType::Triangle,
+    );
+    let last = image::imageops::crop_imm(
+        &grid,
+        origin.0 + 2 * (tile.0 + 2),
+        origin.1 + tile.1 + 2,
+        tile.0,
+        tile.1,
+    )
+    .to_image();
+    assert!(last == small, "the last tile is the photo");
 }
 
 #[test]

@@ -293,12 +293,17 @@ fn browsing_session_step_by_step() {
     h.key(KeyCode::Char('v'));
     let heat = h.picture_colors();
     h.key(KeyCode::Char('v'));
+    let grid = h.picture_colors();
+    assert!(h.line_with("CAMs of the top 5").contains("chelsea.png"));
+    insta::assert_snapshot!("chelsea_grid", h.screen());
+    h.key(KeyCode::Char('v'));
     assert_eq!(
         h.picture_colors(),
         overlay,
         "overlay again after a full cycle"
     );
     assert!(overlay != original && heat != original && heat != overlay);
+    assert!(grid != overlay && grid != original && grid != heat);
     // The picture fills the pane in one direction and keeps the photo's 451:300 aspect
     // (half blocks: a cell is 1 pixel wide and 2 high, as the picker's 10×20 font says).
     let area = h.picture_area().unwrap();
@@ -314,7 +319,7 @@ fn browsing_session_step_by_step() {
         h.line_with("Predictions")
             .contains("original · turbo · α 0.6 · box")
     );
-    h.chars("vv-");
+    h.chars("vvv-");
     assert!(
         h.line_with("Predictions")
             .contains("overlay · turbo · α 0.5 · box")
