@@ -139,6 +139,10 @@ mod tests {
             Path::new("out/chelsea.v2.heatmap.285-German_short-haired_pointer.png")
         );
         assert_eq!(
+            request(View::Grid, "Egyptian cat").destination(),
+            Path::new("out/chelsea.v2.grid.285-Egyptian_cat.png")
+        );
+        assert_eq!(
             request(View::Original, "Egyptian cat").destination(),
             Path::new("out/chelsea.v2.original.png")
         );
