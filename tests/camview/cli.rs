@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use crate::common::{photo, read_npy, reference, weights_path};
+use crate::common::{golden, photo, read_npy, weights_path};
 
 fn camview(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_camview"))
@@ -58,15 +58,16 @@ fn classify_json_carries_raw_cam_grids_equal_to_the_reference_shape() {
     assert_eq!(top.len(), 3);
     assert_eq!(top[0]["rank"], 1);
     let want: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(reference("coffee.squash.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(golden("coffee.squash.json")).unwrap()).unwrap();
     assert_eq!(top[0]["index"], want["top5"][0]["index"]);
     let grid = top[0]["cam"].as_array().unwrap();
-    let (shape, ref_cam) = read_npy(&reference("coffee.squash.cam.npy"));
+    let (shape, ref_cam) = read_npy(&golden("coffee.squash.cam.npy"));
     assert_eq!(
         (grid.len(), grid[0].as_array().unwrap().len()),
         (shape[1], shape[2])
     );
-    // Same photo through our resize vs PIL's: the raw maps agree closely, not exactly.
+    // The same photo through camview's pixels, which equal Pillow's for a PNG: the raw map
+    // of the top class matches the reference's closely.
     let ours: Vec<f32> = grid
         .iter()
         .flat_map(|r| {
@@ -77,17 +78,15 @@ fn classify_json_carries_raw_cam_grids_equal_to_the_reference_shape() {
         })
         .collect();
     let theirs = &ref_cam[..ours.len()];
-    let peak = |v: &[f32]| {
-        v.iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0
-    };
-    assert_eq!(
-        peak(&ours),
-        peak(theirs),
-        "the hottest cell must be the same"
+    let scale = theirs.iter().map(|v| v.abs()).fold(0.0, f32::max);
+    let worst = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        worst <= 1e-3 * scale,
+        "the raw CAM differs by {worst} (its maximum {scale})"
     );
     let bbox = v["bbox"].as_array().unwrap();
     assert_eq!(bbox.len(), 4);

