@@ -94,17 +94,12 @@ fn engine(c: &mut Criterion) {
     g.bench_function("render 600x400", |b| {
         b.iter(|| overlay::render(&img, original, Some(&analysis), 0, Style::default()))
     });
-    let small = overlay::fit(&img, (300, 200));
+    let fit = |img: &image::RgbImage| {
+        overlay::scale(img, overlay::fitted_size(img.dimensions(), (300, 200)))
+    };
+    let small = fit(&img);
     g.bench_function("fit + render 300x200", |b| {
-        b.iter(|| {
-            overlay::render(
-                &overlay::fit(&img, (300, 200)),
-                original,
-                Some(&analysis),
-                0,
-                Style::default(),
-            )
-        })
+        b.iter(|| overlay::render(&fit(&img), original, Some(&analysis), 0, Style::default()))
     });
     g.bench_function("render 300x200 prefitted", |b| {
         b.iter(|| overlay::render(&small, original, Some(&analysis), 0, Style::default()))

@@ -6,13 +6,15 @@ mod cam;
 mod classify;
 mod weights;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::model::fetch::{self, Source};
 use crate::model::weights::{WEIGHTS_ENV, default_path};
 use crate::model::{Arch, Classifier, ResizeMode};
+use crate::provision::{ModelConfig, Step, provision};
+use crate::term::Protocol;
+use crate::ui::BrowseConfig;
 
 /// See what an ImageNet ResNet-50 looks at: browse images, read its top-5 predictions and
 /// its Class Activation Map drawn inline in the terminal.
@@ -41,16 +43,16 @@ pub struct BrowseArgs {
     pub model: ModelArgs,
 }
 
-/// How images reach the terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Protocol {
-    /// Ask the terminal what it supports.
-    Auto,
-    Kitty,
-    Sixel,
-    Iterm2,
-    /// Unicode half blocks: works in any colour terminal.
-    Halfblocks,
+impl BrowseArgs {
+    /// The plain configuration the browser takes.
+    pub fn config(&self) -> BrowseConfig {
+        BrowseConfig {
+            dir: self.dir.clone(),
+            protocol: self.protocol,
+            save_dir: self.save_dir.clone(),
+            model: self.model.config(),
+        }
+    }
 }
 
 /// Options that choose the model and its input.
@@ -69,43 +71,34 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// True when the weights path is the built-in default (so a missing file may be fetched).
-    pub fn weights_are_default(&self) -> bool {
-        self.weights == default_path()
+    /// The plain configuration the rest of camview takes.
+    pub fn config(&self) -> ModelConfig {
+        ModelConfig {
+            weights: self.weights.clone(),
+            fetch_if_missing: self.weights == default_path(),
+            arch: self.arch,
+            resize: self.resize,
+        }
     }
 
-    /// Loads the classifier, fetching genuine weights first when the default file is absent.
+    /// Loads the classifier, fetching genuine weights first (with a bar on stderr) when the
+    /// default file is absent.
     pub fn load_classifier(&self) -> anyhow::Result<Classifier> {
-        self.ensure_weights()?;
-        Classifier::load(
-            &self.weights,
-            self.arch,
-            crate::model::classifier::default_device(),
-        )
-    }
-
-    /// Makes sure the weights file exists: a missing default is fetched (first run), a
-    /// missing explicit file is an error.
-    pub fn ensure_weights(&self) -> anyhow::Result<()> {
-        if self.weights.exists() {
-            return Ok(());
-        }
-        if !self.weights_are_default() {
-            anyhow::bail!(
-                "weights file {} does not exist (run `camview weights fetch -o {0}`)",
-                self.weights.display()
-            );
-        }
-        eprintln!(
-            "camview: no weights at {}; fetching them (first run)…",
-            self.weights.display()
-        );
-        let source = fetch::fetch(&self.weights, &Source::DEFAULT_ORDER, &weights::Bar::new())?;
-        eprintln!(
-            "camview: weights from {source:?} written to {}",
-            self.weights.display()
-        );
-        Ok(())
+        let shown = self.weights.display();
+        let classifier = provision(
+            &self.config(),
+            &weights::Bar::new(),
+            &mut |step| match step {
+                Step::Fetching => {
+                    eprintln!("camview: no weights at {shown}; fetching them (first run)…")
+                }
+                Step::Fetched(source) => {
+                    eprintln!("camview: weights from {source:?} written to {shown}");
+                }
+                Step::Loading => {}
+            },
+        )?;
+        Ok(classifier)
     }
 }
 
@@ -130,14 +123,4 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Bench(args) => bench::run(&args).map(|()| 0),
         Command::Weights(cmd) => weights::run(cmd).map(|()| 0),
     }
-}
-
-/// True for file names with an extension camview can decode.
-pub fn is_image_path(path: &Path) -> bool {
-    const EXTENSIONS: [&str; 9] = [
-        "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jfif",
-    ];
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }

@@ -1,5 +1,6 @@
 //! The `camview` binary: parse arguments, run the browser or a command, print errors with
-//! their whole cause chain, and map the outcome to an exit code.
+//! their whole cause chain, and map the outcome to an exit code: 0 success, 1 some inputs
+//! failed (the rest were done), 2 bad usage (clap) or an error that stopped the work.
 
 use clap::Parser;
 
@@ -7,7 +8,7 @@ fn main() {
     let cli = camview::cli::Cli::parse();
     let result = match cli.command {
         Some(command) => camview::cli::run(command),
-        None => camview::ui::run(&cli.browse).map(|()| 0),
+        None => camview::ui::run(&cli.browse.config()).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -15,7 +16,7 @@ fn main() {
         Err(e) if is_broken_pipe(&e) => std::process::exit(0),
         Err(e) => {
             eprintln!("camview: error: {e:#}");
-            std::process::exit(1);
+            std::process::exit(2);
         }
     }
 }

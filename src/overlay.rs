@@ -2,11 +2,11 @@
 //! alone, or the photo untouched, optionally with the CAM bounding box. Shared by the `cam`
 //! command and the UI's render worker.
 
-use image::{Rgb, RgbImage, imageops::FilterType};
+use image::{Rgb, RgbImage};
 
 use crate::model::Analysis;
 use crate::model::cam::{self, BBOX_THRESHOLD, BBox, Colormap, Heat};
-use crate::model::preprocess::Region;
+use crate::model::preprocess::{Region, resize_bilinear};
 
 /// What the picture shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -141,7 +141,7 @@ fn grid(
 ) -> RgbImage {
     let (width, height) = photo.dimensions();
     let GridLayout { cols, tile, origin } = grid_layout((width, height));
-    let small = image::imageops::resize(photo, tile.0, tile.1, FilterType::Triangle);
+    let small = scale(photo, tile);
     let overlay = Style {
         view: View::Overlay,
         ..style
@@ -201,7 +201,7 @@ fn grid_layout((width, height): (u32, u32)) -> GridLayout {
             width.saturating_sub(GRID_GAP * (cols - 1)) / cols,
             height.saturating_sub(GRID_GAP * (rows - 1)) / rows,
         );
-        let tile = fitted_within((width, height), room);
+        let tile = fitted_size((width, height), room);
         let block = (
             cols * tile.0 + (cols - 1) * GRID_GAP,
             rows * tile.1 + (rows - 1) * GRID_GAP,
@@ -221,16 +221,6 @@ fn grid_layout((width, height): (u32, u32)) -> GridLayout {
     } else {
         wide
     }
-}
-
-/// `size` scaled to fit inside `room`, keeping its aspect ratio (at least 1 × 1).
-fn fitted_within(size: (u32, u32), room: (u32, u32)) -> (u32, u32) {
-    let s = (f64::from(room.0) / f64::from(size.0.max(1)))
-        .min(f64::from(room.1) / f64::from(size.1.max(1)));
-    (
-        ((f64::from(size.0) * s).floor() as u32).clamp(1, room.0.max(1)),
-        ((f64::from(size.1) * s).floor() as u32).clamp(1, room.1.max(1)),
-    )
 }
 
 /// Digits 1–5 as 3 × 5 bitmaps, rows top to bottom, bit 2 the left column.
@@ -268,16 +258,22 @@ fn draw_number(tile: &mut RgbImage, n: usize) {
     }
 }
 
-/// `img` scaled to fit inside `max` keeping its aspect ratio (never enlarged).
-pub fn fit(img: &RgbImage, max: (u32, u32)) -> RgbImage {
-    let (w, h) = img.dimensions();
-    if w <= max.0 && h <= max.1 {
-        return img.clone();
-    }
-    let scale = (f64::from(max.0) / f64::from(w)).min(f64::from(max.1) / f64::from(h));
-    let nw = ((f64::from(w) * scale).round() as u32).max(1);
-    let nh = ((f64::from(h) * scale).round() as u32).max(1);
-    image::imageops::resize(img, nw, nh, FilterType::Triangle)
+/// The size of `size` scaled to fill `bound` as far as its aspect ratio allows (at least
+/// 1 × 1, never past `bound`): small photos are enlarged too, so a pane or tile is used
+/// whatever the photo's size. The one fitting rule of camview's pictures.
+pub fn fitted_size(size: (u32, u32), bound: (u32, u32)) -> (u32, u32) {
+    let (w, h) = (f64::from(size.0.max(1)), f64::from(size.1.max(1)));
+    let s = (f64::from(bound.0) / w).min(f64::from(bound.1) / h);
+    (
+        ((w * s).round() as u32).clamp(1, bound.0.max(1)),
+        ((h * s).round() as u32).clamp(1, bound.1.max(1)),
+    )
+}
+
+/// `img` at exactly `size`, with the same bilinear resampling as the network's input.
+pub fn scale(img: &RgbImage, size: (u32, u32)) -> RgbImage {
+    let (width, height) = size;
+    resize_bilinear(img, width.max(1), height.max(1))
 }
 
 /// Writes `picture` as a PNG at `path`, atomically (a reader never sees half a file).
@@ -296,6 +292,20 @@ mod tests {
     use super::*;
     use crate::model::Prediction;
     use crate::model::cam::CamGrid;
+
+    #[test]
+    fn fitting_fills_the_bound_keeping_the_aspect_ratio() {
+        assert_eq!(fitted_size((300, 200), (900, 900)), (900, 600), "enlarged");
+        assert_eq!(fitted_size((4000, 1000), (800, 800)), (800, 200), "shrunk");
+        assert_eq!(fitted_size((300, 200), (300, 200)), (300, 200));
+        assert_eq!(fitted_size((640, 427), (212, 212)), (212, 141));
+        assert_eq!(
+            fitted_size((10_000, 1), (50, 50)),
+            (50, 1),
+            "never below 1 pixel"
+        );
+        assert_eq!(fitted_size((0, 0), (0, 7)), (1, 1));
+    }
 
     /// Five classes whose CAMs are hot in different cells of a 2 × 2 grid.
     fn analysis() -> Analysis {
@@ -351,7 +361,7 @@ mod tests {
         let layout = grid_layout((300, 200));
         let tile = layout.tile;
         assert_eq!((layout.cols, tile, layout.origin), (3, (98, 65), (1, 34)));
-        let small = image::imageops::resize(&photo, tile.0, tile.1, FilterType::Triangle);
+        let small = scale(&photo, tile);
         let tile_at = |slot: u32| {
             let x = layout.origin.0 + (slot % 3) * (tile.0 + GRID_GAP);
             let y = layout.origin.1 + (slot / 3) * (tile.1 + GRID_GAP);

@@ -5,12 +5,10 @@ pub mod app;
 pub mod files;
 pub mod help;
 pub mod image_pane;
-pub mod inline;
 pub mod predictions;
 pub mod render;
 pub mod save;
 pub mod status;
-pub mod terminal;
 
 use std::io::stdout;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -21,19 +19,32 @@ use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 use crossterm::terminal::{Clear, ClearType};
 use crossterm::{execute, queue};
 use ratatui::DefaultTerminal;
-use ratatui::layout::Rect;
 
-use crate::cli::BrowseArgs;
-use crate::worker::{self, InferenceWorker, log};
+use crate::jobs;
+use crate::log;
+use crate::provision::ModelConfig;
+use crate::term::{self, Protocol, ShownPicture};
+use crate::worker::{self, InferenceWorker};
 use app::{App, AppEvent, Command};
 use files::Lister;
 use render::Renderer;
+
+/// What the browser is asked to show, and how.
+#[derive(Debug, Clone)]
+pub struct BrowseConfig {
+    /// The folder to browse; the user never goes above it.
+    pub dir: std::path::PathBuf,
+    pub protocol: Protocol,
+    /// Where `s` saves pictures.
+    pub save_dir: std::path::PathBuf,
+    pub model: ModelConfig,
+}
 
 /// How often the spinner moves while something is in progress.
 const TICK: Duration = Duration::from_millis(100);
 
 /// Runs the browser on `args.dir` until the user quits.
-pub fn run(args: &BrowseArgs) -> anyhow::Result<()> {
+pub fn run(args: &BrowseConfig) -> anyhow::Result<()> {
     log::init();
     // Validate before touching the terminal, so errors print normally.
     let meta = std::fs::metadata(&args.dir)
@@ -55,10 +66,7 @@ fn install_mouse_restoring_panic_hook() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let thread = std::thread::current();
-        if thread
-            .name()
-            .is_some_and(|name| worker::CONTAINED_THREADS.contains(&name))
-        {
+        if thread.name().is_some_and(jobs::is_contained) {
             log::debug(&format!("contained panic: {info}"));
             return;
         }
@@ -67,11 +75,11 @@ fn install_mouse_restoring_panic_hook() {
     }));
 }
 
-fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<()> {
+fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<AppEvent>();
     // The model starts loading at once, in parallel with everything below.
     let worker_tx = tx.clone();
-    let inference = InferenceWorker::spawn(args.model.clone(), move |e| {
+    let inference = worker::spawn(args.model.clone(), move |e| {
         worker_tx.send(AppEvent::Worker(e)).is_ok()
     })?;
     let list_tx = tx.clone();
@@ -87,9 +95,9 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
     terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
     log::debug("first frame drawn");
 
-    let graphics = self::terminal::detect(args.protocol);
-    app.protocol = self::terminal::protocol_name(&graphics.picker).to_string();
-    let keeps_pixels = self::terminal::keeps_pixels(&graphics.picker);
+    let graphics = term::detect(args.protocol);
+    app.protocol = term::protocol_name(&graphics.picker).to_string();
+    let mut shown = ShownPicture::new(&graphics.picker);
     // Terminal events arrive on their own thread so the loop waits on one channel. The
     // picker's query is done, so nothing else reads stdin.
     let input = tx.clone();
@@ -114,16 +122,13 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseArgs) -> anyhow::Result<(
         saves: Vec::new(),
     };
     let mut key_at: Option<Instant> = None;
-    let mut picture_was = None;
     loop {
         workers.dispatch(&mut app);
         let drawing = Instant::now();
-        let picture = app.picture_area();
-        if keeps_pixels && uncovers(picture_was, picture) {
+        if shown.moves_to(app.picture_area()) {
             // Erase the old picture's pixels: the whole screen is drawn again.
             erase(terminal)?;
         }
-        picture_was = picture;
         terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
         if let Some(at) = key_at.take() {
             log::debug(&format!("key → frame in {:?}", at.elapsed()));
@@ -167,15 +172,6 @@ fn erase(terminal: &mut DefaultTerminal) -> std::io::Result<()> {
     Ok(())
 }
 
-/// True when a picture drawn at `before` is not wholly painted over by one at `now`.
-fn uncovers(before: Option<Rect>, now: Option<Rect>) -> bool {
-    match (before, now) {
-        (Some(before), Some(now)) => now.union(before) != now,
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
-}
-
 /// The threads the run loop hands work to.
 struct Workers {
     lister: Lister,
@@ -199,12 +195,10 @@ impl Workers {
                 Command::Prepare(requests) => self.renderer.prepare(requests),
                 Command::Save(request) => {
                     let events = self.events.clone();
-                    let saving = std::thread::Builder::new()
-                        .name("camview-save".into())
-                        .spawn(move || {
-                            let result = worker::contain_panic(|| request.run());
-                            let _ = events.send(AppEvent::Saved(result));
-                        });
+                    let saving = jobs::spawn_contained("camview-save", move || {
+                        let result = jobs::contain_panic(|| request.run());
+                        let _ = events.send(AppEvent::Saved(result));
+                    });
                     match saving {
                         Ok(thread) => self.saves.push(thread),
                         Err(e) => {
@@ -241,33 +235,5 @@ fn trace(event: &AppEvent, key_at: &mut Option<Instant>) {
             log::debug(&format!("model: {m:?}"));
         }
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_picture_is_uncovered_when_it_goes_or_the_next_one_does_not_cover_it() {
-        let square = Rect::new(40, 2, 30, 30);
-        let wide = Rect::new(30, 6, 50, 20);
-        let whole = Rect::new(30, 2, 50, 30);
-        assert!(uncovers(Some(square), None), "help or a folder hides it");
-        assert!(
-            uncovers(Some(square), Some(wide)),
-            "its top and bottom stay"
-        );
-        assert!(uncovers(Some(wide), Some(square)), "its sides stay");
-        assert!(
-            !uncovers(Some(square), Some(square)),
-            "same place: painted over"
-        );
-        assert!(
-            !uncovers(Some(square), Some(whole)),
-            "a larger one covers it"
-        );
-        assert!(!uncovers(None, Some(square)));
-        assert!(!uncovers(None, None));
     }
 }

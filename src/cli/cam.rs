@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use super::{ModelArgs, Protocol};
+use super::ModelArgs;
 use crate::model::cam::Colormap;
 use crate::model::preprocess::load_rgb;
 use crate::overlay::{self, Style, View};
+use crate::term::Protocol;
 
 #[derive(Debug, Args)]
 pub struct CamArgs {
@@ -54,7 +55,7 @@ fn parse_alpha(s: &str) -> Result<f32, String> {
 pub fn run(args: &CamArgs) -> anyhow::Result<()> {
     // Validate before the slow work: with no -o we need a terminal to draw on.
     if args.output.is_none() {
-        crate::ui::inline::check_terminal()?;
+        crate::term::inline::check_terminal()?;
     }
     let img = load_rgb(&args.image)?;
     let classifier = args.model.load_classifier()?;
@@ -91,7 +92,7 @@ pub fn run(args: &CamArgs) -> anyhow::Result<()> {
         }
         None => {
             // Under the picture, which may scroll everything above it away.
-            let shown = crate::ui::inline::print_picture(picture, args.protocol)?;
+            let shown = crate::term::inline::print_picture(picture, args.protocol)?;
             eprintln!("{caption} ({shown})");
         }
     }

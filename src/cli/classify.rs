@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Serialize;
 
-use super::{ModelArgs, is_image_path};
+use super::ModelArgs;
 use crate::model::preprocess::load_rgb;
 use crate::model::{Classifier, Prediction};
 use crate::overlay;
 use crate::text::printable_path;
+use crate::walk;
 
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
@@ -186,36 +187,22 @@ fn write_error(
 }
 
 /// Files as given, and the images inside folders (recursively, in natural order).
+/// The files to classify: files as given, folders walked by camview's folder rule.
 fn expand(paths: &[PathBuf]) -> Vec<Item> {
     let mut items = Vec::new();
     for path in paths {
         if path.is_dir() {
-            walk(path, &mut items);
+            walk::images_under(path, &mut |item| {
+                items.push(item.map_err(|e| {
+                    (
+                        e.dir,
+                        anyhow::Error::new(e.error).context("cannot list folder"),
+                    )
+                }));
+            });
         } else {
             items.push(Ok(path.clone()));
         }
     }
     items
-}
-
-fn walk(dir: &Path, items: &mut Vec<Item>) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            items.push(Err((
-                dir.to_path_buf(),
-                anyhow::Error::new(e).context("cannot list folder"),
-            )));
-            return;
-        }
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
-    paths.sort_by(|a, b| natord::compare(&a.to_string_lossy(), &b.to_string_lossy()));
-    for path in paths {
-        if path.is_dir() {
-            walk(&path, items);
-        } else if is_image_path(&path) {
-            items.push(Ok(path));
-        }
-    }
 }

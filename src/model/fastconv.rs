@@ -34,10 +34,8 @@ use super::winograd::{TileSize, Winograd};
 
 /// F(4×4, 3×3) weights take 4× the memory of the direct ones: layers up to 256 input
 /// channels (layers 1–3) use it; layer 4 (512), small in pixels and large in weights, uses
-/// F(2×2, 3×3), whose weights take 16/9. Paired in-process runs (passes alternating between
-/// networks, 80 rounds): layer 4 in F(2×2) instead of direct, 0.957× the time at 224² and
-/// 0.944× for a batch of 8; layer 3 in F(2×2) too gave 0.991× at 224² but 1.03× for a batch
-/// of 8, so it stays F(4×4).
+/// F(2×2, 3×3), whose weights take 16/9. Layer 3 in F(2×2) too was slower for batches
+/// (README → Speed has the paired runs).
 const WINOGRAD_4X4_MAX_IN: usize = 256;
 
 /// Below this many output tiles the small GEMMs cost more than they save, and the direct

@@ -444,17 +444,16 @@ impl ResNet50 {
     pub fn forward_fast(&self, input: &Tensor) -> candle_core::Result<Forward> {
         // The whole pass runs on a pool thread: each layer's parallel loop then starts from
         // that worker's own queue, with no hand-off to the pool and wake-up of the caller per
-        // layer, and a helper thread that wakes late costs parallelism, not time (paired
-        // runs: -3 % median, and steadier on a busy machine).
+        // layer, and a helper thread that wakes late costs parallelism, not time.
         if rayon::current_thread_index().is_none() {
             return rayon::scope(|_| self.forward_fast(input));
         }
         // A batch goes through the stem and stages 1–2 in groups of about one 224² image's
         // pixels: their activations are large and their weights small, and a group's
-        // activations stay in the caches between layers (batch of 8: 301 → 282 ms). Stages
-        // 3–4 are the other way round (at 224², 9 MB of weights per Winograd layer against
-        // 0.8 MB of activations per image) and take the whole batch at once, so each weight
-        // is read once for all of its images.
+        // activations stay in the caches between layers. Stages 3–4 are the other way round
+        // (at 224², megabytes of weights per layer against less than one of activations per
+        // image) and take the whole batch at once, so each weight is read once for all of
+        // its images.
         let (n, _, h, w) = input.dims4()?;
         let group = (PIXELS_PER_PASS / (h * w).max(1)).max(1);
         let whole = group * GROUPS_PER_PASS;
@@ -472,8 +471,8 @@ impl ResNet50 {
         }
         let early = |input: &Tensor| -> candle_core::Result<Tensor> {
             // In a block, so the input copy and the stem's output (the largest activation)
-            // are freed before stage 1, not kept by shadowing until the end (a 1344 × 1008
-            // input: 100 MB).
+            // are freed before stage 1, not kept by shadowing until the end (for the largest
+            // inputs it is the biggest buffer of the pass).
             let mut x = {
                 let stem = self.stem.fast()?;
                 nhwc::max_pool_3x3_s2(&stem.forward(

@@ -112,8 +112,7 @@ impl Weights {
         };
         let file = std::fs::File::open(path).map_err(read_err)?;
         // Mapped, not read: the tensors are copied out of the page cache once, instead of
-        // the whole file first being copied into a buffer of its own (load 100 MB: ≈ 30 %
-        // faster).
+        // the whole file first being copied into a buffer of its own.
         // SAFETY: the map is read-only and dropped before this function returns. Were the file
         // truncated meanwhile, reads past its new end would fault; camview itself replaces
         // weights by renaming a new file over them, which leaves a mapped file intact.

@@ -6,7 +6,6 @@
 //! folder of 50 000 images takes 0.3 s to list from a warm cache and 2 s from a cold one
 //! (more over a network file system), and the screen must answer keys meanwhile.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -18,17 +17,13 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Widget, Wrap};
 
-use crate::cli::is_image_path;
+use crate::jobs::{Mailbox, Worker, contain_panic};
 use crate::model::Analysis;
 use crate::text::printable;
-use crate::worker::{ImageKey, Mailbox, contain_panic};
+use crate::walk;
+use crate::worker::ImageKey;
 
-/// What a row of the list is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
-    Folder,
-    Image,
-}
+pub use crate::walk::EntryKind;
 
 /// One row of the list.
 #[derive(Debug, Clone)]
@@ -105,35 +100,25 @@ impl ListRequest {
 /// The UI's handle on the thread that reads folders. Dropping it stops the thread after the
 /// folder it is reading.
 pub struct Lister {
-    mailbox: Arc<Mailbox<ListRequest>>,
+    worker: Worker<ListRequest>,
 }
 
 impl Lister {
     /// Starts the thread; answers go to `notify`, which returns false once nobody listens.
     pub fn spawn(notify: impl Fn(Listing) -> bool + Send + 'static) -> std::io::Result<Self> {
-        let mailbox: Arc<Mailbox<ListRequest>> = Arc::new(Mailbox::default());
-        let inbox = Arc::clone(&mailbox);
-        std::thread::Builder::new()
-            .name("camview-list".into())
-            .spawn(move || {
-                while let Some(request) = inbox.take() {
-                    if !notify(request.run()) {
-                        return;
-                    }
+        let worker = Worker::spawn("camview-list", move |inbox: &Mailbox<ListRequest>| {
+            while let Some(request) = inbox.take() {
+                if !notify(request.run()) {
+                    return;
                 }
-            })?;
-        Ok(Self { mailbox })
+            }
+        })?;
+        Ok(Self { worker })
     }
 
     /// Asks for a folder; the request replaces any still waiting.
     pub fn send(&self, request: ListRequest) {
-        self.mailbox.put(request);
-    }
-}
-
-impl Drop for Lister {
-    fn drop(&mut self) {
-        self.mailbox.close();
+        self.worker.send(request);
     }
 }
 
@@ -324,43 +309,18 @@ impl FileList {
 /// The sub-folders and images of `dir`: folders first, each group in natural order; hidden
 /// entries and other files left out.
 fn read_folder(dir: &Path) -> std::io::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    for item in std::fs::read_dir(dir)? {
-        let Ok(item) = item else { continue };
-        let name = item.file_name();
-        if name.as_encoded_bytes().starts_with(b".") {
-            continue;
-        }
-        let path = item.path();
-        // Follow symlinks: a link to a folder is a folder.
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        let kind = if meta.is_dir() {
-            EntryKind::Folder
-        } else if meta.is_file() && is_image_path(&path) {
-            EntryKind::Image
-        } else {
-            continue;
-        };
-        entries.push(Entry {
-            kind,
+    Ok(walk::read_folder(dir)?
+        .into_iter()
+        .map(|e| Entry {
+            kind: e.kind,
+            name: printable(&e.name),
             key: ImageKey {
-                path: path.clone(),
-                modified: meta.modified().ok(),
+                path: e.path.clone(),
+                modified: e.modified,
             },
-            path,
-            name: printable(&name),
-        });
-    }
-    entries.sort_by(|a, b| {
-        let folder_first = (a.kind != EntryKind::Folder).cmp(&(b.kind != EntryKind::Folder));
-        folder_first
-            .then_with(|| natord::compare_ignore_case(&a.name, &b.name))
-            .then_with(|| a.name.cmp(&b.name))
-            .then(Ordering::Equal)
-    });
-    Ok(entries)
+            path: e.path,
+        })
+        .collect())
 }
 
 /// Draws the list into `area`: a bordered block titled with the folder, one row per entry,

@@ -4,20 +4,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use image::imageops::FilterType;
-use image::{DynamicImage, RgbImage};
+use image::RgbImage;
 use ratatui::layout::Size;
-use ratatui_image::picker::{Picker, ProtocolType};
 use ratatui_image::protocol::Protocol;
-use ratatui_image::protocol::halfblocks::Halfblocks;
-use ratatui_image::{FontSize, Resize};
 
-use super::terminal::Graphics;
-
+use crate::jobs::{Mailbox, Worker, contain_panic};
+use crate::log;
 use crate::model::Analysis;
 use crate::model::preprocess::load_rgb;
+use crate::overlay::scale;
 use crate::overlay::{self, Style};
-use crate::worker::{ImageKey, Mailbox, contain_panic, log};
+use crate::term::Graphics;
+use crate::term::place::{Placement, encode, placement};
+use crate::worker::ImageKey;
 
 /// One picture to prepare for the image pane.
 #[derive(Debug, Clone)]
@@ -78,7 +77,7 @@ enum Job {
 
 /// The UI's handle on the render thread.
 pub struct Renderer {
-    mailbox: Arc<Mailbox<Job>>,
+    worker: Worker<Job>,
 }
 
 impl Renderer {
@@ -88,61 +87,51 @@ impl Renderer {
         notify: impl Fn(RenderEvent) -> bool + Send + 'static,
     ) -> std::io::Result<Self> {
         let graphics = graphics.into();
-        let mailbox: Arc<Mailbox<Job>> = Arc::new(Mailbox::default());
-        let inbox = Arc::clone(&mailbox);
-        std::thread::Builder::new()
-            .name("camview-render".into())
-            .spawn(move || {
-                let mut studio = Studio {
-                    graphics,
-                    photos: Vec::new(),
-                    pictures: Pictures::default(),
-                };
-                while let Some(job) = inbox.take() {
-                    match job {
-                        Job::Show(request) => {
-                            let result = studio.picture(&request);
-                            let event = RenderEvent {
-                                ticket: request.ticket,
-                                key: request.key,
-                                result,
-                            };
-                            if !notify(event) {
-                                return;
-                            }
+        let worker = Worker::spawn("camview-render", move |inbox: &Mailbox<Job>| {
+            let mut studio = Studio {
+                graphics,
+                photos: Vec::new(),
+                pictures: Pictures::default(),
+            };
+            while let Some(job) = inbox.take() {
+                match job {
+                    Job::Show(request) => {
+                        let result = studio.picture(&request);
+                        let event = RenderEvent {
+                            ticket: request.ticket,
+                            key: request.key,
+                            result,
+                        };
+                        if !notify(event) {
+                            return;
                         }
-                        Job::Prepare(requests) => {
-                            for request in requests {
-                                // Errors show when the picture is asked for.
-                                let _ = studio.picture(&request);
-                                if inbox.has_job() {
-                                    break;
-                                }
+                    }
+                    Job::Prepare(requests) => {
+                        for request in requests {
+                            // Errors show when the picture is asked for.
+                            let _ = studio.picture(&request);
+                            if inbox.has_job() {
+                                break;
                             }
                         }
                     }
                 }
-            })?;
-        Ok(Self { mailbox })
+            }
+        })?;
+        Ok(Self { worker })
     }
 
     /// Asks for a picture; the request replaces any job still waiting.
     pub fn send(&self, request: RenderRequest) {
-        self.mailbox.put(Job::Show(request));
+        self.worker.send(Job::Show(request));
     }
 
     /// Asks for pictures to be ready for later (the neighbours of the one shown). A picture
     /// asked for and not yet made keeps its place: only other work is replaced.
     pub fn prepare(&self, requests: Vec<RenderRequest>) {
-        self.mailbox.offer(Job::Prepare(requests), |waiting| {
+        self.worker.offer(Job::Prepare(requests), |waiting| {
             matches!(waiting, Job::Show(_))
         });
-    }
-}
-
-impl Drop for Renderer {
-    fn drop(&mut self) {
-        self.mailbox.close();
     }
 }
 
@@ -252,100 +241,11 @@ fn render(
     Ok(Rendered { protocol, original })
 }
 
-/// Where a picture goes when fitted into `room` cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
-    /// The cells it covers.
-    pub cells: Size,
-    /// The size to scale it to before [`encode`]: the font's pixels over those cells, or for
-    /// half blocks two pixels per cell (scaling to the font's pixels would only have them
-    /// scaled down again, at ~20× the cost).
-    pub pixels: (u32, u32),
-}
-
-/// The placement of a picture of `original` pixels, as large as `room` cells and the
-/// terminal's largest picture allow.
-pub fn placement(graphics: &Graphics, original: (u32, u32), room: Size) -> Placement {
-    let picker = &graphics.picker;
-    let font = picker.font_size();
-    let mut bound = pixel_bound(room, font);
-    if let Some((width, height)) = graphics.max_pixels {
-        bound = (bound.0.min(width), bound.1.min(height));
-    }
-    let full = fitted_size(original, bound);
-    let cells = Size::new(
-        full.0
-            .div_ceil(u32::from(font.width))
-            .min(u32::from(room.width)) as u16,
-        full.1
-            .div_ceil(u32::from(font.height))
-            .min(u32::from(room.height)) as u16,
-    );
-    let pixels = if picker.protocol_type() == ProtocolType::Halfblocks {
-        (u32::from(cells.width), 2 * u32::from(cells.height))
-    } else {
-        full
-    };
-    Placement { cells, pixels }
-}
-
-/// Encodes `picture`, already scaled to its [`Placement`]'s pixels, for `picker`'s protocol
-/// in `cells` (the encoders only ever shrink a picture).
-pub fn encode(picker: &Picker, picture: RgbImage, cells: Size) -> Result<Protocol, String> {
-    let picture = DynamicImage::ImageRgb8(picture);
-    let protocol = if picker.protocol_type() == ProtocolType::Halfblocks {
-        Halfblocks::new(picture, cells).map(Protocol::Halfblocks)
-    } else {
-        picker.new_protocol(picture, cells, Resize::Fit(None))
-    };
-    protocol.map_err(|e| format!("cannot encode the picture for the terminal: {e}"))
-}
-
-/// The size of `size` scaled to fill `bound` as far as its aspect ratio allows: small photos
-/// are enlarged too, so the pane is used whatever the photo's size.
-pub fn fitted_size(size: (u32, u32), bound: (u32, u32)) -> (u32, u32) {
-    let (w, h) = (f64::from(size.0.max(1)), f64::from(size.1.max(1)));
-    let s = (f64::from(bound.0) / w).min(f64::from(bound.1) / h);
-    (
-        ((w * s).round() as u32).clamp(1, bound.0.max(1)),
-        ((h * s).round() as u32).clamp(1, bound.1.max(1)),
-    )
-}
-
-/// `img` scaled to fill `bound` keeping its aspect ratio (see [`fitted_size`]).
-pub fn fit(img: &RgbImage, bound: (u32, u32)) -> RgbImage {
-    scale(img, fitted_size(img.dimensions(), bound))
-}
-
-/// `img` at exactly `size`.
-pub fn scale(img: &RgbImage, size: (u32, u32)) -> RgbImage {
-    if img.dimensions() == size {
-        img.clone()
-    } else {
-        image::imageops::resize(img, size.0, size.1, FilterType::Triangle)
-    }
-}
-
-/// The largest picture, in pixels, that `cells` can show.
-pub fn pixel_bound(cells: Size, font: FontSize) -> (u32, u32) {
-    (
-        (u32::from(cells.width) * u32::from(font.width)).max(1),
-        (u32::from(cells.height) * u32::from(font.height)).max(1),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fit_fills_the_bound_keeping_the_aspect_ratio() {
-        let small = RgbImage::new(300, 200);
-        assert_eq!(fit(&small, (900, 900)).dimensions(), (900, 600));
-        let big = RgbImage::new(4000, 1000);
-        assert_eq!(fit(&big, (800, 800)).dimensions(), (800, 200));
-        assert_eq!(fit(&small, (300, 200)).dimensions(), (300, 200));
-    }
+    use crate::term::place::encode;
+    use ratatui_image::picker::Picker;
 
     #[test]
     fn finished_pictures_are_found_by_everything_that_shapes_them() {
@@ -387,38 +287,5 @@ mod tests {
             ..request
         };
         assert!(pictures.get(&resized).is_none());
-    }
-
-    #[test]
-    fn pictures_stay_within_the_largest_the_terminal_shows() {
-        let mut picker = Picker::halfblocks();
-        picker.set_protocol_type(ProtocolType::Sixel);
-        let font = picker.font_size();
-        assert_eq!((font.width, font.height), (10, 20));
-        let room = Size::new(120, 43);
-        let free = placement(&Graphics::from(picker.clone()), (451, 300), room);
-        assert_eq!(free.pixels, (1200, 798));
-        assert_eq!(free.cells, Size::new(120, 40));
-        let xterm = Graphics {
-            picker,
-            max_pixels: Some((1000, 1000)),
-        };
-        let capped = placement(&xterm, (451, 300), room);
-        assert_eq!(capped.pixels, (1000, 665));
-        assert_eq!(capped.cells, Size::new(100, 34));
-    }
-
-    #[test]
-    fn half_blocks_are_scaled_to_two_pixels_per_cell() {
-        let graphics = Graphics::from(Picker::halfblocks());
-        let placed = placement(&graphics, (451, 300), Size::new(100, 28));
-        assert_eq!(placed.cells, Size::new(85, 28));
-        assert_eq!(placed.pixels, (85, 56));
-    }
-
-    #[test]
-    fn pixel_bound_is_cells_times_font() {
-        let b = pixel_bound(Size::new(80, 30), FontSize::new(10, 20));
-        assert_eq!(b, (800, 600));
     }
 }

@@ -195,7 +195,7 @@ fn a_wrong_weights_file_is_a_clear_error() {
         .arg(crate::common::photo("chelsea"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a fatal error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("junk.safetensors is not a safetensors or PyTorch"),

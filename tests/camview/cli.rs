@@ -147,12 +147,7 @@ fn cam_writes_a_png_of_the_original_size() {
         *grid.get_pixel(origin.0 + tile.0 / 2, origin.1),
         image::Rgb([255, 255, 255])
     );
-    let small = image::imageops::resize(
-        &original,
-        tile.0,
-        tile.1,
-        image::imageops::FilterType::Triangle,
-    );
+    let small = camview::overlay::scale(&original, tile);
     let last = image::imageops::crop_imm(
         &grid,
         origin.0 + 2 * (tile.0 + 2),
@@ -167,7 +162,7 @@ fn cam_writes_a_png_of_the_original_size() {
 #[test]
 fn cam_without_output_needs_a_terminal() {
     let run = camview(&["cam", photo("rocket").to_str().unwrap()]);
-    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("pass -o OUT.png"));
 }
 
@@ -304,7 +299,7 @@ fn default_weights_are_in_models_or_else_in_the_users_cache() {
     std::fs::remove_file(&cached).unwrap();
     std::fs::write(&cached, b"not weights").unwrap();
     let run = classify_by_default(&anywhere, &cache);
-    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(run.status.code(), Some(2), "no model is fatal");
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains(&cached.display().to_string()), "{err}");
 

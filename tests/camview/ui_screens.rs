@@ -568,16 +568,16 @@ fn ctrl_c_quits_even_while_typing_a_filter() {
 /// waits is replaced by a newer one (only the newest is analysed).
 #[test]
 fn the_worker_loads_the_model_and_answers_only_the_newest_request() {
-    use camview::cli::ModelArgs;
-    use camview::worker::InferenceWorker;
+    use camview::provision::ModelConfig;
 
     let (tx, rx) = mpsc::channel();
-    let model = ModelArgs {
+    let model = ModelConfig {
         weights: crate::common::weights_path().to_path_buf(),
+        fetch_if_missing: false,
         arch: None,
         resize: ResizeMode::Full,
     };
-    let worker = InferenceWorker::spawn(model, move |e| tx.send(e).is_ok()).unwrap();
+    let worker = camview::worker::spawn(model, move |e| tx.send(e).is_ok()).unwrap();
     // Both are posted while the model loads: the second replaces the first.
     worker.send(Request::Analyze(ImageKey::of(&crate::common::photo(
         "chelsea",
@@ -618,16 +618,16 @@ fn the_worker_loads_the_model_and_answers_only_the_newest_request() {
 
 #[test]
 fn the_worker_says_how_to_get_weights_when_an_explicit_file_is_missing() {
-    use camview::cli::ModelArgs;
-    use camview::worker::InferenceWorker;
+    use camview::provision::ModelConfig;
 
     let (tx, rx) = mpsc::channel();
-    let model = ModelArgs {
+    let model = ModelConfig {
         weights: PathBuf::from("target/ui-fixtures/no-such-weights.safetensors"),
+        fetch_if_missing: false,
         arch: None,
         resize: ResizeMode::Full,
     };
-    let _worker = InferenceWorker::spawn(model, move |e| tx.send(e).is_ok()).unwrap();
+    let _worker = camview::worker::spawn(model, move |e| tx.send(e).is_ok()).unwrap();
     let event = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let WorkerEvent::Model(ModelStatus::Unavailable(why)) = event else {
         panic!("expected the model to be unavailable, got {event:?}");

@@ -259,7 +259,7 @@ fn cam_with_stdin_elsewhere_prints_half_blocks_without_asking_the_terminal() {
         screen.contains("--protocol sixel needs stdin to be the terminal"),
         "{screen}"
     );
-    assert!(screen.contains("B:1"), "{screen}");
+    assert!(screen.contains("B:2"), "{screen}");
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn a_missing_folder_is_an_error_before_the_terminal_is_touched() {
         .arg("target/ui-fixtures/no-such-folder")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
         err.contains("cannot open target/ui-fixtures/no-such-folder"),

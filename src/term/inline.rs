@@ -1,5 +1,5 @@
 //! A picture printed into the terminal's scrollback, outside the browser (`camview cam`). It
-//! goes through the browser's protocol choice ([`super::terminal::detect`]), so `--protocol`
+//! goes through the browser's protocol choice ([`super::detect`]), so `--protocol`
 //! works the same and sixel terminals and Konsole get pixels, not half blocks. With stdin
 //! elsewhere (a pipe, `xargs`) nothing can be asked, and half blocks, plain coloured text,
 //! need nothing.
@@ -21,9 +21,8 @@ use ratatui_image::Image;
 use ratatui_image::picker::{Picker, ProtocolType};
 use ratatui_image::protocol::Protocol as ImageProtocol;
 
-use super::render::{self, Placement};
-use super::terminal::Graphics;
-use crate::cli::Protocol;
+use super::place::{self, Placement};
+use super::{Graphics, Protocol};
 
 /// Prints `picture` below the cursor, as large as the terminal's width and height allow
 /// with two rows to spare (a caption and the prompt), and leaves the cursor on the line after
@@ -32,7 +31,7 @@ pub fn print_picture(picture: RgbImage, protocol: Protocol) -> anyhow::Result<&'
     check_terminal()?;
     let graphics = if std::io::stdin().is_terminal() {
         let _raw = RawMode::enable()?;
-        super::terminal::detect(protocol)
+        super::detect(protocol)
     } else {
         // Nobody can answer a query (`xargs camview cam`): half blocks need none.
         if !matches!(protocol, Protocol::Auto | Protocol::Halfblocks) {
@@ -44,15 +43,15 @@ pub fn print_picture(picture: RgbImage, protocol: Protocol) -> anyhow::Result<&'
     let picker = &graphics.picker;
     let (cols, rows) = terminal::size().context("cannot read the terminal size")?;
     let room = Size::new(cols.max(1), rows.saturating_sub(2).max(1));
-    let Placement { cells, pixels } = render::placement(&graphics, picture.dimensions(), room);
-    let picture = render::scale(&picture, pixels);
-    let image = render::encode(picker, picture, cells).map_err(anyhow::Error::msg)?;
+    let Placement { cells, pixels } = place::placement(&graphics, picture.dimensions(), room);
+    let picture = crate::overlay::scale(&picture, pixels);
+    let image = place::encode(picker, picture, cells).map_err(anyhow::Error::msg)?;
     if picker.protocol_type() == ProtocolType::Halfblocks {
         print_text(&image, cells)?;
     } else {
         print_graphics(&image, cells)?;
     }
-    Ok(super::terminal::protocol_name(picker))
+    Ok(super::protocol_name(picker))
 }
 
 /// Half blocks are coloured text: printed row by row, they need no cursor position, which a

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use ratatui_image::picker::cap_parser::QueryStdioOptions;
 use ratatui_image::picker::{Picker, ProtocolType};
 
-use crate::cli::Protocol;
-use crate::worker::log;
+use super::Protocol;
+use crate::log;
 
 /// Kitty draws ratatui-image's pictures through Unicode placeholders, which it has understood
 /// since 0.28; older versions show the placeholders as boxes.
@@ -151,16 +151,6 @@ fn release_query_reader() {
     if out.write_all(b"\x1b[5n").and_then(|()| out.flush()).is_ok() {
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// True for protocols whose pictures some terminals keep on screen until the cells are
-/// erased, even after text is written over them (Konsole does, for sixel and iTerm2). Kitty's
-/// pictures here sit on placeholder characters and go with them; half blocks are text.
-pub fn keeps_pixels(picker: &Picker) -> bool {
-    matches!(
-        picker.protocol_type(),
-        ProtocolType::Sixel | ProtocolType::Iterm2
-    )
 }
 
 /// The protocol's name for the status line.
