@@ -8,13 +8,13 @@
 //! - [`overlay`]: turning an [`model::Analysis`] into pictures (heat map over the photo, box).
 
 pub mod cli;
-pub mod jobs;
-pub mod log;
+pub(crate) mod jobs;
+pub(crate) mod log;
 pub mod model;
 pub mod overlay;
 pub mod provision;
-pub mod term;
-pub mod text;
+pub(crate) mod term;
+pub(crate) mod text;
 pub mod ui;
-pub mod walk;
+pub(crate) mod walk;
 pub mod worker;

@@ -1,13 +1,13 @@
 //! The engine: ResNet-50 in candle, its weights, image preprocessing, ImageNet labels and
 //! Class Activation Maps. Nothing here knows about the terminal UI.
 
-pub mod cam;
+pub(crate) mod cam;
 pub mod classifier;
-pub mod fastconv;
+pub(crate) mod fastconv;
 pub mod fetch;
-pub mod labels;
-pub mod matrix;
-pub mod nhwc;
+pub(crate) mod labels;
+pub(crate) mod matrix;
+pub(crate) mod nhwc;
 pub mod packed_gemm;
 pub mod preprocess;
 pub mod resnet;
@@ -16,7 +16,7 @@ mod scratch;
 mod test_data;
 pub mod tfjs;
 pub mod weights;
-pub mod winograd;
+pub(crate) mod winograd;
 
 pub use classifier::{Analysis, Classifier, Prediction};
 pub use preprocess::ResizeMode;

@@ -3,12 +3,12 @@
 
 pub mod app;
 pub mod files;
-pub mod help;
-pub mod image_pane;
-pub mod predictions;
+pub(crate) mod help;
+pub(crate) mod image_pane;
+pub(crate) mod predictions;
 pub mod render;
-pub mod save;
-pub mod status;
+pub(crate) mod save;
+pub(crate) mod status;
 
 use std::io::stdout;
 use std::sync::mpsc::{self, RecvTimeoutError};

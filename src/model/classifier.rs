@@ -59,11 +59,6 @@ impl Classifier {
         Ok(Self { model, device })
     }
 
-    /// Wraps an already built model.
-    pub fn new(model: ResNet50, device: Device) -> Self {
-        Self { model, device }
-    }
-
     pub fn model(&self) -> &ResNet50 {
         &self.model
     }

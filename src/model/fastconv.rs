@@ -141,6 +141,7 @@ impl PackedConv {
     }
 
     /// Packs an O × I × k × k weight tensor and its O biases.
+    #[cfg(test)]
     pub fn new(weight: &Tensor, bias: &Tensor, stride: usize, pad: usize) -> Result<Self> {
         let (out_c, in_c, kh, kw) = weight.dims4()?;
         if kh != kw {

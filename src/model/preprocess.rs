@@ -118,8 +118,6 @@ pub struct Region {
 pub struct Prepared {
     /// 1 × 3 × H × W, normalised RGB.
     pub tensor: Tensor,
-    /// Size of the original (oriented) image.
-    pub original: (u32, u32),
     /// Size of the network input (width, height).
     pub input: (u32, u32),
     /// Where the input sits in the original image (all of it, except in `center` mode).
@@ -150,7 +148,6 @@ pub fn prepare(img: &RgbImage, mode: ResizeMode, device: &Device) -> candle_core
     let tensor = normalise(&input, device)?;
     Ok(Prepared {
         tensor,
-        original: img.dimensions(),
         input: input.dimensions(),
         region,
     })

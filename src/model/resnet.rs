@@ -548,21 +548,6 @@ impl ResNet50 {
         rows.matmul(&flat)?.reshape((classes.len(), h, w))
     }
 
-    /// The classifier weight, classes × 2048.
-    pub fn fc_weight(&self) -> &Tensor {
-        &self.fc_weight
-    }
-
-    /// The classifier bias, one per class.
-    pub fn fc_bias(&self) -> &Tensor {
-        &self.fc_bias
-    }
-
-    /// Number of classes the classifier scores.
-    pub fn classes(&self) -> usize {
-        self.fc_bias.dims1().unwrap_or(0)
-    }
-
     /// Which stride layout the network was built with.
     pub fn arch(&self) -> Arch {
         self.arch

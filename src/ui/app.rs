@@ -14,9 +14,12 @@ use ratatui::layout::{Constraint, Layout, Position, Rect, Size};
 use ratatui::widgets::{Block, Widget};
 
 use super::files::{EntryKind, FileList, ListRequest, Listing};
+use super::image_pane::{ImageBody, ImagePane};
+use super::predictions::{PredictionsBody, PredictionsPane};
 use super::render::{RenderEvent, RenderRequest, Rendered};
 use super::save::{self, SaveRequest};
-use super::{help, image_pane, predictions, status};
+use super::status::StatusLine;
+use super::{help, status};
 use crate::model::Analysis;
 use crate::overlay::{Style, View};
 use crate::text::printable;
@@ -52,9 +55,7 @@ pub enum Command {
     Save(SaveRequest),
 }
 
-/// The smallest terminal the layout works in.
-pub const MIN_WIDTH: u16 = 60;
-pub const MIN_HEIGHT: u16 = 15;
+pub use super::status::{MIN_HEIGHT, MIN_WIDTH};
 
 /// Where each pane goes on a screen of a given size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -574,7 +575,103 @@ impl App {
 
     /// Where the picture is drawn on the current screen, if it is.
     pub fn picture_area(&self) -> Option<Rect> {
-        image_pane::picture_at(self, self.panes()?.picture())
+        self.image_pane().picture_at(self.panes()?.picture())
+    }
+
+    /// The image pane's view of the state.
+    fn image_pane(&self) -> ImagePane<'_> {
+        let spinner = spinner(self.ticks);
+        let Some(current) = &self.current else {
+            let hint = match self.files.selected() {
+                Some(e) if e.kind == EntryKind::Folder => {
+                    format!("{}/ is a folder: Enter opens it", e.name)
+                }
+                _ => "No image selected".to_string(),
+            };
+            return ImagePane {
+                title: " Image ".to_string(),
+                body: ImageBody::Hint(hint),
+                spinner,
+            };
+        };
+        let class = match self.style.view {
+            View::Original => String::new(),
+            View::Grid => " — CAMs of the top 5, photo last".to_string(),
+            View::Overlay | View::Heat => self
+                .analysis()
+                .and_then(|a| a.top.get(self.class))
+                .map(|p| format!(" — CAM of {}", p.label))
+                .unwrap_or_default(),
+        };
+        let body = if let Some(error) = &current.image_error {
+            ImageBody::Error(error)
+        } else if self.help {
+            ImageBody::Hidden
+        } else if let Some(picture) = self.picture() {
+            ImageBody::Picture(&picture.protocol)
+        } else {
+            ImageBody::Loading(&current.name)
+        };
+        ImagePane {
+            title: format!(" {}{class} ", current.name),
+            body,
+            spinner,
+        }
+    }
+
+    /// The predictions pane's view of the state.
+    fn predictions_pane(&self) -> PredictionsPane<'_> {
+        let body = match (&self.model, &self.current) {
+            (ModelStatus::Unavailable(why), _) => PredictionsBody::Unavailable(why),
+            (ModelStatus::Fetching { phase, done, total }, _) => PredictionsBody::Fetching {
+                phase,
+                done: *done,
+                total: *total,
+            },
+            (ModelStatus::Loading, _) if self.analysis().is_none() => PredictionsBody::LoadingModel,
+            (_, None) => PredictionsBody::NoImage,
+            (_, Some(current)) => match &current.analysis {
+                AnalysisState::Running => PredictionsBody::Analysing(&current.name),
+                AnalysisState::Failed(e) => PredictionsBody::Failed(e),
+                AnalysisState::Done(analysis) => PredictionsBody::Table {
+                    analysis,
+                    shown: self.class,
+                },
+            },
+        };
+        PredictionsPane {
+            style: self.style,
+            spinner: spinner(self.ticks),
+            body,
+        }
+    }
+
+    /// The status line's view of the state.
+    fn status_line(&self) -> StatusLine<'_> {
+        let current = self.current.as_ref();
+        let analysis = current.and_then(|c| match &c.analysis {
+            AnalysisState::Done(a) => Some(a),
+            _ => None,
+        });
+        let error = current.and_then(|c| {
+            c.image_error.as_deref().or(match &c.analysis {
+                AnalysisState::Failed(e) => Some(e.as_str()),
+                _ => None,
+            })
+        });
+        StatusLine {
+            name: current.map(|c| c.name.as_str()),
+            pixels: self.picture().map(|p| p.original),
+            elapsed_ms: analysis.map(|a| a.elapsed.as_millis()),
+            device: match &self.model {
+                ModelStatus::Ready { device } => device,
+                ModelStatus::Unavailable(_) => "no model",
+                _ => "model loading",
+            },
+            protocol: &self.protocol,
+            error,
+            notice: self.notice.as_ref(),
+        }
     }
 
     /// The picture of the selected image, when the render thread delivered one.
@@ -661,7 +758,7 @@ fn escaped(message: &str) -> String {
 }
 
 /// The braille spinner frame for `ticks`.
-pub fn spinner(ticks: usize) -> char {
+fn spinner(ticks: usize) -> char {
     const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
     FRAMES[ticks % FRAMES.len()]
 }
@@ -673,9 +770,9 @@ impl Widget for &App {
             return;
         };
         super::files::draw(&self.files, &self.cache, panes.files, buf);
-        image_pane::draw(self, panes.image, buf);
-        predictions::draw(self, panes.predictions, buf);
-        status::draw(self, panes.status, buf);
+        self.image_pane().draw(panes.image, buf);
+        self.predictions_pane().draw(panes.predictions, buf);
+        self.status_line().draw(panes.status, buf);
         if self.help {
             help::draw(area, buf);
         }

@@ -7,89 +7,79 @@ use ratatui::style::{Color, Stylize};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Widget, Wrap};
 use ratatui_image::Image;
+use ratatui_image::protocol::Protocol;
 
-use super::app::{App, spinner};
-use super::files::EntryKind;
-use crate::overlay::View;
-
-pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
-    let title = match &app.current {
-        Some(current) => {
-            let class = match app.style.view {
-                View::Original => String::new(),
-                View::Grid => " — CAMs of the top 5, photo last".to_string(),
-                View::Overlay | View::Heat => app
-                    .analysis()
-                    .and_then(|a| a.top.get(app.class))
-                    .map(|p| format!(" — CAM of {}", p.label))
-                    .unwrap_or_default(),
-            };
-            format!(" {}{class} ", current.name)
-        }
-        None => " Image ".to_string(),
-    };
-    let block = Block::bordered().title(Line::from(title).bold());
-    let inner = block.inner(area);
-    block.render(area, buf);
-
-    let Some(current) = &app.current else {
-        let hint = match app.files.selected() {
-            Some(e) if e.kind == EntryKind::Folder => {
-                format!("{}/ is a folder: Enter opens it", e.name)
-            }
-            _ => "No image selected".to_string(),
-        };
-        message(&hint, Color::DarkGray, inner, buf);
-        return;
-    };
-    if let Some(error) = &current.image_error {
-        message(
-            &format!("Cannot show this image:\n{error}"),
-            Color::Red,
-            inner,
-            buf,
-        );
-        return;
-    }
-    if app.help {
-        // Sixel and kitty pictures are painted by the terminal above the text cells, so they
-        // would show through the help; leave the pane empty while it is open.
-        return;
-    }
-    match (app.picture(), picture_at(app, inner)) {
-        (Some(picture), Some(at)) => Image::new(&picture.protocol).render(at, buf),
-        // The pane shrank; a smaller picture is on its way.
-        (Some(_), None) => message(
-            &format!("{} resizing…", spinner(app.ticks)),
-            Color::DarkGray,
-            inner,
-            buf,
-        ),
-        (None, _) => message(
-            &format!("{} loading {}…", spinner(app.ticks), current.name),
-            Color::DarkGray,
-            inner,
-            buf,
-        ),
-    }
+/// What the image pane shows: the App's state reduced to this pane's needs.
+pub struct ImagePane<'a> {
+    pub title: String,
+    pub body: ImageBody<'a>,
+    /// The spinner's frame, for what is in progress.
+    pub spinner: char,
 }
 
-/// Where the picture is drawn inside the pane's `inner` area, if it is: centred, while it
-/// fits (after the pane shrinks a smaller one is on its way) and the help is closed.
-pub fn picture_at(app: &App, inner: Rect) -> Option<Rect> {
-    if app.help || app.current.as_ref()?.image_error.is_some() {
-        return None;
+/// The pane's content.
+pub enum ImageBody<'a> {
+    /// Nothing to show: why (a folder is selected, or nothing).
+    Hint(String),
+    /// The photo cannot be shown.
+    Error(&'a str),
+    /// The help is open. Sixel and kitty pictures are painted by the terminal above the text
+    /// cells, so they would show through it: the pane stays empty.
+    Hidden,
+    /// The picture, encoded for the terminal.
+    Picture(&'a Protocol),
+    /// This file's picture is on its way.
+    Loading(&'a str),
+}
+
+impl ImagePane<'_> {
+    pub fn draw(&self, area: Rect, buf: &mut Buffer) {
+        let block = Block::bordered().title(Line::from(self.title.as_str()).bold());
+        let inner = block.inner(area);
+        block.render(area, buf);
+        let spin = self.spinner;
+        match &self.body {
+            ImageBody::Hint(hint) => message(hint, Color::DarkGray, inner, buf),
+            ImageBody::Error(error) => message(
+                &format!("Cannot show this image:\n{error}"),
+                Color::Red,
+                inner,
+                buf,
+            ),
+            ImageBody::Hidden => {}
+            ImageBody::Picture(picture) => match self.picture_at(inner) {
+                Some(at) => Image::new(picture).render(at, buf),
+                // The pane shrank; a smaller picture is on its way.
+                None => message(&format!("{spin} resizing…"), Color::DarkGray, inner, buf),
+            },
+            ImageBody::Loading(name) => {
+                message(
+                    &format!("{spin} loading {name}…"),
+                    Color::DarkGray,
+                    inner,
+                    buf,
+                );
+            }
+        }
     }
-    let size = app.picture()?.protocol.size();
-    if size.width > inner.width || size.height > inner.height {
-        return None;
+
+    /// Where the picture is drawn inside the pane's `inner` area, if it is: centred, while
+    /// it fits (after the pane shrinks a smaller one is on its way).
+    pub fn picture_at(&self, inner: Rect) -> Option<Rect> {
+        let ImageBody::Picture(picture) = &self.body else {
+            return None;
+        };
+        let size = picture.size();
+        if size.width > inner.width || size.height > inner.height {
+            return None;
+        }
+        Some(Rect {
+            x: inner.x + (inner.width - size.width) / 2,
+            y: inner.y + (inner.height - size.height) / 2,
+            width: size.width,
+            height: size.height,
+        })
     }
-    Some(Rect {
-        x: inner.x + (inner.width - size.width) / 2,
-        y: inner.y + (inner.height - size.height) / 2,
-        width: size.width,
-        height: size.height,
-    })
 }
 
 /// `text` centred vertically, wrapped.

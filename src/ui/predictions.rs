@@ -3,77 +3,93 @@
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
-use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::style::{Color, Modifier, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Widget, Wrap};
 
-use super::app::{AnalysisState, App, spinner};
 use crate::model::Analysis;
-use crate::worker::ModelStatus;
+use crate::overlay::Style;
 
-pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
-    let style = app.style;
-    let mut settings = format!(
-        " {} · {} · α {:.1}",
-        style.view.name(),
-        style.colormap.name(),
-        style.alpha
-    );
-    if style.bbox {
-        settings.push_str(" · box");
-    }
-    settings.push(' ');
-    let title = Line::from(" Predictions ").bold();
-    let mut block = Block::bordered();
-    // The settings share the top border with the title when there is room for both.
-    if title.width() + settings.chars().count() + 2 <= usize::from(area.width) {
-        block = block.title(Line::from(settings).right_aligned().fg(Color::DarkGray));
-    }
-    let block = block.title(title);
-    let inner = block.inner(area);
-    block.render(area, buf);
+/// What the predictions pane shows: the App's state reduced to this pane's needs.
+#[derive(Debug)]
+pub struct PredictionsPane<'a> {
+    /// The picture settings, shown in the border.
+    pub style: Style,
+    /// The spinner's frame, for what is in progress.
+    pub spinner: char,
+    pub body: PredictionsBody<'a>,
+}
 
-    let spin = spinner(app.ticks);
-    match &app.model {
-        ModelStatus::Unavailable(why) => {
-            let text = vec![
+/// The pane's content.
+#[derive(Debug)]
+pub enum PredictionsBody<'a> {
+    /// No model: why, and what to do.
+    Unavailable(&'a str),
+    /// Weights are being fetched (first run).
+    Fetching {
+        phase: &'a str,
+        done: u64,
+        total: Option<u64>,
+    },
+    LoadingModel,
+    NoImage,
+    Analysing(&'a str),
+    Failed(&'a str),
+    /// The top classes, the one whose CAM is shown highlighted.
+    Table {
+        analysis: &'a Analysis,
+        shown: usize,
+    },
+}
+
+impl PredictionsPane<'_> {
+    pub fn draw(&self, area: Rect, buf: &mut Buffer) {
+        let style = self.style;
+        let mut settings = format!(
+            " {} · {} · α {:.1}",
+            style.view.name(),
+            style.colormap.name(),
+            style.alpha
+        );
+        if style.bbox {
+            settings.push_str(" · box");
+        }
+        settings.push(' ');
+        let title = Line::from(" Predictions ").bold();
+        let mut block = Block::bordered();
+        // The settings share the top border with the title when there is room for both.
+        if title.width() + settings.chars().count() + 2 <= usize::from(area.width) {
+            block = block.title(Line::from(settings).right_aligned().fg(Color::DarkGray));
+        }
+        let block = block.title(title);
+        let inner = block.inner(area);
+        block.render(area, buf);
+
+        let spin = self.spinner;
+        let lines = match &self.body {
+            PredictionsBody::Unavailable(why) => vec![
                 Line::styled(format!("No model: {why}"), Color::Yellow),
                 Line::from("Browsing still works; predictions and CAMs need the weights."),
-            ];
-            return paragraph(text, inner, buf);
-        }
-        ModelStatus::Fetching { phase, done, total } => {
-            return paragraph(
-                fetching(spin, phase, *done, *total, inner.width),
-                inner,
-                buf,
-            );
-        }
-        ModelStatus::Loading if app.analysis().is_none() => {
-            return paragraph(
-                vec![Line::from(format!("{spin} Loading the model…"))],
-                inner,
-                buf,
-            );
-        }
-        _ => {}
-    }
-    let Some(current) = &app.current else {
-        let hint = "Select an image to see what the network looks at.";
-        return paragraph(vec![Line::styled(hint, Color::DarkGray)], inner, buf);
-    };
-    match &current.analysis {
-        AnalysisState::Running => paragraph(
-            vec![Line::from(format!("{spin} Analysing {}…", current.name))],
-            inner,
-            buf,
-        ),
-        AnalysisState::Failed(e) => paragraph(
-            vec![Line::styled(format!("Cannot analyse: {e}"), Color::Red)],
-            inner,
-            buf,
-        ),
-        AnalysisState::Done(analysis) => table(analysis, app.class, inner, buf),
+            ],
+            PredictionsBody::Fetching { phase, done, total } => {
+                fetching(spin, phase, *done, *total, inner.width)
+            }
+            PredictionsBody::LoadingModel => vec![Line::from(format!("{spin} Loading the model…"))],
+            PredictionsBody::NoImage => vec![Line::styled(
+                "Select an image to see what the network looks at.",
+                Color::DarkGray,
+            )],
+            PredictionsBody::Analysing(name) => {
+                vec![Line::from(format!("{spin} Analysing {name}…"))]
+            }
+            PredictionsBody::Failed(e) => {
+                vec![Line::styled(format!("Cannot analyse: {e}"), Color::Red)]
+            }
+            PredictionsBody::Table { analysis, shown } => {
+                return table(analysis, *shown, inner, buf);
+            }
+        };
+        paragraph(lines, inner, buf);
     }
 }
 
@@ -96,7 +112,11 @@ fn table(analysis: &Analysis, shown: usize, area: Rect, buf: &mut Buffer) {
             Cell::from(Span::styled(bar(p.prob, bar_width), Color::Cyan)),
         ]);
         if i == shown {
-            row.style(Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD))
+            row.style(
+                ratatui::style::Style::new()
+                    .fg(Color::Yellow)
+                    .add_modifier(Modifier::BOLD),
+            )
         } else {
             row
         }

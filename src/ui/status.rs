@@ -7,57 +7,70 @@ use ratatui::style::{Color, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Widget, Wrap};
 
-use super::app::{AnalysisState, App, MIN_HEIGHT, MIN_WIDTH};
-use crate::worker::ModelStatus;
+/// The smallest terminal the layout works in.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 15;
 
-pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
-    let sep = || Span::raw(" │ ").fg(Color::DarkGray);
-    let mut spans = Vec::new();
-    if let Some(current) = &app.current {
-        spans.push(Span::raw(current.name.clone()).bold());
-        if let Some(picture) = app.picture() {
-            let (w, h) = picture.original;
+/// What the status line shows: the App's state reduced to this line's needs.
+#[derive(Debug)]
+pub struct StatusLine<'a> {
+    /// The selected image's name.
+    pub name: Option<&'a str>,
+    /// Its size, once its picture is in.
+    pub pixels: Option<(u32, u32)>,
+    /// How long its analysis took.
+    pub elapsed_ms: Option<u128>,
+    /// The device, or where the model stands.
+    pub device: &'a str,
+    pub protocol: &'a str,
+    /// Why the image cannot be shown or analysed.
+    pub error: Option<&'a str>,
+    /// The outcome of the last save, until the next key.
+    pub notice: Option<&'a Result<String, String>>,
+}
+
+impl StatusLine<'_> {
+    pub fn draw(&self, area: Rect, buf: &mut Buffer) {
+        let sep = || Span::raw(" │ ").fg(Color::DarkGray);
+        let mut spans = Vec::new();
+        if let Some(name) = self.name {
+            spans.push(Span::raw(name.to_string()).bold());
+        }
+        if let Some((w, h)) = self.pixels {
             spans.push(sep());
             spans.push(Span::raw(format!("{w}×{h} px")));
         }
-        if let AnalysisState::Done(a) = &current.analysis {
+        if let Some(ms) = self.elapsed_ms {
             spans.push(sep());
-            spans.push(Span::raw(format!("{} ms", a.elapsed.as_millis())));
+            spans.push(Span::raw(format!("{ms} ms")));
         }
-    }
-    let device = match &app.model {
-        ModelStatus::Ready { device } => device.as_str(),
-        ModelStatus::Unavailable(_) => "no model",
-        _ => "model loading",
-    };
-    for part in [device, app.protocol.as_str()] {
-        if !spans.is_empty() {
+        for part in [self.device, self.protocol] {
+            if !spans.is_empty() {
+                spans.push(sep());
+            }
+            spans.push(Span::raw(part.to_string()));
+        }
+        if let Some(error) = self.error {
             spans.push(sep());
+            spans.push(Span::raw(format!("error: {error}")).fg(Color::Red));
         }
-        spans.push(Span::raw(part.to_string()));
-    }
-    let error = app.current.as_ref().and_then(|c| {
-        c.image_error.clone().or(match &c.analysis {
-            AnalysisState::Failed(e) => Some(e.clone()),
-            _ => None,
-        })
-    });
-    if let Some(error) = error {
-        spans.push(sep());
-        spans.push(Span::raw(format!("error: {error}")).fg(Color::Red));
-    }
-    match &app.notice {
-        Some(Ok(done)) => {
-            spans.push(sep());
-            spans.push(Span::raw(done.clone()).fg(Color::Green));
+        match self.notice {
+            Some(Ok(done)) => {
+                spans.push(sep());
+                spans.push(Span::raw(done.clone()).fg(Color::Green));
+            }
+            Some(Err(why)) => {
+                spans.push(sep());
+                spans.push(Span::raw(why.clone()).fg(Color::Red));
+            }
+            None => {}
         }
-        Some(Err(why)) => {
-            spans.push(sep());
-            spans.push(Span::raw(why.clone()).fg(Color::Red));
-        }
-        None => {}
+        draw_with_hint(Line::from(spans), area, buf);
     }
-    let status = Line::from(spans);
+}
+
+/// The status, with the key hint on the right when the line has room for both.
+fn draw_with_hint(status: Line<'_>, area: Rect, buf: &mut Buffer) {
     let hint = Line::from(" ? help  q quit ")
         .fg(Color::DarkGray)
         .right_aligned();
