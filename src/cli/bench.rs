@@ -8,7 +8,7 @@ use candle_core::{DType, Tensor};
 use clap::Args;
 
 use super::ModelArgs;
-use crate::model::fastconv::{self, LayerTime};
+use crate::model::kernels::fastconv::{self, LayerTime};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {

@@ -8,16 +8,16 @@
 //! b' = β − μ·γ/σ), which is the same function with one pass over each activation fewer.
 //!
 //! Two execution paths compute the same function: on the CPU, channels-last (NHWC) with each
-//! convolution one GEMM and bias, residual and ReLU fused into it ([`super::fastconv`]); on
+//! convolution one GEMM and bias, residual and ReLU fused into it ([`super::kernels::fastconv`]); on
 //! other devices (and as a cross-check in tests), candle's NCHW `conv2d`.
 
 use candle_core::{D, Device, Module, Storage, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 use rayon::prelude::*;
 
-use super::fastconv::PackedConv;
-use super::nhwc;
-use super::packed_gemm::{Epilogue, PANEL, PackedMatrix};
+use super::kernels::fastconv::PackedConv;
+use super::kernels::nhwc;
+use super::kernels::packed_gemm::{Epilogue, PANEL, PackedMatrix};
 use super::weights::{Arch, WeightError, Weights};
 
 /// Blocks per stage of ResNet-50.

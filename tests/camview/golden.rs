@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use camview::model::ResizeMode;
-use camview::model::packed_gemm::{PORTABLE_ENV, kernel_available};
+use camview::model::kernels::packed_gemm::{PORTABLE_ENV, kernel_available};
 use camview::model::preprocess::{load_rgb, network_pixels};
 use candle_core::{D, Tensor};
 
