@@ -4,6 +4,7 @@
 mod bench;
 mod cam;
 mod classify;
+mod eval;
 mod weights;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::model::weights::{WEIGHTS_ENV, default_path};
 use crate::model::{Arch, Classifier, ResizeMode};
 use crate::provision::{ModelConfig, Step, provision};
+use crate::store::Store;
 use crate::term::Protocol;
 use crate::ui::BrowseConfig;
 
@@ -102,12 +104,51 @@ impl ModelArgs {
     }
 }
 
+/// Where results are kept between runs.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The result store, an SQLite file [default: results.sqlite beside the default weights]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CAMVIEW_STORE",
+        conflicts_with = "no_store"
+    )]
+    pub store: Option<PathBuf>,
+    /// Keep no results: analyse everything afresh and store nothing.
+    #[arg(long)]
+    pub no_store: bool,
+}
+
+impl StoreArgs {
+    /// The store's path, unless `--no-store`.
+    pub fn path(&self) -> Option<PathBuf> {
+        (!self.no_store).then(|| {
+            self.store
+                .clone()
+                .unwrap_or_else(crate::store::default_path)
+        })
+    }
+
+    /// Opens the store, saying on stderr what went wrong, if anything (a store moved aside,
+    /// or none to be had: then results are not kept).
+    pub fn open(&self) -> Option<Store> {
+        let (store, note) = crate::store::open_or_recover(&self.path()?);
+        if let Some(note) = note {
+            eprintln!("camview: {note}");
+        }
+        store
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the top classes (and optionally raw CAM grids) of images or folders of images.
     Classify(classify::ClassifyArgs),
     /// Write one image's CAM overlay as PNG, or show it inline when stdout is a terminal.
     Cam(cam::CamArgs),
+    /// Measure the model on a labelled folder: accuracy, confusions and CAM localisation.
+    Eval(eval::EvalArgs),
     /// Time the forward pass in-process.
     Bench(bench::BenchArgs),
     /// Get, import or inspect weights.
@@ -120,6 +161,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Classify(args) => classify::run(&args),
         Command::Cam(args) => cam::run(&args).map(|()| 0),
+        Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args).map(|()| 0),
         Command::Weights(cmd) => weights::run(cmd).map(|()| 0),
     }

@@ -7,12 +7,15 @@
 //!   `bench`, `weights`).
 //! - [`overlay`]: turning an [`model::Analysis`] into pictures (heat map over the photo, box).
 
+pub mod analysis;
 pub mod cli;
+pub mod dataset;
 pub(crate) mod jobs;
 pub(crate) mod log;
 pub mod model;
 pub mod overlay;
 pub mod provision;
+pub mod store;
 pub(crate) mod term;
 pub(crate) mod text;
 pub mod ui;

@@ -1,11 +1,11 @@
 //! The engine: ResNet-50 in candle, its weights, image preprocessing, ImageNet labels and
 //! Class Activation Maps. Nothing here knows about the terminal UI.
 
-pub(crate) mod cam;
+pub mod cam;
 pub mod classifier;
 pub mod fetch;
 pub mod kernels;
-pub(crate) mod labels;
+pub mod labels;
 pub mod preprocess;
 pub mod resnet;
 #[cfg(test)]

@@ -262,6 +262,137 @@ pub fn bbox(heat: &Heat, threshold: f32) -> Option<BBox> {
     best.map(|(_, b)| b)
 }
 
+/// The boxes [`bbox`] gives at the thresholds `0 / steps`, `1 / steps`, … `(steps − 1) /
+/// steps`, all from one pass (the localisation sweep of Choe et al., CVPR 2020): pixels join
+/// in decreasing order of heat, 8-connected regions merge in a union-find, and as each
+/// threshold is crossed the largest region so far is taken (ties, as in [`bbox`], to the
+/// region that starts first in scan order).
+pub fn bbox_sweep(heat: &Heat, steps: usize) -> Vec<Option<BBox>> {
+    let mut boxes = vec![None; steps];
+    let max = heat.values.iter().copied().fold(0f32, f32::max);
+    if max <= 0.0 || steps == 0 {
+        return boxes;
+    }
+    let (w, h) = (heat.width as usize, heat.height as usize);
+    let mut order: Vec<u32> = (0..(w * h) as u32).collect();
+    order.sort_unstable_by(|&a, &b| heat.values[b as usize].total_cmp(&heat.values[a as usize]));
+    let mut regions = Regions::new(w * h);
+    let mut best: Option<usize> = None;
+    let mut next = 0;
+    for step in (0..steps).rev() {
+        let cut = step as f32 / steps as f32 * max;
+        while let Some(&i) = order.get(next) {
+            let i = i as usize;
+            if heat.values[i] < cut {
+                break;
+            }
+            next += 1;
+            let (x, y) = (i % w, i / w);
+            regions.add(i, x as u32, y as u32);
+            for ny in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+                for nx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                    let j = ny * w + nx;
+                    if j != i && regions.added(j) {
+                        regions.union(i, j);
+                    }
+                }
+            }
+            let root = regions.find(i);
+            let holder = best.map(|b| regions.find(b));
+            if holder.is_none_or(|b| regions.beats(root, b)) {
+                best = Some(root);
+            }
+        }
+        if let Some(b) = best {
+            let root = regions.find(b);
+            boxes[step] = Some(regions.bbox[root]);
+        }
+    }
+    boxes
+}
+
+/// Union-find over pixels, with each region's size, box and first pixel in scan order.
+struct Regions {
+    parent: Vec<u32>,
+    size: Vec<u32>,
+    first: Vec<u32>,
+    bbox: Vec<BBox>,
+}
+
+impl Regions {
+    const ABSENT: u32 = u32::MAX;
+
+    fn new(n: usize) -> Self {
+        Self {
+            parent: vec![Self::ABSENT; n],
+            size: vec![0; n],
+            first: vec![0; n],
+            bbox: vec![
+                BBox {
+                    x0: 0,
+                    y0: 0,
+                    x1: 0,
+                    y1: 0
+                };
+                n
+            ],
+        }
+    }
+
+    fn added(&self, i: usize) -> bool {
+        self.parent[i] != Self::ABSENT
+    }
+
+    fn add(&mut self, i: usize, x: u32, y: u32) {
+        self.parent[i] = i as u32;
+        self.size[i] = 1;
+        self.first[i] = i as u32;
+        self.bbox[i] = BBox {
+            x0: x,
+            y0: y,
+            x1: x + 1,
+            y1: y + 1,
+        };
+    }
+
+    fn find(&mut self, mut i: usize) -> usize {
+        while self.parent[i] as usize != i {
+            let up = self.parent[self.parent[i] as usize];
+            self.parent[i] = up;
+            i = up as usize;
+        }
+        i
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (a, b) = (self.find(a), self.find(b));
+        if a == b {
+            return;
+        }
+        let (big, small) = if self.size[a] >= self.size[b] {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        self.parent[small] = big as u32;
+        self.size[big] += self.size[small];
+        self.first[big] = self.first[big].min(self.first[small]);
+        let (p, q) = (self.bbox[big], self.bbox[small]);
+        self.bbox[big] = BBox {
+            x0: p.x0.min(q.x0),
+            y0: p.y0.min(q.y0),
+            x1: p.x1.max(q.x1),
+            y1: p.y1.max(q.y1),
+        };
+    }
+
+    /// True when region `a` is preferred to region `b`: larger, or as large and first.
+    fn beats(&self, a: usize, b: usize) -> bool {
+        (self.size[a], std::cmp::Reverse(self.first[a]))
+            > (self.size[b], std::cmp::Reverse(self.first[b]))
+    }
+}
+
 /// Draws the outline of `b`, `thickness` pixels wide, onto `img`.
 pub fn draw_bbox(img: &mut RgbImage, b: BBox, color: Rgb<u8>, thickness: u32) {
     let (w, h) = img.dimensions();
@@ -284,6 +415,43 @@ pub fn draw_bbox(img: &mut RgbImage, b: BBox, color: Rgb<u8>, thickness: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_gives_the_box_of_each_threshold() {
+        // Random maps with several blobs: every threshold's box equals bbox() at it.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for (w, h) in [(1, 1), (7, 5), (40, 23), (64, 64)] {
+            let values: Vec<f32> = (0..w * h)
+                .map(|i| {
+                    let (x, y) = ((i % w) as f32, (i / w) as f32);
+                    let blob = (-((x - 5.0).powi(2) + (y - 3.0).powi(2)) / 20.0).exp();
+                    blob * 0.8 + next() * 0.4 - 0.1
+                })
+                .collect();
+            let heat = Heat {
+                width: w as u32,
+                height: h as u32,
+                values,
+            };
+            let sweep = bbox_sweep(&heat, 100);
+            for (step, got) in sweep.iter().enumerate() {
+                let want = bbox(&heat, step as f32 / 100.0);
+                assert_eq!(*got, want, "{w}×{h} at {step} %");
+            }
+        }
+        let zero = Heat {
+            width: 3,
+            height: 2,
+            values: vec![0.0; 6],
+        };
+        assert!(bbox_sweep(&zero, 10).iter().all(Option::is_none));
+    }
 
     fn grid(width: usize, height: usize, values: Vec<f32>) -> CamGrid {
         CamGrid {

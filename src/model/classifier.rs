@@ -27,7 +27,7 @@ pub struct Prediction {
 }
 
 /// Everything one forward pass tells about one image.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
     /// The top classes, best first.
     pub top: Vec<Prediction>,

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod common;
+mod eval;
 mod fetch;
 mod golden;
 mod importer;

@@ -1,0 +1,94 @@
+//! One analysis as camview keeps it: the forward pass (top classes, their raw CAMs, and a
+//! pinned true class with its rank), plus the CAM boxes the localisation metrics need. Shared
+//! by `camview eval` and the browser, which both read and write the result store.
+
+use std::path::Path;
+
+use image::RgbImage;
+
+use crate::model::cam::{self, BBOX_THRESHOLD, BBox, Heat};
+use crate::model::preprocess::{self, Prepared, load_rgb};
+use crate::model::{Analysis, Classifier, ResizeMode};
+use crate::overlay;
+use crate::store::{Record, SWEEP_STEPS, TruthRecord};
+
+/// How many classes every analysis keeps.
+pub const TOP_K: usize = 5;
+
+/// The longest side, in pixels, of the heat maps boxes are found on: photos larger than that
+/// have their boxes found on a scaled map and scaled back (a 12-megapixel map would take a
+/// second to sweep; the CAM itself is 32 times coarser than the input anyway).
+const BOX_MAP_SIDE: u32 = 512;
+
+/// Decodes and prepares `path` for the network on `device` (the part that can run beside a
+/// forward pass).
+pub fn prepare(
+    path: &Path,
+    resize: ResizeMode,
+    device: &candle_core::Device,
+) -> anyhow::Result<(RgbImage, Prepared)> {
+    let img = load_rgb(path)?;
+    let prepared = preprocess::prepare(&img, resize, device)?;
+    Ok((img, prepared))
+}
+
+/// Runs the network on a prepared image of a photo of `size` and makes the record: the top
+/// classes, `truth` pinned when it is given, the top-1 box and the true class's boxes at
+/// every threshold.
+pub fn analyse(
+    classifier: &Classifier,
+    size: (u32, u32),
+    prepared: &Prepared,
+    truth: Option<usize>,
+) -> anyhow::Result<Record> {
+    let analysis = classifier.analyze(prepared, TOP_K, truth)?;
+    Ok(record(analysis, size, truth))
+}
+
+/// The record of `analysis` for a photo of `size`.
+pub fn record(analysis: Analysis, size: (u32, u32), truth: Option<usize>) -> Record {
+    let map = box_map_size(size);
+    let top1_box = box_heat(&analysis, 0, size, map)
+        .and_then(|heat| cam::bbox(&heat, BBOX_THRESHOLD))
+        .map(|b| b.scaled(map, size));
+    let truth = truth.map(|class| {
+        let slot = analysis.top.iter().position(|p| p.index == class);
+        let boxes = slot
+            .and_then(|i| box_heat(&analysis, i, size, map))
+            .map_or_else(
+                || vec![None; SWEEP_STEPS],
+                |heat| {
+                    cam::bbox_sweep(&heat, SWEEP_STEPS)
+                        .into_iter()
+                        .map(|b| b.map(|b| b.scaled(map, size)))
+                        .collect()
+                },
+            );
+        TruthRecord { class, boxes }
+    });
+    Record {
+        size,
+        analysis,
+        top1_box,
+        truth,
+    }
+}
+
+fn box_map_size((w, h): (u32, u32)) -> (u32, u32) {
+    let longest = w.max(h).max(1);
+    if longest <= BOX_MAP_SIDE {
+        (w.max(1), h.max(1))
+    } else {
+        overlay::fitted_size((w, h), (BOX_MAP_SIDE, BOX_MAP_SIDE))
+    }
+}
+
+fn box_heat(analysis: &Analysis, index: usize, size: (u32, u32), map: (u32, u32)) -> Option<Heat> {
+    overlay::heat(analysis, index, size, map)
+}
+
+/// The true class's box at the paper's threshold (20 % of the maximum), from its sweep.
+pub fn truth_box_at_paper_threshold(truth: &TruthRecord) -> Option<BBox> {
+    let step = (BBOX_THRESHOLD * SWEEP_STEPS as f32).round() as usize;
+    truth.boxes.get(step).copied().flatten()
+}

@@ -1,0 +1,579 @@
+//! `camview eval DIR`: the model and its CAMs measured on a labelled folder: accuracy, the
+//! most frequent confusions and, with boxes, the CAM paper's localisation (top-1 and
+//! GT-known at 20 % of the maximum) and MaxBoxAcc over a threshold sweep. Results come from
+//! the store where they are there; the rest are analysed, decoding on one thread while the
+//! forward pass runs on the others, and stored one by one, so an interrupted run loses only
+//! the images in flight.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::{ModelArgs, StoreArgs};
+use crate::analysis::{self, truth_box_at_paper_threshold};
+use crate::dataset::{Dataset, Item, LabelSource, TruthBox};
+use crate::model::cam::BBox;
+use crate::model::labels;
+use crate::store::{FileId, Record, SWEEP_STEPS, Store};
+use crate::text::printable_path;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The dataset: class folders DIR/<class>/<image> (WordNet ID, label or index), or any
+    /// folder of images with --labels.
+    pub dir: PathBuf,
+    /// Labels file: `path,label` CSV, or ImageNet's LOC_val_solution.csv (boxes included).
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Folder of Pascal VOC XML box files, matched to images by file stem.
+    #[arg(long, value_name = "DIR")]
+    pub boxes: Option<PathBuf>,
+    /// One JSON object per image, then a summary object.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// One CSV row per image.
+    #[arg(long)]
+    pub csv: bool,
+    /// How many of the most frequent confusions to list.
+    #[arg(long, value_name = "K", default_value_t = 10)]
+    pub top_confusions: usize,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// IoU a CAM box needs with a truth box to count as localised (the ILSVRC rule).
+const IOU_HIT: f64 = 0.5;
+
+pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
+    let dataset = Dataset::load(&args.dir, args.labels.as_deref(), args.boxes.as_deref())?;
+    for (dir, why) in &dataset.unreadable {
+        eprintln!("camview: cannot read {}: {why}", dir.display());
+    }
+    let classifier = args.model.load_classifier()?;
+    let store = args.store.open();
+    let weights_id = match &store {
+        Some(store) => Some(store.weights_id(&args.model.weights)?),
+        None => None,
+    };
+    let resize = args.model.resize;
+    let keyed =
+        |store: &Store, id: &Option<String>, item: &Item| -> Option<(FileId, Option<Record>)> {
+            let file = FileId::of(&item.path).ok()?;
+            let found = id
+                .as_deref()
+                .and_then(|w| store.get(&file, w, resize).ok().flatten());
+            Some((file, found))
+        };
+
+    // Results already stored for the same truth class are used as they are.
+    let mut results: Vec<Option<Result<Record, String>>> = vec![None; dataset.items.len()];
+    let mut files: Vec<Option<FileId>> = vec![None; dataset.items.len()];
+    if let Some(store) = &store {
+        for (i, item) in dataset.items.iter().enumerate() {
+            if let Some((file, found)) = keyed(store, &weights_id, item) {
+                let wanted = item.truth.as_ref().map(|t| t.class);
+                if let Some(record) = found.filter(|r| r.truth.as_ref().map(|t| t.class) == wanted)
+                {
+                    results[i] = Some(Ok(record));
+                }
+                files[i] = Some(file);
+            }
+        }
+    }
+    let todo: Vec<usize> = (0..dataset.items.len())
+        .filter(|&i| results[i].is_none())
+        .collect();
+
+    let bar = progress(todo.len() as u64);
+    // Decoding and resizing run on their own thread, a couple of images ahead of the
+    // forward pass.
+    let (tx, rx) = mpsc::sync_channel(2);
+    let paths: Vec<(usize, PathBuf)> = todo
+        .iter()
+        .map(|&i| (i, dataset.items[i].path.clone()))
+        .collect();
+    let device = classifier.device().clone();
+    let decoder = crate::jobs::spawn_contained("camview-decode", move || {
+        for (i, path) in paths {
+            let prepared = crate::jobs::contain_panic(|| {
+                analysis::prepare(&path, resize, &device).map_err(|e| format!("{e:#}"))
+            });
+            if tx.send((i, prepared)).is_err() {
+                return;
+            }
+        }
+    })?;
+    for (i, prepared) in rx {
+        let item = &dataset.items[i];
+        let truth = item.truth.as_ref().map(|t| t.class);
+        let result = prepared.and_then(|(img, prepared)| {
+            crate::jobs::contain_panic(|| {
+                analysis::analyse(&classifier, img.dimensions(), &prepared, truth)
+                    .map_err(|e| format!("{e:#}"))
+            })
+        });
+        if let (Ok(record), Some(store), Some(weights)) = (&result, &store, &weights_id) {
+            let file = files[i].clone().or_else(|| FileId::of(&item.path).ok());
+            if let Some(file) = file
+                && let Err(e) = store.put(&file, weights, resize, record)
+            {
+                bar.suspend(|| {
+                    eprintln!(
+                        "camview: cannot store the result of {}: {e:#}",
+                        item.relative
+                    )
+                });
+            }
+        }
+        results[i] = Some(result);
+        bar.inc(1);
+    }
+    let _ = decoder.join();
+    bar.finish_and_clear();
+
+    let outcomes: Vec<Outcome> = dataset
+        .items
+        .iter()
+        .zip(results)
+        .map(|(item, result)| {
+            Outcome::of(item, result.unwrap_or_else(|| Err("not analysed".into())))
+        })
+        .collect();
+    let summary = Summary::of(&outcomes);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let written = if args.json {
+        write_json(&mut out, &outcomes, &summary)
+    } else if args.csv {
+        write_csv(&mut out, &outcomes)
+    } else {
+        write_report(&mut out, &dataset, &outcomes, &summary, args.top_confusions)
+    };
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e.into());
+    }
+    Ok(i32::from(summary.failed > 0))
+}
+
+fn progress(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{wide_bar} {pos}/{len} images  {per_sec}  eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// What one image came to.
+struct Outcome<'a> {
+    item: &'a Item,
+    record: Result<Record, String>,
+    /// With a label and a result:
+    top1_correct: Option<bool>,
+    top5_correct: Option<bool>,
+    truth_rank: Option<usize>,
+    truth_prob: Option<f32>,
+    /// With boxes too: the top-1 CAM box's best IoU with a truth box of the true class.
+    iou: Option<f64>,
+    loc_correct: Option<bool>,
+    gt_known_correct: Option<bool>,
+    /// Whether the true class's box at each sweep threshold hits a truth box.
+    sweep_hits: Option<Vec<bool>>,
+}
+
+impl<'a> Outcome<'a> {
+    fn of(item: &'a Item, record: Result<Record, String>) -> Self {
+        let mut o = Outcome {
+            item,
+            record,
+            top1_correct: None,
+            top5_correct: None,
+            truth_rank: None,
+            truth_prob: None,
+            iou: None,
+            loc_correct: None,
+            gt_known_correct: None,
+            sweep_hits: None,
+        };
+        let (Some(truth), Ok(record)) = (&item.truth, &o.record) else {
+            return o;
+        };
+        let top = &record.analysis.top;
+        let entry = top.iter().find(|p| p.index == truth.class);
+        o.truth_rank = entry.map(|p| p.rank);
+        o.truth_prob = entry.map(|p| p.prob);
+        o.top1_correct = Some(top.first().is_some_and(|p| p.index == truth.class));
+        o.top5_correct = Some(o.truth_rank.is_some_and(|r| r <= 5));
+        let boxes: Vec<&TruthBox> = truth
+            .boxes
+            .iter()
+            .filter(|b| b.class == truth.class)
+            .collect();
+        if boxes.is_empty() {
+            return o;
+        }
+        let best_iou = |b: Option<BBox>| {
+            b.map_or(0.0, |b| boxes.iter().map(|t| iou(b, t)).fold(0.0, f64::max))
+        };
+        let iou = best_iou(record.top1_box);
+        o.iou = Some(iou);
+        o.loc_correct = Some(o.top1_correct == Some(true) && iou >= IOU_HIT);
+        if let Some(t) = &record.truth {
+            o.gt_known_correct = Some(best_iou(truth_box_at_paper_threshold(t)) >= IOU_HIT);
+            o.sweep_hits = Some(t.boxes.iter().map(|b| best_iou(*b) >= IOU_HIT).collect());
+        }
+        o
+    }
+}
+
+/// Intersection over union of a CAM box (`x0 ≤ x < x1`) and a truth box (both ends
+/// included, as VOC and ILSVRC write them), counting pixels.
+pub fn iou(cam: BBox, truth: &TruthBox) -> f64 {
+    let (ax0, ay0, ax1, ay1) = (
+        i64::from(cam.x0),
+        i64::from(cam.y0),
+        i64::from(cam.x1) - 1,
+        i64::from(cam.y1) - 1,
+    );
+    let (bx0, by0, bx1, by1) = (
+        i64::from(truth.x0),
+        i64::from(truth.y0),
+        i64::from(truth.x1),
+        i64::from(truth.y1),
+    );
+    let area =
+        |x0: i64, y0: i64, x1: i64, y1: i64| ((x1 - x0 + 1).max(0) * (y1 - y0 + 1).max(0)) as f64;
+    let inter = area(ax0.max(bx0), ay0.max(by0), ax1.min(bx1), ay1.min(by1));
+    let union = area(ax0, ay0, ax1, ay1) + area(bx0, by0, bx1, by1) - inter;
+    if union <= 0.0 { 0.0 } else { inter / union }
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    images: usize,
+    unlabelled: usize,
+    failed: usize,
+    top1: Option<f64>,
+    top5: Option<f64>,
+    boxed: usize,
+    loc_top1: Option<f64>,
+    loc_gt_known: Option<f64>,
+    max_box_acc: Option<f64>,
+    best_threshold: Option<f64>,
+}
+
+fn fraction(hits: impl Iterator<Item = bool>) -> Option<f64> {
+    let (mut n, mut k) = (0usize, 0usize);
+    for hit in hits {
+        n += 1;
+        k += usize::from(hit);
+    }
+    (n > 0).then(|| k as f64 / n as f64)
+}
+
+impl Summary {
+    fn of(outcomes: &[Outcome]) -> Self {
+        let sweep: Vec<&Vec<bool>> = outcomes
+            .iter()
+            .filter_map(|o| o.sweep_hits.as_ref())
+            .collect();
+        let (max_box_acc, best_threshold) = if sweep.is_empty() {
+            (None, None)
+        } else {
+            let accuracy =
+                |step: usize| sweep.iter().filter(|h| h[step]).count() as f64 / sweep.len() as f64;
+            // The lowest threshold among equals, as a sweep from 0 up finds it.
+            let best =
+                (0..SWEEP_STEPS).fold(0, |b, s| if accuracy(s) > accuracy(b) { s } else { b });
+            (Some(accuracy(best)), Some(best as f64 / SWEEP_STEPS as f64))
+        };
+        Summary {
+            images: outcomes.len(),
+            unlabelled: outcomes.iter().filter(|o| o.item.truth.is_none()).count(),
+            failed: outcomes.iter().filter(|o| o.record.is_err()).count(),
+            top1: fraction(outcomes.iter().filter_map(|o| o.top1_correct)),
+            top5: fraction(outcomes.iter().filter_map(|o| o.top5_correct)),
+            boxed: outcomes.iter().filter(|o| o.iou.is_some()).count(),
+            loc_top1: fraction(outcomes.iter().filter_map(|o| o.loc_correct)),
+            loc_gt_known: fraction(outcomes.iter().filter_map(|o| o.gt_known_correct)),
+            max_box_acc,
+            best_threshold,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonTruth {
+    index: usize,
+    label: String,
+    wnid: &'static str,
+}
+
+#[derive(Serialize)]
+struct JsonImage<'a> {
+    path: String,
+    truth: Option<JsonTruth>,
+    top: Option<&'a [crate::model::Prediction]>,
+    truth_rank: Option<usize>,
+    truth_prob: Option<f32>,
+    top1_correct: Option<bool>,
+    top5_correct: Option<bool>,
+    bbox: Option<[u32; 4]>,
+    iou: Option<f64>,
+    loc_correct: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn json_image<'a>(o: &'a Outcome) -> JsonImage<'a> {
+    let record = o.record.as_ref().ok();
+    JsonImage {
+        path: printable_path(&o.item.path),
+        truth: o.item.truth.as_ref().map(|t| JsonTruth {
+            index: t.class,
+            label: labels::label(t.class),
+            wnid: labels::wnid(t.class).unwrap_or(""),
+        }),
+        // The top five; a true class ranked lower is given by truth_rank and truth_prob.
+        top: record.map(|r| &r.analysis.top[..r.analysis.top.len().min(analysis::TOP_K)]),
+        truth_rank: o.truth_rank,
+        truth_prob: o.truth_prob,
+        top1_correct: o.top1_correct,
+        top5_correct: o.top5_correct,
+        bbox: record
+            .and_then(|r| r.top1_box)
+            .map(|b| [b.x0, b.y0, b.x1, b.y1]),
+        iou: o.iou,
+        loc_correct: o.loc_correct,
+        error: o.record.as_ref().err().map(String::as_str),
+    }
+}
+
+fn write_json(
+    out: &mut impl Write,
+    outcomes: &[Outcome],
+    summary: &Summary,
+) -> std::io::Result<()> {
+    for o in outcomes {
+        writeln!(out, "{}", serde_json::to_string(&json_image(o))?)?;
+    }
+    writeln!(out, "{}", serde_json::json!({ "summary": summary }))
+}
+
+fn write_csv(out: &mut impl Write, outcomes: &[Outcome]) -> std::io::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    w.write_record([
+        "path",
+        "truth_index",
+        "truth_wnid",
+        "truth_label",
+        "top1_index",
+        "top1_label",
+        "top1_prob",
+        "truth_rank",
+        "truth_prob",
+        "top1_correct",
+        "top5_correct",
+        "iou",
+        "loc_correct",
+        "error",
+    ])?;
+    for o in outcomes {
+        let top1 = o.record.as_ref().ok().and_then(|r| r.analysis.top.first());
+        let truth = o.item.truth.as_ref();
+        w.write_record([
+            printable_path(&o.item.path),
+            opt(truth.map(|t| t.class.to_string())),
+            opt(truth
+                .and_then(|t| labels::wnid(t.class))
+                .map(str::to_string)),
+            opt(truth.map(|t| labels::label(t.class))),
+            opt(top1.map(|p| p.index.to_string())),
+            opt(top1.map(|p| p.label.clone())),
+            opt(top1.map(|p| format!("{:.6}", p.prob))),
+            opt(o.truth_rank.map(|r| r.to_string())),
+            opt(o.truth_prob.map(|p| format!("{p:.6}"))),
+            opt(o.top1_correct.map(|b| b.to_string())),
+            opt(o.top5_correct.map(|b| b.to_string())),
+            opt(o.iou.map(|v| format!("{v:.4}"))),
+            opt(o.loc_correct.map(|b| b.to_string())),
+            opt(o.record.as_ref().err().cloned()),
+        ])?;
+    }
+    w.flush()
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_string(), |v| format!("{:.1} %", v * 100.0))
+}
+
+fn class_name(index: usize) -> String {
+    format!(
+        "{} {}",
+        labels::wnid(index).unwrap_or("?"),
+        labels::label(index)
+    )
+}
+
+fn write_report(
+    out: &mut impl Write,
+    dataset: &Dataset,
+    outcomes: &[Outcome],
+    s: &Summary,
+    confusions: usize,
+) -> std::io::Result<()> {
+    let source = match &dataset.source {
+        LabelSource::None => "no labels found".to_string(),
+        LabelSource::ClassFolders => "labels from class folders".to_string(),
+        LabelSource::File(f) => format!("labels from {}", f.display()),
+    };
+    let labelled = s.images - s.unlabelled;
+    writeln!(
+        out,
+        "{}: {} images, {labelled} labelled ({source}), {} unlabelled, {} failed, {} with boxes",
+        dataset.root.display(),
+        s.images,
+        s.unlabelled,
+        s.failed,
+        s.boxed
+    )?;
+    let counted = outcomes.iter().filter(|o| o.top1_correct.is_some()).count();
+    let hits =
+        |f: fn(&Outcome) -> Option<bool>| outcomes.iter().filter(|o| f(o) == Some(true)).count();
+    writeln!(
+        out,
+        "top-1 accuracy  {:>8}  ({} / {counted})",
+        percent(s.top1),
+        hits(|o| o.top1_correct)
+    )?;
+    writeln!(
+        out,
+        "top-5 accuracy  {:>8}  ({} / {counted})",
+        percent(s.top5),
+        hits(|o| o.top5_correct)
+    )?;
+    if s.boxed > 0 {
+        writeln!(
+            out,
+            "localisation over {} boxed images (IoU ≥ 0.5):",
+            s.boxed
+        )?;
+        writeln!(
+            out,
+            "  top-1 loc     {:>8}  (top-1 right and its CAM box at 20 %)",
+            percent(s.loc_top1)
+        )?;
+        writeln!(
+            out,
+            "  GT-known loc  {:>8}  (the true class's CAM box at 20 %)",
+            percent(s.loc_gt_known)
+        )?;
+        if let (Some(acc), Some(t)) = (s.max_box_acc, s.best_threshold) {
+            writeln!(
+                out,
+                "  MaxBoxAcc     {:>8}  (best threshold {t:.2} of the maximum)",
+                percent(Some(acc))
+            )?;
+        }
+    }
+    // Per class: images and top-1 accuracy, worst first.
+    let mut classes: HashMap<usize, (usize, usize)> = HashMap::new();
+    for o in outcomes {
+        if let (Some(t), Some(hit)) = (&o.item.truth, o.top1_correct) {
+            let e = classes.entry(t.class).or_default();
+            e.0 += 1;
+            e.1 += usize::from(hit);
+        }
+    }
+    if !classes.is_empty() {
+        let mut rows: Vec<_> = classes.into_iter().collect();
+        rows.sort_by(|a, b| {
+            let acc = |(_, (n, k)): &(usize, (usize, usize))| *k as f64 / *n as f64;
+            acc(a).total_cmp(&acc(b)).then(a.0.cmp(&b.0))
+        });
+        writeln!(out, "per class (worst first):")?;
+        for (class, (n, k)) in rows {
+            writeln!(
+                out,
+                "  {:>6.1} %  {k:>4} / {n:<4}  {}",
+                k as f64 * 100.0 / n as f64,
+                class_name(class)
+            )?;
+        }
+    }
+    let mut pairs: HashMap<(usize, usize), usize> = HashMap::new();
+    for o in outcomes {
+        if let (Some(t), Some(false), Ok(r)) = (&o.item.truth, o.top1_correct, &o.record)
+            && let Some(p) = r.analysis.top.first()
+        {
+            *pairs.entry((t.class, p.index)).or_default() += 1;
+        }
+    }
+    if confusions > 0 && !pairs.is_empty() {
+        let mut pairs: Vec<_> = pairs.into_iter().collect();
+        pairs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        writeln!(out, "most frequent confusions (true → predicted):")?;
+        for ((truth, predicted), n) in pairs.into_iter().take(confusions) {
+            writeln!(
+                out,
+                "  {n:>4}  {} → {}",
+                class_name(truth),
+                class_name(predicted)
+            )?;
+        }
+    }
+    for o in outcomes {
+        if let Err(e) = &o.record {
+            writeln!(out, "failed: {}: {e}", printable_path(&o.item.path))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iou_counts_pixels_with_truth_boxes_inclusive() {
+        let t = TruthBox {
+            class: 0,
+            x0: 0,
+            y0: 0,
+            x1: 9,
+            y1: 9,
+        };
+        let same = BBox {
+            x0: 0,
+            y0: 0,
+            x1: 10,
+            y1: 10,
+        };
+        assert_eq!(iou(same, &t), 1.0);
+        let half = BBox {
+            x0: 0,
+            y0: 0,
+            x1: 5,
+            y1: 10,
+        };
+        assert_eq!(iou(half, &t), 0.5);
+        let apart = BBox {
+            x0: 20,
+            y0: 20,
+            x1: 30,
+            y1: 30,
+        };
+        assert_eq!(iou(apart, &t), 0.0);
+    }
+}

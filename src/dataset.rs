@@ -1,0 +1,431 @@
+//! Ground truth for a folder of images: which ImageNet class each image shows, and where.
+//! Found by itself from class folders (`DIR/<class>/<image>`, the ImageNet layout and
+//! torchvision's ImageFolder), or read from a labels file (`path,label` CSV, or ImageNet's
+//! `LOC_val_solution.csv` with its boxes); boxes also from Pascal VOC XML files (the ILSVRC
+//! 2012 bounding-box format) matched by file stem. Images come from the shared folder walk,
+//! so hidden files and non-images are skipped here as everywhere.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::model::labels;
+use crate::walk;
+
+/// A truth box in original-image pixels, both ends included (as VOC and ILSVRC write them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TruthBox {
+    pub class: usize,
+    pub x0: u32,
+    pub y0: u32,
+    pub x1: u32,
+    pub y1: u32,
+}
+
+/// What an image shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truth {
+    pub class: usize,
+    /// Where, when boxes were given (possibly of several objects and classes).
+    pub boxes: Vec<TruthBox>,
+}
+
+/// One image of the dataset.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub path: PathBuf,
+    /// The path below the dataset's folder, with `/` separators.
+    pub relative: String,
+    /// `None`: unlabelled.
+    pub truth: Option<Truth>,
+}
+
+/// Where the labels came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelSource {
+    /// No labels: every image is unlabelled.
+    None,
+    /// `DIR/<class>/<image>`.
+    ClassFolders,
+    File(PathBuf),
+}
+
+/// The images of a folder and their ground truth.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub items: Vec<Item>,
+    pub source: LabelSource,
+    /// Folders that could not be read, and why.
+    pub unreadable: Vec<(PathBuf, String)>,
+    /// How many images have truth boxes.
+    pub boxed: usize,
+}
+
+impl Dataset {
+    /// Walks `root` and finds its ground truth: `labels` when given, else class folders;
+    /// `boxes`, a folder of VOC XML files, adds boxes.
+    pub fn load(root: &Path, labels: Option<&Path>, boxes: Option<&Path>) -> anyhow::Result<Self> {
+        let mut items = Vec::new();
+        let mut unreadable = Vec::new();
+        walk::images_under(root, &mut |found| match found {
+            Ok(path) => {
+                let relative = relative_name(root, &path);
+                items.push(Item {
+                    path,
+                    relative,
+                    truth: None,
+                });
+            }
+            Err(e) => unreadable.push((e.dir, e.error.to_string())),
+        });
+        let source = match labels {
+            Some(file) => {
+                apply_labels_file(file, &mut items)?;
+                LabelSource::File(file.to_path_buf())
+            }
+            None => apply_class_folders(&mut items)?,
+        };
+        if let Some(dir) = boxes {
+            apply_voc_boxes(dir, &mut items)?;
+        }
+        let boxed = items
+            .iter()
+            .filter(|i| i.truth.as_ref().is_some_and(|t| !t.boxes.is_empty()))
+            .count();
+        Ok(Self {
+            root: root.to_path_buf(),
+            items,
+            source,
+            unreadable,
+            boxed,
+        })
+    }
+
+    /// How many images carry a label.
+    pub fn labelled(&self) -> usize {
+        self.items.iter().filter(|i| i.truth.is_some()).count()
+    }
+}
+
+fn relative_name(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Why a class name could not be turned into an ImageNet class.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassError {
+    #[error("`{name}` is not an ImageNet-1k class (nearest: {})", .nearest.join(", "))]
+    Unknown { name: String, nearest: Vec<String> },
+    #[error("`{name}` names {} ImageNet classes: {}; use the WordNet ID", .choices.len(), .choices.join(" or "))]
+    Ambiguous { name: String, choices: Vec<String> },
+}
+
+/// The class a label names: a WordNet ID (`n02124075`), an ImageNet-1k label (case, spaces,
+/// underscores and hyphens ignored: `egyptian_cat`) or a class index (`285`).
+pub fn resolve_class(name: &str) -> Result<usize, ClassError> {
+    let name = name.trim();
+    if let Some(index) = labels::index_of_wnid(name) {
+        return Ok(index);
+    }
+    if let Ok(index) = name.parse::<usize>()
+        && index < labels::count()
+    {
+        return Ok(index);
+    }
+    let key = normalise(name);
+    let matches: Vec<usize> = (0..labels::count())
+        .filter(|&i| normalise(&labels::label(i)) == key)
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(ClassError::Unknown {
+            name: name.to_string(),
+            nearest: nearest(&key),
+        }),
+        many => Err(ClassError::Ambiguous {
+            name: name.to_string(),
+            choices: many.iter().map(|&i| described(i)).collect(),
+        }),
+    }
+}
+
+/// `n02124075 (285, Egyptian cat)`.
+fn described(index: usize) -> String {
+    format!(
+        "{} ({index}, {})",
+        labels::wnid(index).unwrap_or("?"),
+        labels::label(index)
+    )
+}
+
+fn normalise(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, ' ' | '_' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The three labels closest to `key` in edit distance.
+fn nearest(key: &str) -> Vec<String> {
+    let mut scored: Vec<(usize, usize)> = (0..labels::count())
+        .map(|i| (strsim::levenshtein(key, &normalise(&labels::label(i))), i))
+        .collect();
+    scored.sort_unstable();
+    scored.iter().take(3).map(|&(_, i)| described(i)).collect()
+}
+
+/// Class folders: the first folder below the root names each image's class. Used when every
+/// such folder is a class; when none is, the images are unlabelled (an ordinary tree of
+/// photos); a mixture is an error naming the folder that is not a class.
+fn apply_class_folders(items: &mut [Item]) -> anyhow::Result<LabelSource> {
+    let mut classes: HashMap<String, Result<usize, ClassError>> = HashMap::new();
+    for item in items.iter() {
+        if let Some((folder, _)) = item.relative.split_once('/') {
+            classes
+                .entry(folder.to_string())
+                .or_insert_with(|| resolve_class(folder));
+        }
+    }
+    if classes.is_empty()
+        || classes
+            .values()
+            .all(|c| matches!(c, Err(ClassError::Unknown { .. })))
+    {
+        return Ok(LabelSource::None);
+    }
+    let mut folders: Vec<_> = classes.iter().collect();
+    folders.sort_by(|a, b| a.0.cmp(b.0));
+    for (folder, class) in folders {
+        if let Err(e) = class {
+            bail!("class folder {folder}/: {e}");
+        }
+    }
+    for item in items.iter_mut() {
+        if let Some((folder, _)) = item.relative.split_once('/')
+            && let Some(Ok(class)) = classes.get(folder)
+        {
+            item.truth = Some(Truth {
+                class: *class,
+                boxes: Vec::new(),
+            });
+        }
+    }
+    Ok(LabelSource::ClassFolders)
+}
+
+/// A labels file: `path,label` lines (an optional `path,label` header), or ImageNet's
+/// `LOC_val_solution.csv` (header `ImageId,PredictionString`, rows
+/// `ILSVRC2012_val_00000001,"n01751748 x0 y0 x1 y1 …"`). Rows are matched to images by
+/// path below the folder, else by file name, else by stem.
+fn apply_labels_file(file: &Path, items: &mut [Item]) -> anyhow::Result<()> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(file)
+        .with_context(|| format!("cannot read labels file {}", file.display()))?;
+    let mut truths: HashMap<String, Truth> = HashMap::new();
+    let mut loc_format = false;
+    for (n, row) in reader.records().enumerate() {
+        let line = n + 1;
+        let row = row.with_context(|| format!("{}: line {line}", file.display()))?;
+        let (key, value) = match (row.get(0), row.get(1)) {
+            (Some(k), Some(v)) => (k.trim(), v.trim()),
+            _ => bail!("{}: line {line}: expected `path,label`", file.display()),
+        };
+        if line == 1 {
+            if key == "ImageId" && value == "PredictionString" {
+                loc_format = true;
+                continue;
+            }
+            if key == "path" && value == "label" {
+                continue;
+            }
+        }
+        let at = |e: &dyn std::fmt::Display| format!("{}: line {line}: {e}", file.display());
+        let truth = if loc_format {
+            let boxes = parse_prediction_string(value).map_err(|e| anyhow::anyhow!(at(&e)))?;
+            let Some(first) = boxes.first() else {
+                bail!(at(&"no box in the prediction string"));
+            };
+            Truth {
+                class: first.class,
+                boxes,
+            }
+        } else {
+            let class = resolve_class(value).map_err(|e| anyhow::anyhow!(at(&e)))?;
+            Truth {
+                class,
+                boxes: Vec::new(),
+            }
+        };
+        truths.insert(key.replace('\\', "/"), truth);
+    }
+    for item in items.iter_mut() {
+        let name = item.relative.rsplit('/').next().unwrap_or(&item.relative);
+        let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
+        item.truth = [item.relative.as_str(), name, stem]
+            .iter()
+            .find_map(|k| truths.get(*k))
+            .cloned();
+    }
+    Ok(())
+}
+
+/// `wnid x0 y0 x1 y1` repeated.
+fn parse_prediction_string(text: &str) -> Result<Vec<TruthBox>, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if !words.len().is_multiple_of(5) {
+        return Err(format!("`{text}`: expected groups of `wnid x0 y0 x1 y1`"));
+    }
+    words
+        .chunks(5)
+        .map(|w| {
+            let class = labels::index_of_wnid(w[0])
+                .ok_or_else(|| format!("`{}` is not an ImageNet-1k WordNet ID", w[0]))?;
+            let n = |s: &str| {
+                s.parse::<f64>()
+                    .map(|v| v.max(0.0) as u32)
+                    .map_err(|_| format!("`{s}` is not a coordinate"))
+            };
+            Ok(TruthBox {
+                class,
+                x0: n(w[1])?,
+                y0: n(w[2])?,
+                x1: n(w[3])?,
+                y1: n(w[4])?,
+            })
+        })
+        .collect()
+}
+
+/// Boxes from `DIR/<stem>.xml` (Pascal VOC). Images with boxes but no label take the class
+/// of their first box.
+fn apply_voc_boxes(dir: &Path, items: &mut [Item]) -> anyhow::Result<()> {
+    anyhow::ensure!(dir.is_dir(), "--boxes {}: not a folder", dir.display());
+    for item in items.iter_mut() {
+        let Some(stem) = item.path.file_stem() else {
+            continue;
+        };
+        let xml = dir.join(stem).with_extension("xml");
+        if !xml.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&xml)
+            .with_context(|| format!("cannot read {}", xml.display()))?;
+        let boxes = parse_voc(&text)
+            .with_context(|| format!("{} is not a usable VOC file", xml.display()))?;
+        if boxes.is_empty() {
+            continue;
+        }
+        match &mut item.truth {
+            Some(truth) => truth.boxes = boxes,
+            None => {
+                item.truth = Some(Truth {
+                    class: boxes[0].class,
+                    boxes,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The objects of a VOC annotation: `<object><name>wnid</name><bndbox><xmin>…`.
+fn parse_voc(text: &str) -> anyhow::Result<Vec<TruthBox>> {
+    let doc = roxmltree::Document::parse(text)?;
+    let child = |node: roxmltree::Node<'_, '_>, name: &str| {
+        node.children()
+            .find(|c| c.has_tag_name(name))
+            .and_then(|c| c.text())
+            .map(str::trim)
+            .map(str::to_string)
+    };
+    let mut boxes = Vec::new();
+    for object in doc.descendants().filter(|n| n.has_tag_name("object")) {
+        let name = child(object, "name").context("an <object> without <name>")?;
+        let class = resolve_class(&name)?;
+        let bndbox = object
+            .children()
+            .find(|c| c.has_tag_name("bndbox"))
+            .with_context(|| format!("object {name} has no <bndbox>"))?;
+        let coord = |tag: &str| -> anyhow::Result<u32> {
+            let text = child(bndbox, tag).with_context(|| format!("object {name}: no <{tag}>"))?;
+            let value: f64 = text
+                .parse()
+                .with_context(|| format!("object {name}: <{tag}> {text} is not a number"))?;
+            Ok(value.max(0.0) as u32)
+        };
+        boxes.push(TruthBox {
+            class,
+            x0: coord("xmin")?,
+            y0: coord("ymin")?,
+            x1: coord("xmax")?,
+            y1: coord("ymax")?,
+        });
+    }
+    Ok(boxes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_named_by_wordnet_id_label_or_index() {
+        assert_eq!(resolve_class("n02124075"), Ok(285));
+        assert_eq!(resolve_class("egyptian_cat"), Ok(285));
+        assert_eq!(resolve_class("Egyptian Cat"), Ok(285));
+        assert_eq!(resolve_class("285"), Ok(285));
+        let Err(ClassError::Ambiguous { choices, .. }) = resolve_class("crane") else {
+            panic!("crane is a bird and a machine");
+        };
+        assert_eq!(
+            choices,
+            ["n02012849 (134, crane)", "n03126707 (517, crane)"]
+        );
+        let Err(e @ ClassError::Unknown { .. }) = resolve_class("egyptain cat") else {
+            panic!("a typo is unknown");
+        };
+        assert!(
+            e.to_string()
+                .contains("nearest: n02124075 (285, Egyptian cat)"),
+            "{e}"
+        );
+        assert!(resolve_class("1000").is_err());
+    }
+
+    #[test]
+    fn loc_solution_rows_give_the_class_and_every_box() {
+        let boxes = parse_prediction_string("n01751748 1 2 30 40 n01751748 5 6 70 80").unwrap();
+        assert_eq!(boxes.len(), 2);
+        assert_eq!((boxes[1].class, boxes[1].x1, boxes[1].y1), (65, 70, 80));
+        assert!(parse_prediction_string("n01751748 1 2 30").is_err());
+        assert!(parse_prediction_string("n99999999 1 2 3 4").is_err());
+    }
+
+    #[test]
+    fn voc_objects_are_read() {
+        let xml = "<annotation><size><width>500</width><height>375</height></size>\
+            <object><name>n02124075</name><bndbox><xmin>10</xmin><ymin>20</ymin>\
+            <xmax>300</xmax><ymax>200</ymax></bndbox></object></annotation>";
+        assert_eq!(
+            parse_voc(xml).unwrap(),
+            [TruthBox {
+                class: 285,
+                x0: 10,
+                y0: 20,
+                x1: 300,
+                y1: 200
+            }]
+        );
+        assert!(
+            parse_voc("<annotation><object><name>n02124075</name></object></annotation>").is_err()
+        );
+    }
+}

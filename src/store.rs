@@ -1,0 +1,519 @@
+//! The result store: every analysis camview made, in an embedded SQLite database, so a folder
+//! analysed once (by `eval` or the browser) opens with its results in place. A row is keyed
+//! by the image file's identity (path, size, modification time), the weights' identity (the
+//! SHA-256 of the weights file, computed once per file version) and the resize mode.
+//!
+//! Durability: WAL mode and one transaction per result, so a process killed at any moment
+//! loses at most the images in flight and never the store; two camview processes can share
+//! it (SQLite's locks, with a generous busy timeout). A store that cannot be read is moved
+//! aside and a new one made; a place where none can be written means running without one.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use half::f16;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::model::cam::{BBox, CamGrid};
+use crate::model::preprocess::Region;
+use crate::model::{Analysis, Prediction, ResizeMode, labels};
+
+/// The default store: `results.sqlite` beside the default weights (in this checkout's
+/// `models/`, else the user's cache folder).
+pub fn default_path() -> PathBuf {
+    crate::model::weights::default_path().with_file_name("results.sqlite")
+}
+
+/// Bumped when the record layout changes; older rows are then ignored, not misread.
+const RECORD_VERSION: u8 = 1;
+
+/// The thresholds of the localisation sweep (Choe et al., CVPR 2020): 0.00, 0.01, … 0.99 of
+/// the CAM's maximum.
+pub const SWEEP_STEPS: usize = 100;
+
+/// Everything kept of one analysis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The photo's size (after EXIF orientation).
+    pub size: (u32, u32),
+    pub analysis: Analysis,
+    /// The box of the top-1 class's CAM at the paper's threshold, in original pixels.
+    pub top1_box: Option<BBox>,
+    /// When the analysis was made for a labelled image: its class (in `analysis.top`, with its
+    /// rank, even outside the top 5) and the box of its CAM at each sweep threshold.
+    pub truth: Option<TruthRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TruthRecord {
+    pub class: usize,
+    /// `SWEEP_STEPS` boxes, at threshold `i / SWEEP_STEPS`.
+    pub boxes: Vec<Option<BBox>>,
+}
+
+/// An image file as it is now: the part of the key that changes when the file does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub path: String,
+    pub size: u64,
+    pub modified_ns: i64,
+}
+
+impl FileId {
+    /// The identity of `path` on disk now (its absolute path, so any working folder finds it).
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(Self {
+            path: real.to_string_lossy().into_owned(),
+            size: meta.len(),
+            modified_ns: nanos(meta.modified().ok()),
+        })
+    }
+}
+
+fn nanos(time: Option<SystemTime>) -> i64 {
+    time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Opens the store at `path` for use: a store that cannot be read is moved aside and a new
+/// one made; where none can be written, `None`. The message says what happened, for the user.
+pub fn open_or_recover(path: &Path) -> (Option<Store>, Option<String>) {
+    match Store::open(path) {
+        Ok(store) => (Some(store), None),
+        Err(OpenError::Unusable(why)) => {
+            let aside = aside_name(path);
+            let moved = std::fs::rename(path, &aside);
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(with_suffix(path, suffix));
+            }
+            if let Err(e) = moved {
+                return (
+                    None,
+                    Some(format!(
+                        "the result store {} is unreadable ({why}) and cannot be moved aside ({e}); results are not kept",
+                        path.display()
+                    )),
+                );
+            }
+            let note = format!(
+                "the result store {} was unreadable ({why}); moved it to {} and started a new one",
+                path.display(),
+                aside.display()
+            );
+            match Store::open(path) {
+                Ok(store) => (Some(store), Some(note)),
+                Err(e) => (None, Some(format!("{note}, which failed too: {e}"))),
+            }
+        }
+        Err(OpenError::Unwritable(why)) => (
+            None,
+            Some(format!(
+                "cannot write the result store {} ({why}); results are not kept",
+                path.display()
+            )),
+        ),
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn aside_name(path: &Path) -> PathBuf {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    with_suffix(path, &format!(".corrupt-{stamp}"))
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file is there but is no usable store: it may be moved aside.
+    #[error("{0}")]
+    Unusable(String),
+    /// The place cannot be written.
+    #[error("{0}")]
+    Unwritable(String),
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| OpenError::Unwritable(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(classify)?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(classify)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(classify)?;
+        if check != "ok" {
+            return Err(OpenError::Unusable(format!("integrity check: {check}")));
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(classify)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(classify)?;
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS weights (
+                 path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                 sha256 TEXT NOT NULL,
+                 PRIMARY KEY (path, size, modified_ns)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS results (
+                 path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                 weights TEXT NOT NULL, resize TEXT NOT NULL,
+                 truth INTEGER,
+                 record BLOB NOT NULL,
+                 PRIMARY KEY (path, size, modified_ns, weights, resize)) WITHOUT ROWID;
+             COMMIT;",
+        )
+        .map_err(classify)?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The SHA-256 of the weights file at `path`, computed once per version of the file.
+    pub fn weights_id(&self, path: &Path) -> anyhow::Result<String> {
+        let file = FileId::of(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let known: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT sha256 FROM weights WHERE path = ?1 AND size = ?2 AND modified_ns = ?3",
+                params![file.path, file.size as i64, file.modified_ns],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(sha) = known {
+            return Ok(sha);
+        }
+        let sha = crate::model::fetch::sha256_file(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO weights VALUES (?1, ?2, ?3, ?4)",
+            params![file.path, file.size as i64, file.modified_ns, sha],
+        )?;
+        Ok(sha)
+    }
+
+    /// The stored record of `file` for these weights and mode, if any. A row of another
+    /// record layout, or one that cannot be decoded, counts as missing.
+    pub fn get(
+        &self,
+        file: &FileId,
+        weights: &str,
+        resize: ResizeMode,
+    ) -> anyhow::Result<Option<Record>> {
+        let mut query = self.conn.prepare_cached(
+            "SELECT record FROM results
+             WHERE path = ?1 AND size = ?2 AND modified_ns = ?3 AND weights = ?4 AND resize = ?5",
+        )?;
+        let blob: Option<Vec<u8>> = query
+            .query_row(
+                params![
+                    file.path,
+                    file.size as i64,
+                    file.modified_ns,
+                    weights,
+                    mode_name(resize)
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(blob.and_then(|b| decode(&b)))
+    }
+
+    /// Stores `record`, replacing an older one of the same key, in one transaction.
+    pub fn put(
+        &self,
+        file: &FileId,
+        weights: &str,
+        resize: ResizeMode,
+        record: &Record,
+    ) -> anyhow::Result<()> {
+        let mut insert = self
+            .conn
+            .prepare_cached("INSERT OR REPLACE INTO results VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+        insert.execute(params![
+            file.path,
+            file.size as i64,
+            file.modified_ns,
+            weights,
+            mode_name(resize),
+            record.truth.as_ref().map(|t| t.class as i64),
+            encode(record),
+        ])?;
+        Ok(())
+    }
+
+    /// How many results the store holds.
+    pub fn len(&self) -> anyhow::Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM results", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    pub fn is_empty(&self) -> anyhow::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+fn mode_name(mode: ResizeMode) -> &'static str {
+    match mode {
+        ResizeMode::Full => "full",
+        ResizeMode::Squash => "squash",
+        ResizeMode::Center => "center",
+    }
+}
+
+/// Sorts SQLite's errors into "the file is bad" and "the place is not writable".
+fn classify(e: rusqlite::Error) -> OpenError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            OpenError::Unusable(e.to_string())
+        }
+        _ => OpenError::Unwritable(e.to_string()),
+    }
+}
+
+/// The record as stored: compact (CAMs in half precision, boxes in 16-bit pixels).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    version: u8,
+    size: (u32, u32),
+    input: (u32, u32),
+    region: [f32; 4],
+    elapsed_us: u64,
+    /// (index, rank, probability) per class.
+    top: Vec<(u16, u16, f32)>,
+    cam_size: (u16, u16),
+    cams: Vec<f16>,
+    top1_box: Option<[u16; 4]>,
+    truth: Option<(u16, Vec<Option<[u16; 4]>>)>,
+}
+
+fn pack(b: BBox) -> [u16; 4] {
+    [b.x0, b.y0, b.x1, b.y1].map(|v| v.min(u32::from(u16::MAX)) as u16)
+}
+
+fn unpack(b: [u16; 4]) -> BBox {
+    BBox {
+        x0: b[0].into(),
+        y0: b[1].into(),
+        x1: b[2].into(),
+        y1: b[3].into(),
+    }
+}
+
+fn encode(record: &Record) -> Vec<u8> {
+    let a = &record.analysis;
+    let (cw, ch) = a.cams.first().map_or((0, 0), |g| (g.width, g.height));
+    let stored = Stored {
+        version: RECORD_VERSION,
+        size: record.size,
+        input: a.input,
+        region: [a.region.x0, a.region.y0, a.region.x1, a.region.y1],
+        elapsed_us: a.elapsed.as_micros() as u64,
+        top: a
+            .top
+            .iter()
+            .map(|p| (p.index as u16, p.rank as u16, p.prob))
+            .collect(),
+        cam_size: (cw as u16, ch as u16),
+        cams: a
+            .cams
+            .iter()
+            .flat_map(|g| g.values.iter().map(|&v| f16::from_f32(v)))
+            .collect(),
+        top1_box: record.top1_box.map(pack),
+        truth: record.truth.as_ref().map(|t| {
+            (
+                t.class as u16,
+                t.boxes.iter().map(|b| b.map(pack)).collect(),
+            )
+        }),
+    };
+    postcard::to_stdvec(&stored).expect("a record always serialises")
+}
+
+fn decode(bytes: &[u8]) -> Option<Record> {
+    let s: Stored = postcard::from_bytes(bytes).ok()?;
+    if s.version != RECORD_VERSION {
+        return None;
+    }
+    let (cw, ch) = (usize::from(s.cam_size.0), usize::from(s.cam_size.1));
+    if s.cams.len() != cw * ch * s.top.len() {
+        return None;
+    }
+    let cams = s
+        .cams
+        .chunks(cw * ch)
+        .map(|c| CamGrid {
+            width: cw,
+            height: ch,
+            values: c.iter().map(|v| v.to_f32()).collect(),
+        })
+        .collect();
+    let top = s
+        .top
+        .iter()
+        .map(|&(index, rank, prob)| Prediction {
+            rank: rank.into(),
+            index: index.into(),
+            label: labels::label(index.into()),
+            prob,
+        })
+        .collect();
+    Some(Record {
+        size: s.size,
+        analysis: Analysis {
+            top,
+            cams,
+            input: s.input,
+            region: Region {
+                x0: s.region[0],
+                y0: s.region[1],
+                x1: s.region[2],
+                y1: s.region[3],
+            },
+            elapsed: Duration::from_micros(s.elapsed_us),
+        },
+        top1_box: s.top1_box.map(unpack),
+        truth: s.truth.map(|(class, boxes)| TruthRecord {
+            class: class.into(),
+            boxes: boxes.into_iter().map(|b| b.map(unpack)).collect(),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            size: (451, 300),
+            analysis: Analysis {
+                top: vec![Prediction {
+                    rank: 1,
+                    index: 285,
+                    label: "Egyptian cat".into(),
+                    prob: 0.77,
+                }],
+                cams: vec![CamGrid {
+                    width: 2,
+                    height: 1,
+                    values: vec![1.5, -0.25],
+                }],
+                input: (337, 224),
+                region: Region {
+                    x0: 0.0,
+                    y0: 0.0,
+                    x1: 451.0,
+                    y1: 300.0,
+                },
+                elapsed: Duration::from_micros(31_000),
+            },
+            top1_box: Some(BBox {
+                x0: 1,
+                y0: 2,
+                x1: 300,
+                y1: 299,
+            }),
+            truth: Some(TruthRecord {
+                class: 285,
+                boxes: vec![
+                    None,
+                    Some(BBox {
+                        x0: 0,
+                        y0: 0,
+                        x1: 9,
+                        y1: 9,
+                    }),
+                ],
+            }),
+        }
+    }
+
+    #[test]
+    fn a_record_comes_back_as_it_went_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        let file = FileId {
+            path: "/photos/chelsea.png".into(),
+            size: 10,
+            modified_ns: 5,
+        };
+        assert_eq!(store.get(&file, "w", ResizeMode::Full).unwrap(), None);
+        store.put(&file, "w", ResizeMode::Full, &record()).unwrap();
+        assert_eq!(
+            store.get(&file, "w", ResizeMode::Full).unwrap(),
+            Some(record())
+        );
+        // Another mode, other weights or a changed file are other keys.
+        assert_eq!(store.get(&file, "w", ResizeMode::Center).unwrap(), None);
+        assert_eq!(store.get(&file, "v", ResizeMode::Full).unwrap(), None);
+        let touched = FileId {
+            modified_ns: 6,
+            ..file
+        };
+        assert_eq!(store.get(&touched, "w", ResizeMode::Full).unwrap(), None);
+        assert_eq!(store.len().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_file_that_is_no_database_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.sqlite");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let (store, note) = open_or_recover(&path);
+        let store = store.expect("a fresh store");
+        assert!(store.is_empty().unwrap());
+        let note = note.unwrap();
+        assert!(note.contains("moved it to"), "{note}");
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("results.sqlite.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the bad file is kept for the user");
+    }
+
+    #[test]
+    fn an_unwritable_place_means_no_store_and_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let (store, note) = open_or_recover(&blocker.join("results.sqlite"));
+        assert!(store.is_none());
+        assert!(note.unwrap().contains("results are not kept"));
+    }
+}
