@@ -42,6 +42,8 @@ pub struct BrowseArgs {
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub save_dir: PathBuf,
     #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
     pub model: ModelArgs,
 }
 
@@ -52,6 +54,7 @@ impl BrowseArgs {
             dir: self.dir.clone(),
             protocol: self.protocol,
             save_dir: self.save_dir.clone(),
+            store: self.store.path(),
             model: self.model.config(),
         }
     }

@@ -37,6 +37,8 @@ pub struct BrowseConfig {
     pub protocol: Protocol,
     /// Where `s` saves pictures.
     pub save_dir: std::path::PathBuf,
+    /// The result store; `None`: keep nothing.
+    pub store: Option<std::path::PathBuf>,
     pub model: ModelConfig,
 }
 
@@ -79,7 +81,7 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
     let (tx, rx) = mpsc::channel::<AppEvent>();
     // The model starts loading at once, in parallel with everything below.
     let worker_tx = tx.clone();
-    let inference = worker::spawn(args.model.clone(), move |e| {
+    let inference = worker::spawn(args.model.clone(), args.store.clone(), move |e| {
         worker_tx.send(AppEvent::Worker(e)).is_ok()
     })?;
     let list_tx = tx.clone();

@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::analysis;
 use crate::jobs::{Mailbox, Worker, contain_panic};
 use crate::log;
 use crate::model::classifier::device_name;
 use crate::model::fetch::Progress;
-use crate::model::preprocess::load_rgb;
-use crate::model::{Analysis, Classifier};
+use crate::model::{Analysis, Classifier, ResizeMode};
 use crate::provision::{ModelConfig, Step, provision};
+use crate::store::{FileId, Record, Store, open_or_recover};
 
-/// Number of classes (and CAMs) the browser asks for.
-pub const TOP_K: usize = 5;
+/// Number of classes (and CAMs) the browser shows.
+pub const TOP_K: usize = analysis::TOP_K;
 
 /// Identifies one version of one image file: a result is reused only while the file's
 /// modification time is unchanged.
@@ -61,6 +62,9 @@ pub enum WorkerEvent {
         key: ImageKey,
         result: Result<Arc<Analysis>, String>,
     },
+    /// Something the user should know that is no error of the image shown (the result store
+    /// was set aside, or cannot be written).
+    Note(String),
 }
 
 /// What the worker is asked to do.
@@ -77,28 +81,36 @@ pub enum Request {
 pub type InferenceWorker = Worker<Request>;
 
 /// Starts the inference thread: it loads (or, for the default path, fetches) the weights,
-/// then serves requests. Every event goes to `notify`, which returns false once nobody
-/// listens.
+/// opens the result store at `store` (when given), then serves requests, from the store
+/// where it can. Every event goes to `notify`, which returns false once nobody listens.
 pub fn spawn(
     model: ModelConfig,
+    store: Option<PathBuf>,
     notify: impl Fn(WorkerEvent) -> bool + Send + 'static,
 ) -> std::io::Result<InferenceWorker> {
     Worker::spawn("camview-inference", move |inbox| {
-        serve(&model, inbox, &notify)
+        serve(&model, store.as_deref(), inbox, &notify);
     })
 }
 
-fn serve(model: &ModelConfig, inbox: &Mailbox<Request>, notify: &dyn Fn(WorkerEvent) -> bool) {
+fn serve(
+    model: &ModelConfig,
+    store: Option<&Path>,
+    inbox: &Mailbox<Request>,
+    notify: &dyn Fn(WorkerEvent) -> bool,
+) {
     let Some(classifier) = load_model(model, notify) else {
         return;
     };
+    let results = Results::open(store, model, notify);
     while let Some(request) = inbox.take() {
         let keys = match request {
             Request::Analyze(key) => vec![key],
             Request::Prefetch(keys) => keys,
         };
         for key in keys {
-            let result = contain_panic(|| analyze(&classifier, model, &key.path)).map(Arc::new);
+            let result =
+                contain_panic(|| analyze(&classifier, model, &results, &key.path)).map(Arc::new);
             if !notify(WorkerEvent::Analysis { key, result }) {
                 return;
             }
@@ -110,22 +122,76 @@ fn serve(model: &ModelConfig, inbox: &Mailbox<Request>, notify: &dyn Fn(WorkerEv
     }
 }
 
-fn analyze(classifier: &Classifier, model: &ModelConfig, path: &Path) -> Result<Analysis, String> {
+/// The result store as the worker uses it: with the weights' identity, once known.
+struct Results {
+    store: Option<(Store, String)>,
+}
+
+impl Results {
+    fn open(
+        path: Option<&Path>,
+        model: &ModelConfig,
+        notify: &dyn Fn(WorkerEvent) -> bool,
+    ) -> Self {
+        let Some(path) = path else {
+            return Self { store: None };
+        };
+        let (store, note) = open_or_recover(path);
+        let mut notes: Vec<String> = note.into_iter().collect();
+        let store = store.and_then(|store| match store.weights_id(&model.weights) {
+            Ok(id) => Some((store, id)),
+            Err(e) => {
+                notes.push(format!("results are not kept: {e:#}"));
+                None
+            }
+        });
+        for note in notes {
+            notify(WorkerEvent::Note(note));
+        }
+        Self { store }
+    }
+
+    fn get(&self, file: &FileId, resize: ResizeMode) -> Option<Analysis> {
+        let (store, weights) = self.store.as_ref()?;
+        let record = store.get(file, weights, resize).ok()??;
+        Some(record.analysis)
+    }
+
+    fn put(&self, file: &FileId, resize: ResizeMode, record: &Record) {
+        if let Some((store, weights)) = &self.store
+            && let Err(e) = store.put(file, weights, resize, record)
+        {
+            log::debug(&format!("cannot store the result of {}: {e:#}", file.path));
+        }
+    }
+}
+
+fn analyze(
+    classifier: &Classifier,
+    model: &ModelConfig,
+    results: &Results,
+    path: &Path,
+) -> Result<Analysis, String> {
     let started = Instant::now();
-    let img = load_rgb(path).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-    let prepared = classifier
-        .prepare(&img, model.resize)
+    let file = FileId::of(path).ok();
+    if let Some(found) = file.as_ref().and_then(|f| results.get(f, model.resize)) {
+        log::debug(&format!("analysis of {} from the store", path.display()));
+        return Ok(found);
+    }
+    let (img, prepared) =
+        analysis::prepare(path, model.resize, classifier.device()).map_err(|e| format!("{e:#}"))?;
+    let record = analysis::analyse(classifier, img.dimensions(), &prepared, None)
         .map_err(|e| format!("{e:#}"))?;
-    let analysis = classifier
-        .analyze(&prepared, TOP_K, None)
-        .map_err(|e| format!("{e:#}"))?;
+    if let Some(file) = &file {
+        results.put(file, model.resize, &record);
+    }
     log::debug(&format!(
         "analysis of {} in {:?} (forward {:?})",
         path.display(),
         started.elapsed(),
-        analysis.elapsed
+        record.analysis.elapsed
     ));
-    Ok(analysis)
+    Ok(record.analysis)
 }
 
 /// Loads the classifier through [`provision`], reporting every step; `None` means the model

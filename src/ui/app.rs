@@ -371,6 +371,7 @@ impl App {
     fn on_worker(&mut self, event: WorkerEvent) {
         match event {
             WorkerEvent::Model(status) => self.model = status,
+            WorkerEvent::Note(note) => self.notice = Some(Err(note)),
             WorkerEvent::Analysis { key, result } => {
                 let is_current = self.current.as_ref().is_some_and(|c| c.key == key);
                 let state = match result {

@@ -577,7 +577,7 @@ fn the_worker_loads_the_model_and_answers_only_the_newest_request() {
         arch: None,
         resize: ResizeMode::Full,
     };
-    let worker = camview::worker::spawn(model, move |e| tx.send(e).is_ok()).unwrap();
+    let worker = camview::worker::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
     // Both are posted while the model loads: the second replaces the first.
     worker.send(Request::Analyze(ImageKey::of(&crate::common::photo(
         "chelsea",
@@ -627,7 +627,7 @@ fn the_worker_says_how_to_get_weights_when_an_explicit_file_is_missing() {
         arch: None,
         resize: ResizeMode::Full,
     };
-    let _worker = camview::worker::spawn(model, move |e| tx.send(e).is_ok()).unwrap();
+    let _worker = camview::worker::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
     let event = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let WorkerEvent::Model(ModelStatus::Unavailable(why)) = event else {
         panic!("expected the model to be unavailable, got {event:?}");
@@ -734,4 +734,53 @@ fn s_saves_the_picture_shown_at_full_size() {
     );
     h.key(KeyCode::Down);
     assert!(h.line_with("▶1").contains("espresso"));
+}
+
+/// The browser's worker reads and writes the result store: a second worker answers for a
+/// file it could no longer decode, because the store holds its result.
+#[test]
+fn the_worker_keeps_results_in_the_store_and_reads_them_back() {
+    use camview::provision::ModelConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("chelsea.png");
+    std::fs::copy(crate::common::photo("chelsea"), &photo).unwrap();
+    let store = dir.path().join("results.sqlite");
+    let model = ModelConfig {
+        weights: crate::common::weights_path().to_path_buf(),
+        fetch_if_missing: false,
+        arch: None,
+        resize: ResizeMode::Full,
+    };
+    let analyse = |model: ModelConfig| {
+        let (tx, rx) = mpsc::channel();
+        let worker =
+            camview::worker::spawn(model, Some(store.clone()), move |e| tx.send(e).is_ok())
+                .unwrap();
+        worker.send(Request::Analyze(ImageKey::of(&photo)));
+        loop {
+            match rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("worker event")
+            {
+                WorkerEvent::Analysis { result, .. } => return result,
+                WorkerEvent::Note(note) => panic!("{note}"),
+                WorkerEvent::Model(_) => {}
+            }
+        }
+    };
+    let first = analyse(model.clone()).unwrap();
+    assert_eq!(first.top[0].label, "Egyptian cat");
+    // Same size, same modification time, no longer a PNG: only the store can answer.
+    let meta = std::fs::metadata(&photo).unwrap();
+    std::fs::write(&photo, vec![0u8; meta.len() as usize]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&photo)
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+    let second = analyse(model).unwrap();
+    assert_eq!(second.top, first.top);
+    assert_eq!(second.cams.len(), first.cams.len());
 }
