@@ -17,8 +17,10 @@ use serde::Serialize;
 use super::{ModelArgs, StoreArgs};
 use crate::analysis::{self, truth_box_at_paper_threshold};
 use crate::dataset::{Dataset, Item, LabelSource, TruthBox};
+use crate::jobs;
 use crate::model::cam::BBox;
 use crate::model::labels;
+use crate::model::{Classifier, ResizeMode};
 use crate::store::{FileId, Record, SWEEP_STEPS, Store};
 use crate::text::printable_path;
 
@@ -57,86 +59,16 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
         eprintln!("camview: cannot read {}: {why}", dir.display());
     }
     let classifier = args.model.load_classifier()?;
-    let store = args.store.open();
-    let weights_id = match &store {
-        Some(store) => Some(store.weights_id(&args.model.weights)?),
+    let store = match args.store.open() {
+        Some(store) => {
+            let weights = store.weights_id(&args.model.weights)?;
+            Some(Kept { store, weights })
+        }
         None => None,
     };
     let resize = args.model.resize;
-    let keyed =
-        |store: &Store, id: &Option<String>, item: &Item| -> Option<(FileId, Option<Record>)> {
-            let file = FileId::of(&item.path).ok()?;
-            let found = id
-                .as_deref()
-                .and_then(|w| store.get(&file, w, resize).ok().flatten());
-            Some((file, found))
-        };
-
-    // Results already stored for the same truth class are used as they are.
-    let mut results: Vec<Option<Result<Record, String>>> = vec![None; dataset.items.len()];
-    let mut files: Vec<Option<FileId>> = vec![None; dataset.items.len()];
-    if let Some(store) = &store {
-        for (i, item) in dataset.items.iter().enumerate() {
-            if let Some((file, found)) = keyed(store, &weights_id, item) {
-                let wanted = item.truth.as_ref().map(|t| t.class);
-                if let Some(record) = found.filter(|r| r.truth.as_ref().map(|t| t.class) == wanted)
-                {
-                    results[i] = Some(Ok(record));
-                }
-                files[i] = Some(file);
-            }
-        }
-    }
-    let todo: Vec<usize> = (0..dataset.items.len())
-        .filter(|&i| results[i].is_none())
-        .collect();
-
-    let bar = progress(todo.len() as u64);
-    // Decoding and resizing run on their own thread, a couple of images ahead of the
-    // forward pass.
-    let (tx, rx) = mpsc::sync_channel(2);
-    let paths: Vec<(usize, PathBuf)> = todo
-        .iter()
-        .map(|&i| (i, dataset.items[i].path.clone()))
-        .collect();
-    let device = classifier.device().clone();
-    let decoder = crate::jobs::spawn_contained("camview-decode", move || {
-        for (i, path) in paths {
-            let prepared = crate::jobs::contain_panic(|| {
-                analysis::prepare(&path, resize, &device).map_err(|e| format!("{e:#}"))
-            });
-            if tx.send((i, prepared)).is_err() {
-                return;
-            }
-        }
-    })?;
-    for (i, prepared) in rx {
-        let item = &dataset.items[i];
-        let truth = item.truth.as_ref().map(|t| t.class);
-        let result = prepared.and_then(|(img, prepared)| {
-            crate::jobs::contain_panic(|| {
-                analysis::analyse(&classifier, img.dimensions(), &prepared, truth)
-                    .map_err(|e| format!("{e:#}"))
-            })
-        });
-        if let (Ok(record), Some(store), Some(weights)) = (&result, &store, &weights_id) {
-            let file = files[i].clone().or_else(|| FileId::of(&item.path).ok());
-            if let Some(file) = file
-                && let Err(e) = store.put(&file, weights, resize, record)
-            {
-                bar.suspend(|| {
-                    eprintln!(
-                        "camview: cannot store the result of {}: {e:#}",
-                        item.relative
-                    )
-                });
-            }
-        }
-        results[i] = Some(result);
-        bar.inc(1);
-    }
-    let _ = decoder.join();
-    bar.finish_and_clear();
+    let mut results = stored_results(&dataset, store.as_ref(), resize);
+    analyse_missing(&dataset, &classifier, store.as_ref(), resize, &mut results)?;
 
     let outcomes: Vec<Outcome> = dataset
         .items
@@ -162,6 +94,85 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
         return Err(e.into());
     }
     Ok(i32::from(summary.failed > 0))
+}
+
+/// The store, with the identity of the weights in use.
+struct Kept {
+    store: Store,
+    weights: String,
+}
+
+type Results = Vec<Option<Result<Record, String>>>;
+
+/// The results the store already holds for these files, weights, mode and labels.
+fn stored_results(dataset: &Dataset, kept: Option<&Kept>, resize: ResizeMode) -> Results {
+    dataset
+        .items
+        .iter()
+        .map(|item| {
+            let kept = kept?;
+            let file = FileId::of(&item.path).ok()?;
+            let record = kept.store.get(&file, &kept.weights, resize).ok()??;
+            let wanted = item.truth.as_ref().map(|t| t.class);
+            (record.truth.as_ref().map(|t| t.class) == wanted).then_some(Ok(record))
+        })
+        .collect()
+}
+
+/// Analyses the images `results` lacks, storing each result as it comes. Decoding and
+/// resizing run on their own thread, a couple of images ahead of the forward pass.
+fn analyse_missing(
+    dataset: &Dataset,
+    classifier: &Classifier,
+    kept: Option<&Kept>,
+    resize: ResizeMode,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let todo: Vec<(usize, PathBuf)> = (0..dataset.items.len())
+        .filter(|&i| results[i].is_none())
+        .map(|i| (i, dataset.items[i].path.clone()))
+        .collect();
+    let bar = progress(todo.len() as u64);
+    let (tx, rx) = mpsc::sync_channel(2);
+    let device = classifier.device().clone();
+    let decoder = jobs::spawn_contained("camview-decode", move || {
+        for (i, path) in todo {
+            let prepared = jobs::contain_panic(|| {
+                analysis::prepare(&path, resize, &device).map_err(|e| format!("{e:#}"))
+            });
+            if tx.send((i, prepared)).is_err() {
+                return;
+            }
+        }
+    })?;
+    for (i, prepared) in rx {
+        let item = &dataset.items[i];
+        let truth = item.truth.as_ref().map(|t| t.class);
+        let result = prepared.and_then(|(img, prepared)| {
+            jobs::contain_panic(|| {
+                analysis::analyse(classifier, img.dimensions(), &prepared, truth)
+                    .map_err(|e| format!("{e:#}"))
+            })
+        });
+        if let (Ok(record), Some(kept)) = (&result, kept) {
+            let stored = FileId::of(&item.path)
+                .map_err(anyhow::Error::from)
+                .and_then(|file| kept.store.put(&file, &kept.weights, resize, record));
+            if let Err(e) = stored {
+                bar.suspend(|| {
+                    eprintln!(
+                        "camview: cannot store the result of {}: {e:#}",
+                        item.relative
+                    );
+                });
+            }
+        }
+        results[i] = Some(result);
+        bar.inc(1);
+    }
+    let _ = decoder.join();
+    bar.finish_and_clear();
+    Ok(())
 }
 
 fn progress(total: u64) -> ProgressBar {
@@ -487,7 +498,18 @@ fn write_report(
             )?;
         }
     }
-    // Per class: images and top-1 accuracy, worst first.
+    write_per_class(out, outcomes)?;
+    write_confusions(out, outcomes, confusions)?;
+    for o in outcomes {
+        if let Err(e) = &o.record {
+            writeln!(out, "failed: {}: {e}", printable_path(&o.item.path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Images and top-1 accuracy per true class, worst first.
+fn write_per_class(out: &mut impl Write, outcomes: &[Outcome]) -> std::io::Result<()> {
     let mut classes: HashMap<usize, (usize, usize)> = HashMap::new();
     for o in outcomes {
         if let (Some(t), Some(hit)) = (&o.item.truth, o.top1_correct) {
@@ -512,6 +534,15 @@ fn write_report(
             )?;
         }
     }
+    Ok(())
+}
+
+/// The most frequent (true → predicted) pairs among top-1 misses.
+fn write_confusions(
+    out: &mut impl Write,
+    outcomes: &[Outcome],
+    confusions: usize,
+) -> std::io::Result<()> {
     let mut pairs: HashMap<(usize, usize), usize> = HashMap::new();
     for o in outcomes {
         if let (Some(t), Some(false), Ok(r)) = (&o.item.truth, o.top1_correct, &o.record)
@@ -533,11 +564,6 @@ fn write_report(
             )?;
         }
     }
-    for o in outcomes {
-        if let Err(e) = &o.record {
-            writeln!(out, "failed: {}: {e}", printable_path(&o.item.path))?;
-        }
-    }
     Ok(())
 }
 
@@ -554,26 +580,9 @@ mod tests {
             x1: 9,
             y1: 9,
         };
-        let same = BBox {
-            x0: 0,
-            y0: 0,
-            x1: 10,
-            y1: 10,
-        };
-        assert_eq!(iou(same, &t), 1.0);
-        let half = BBox {
-            x0: 0,
-            y0: 0,
-            x1: 5,
-            y1: 10,
-        };
-        assert_eq!(iou(half, &t), 0.5);
-        let apart = BBox {
-            x0: 20,
-            y0: 20,
-            x1: 30,
-            y1: 30,
-        };
-        assert_eq!(iou(apart, &t), 0.0);
+        let cam = |x0, y0, x1, y1| BBox { x0, y0, x1, y1 };
+        assert_eq!(iou(cam(0, 0, 10, 10), &t), 1.0, "the same pixels");
+        assert_eq!(iou(cam(0, 0, 5, 10), &t), 0.5);
+        assert_eq!(iou(cam(20, 20, 30, 30), &t), 0.0);
     }
 }

@@ -122,3 +122,16 @@ pub fn photo(name: &str) -> PathBuf {
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("no photo {name} in images/"))
 }
+
+/// Overwrites `path` with zeros of the same length and gives it back its modification time:
+/// the file is no longer an image, but the result store still knows it by its identity.
+pub fn break_keeping_identity(path: &Path) {
+    let meta = std::fs::metadata(path).unwrap();
+    std::fs::write(path, vec![0u8; meta.len() as usize]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+}

@@ -257,15 +257,7 @@ fn results_persist_in_the_store_and_are_used_again() {
     let store = d.dir.path().join("store.sqlite");
     let first = results(&d.root(), &["--store", arg(&store)]);
     // Break a photo without changing its size or time: only the store can still answer.
-    let victim = d.root().join("espresso/coffee.png");
-    let meta = std::fs::metadata(&victim).unwrap();
-    std::fs::write(&victim, vec![0u8; meta.len() as usize]).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&victim)
-        .unwrap()
-        .set_modified(meta.modified().unwrap())
-        .unwrap();
+    crate::common::break_keeping_identity(&d.root().join("espresso/coffee.png"));
     let second = results(&d.root(), &["--store", arg(&store)]);
     assert_eq!(first, second, "the second run reads the store");
     // Without the store the broken photo fails, and the exit status says so.
