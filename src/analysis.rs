@@ -15,10 +15,11 @@ use crate::store::{Record, SWEEP_STEPS, TruthRecord};
 /// How many classes every analysis keeps.
 pub const TOP_K: usize = 5;
 
-/// The longest side, in pixels, of the heat maps boxes are found on: photos larger than that
-/// have their boxes found on a scaled map and scaled back (a 12-megapixel map would take a
-/// second to sweep; the CAM itself is 32 times coarser than the input anyway).
-const BOX_MAP_SIDE: u32 = 512;
+/// The longest side, in pixels, of the heat maps boxes are found on: a larger photo has its
+/// boxes found on a map scaled to this and scaled back. The CAM is 32 times coarser than the
+/// network input, so a finer map moves a box edge by a pixel or two of the photo, while the
+/// threshold sweep costs in proportion to the map's pixels.
+const BOX_MAP_SIDE: u32 = 256;
 
 /// Decodes and prepares `path` for the network on `device` (the part that can run beside a
 /// forward pass).

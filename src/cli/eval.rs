@@ -132,7 +132,9 @@ fn analyse_missing(
         .filter(|&i| results[i].is_none())
         .map(|i| (i, dataset.items[i].path.clone()))
         .collect();
-    let bar = progress(todo.len() as u64);
+    let count = todo.len();
+    let started = std::time::Instant::now();
+    let bar = progress(count as u64);
     let (tx, rx) = mpsc::sync_channel(2);
     let device = classifier.device().clone();
     let decoder = jobs::spawn_contained("camview-decode", move || {
@@ -172,6 +174,16 @@ fn analyse_missing(
     }
     let _ = decoder.join();
     bar.finish_and_clear();
+    let stored = dataset.items.len() - count;
+    if count > 0 {
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "camview: analysed {count} images in {seconds:.1} s ({:.1} images/s); {stored} from the store",
+            count as f64 / seconds.max(1e-9),
+        );
+    } else {
+        eprintln!("camview: all {stored} results from the store");
+    }
     Ok(())
 }
 

@@ -264,9 +264,9 @@ pub fn bbox(heat: &Heat, threshold: f32) -> Option<BBox> {
 
 /// The boxes [`bbox`] gives at the thresholds `0 / steps`, `1 / steps`, … `(steps − 1) /
 /// steps`, all from one pass (the localisation sweep of Choe et al., CVPR 2020): pixels join
-/// in decreasing order of heat, 8-connected regions merge in a union-find, and as each
-/// threshold is crossed the largest region so far is taken (ties, as in [`bbox`], to the
-/// region that starts first in scan order).
+/// threshold by threshold from the top, 8-connected regions merge in a union-find, and as
+/// each threshold is crossed the largest region so far is taken (ties, as in [`bbox`], to
+/// the region that starts first in scan order).
 pub fn bbox_sweep(heat: &Heat, steps: usize) -> Vec<Option<BBox>> {
     let mut boxes = vec![None; steps];
     let max = heat.values.iter().copied().fold(0f32, f32::max);
@@ -274,19 +274,28 @@ pub fn bbox_sweep(heat: &Heat, steps: usize) -> Vec<Option<BBox>> {
         return boxes;
     }
     let (w, h) = (heat.width as usize, heat.height as usize);
-    let mut order: Vec<u32> = (0..(w * h) as u32).collect();
-    order.sort_unstable_by(|&a, &b| heat.values[b as usize].total_cmp(&heat.values[a as usize]));
+    // Pixels are bucketed by the highest threshold they reach: within a bucket the order
+    // they join in changes nothing, so no sort is needed.
+    let cut = |step: usize| step as f32 / steps as f32 * max;
+    let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); steps];
+    for (i, &v) in heat.values.iter().enumerate() {
+        if v < cut(0) {
+            continue;
+        }
+        let mut step = ((v / max * steps as f32) as usize).min(steps - 1);
+        while step + 1 < steps && v >= cut(step + 1) {
+            step += 1;
+        }
+        while step > 0 && v < cut(step) {
+            step -= 1;
+        }
+        buckets[step].push(i as u32);
+    }
     let mut regions = Regions::new(w * h);
     let mut best: Option<usize> = None;
-    let mut next = 0;
     for step in (0..steps).rev() {
-        let cut = step as f32 / steps as f32 * max;
-        while let Some(&i) = order.get(next) {
+        for &i in &buckets[step] {
             let i = i as usize;
-            if heat.values[i] < cut {
-                break;
-            }
-            next += 1;
             let (x, y) = (i % w, i / w);
             regions.add(i, x as u32, y as u32);
             for ny in y.saturating_sub(1)..=(y + 1).min(h - 1) {
