@@ -20,7 +20,7 @@ use crate::dataset::{Dataset, Item, LabelSource, TruthBox};
 use crate::jobs;
 use crate::model::cam::BBox;
 use crate::model::labels;
-use crate::model::{Classifier, ResizeMode};
+use crate::model::{Analysis, Classifier, ResizeMode};
 use crate::store::{FileId, Record, SWEEP_STEPS, Store};
 use crate::text::printable_path;
 
@@ -68,7 +68,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
     };
     let resize = args.model.resize;
     let mut results = stored_results(&dataset, store.as_ref(), resize);
-    analyse_missing(&dataset, &classifier, store.as_ref(), resize, &mut results)?;
+    analyse_missing(&dataset, &classifier, store, resize, &mut results)?;
 
     let outcomes: Vec<Outcome> = dataset
         .items
@@ -119,12 +119,13 @@ fn stored_results(dataset: &Dataset, kept: Option<&Kept>, resize: ResizeMode) ->
         .collect()
 }
 
-/// Analyses the images `results` lacks, storing each result as it comes. Decoding and
-/// resizing run on their own thread, a couple of images ahead of the forward pass.
+/// Analyses the images `results` lacks, storing each result as it comes. Three stages
+/// overlap: decoding and resizing a couple of images ahead, the forward pass here, and the
+/// CAM boxes and the store's write behind it.
 fn analyse_missing(
     dataset: &Dataset,
     classifier: &Classifier,
-    kept: Option<&Kept>,
+    kept: Option<Kept>,
     resize: ResizeMode,
     results: &mut Results,
 ) -> anyhow::Result<()> {
@@ -135,44 +136,76 @@ fn analyse_missing(
     let count = todo.len();
     let started = std::time::Instant::now();
     let bar = progress(count as u64);
-    let (tx, rx) = mpsc::sync_channel(2);
     let device = classifier.device().clone();
-    let decoder = jobs::spawn_contained("camview-decode", move || {
-        for (i, path) in todo {
-            let prepared = jobs::contain_panic(|| {
-                analysis::prepare(&path, resize, &device).map_err(|e| format!("{e:#}"))
-            });
-            if tx.send((i, prepared)).is_err() {
-                return;
-            }
-        }
-    })?;
-    for (i, prepared) in rx {
-        let item = &dataset.items[i];
-        let truth = item.truth.as_ref().map(|t| t.class);
-        let result = prepared.and_then(|(img, prepared)| {
-            jobs::contain_panic(|| {
-                analysis::analyse(classifier, img.dimensions(), &prepared, truth)
-                    .map_err(|e| format!("{e:#}"))
-            })
-        });
-        if let (Ok(record), Some(kept)) = (&result, kept) {
-            let stored = FileId::of(&item.path)
-                .map_err(anyhow::Error::from)
-                .and_then(|file| kept.store.put(&file, &kept.weights, resize, record));
-            if let Err(e) = stored {
-                bar.suspend(|| {
-                    eprintln!(
-                        "camview: cannot store the result of {}: {e:#}",
-                        item.relative
-                    );
+    let (to_forward, decoded) = mpsc::sync_channel(2);
+    let (to_finish, forwarded) =
+        mpsc::sync_channel::<(usize, Result<(Analysis, (u32, u32)), String>)>(2);
+    let finished = std::thread::scope(
+        |scope| -> std::io::Result<Vec<(usize, Result<Record, String>)>> {
+            std::thread::Builder::new()
+                .name("camview-decode".into())
+                .spawn_scoped(scope, move || {
+                    for (i, path) in todo {
+                        let prepared = jobs::contain_panic(|| {
+                            analysis::prepare(&path, resize, &device).map_err(|e| format!("{e:#}"))
+                        });
+                        if to_forward.send((i, prepared)).is_err() {
+                            return;
+                        }
+                    }
+                })?;
+            let bar = &bar;
+            let finisher = std::thread::Builder::new()
+                .name("camview-finish".into())
+                .spawn_scoped(scope, move || {
+                    let mut done = Vec::new();
+                    for (i, forward) in forwarded {
+                        let item = &dataset.items[i];
+                        let truth = item.truth.as_ref().map(|t| t.class);
+                        let result = forward.and_then(|(analysis, size)| {
+                            jobs::contain_panic(|| Ok(analysis::record(analysis, size, truth)))
+                        });
+                        if let (Ok(record), Some(kept)) = (&result, &kept) {
+                            let stored = FileId::of(&item.path)
+                                .map_err(anyhow::Error::from)
+                                .and_then(|file| {
+                                    kept.store.put(&file, &kept.weights, resize, record)
+                                });
+                            if let Err(e) = stored {
+                                bar.suspend(|| {
+                                    eprintln!(
+                                        "camview: cannot store the result of {}: {e:#}",
+                                        item.relative
+                                    );
+                                });
+                            }
+                        }
+                        done.push((i, result));
+                        bar.inc(1);
+                    }
+                    done
+                })?;
+            for (i, prepared) in decoded {
+                let truth = dataset.items[i].truth.as_ref().map(|t| t.class);
+                let forward = prepared.and_then(|(img, prepared)| {
+                    jobs::contain_panic(|| {
+                        classifier
+                            .analyze(&prepared, analysis::TOP_K, truth)
+                            .map(|a| (a, img.dimensions()))
+                            .map_err(|e| format!("{e:#}"))
+                    })
                 });
+                if to_finish.send((i, forward)).is_err() {
+                    break;
+                }
             }
-        }
+            drop(to_finish);
+            Ok(finisher.join().unwrap_or_default())
+        },
+    )?;
+    for (i, result) in finished {
         results[i] = Some(result);
-        bar.inc(1);
     }
-    let _ = decoder.join();
     bar.finish_and_clear();
     let stored = dataset.items.len() - count;
     if count > 0 {
