@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use clap::Args;
+use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -20,6 +21,7 @@ use crate::dataset::{Dataset, Item, LabelSource, TruthBox};
 use crate::jobs;
 use crate::model::cam::BBox;
 use crate::model::labels;
+use crate::model::preprocess::Prepared;
 use crate::model::{Analysis, Classifier, ResizeMode};
 use crate::store::{FileId, Record, SWEEP_STEPS, Store};
 use crate::text::printable_path;
@@ -137,7 +139,7 @@ fn analyse_missing(
     let started = std::time::Instant::now();
     let bar = progress(count as u64);
     let device = classifier.device().clone();
-    let (to_forward, decoded) = mpsc::sync_channel(2);
+    let (to_forward, decoded) = mpsc::sync_channel(2 * BATCH);
     let (to_finish, forwarded) =
         mpsc::sync_channel::<(usize, Result<(Analysis, (u32, u32)), String>)>(2);
     let finished = std::thread::scope(
@@ -185,18 +187,40 @@ fn analyse_missing(
                     }
                     done
                 })?;
-            for (i, prepared) in decoded {
-                let truth = dataset.items[i].truth.as_ref().map(|t| t.class);
-                let forward = prepared.and_then(|(img, prepared)| {
-                    jobs::contain_panic(|| {
-                        classifier
-                            .analyze(&prepared, analysis::TOP_K, truth)
-                            .map(|a| (a, img.dimensions()))
-                            .map_err(|e| format!("{e:#}"))
-                    })
-                });
-                if to_finish.send((i, forward)).is_err() {
-                    break;
+            let truth = |i: usize| dataset.items[i].truth.as_ref().map(|t| t.class);
+            let mut batches = Batches {
+                decoded: &decoded,
+                held: None,
+            };
+            'outer: while let Some(batch) = batches.next_batch() {
+                let forwarded = match batch {
+                    Batch::Failed(i, e) => vec![(i, Err(e))],
+                    Batch::Images(images) => {
+                        let prepared: Vec<&Prepared> = images.iter().map(|(_, _, p)| p).collect();
+                        let pinned: Vec<Option<usize>> =
+                            images.iter().map(|(i, _, _)| truth(*i)).collect();
+                        let analysed = jobs::contain_panic(|| {
+                            classifier
+                                .analyze_batch(&prepared, analysis::TOP_K, &pinned)
+                                .map_err(|e| format!("{e:#}"))
+                        });
+                        match analysed {
+                            Ok(analyses) => images
+                                .iter()
+                                .zip(analyses)
+                                .map(|((i, size, _), a)| (*i, Ok((a, *size))))
+                                .collect(),
+                            Err(e) => images
+                                .iter()
+                                .map(|(i, _, _)| (*i, Err(e.clone())))
+                                .collect(),
+                        }
+                    }
+                };
+                for item in forwarded {
+                    if to_finish.send(item).is_err() {
+                        break 'outer;
+                    }
                 }
             }
             drop(to_finish);
@@ -218,6 +242,57 @@ fn analyse_missing(
         eprintln!("camview: all {stored} results from the store");
     }
     Ok(())
+}
+
+/// Images per forward pass at most: a batch reads each weight once for all its images.
+const BATCH: usize = 8;
+
+type Decoded = (usize, Result<(RgbImage, Prepared), String>);
+
+/// What the forward stage runs next.
+enum Batch {
+    /// An image that could not be decoded.
+    Failed(usize, String),
+    /// Images of one input size: (index, photo size, network input).
+    Images(Vec<(usize, (u32, u32), Prepared)>),
+}
+
+/// Groups decoded images into batches: whatever is already decoded, up to [`BATCH`], while
+/// the input size stays the same (it never waits for more than the first).
+struct Batches<'a> {
+    decoded: &'a mpsc::Receiver<Decoded>,
+    /// An image that did not fit the last batch.
+    held: Option<Decoded>,
+}
+
+impl Batches<'_> {
+    fn next_batch(&mut self) -> Option<Batch> {
+        let (i, first) = match self.held.take() {
+            Some(held) => held,
+            None => self.decoded.recv().ok()?,
+        };
+        let (img, prepared) = match first {
+            Ok(decoded) => decoded,
+            Err(e) => return Some(Batch::Failed(i, e)),
+        };
+        let dims = prepared.tensor.dims().to_vec();
+        let mut images = vec![(i, img.dimensions(), prepared)];
+        while images.len() < BATCH {
+            let Ok(next) = self.decoded.try_recv() else {
+                break;
+            };
+            match next {
+                (j, Ok((img, p))) if p.tensor.dims() == dims.as_slice() => {
+                    images.push((j, img.dimensions(), p));
+                }
+                other => {
+                    self.held = Some(other);
+                    break;
+                }
+            }
+        }
+        Some(Batch::Images(images))
+    }
 }
 
 fn progress(total: u64) -> ProgressBar {

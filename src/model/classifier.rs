@@ -91,6 +91,39 @@ impl Classifier {
         })
     }
 
+    /// Runs the network once on a batch of prepared images of one input size, then gives
+    /// each its analysis as [`Classifier::analyze`] would; each image's `elapsed` is its share
+    /// of the batch's time. A batch reads each weight once for all its images.
+    pub fn analyze_batch(
+        &self,
+        prepared: &[&Prepared],
+        k: usize,
+        pinned: &[Option<usize>],
+    ) -> anyhow::Result<Vec<Analysis>> {
+        anyhow::ensure!(prepared.len() == pinned.len(), "one pinned class per image");
+        let start = Instant::now();
+        let tensors: Vec<&Tensor> = prepared.iter().map(|p| &p.tensor).collect();
+        let out = self.model.forward(&Tensor::cat(&tensors, 0)?)?;
+        let mut analyses = Vec::with_capacity(prepared.len());
+        for (i, (p, &pin)) in prepared.iter().zip(pinned).enumerate() {
+            let logits = out.logits.narrow(0, i, 1)?;
+            let features = out.features.narrow(0, i, 1)?;
+            let (top, cams) = self.top_k_of(&logits, &features, k, pin)?;
+            analyses.push(Analysis {
+                top,
+                cams,
+                input: p.input,
+                region: p.region,
+                elapsed: Duration::ZERO,
+            });
+        }
+        let share = start.elapsed() / prepared.len().max(1) as u32;
+        for a in &mut analyses {
+            a.elapsed = share;
+        }
+        Ok(analyses)
+    }
+
     /// Forward pass on a 1 × 3 × H × W tensor, then top-`k` (plus `pinned`) and their raw CAMs.
     pub fn top_k_with_cams(
         &self,
@@ -99,7 +132,19 @@ impl Classifier {
         pinned: Option<usize>,
     ) -> anyhow::Result<(Vec<Prediction>, Vec<CamGrid>)> {
         let out = self.model.forward(input)?;
-        let probs = candle_nn::ops::softmax(&out.logits, D::Minus1)?
+        self.top_k_of(&out.logits, &out.features, k, pinned)
+    }
+
+    /// Top-`k` (plus `pinned`) and their raw CAMs from one image's logits (1 × classes) and
+    /// layer-4 features (1 × 2048 × h × w).
+    fn top_k_of(
+        &self,
+        logits: &Tensor,
+        features: &Tensor,
+        k: usize,
+        pinned: Option<usize>,
+    ) -> anyhow::Result<(Vec<Prediction>, Vec<CamGrid>)> {
+        let probs = candle_nn::ops::softmax(logits, D::Minus1)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
         if let Some(class) = pinned {
@@ -117,7 +162,7 @@ impl Classifier {
             top.push(prediction(&probs, class));
         }
         let classes: Vec<u32> = top.iter().map(|p| p.index as u32).collect();
-        let cams = self.model.cams(&out.features, &classes)?;
+        let cams = self.model.cams(features, &classes)?;
         let (n, h, w) = cams.dims3()?;
         let flat = cams.flatten_all()?.to_vec1::<f32>()?;
         let cams = (0..n)

@@ -266,3 +266,41 @@ fn fast_cpu_path_equals_candle_conv2d_path_for_both_layouts() {
         );
     }
 }
+
+#[test]
+fn a_batch_gives_each_image_what_it_gets_alone() {
+    // `eval` runs images in batches: each must get the analysis it gets on its own.
+    let c = classifier();
+    let prepared: Vec<_> = PHOTOS
+        .iter()
+        .map(|name| {
+            c.prepare(&load_rgb(&photo(name)).unwrap(), ResizeMode::Squash)
+                .unwrap()
+        })
+        .collect();
+    let refs: Vec<_> = prepared.iter().collect();
+    let pinned = [None, Some(281), None, Some(795)];
+    let batch = c.analyze_batch(&refs, 5, &pinned).unwrap();
+    for ((p, pin), together) in prepared.iter().zip(pinned).zip(&batch) {
+        let alone = c.analyze(p, 5, pin).unwrap();
+        assert_eq!(
+            alone
+                .top
+                .iter()
+                .map(|t| (t.index, t.rank))
+                .collect::<Vec<_>>(),
+            together
+                .top
+                .iter()
+                .map(|t| (t.index, t.rank))
+                .collect::<Vec<_>>()
+        );
+        for (a, b) in alone.top.iter().zip(&together.top) {
+            assert!((a.prob - b.prob).abs() <= 1e-5);
+        }
+        for (a, b) in alone.cams.iter().zip(&together.cams) {
+            let scale = a.values.iter().map(|v| v.abs()).fold(0.0, f32::max);
+            assert!(max_abs_diff(&a.values, &b.values) <= CAM_REL_TOL * scale);
+        }
+    }
+}
