@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use crate::model::cam::{self, BBOX_THRESHOLD, BBox, Heat};
+use crate::model::cam::{self, BBOX_THRESHOLD, BBox};
 use crate::model::preprocess::{self, Prepared, load_rgb};
 use crate::model::{Analysis, Classifier, ResizeMode};
 use crate::overlay;
@@ -49,13 +49,13 @@ pub fn analyse(
 /// The record of `analysis` for a photo of `size`.
 pub fn record(analysis: Analysis, size: (u32, u32), truth: Option<usize>) -> Record {
     let map = box_map_size(size);
-    let top1_box = box_heat(&analysis, 0, size, map)
+    let top1_box = overlay::heat(&analysis, 0, size, map)
         .and_then(|heat| cam::bbox(&heat, BBOX_THRESHOLD))
         .map(|b| b.scaled(map, size));
     let truth = truth.map(|class| {
         let slot = analysis.top.iter().position(|p| p.index == class);
         let boxes = slot
-            .and_then(|i| box_heat(&analysis, i, size, map))
+            .and_then(|i| overlay::heat(&analysis, i, size, map))
             .map_or_else(
                 || vec![None; SWEEP_STEPS],
                 |heat| {
@@ -82,10 +82,6 @@ fn box_map_size((w, h): (u32, u32)) -> (u32, u32) {
     } else {
         overlay::fitted_size((w, h), (BOX_MAP_SIDE, BOX_MAP_SIDE))
     }
-}
-
-fn box_heat(analysis: &Analysis, index: usize, size: (u32, u32), map: (u32, u32)) -> Option<Heat> {
-    overlay::heat(analysis, index, size, map)
 }
 
 /// The true class's box at the paper's threshold (20 % of the maximum), from its sweep.

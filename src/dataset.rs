@@ -59,8 +59,6 @@ pub struct Dataset {
     pub source: LabelSource,
     /// Folders that could not be read, and why.
     pub unreadable: Vec<(PathBuf, String)>,
-    /// How many images have truth boxes.
-    pub boxed: usize,
 }
 
 impl Dataset {
@@ -90,22 +88,12 @@ impl Dataset {
         if let Some(dir) = boxes {
             apply_voc_boxes(dir, &mut items)?;
         }
-        let boxed = items
-            .iter()
-            .filter(|i| i.truth.as_ref().is_some_and(|t| !t.boxes.is_empty()))
-            .count();
         Ok(Self {
             root: root.to_path_buf(),
             items,
             source,
             unreadable,
-            boxed,
         })
-    }
-
-    /// How many images carry a label.
-    pub fn labelled(&self) -> usize {
-        self.items.iter().filter(|i| i.truth.is_some()).count()
     }
 }
 
