@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use camview::analysis;
 use camview::model::Arch;
 use camview::model::preprocess::load_rgb;
 use camview::model::resnet::ResNet50;
@@ -86,6 +87,11 @@ fn engine(c: &mut Criterion) {
     });
     g.bench_function("bbox at 600x400", |b| {
         b.iter(|| overlay::bbox(&analysis, 0, img.dimensions()))
+    });
+    // What `eval` does per labelled image beside the forward pass: the top-1 box and the
+    // true class's 100-threshold sweep.
+    g.bench_function("record: top-1 box + truth sweep at 600x400", |b| {
+        b.iter(|| analysis::record(analysis.clone(), img.dimensions(), Some(967)))
     });
     g.finish();
 

@@ -19,7 +19,7 @@ pub const TOP_K: usize = 5;
 /// boxes found on a map scaled to this and scaled back. The CAM is 32 times coarser than the
 /// network input, so a finer map moves a box edge by a pixel or two of the photo, while the
 /// threshold sweep costs in proportion to the map's pixels.
-const BOX_MAP_SIDE: u32 = 256;
+const BOX_MAP_SIDE: u32 = 160;
 
 /// Decodes and prepares `path` for the network on `device` (the part that can run beside a
 /// forward pass).
@@ -49,29 +49,35 @@ pub fn analyse(
 /// The record of `analysis` for a photo of `size`.
 pub fn record(analysis: Analysis, size: (u32, u32), truth: Option<usize>) -> Record {
     let map = box_map_size(size);
-    let top1_box = overlay::heat(&analysis, 0, size, map)
-        .and_then(|heat| cam::bbox(&heat, BBOX_THRESHOLD))
-        .map(|b| b.scaled(map, size));
+    let sweep = |slot: usize| -> Vec<Option<BBox>> {
+        overlay::heat(&analysis, slot, size, map).map_or_else(
+            || vec![None; SWEEP_STEPS],
+            |heat| {
+                cam::bbox_sweep(&heat, SWEEP_STEPS)
+                    .into_iter()
+                    .map(|b| b.map(|b| b.scaled(map, size)))
+                    .collect()
+            },
+        )
+    };
     let truth = truth.map(|class| {
         let slot = analysis.top.iter().position(|p| p.index == class);
-        let boxes = slot
-            .and_then(|i| overlay::heat(&analysis, i, size, map))
-            .map_or_else(
-                || vec![None; SWEEP_STEPS],
-                |heat| {
-                    cam::bbox_sweep(&heat, SWEEP_STEPS)
-                        .into_iter()
-                        .map(|b| b.map(|b| b.scaled(map, size)))
-                        .collect()
-                },
-            );
-        TruthRecord { class, boxes }
+        let boxes = slot.map_or_else(|| vec![None; SWEEP_STEPS], sweep);
+        (slot, TruthRecord { class, boxes })
     });
+    // When the prediction is right its box is the sweep's at the paper's threshold (the
+    // sweep gives exactly the box `bbox` would): one heat map and one labelling fewer.
+    let top1_box = match &truth {
+        Some((Some(0), truth)) => truth_box_at_paper_threshold(truth),
+        _ => overlay::heat(&analysis, 0, size, map)
+            .and_then(|heat| cam::bbox(&heat, BBOX_THRESHOLD))
+            .map(|b| b.scaled(map, size)),
+    };
     Record {
         size,
         analysis,
         top1_box,
-        truth,
+        truth: truth.map(|(_, truth)| truth),
     }
 }
 
