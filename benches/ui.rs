@@ -13,7 +13,7 @@ use camview::model::{Classifier, ResizeMode};
 use camview::overlay::Style;
 use camview::ui::app::{App, AppEvent, Command};
 use camview::ui::render::{RenderEvent, RenderRequest, Renderer};
-use camview::worker::{ImageKey, ModelStatus, Request, WorkerEvent};
+use camview::worker::{Analysed, ImageKey, ModelStatus, Request, WorkerEvent};
 use candle_core::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
@@ -47,10 +47,16 @@ fn settle(app: &mut App, classifier: &Classifier, renderer: &Renderer, rx: &Rece
                 Command::Infer(Request::Analyze(key)) => {
                     let img = load_rgb(&key.path).unwrap();
                     let prepared = classifier.prepare(&img, ResizeMode::Full).unwrap();
-                    let result = Ok(Arc::new(classifier.analyze(&prepared, 5, None).unwrap()));
+                    let result = Ok(Analysed {
+                        analysis: Arc::new(classifier.analyze(&prepared, 5, None).unwrap()),
+                        top1_box: None,
+                        truth: None,
+                    });
                     app.update(AppEvent::Worker(WorkerEvent::Analysis { key, result }));
                 }
-                Command::Infer(Request::Prefetch(_)) | Command::Prepare(_) | Command::Save(_) => {}
+                Command::Infer(Request::Prefetch(_) | Request::Sweep(_))
+                | Command::Prepare(_)
+                | Command::Save(_) => {}
                 Command::Render(request) => {
                     let ticket = request.ticket;
                     renderer.send(request);
@@ -130,6 +136,7 @@ fn ui(c: &mut Criterion) {
                 class: 0,
                 style,
                 cells,
+                truth_boxes: Vec::new(),
             });
             rx.recv().unwrap().result.unwrap()
         };

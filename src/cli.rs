@@ -7,7 +7,7 @@ mod classify;
 mod eval;
 mod weights;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -32,9 +32,16 @@ pub struct Cli {
 /// Options of the interactive browser (`camview [DIR]`).
 #[derive(Debug, Args)]
 pub struct BrowseArgs {
-    /// Folder to browse.
-    #[arg(default_value = "images")]
+    /// Folder to browse, or an image: its folder opens with it selected.
+    #[arg(default_value = "images", value_name = "DIR|FILE")]
     pub dir: PathBuf,
+    /// Labels file for reviewing the folder as a dataset (`path,label` CSV, or ImageNet's
+    /// LOC_val_solution.csv); without it, class folders are detected.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Folder of Pascal VOC XML box files, matched to images by file stem.
+    #[arg(long, value_name = "DIR")]
+    pub boxes: Option<PathBuf>,
     /// Graphics protocol for the image pane (auto asks the terminal).
     #[arg(long, value_enum, default_value_t = Protocol::Auto)]
     pub protocol: Protocol,
@@ -50,8 +57,22 @@ pub struct BrowseArgs {
 impl BrowseArgs {
     /// The plain configuration the browser takes.
     pub fn config(&self) -> BrowseConfig {
+        // An image opens its folder, as image viewers and file managers do.
+        let (dir, select) = if self.dir.is_file() {
+            let parent = self
+                .dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            (parent.to_path_buf(), Some(self.dir.clone()))
+        } else {
+            (self.dir.clone(), None)
+        };
         BrowseConfig {
-            dir: self.dir.clone(),
+            dir,
+            select,
+            labels: self.labels.clone(),
+            boxes: self.boxes.clone(),
             protocol: self.protocol,
             save_dir: self.save_dir.clone(),
             store: self.store.path(),

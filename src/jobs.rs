@@ -13,6 +13,10 @@ pub struct Mailbox<T> {
     ready: Condvar,
 }
 
+/// The mailbox was closed: its consumer should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
 #[derive(Debug)]
 struct Slot<T> {
     job: Option<T>,
@@ -49,6 +53,25 @@ impl<T> Mailbox<T> {
         slot.job = Some(job);
         self.ready.notify_one();
         true
+    }
+
+    /// Changes the waiting job in place (`None`: nothing waits), then wakes the consumer if
+    /// a job waits: for requests that must merge with the one waiting instead of replacing it.
+    pub fn amend(&self, change: impl FnOnce(&mut Option<T>)) {
+        let mut slot = self.lock();
+        change(&mut slot.job);
+        if slot.job.is_some() {
+            self.ready.notify_one();
+        }
+    }
+
+    /// The waiting job, without waiting; [`Closed`] once the mailbox is closed.
+    pub fn try_take(&self) -> Result<Option<T>, Closed> {
+        let mut slot = self.lock();
+        if slot.closed {
+            return Err(Closed);
+        }
+        Ok(slot.job.take())
     }
 
     /// Waits for a job; `None` once the mailbox is closed.
@@ -116,6 +139,11 @@ impl<T: Send + 'static> Worker<T> {
     pub fn offer(&self, job: T, keep: impl FnOnce(&T) -> bool) {
         self.mailbox.offer(job, keep);
     }
+
+    /// Changes the job waiting in place, or posts one: see [`Mailbox::amend`].
+    pub fn amend(&self, change: impl FnOnce(&mut Option<T>)) {
+        self.mailbox.amend(change);
+    }
 }
 
 impl<T> Drop for Worker<T> {
@@ -182,8 +210,14 @@ mod tests {
         assert!(!mailbox.offer(5, |&waiting| waiting == 4));
         assert!(mailbox.offer(6, |&waiting| waiting == 5));
         assert_eq!(mailbox.take(), Some(6));
+        // An amendment merges with the job waiting, or posts one.
+        mailbox.amend(|job| *job = Some(job.unwrap_or(0) + 10));
+        mailbox.amend(|job| *job = Some(job.unwrap_or(0) + 10));
+        assert_eq!(mailbox.try_take(), Ok(Some(20)));
+        assert_eq!(mailbox.try_take(), Ok(None));
         mailbox.close();
         assert_eq!(mailbox.take(), None);
+        assert_eq!(mailbox.try_take(), Err(Closed));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub(crate) mod log;
 pub mod model;
 pub mod overlay;
 pub mod provision;
+pub mod scoring;
 pub mod store;
 pub(crate) mod term;
 pub(crate) mod text;

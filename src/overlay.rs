@@ -122,6 +122,20 @@ pub fn render(
     out
 }
 
+/// The colour of truth boxes: magenta, which none of the colormaps uses and the CAM box
+/// (green) is not.
+pub const TRUTH_COLOUR: Rgb<u8> = Rgb([255, 0, 255]);
+
+/// Draws `boxes` (truth boxes in the pixels of a photo of size `original`, `x0 ≤ x < x1`)
+/// over `picture`, which shows that photo at its own size.
+pub fn draw_truth_boxes(picture: &mut RgbImage, original: (u32, u32), boxes: &[BBox]) {
+    let size = picture.dimensions();
+    let thickness = (size.0.min(size.1) / 150).max(2);
+    for b in boxes {
+        cam::draw_bbox(picture, b.scaled(original, size), TRUTH_COLOUR, thickness);
+    }
+}
+
 /// Tiles in the grid view: the top five classes and the photo.
 const GRID_TILES: u32 = 6;
 /// Black between tiles, in pixels.

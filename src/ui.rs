@@ -7,8 +7,10 @@ pub(crate) mod help;
 pub(crate) mod image_pane;
 pub(crate) mod predictions;
 pub mod render;
+pub mod review;
 pub(crate) mod save;
 pub(crate) mod status;
+pub(crate) mod summary;
 
 use std::io::stdout;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -34,6 +36,12 @@ use render::Renderer;
 pub struct BrowseConfig {
     /// The folder to browse; the user never goes above it.
     pub dir: std::path::PathBuf,
+    /// The image to select first (`camview FILE` opens FILE's folder with FILE selected).
+    pub select: Option<std::path::PathBuf>,
+    /// Ground truth for reviewing the folder as a dataset, as for `eval`; without them
+    /// class folders are detected.
+    pub labels: Option<std::path::PathBuf>,
+    pub boxes: Option<std::path::PathBuf>,
     pub protocol: Protocol,
     /// Where `s` saves pictures.
     pub save_dir: std::path::PathBuf,
@@ -88,6 +96,10 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
     let lister = Lister::spawn(move |l| list_tx.send(AppEvent::Listed(l)).is_ok())?;
     let mut app = App::new(&args.dir, "detecting graphics…", terminal.size()?);
     app.save_dir.clone_from(&args.save_dir);
+    if let Some(path) = &args.select {
+        app.select_on_arrival(path.clone());
+    }
+    spawn_dataset_reader(args, tx.clone())?;
     // The folder is read while the terminal is asked about graphics (which a silent
     // terminal makes wait).
     for request in app.take_listings() {
@@ -161,6 +173,28 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
             break;
         }
     }
+    Ok(())
+}
+
+/// Reads the folder's ground truth on a thread of its own (a large dataset takes seconds to
+/// walk); the app hears of it only when the folder has labels (or reading them failed).
+fn spawn_dataset_reader(
+    args: &BrowseConfig,
+    events: mpsc::Sender<AppEvent>,
+) -> std::io::Result<()> {
+    let (dir, labels, boxes) = (args.dir.clone(), args.labels.clone(), args.boxes.clone());
+    jobs::spawn_contained("camview-dataset", move || {
+        let started = Instant::now();
+        let loaded =
+            jobs::contain_panic(|| review::load(&dir, labels.as_deref(), boxes.as_deref()));
+        log::debug(&format!("dataset read in {:?}", started.elapsed()));
+        let event = match loaded {
+            Ok(Some(loaded)) => AppEvent::Dataset(Ok(Box::new(loaded))),
+            Ok(None) => return,
+            Err(e) => AppEvent::Dataset(Err(e)),
+        };
+        let _ = events.send(event);
+    })?;
     Ok(())
 }
 

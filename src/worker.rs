@@ -2,18 +2,20 @@
 //! weights, and answers analysis requests by message; the newest request always wins.
 
 use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::analysis;
-use crate::jobs::{Mailbox, Worker, contain_panic};
+use crate::jobs::{Closed, Mailbox, Worker, contain_panic};
 use crate::log;
+use crate::model::cam::BBox;
 use crate::model::classifier::device_name;
 use crate::model::fetch::Progress;
 use crate::model::{Analysis, Classifier, ResizeMode};
 use crate::provision::{ModelConfig, Step, provision};
-use crate::store::{FileId, Record, Store, open_or_recover};
+use crate::store::{FileId, Record, Store, TruthRecord, open_or_recover};
 
 /// Number of classes (and CAMs) the browser shows.
 pub const TOP_K: usize = analysis::TOP_K;
@@ -53,6 +55,58 @@ pub enum ModelStatus {
     Unavailable(String),
 }
 
+/// One image's result as the browser keeps it: the analysis (the top classes, with the true
+/// class pinned when the image is labelled) and the boxes the store keeps with it.
+#[derive(Debug, Clone)]
+pub struct Analysed {
+    pub analysis: Arc<Analysis>,
+    /// The top-1 class's CAM box at the paper's threshold, in photo pixels.
+    pub top1_box: Option<BBox>,
+    /// The true class's boxes, when it was pinned.
+    pub truth: Option<TruthRecord>,
+}
+
+impl From<Record> for Analysed {
+    fn from(record: Record) -> Self {
+        Self {
+            analysis: Arc::new(record.analysis),
+            top1_box: record.top1_box,
+            truth: record.truth,
+        }
+    }
+}
+
+impl Analysed {
+    /// The CAM box of the class in `slot` of the top classes, when the result keeps it
+    /// (the top-1's, and the true class's).
+    pub fn box_of(&self, slot: usize) -> Option<BBox> {
+        let class = self.analysis.top.get(slot)?.index;
+        match &self.truth {
+            Some(truth) if truth.class == class => analysis::truth_box_at_paper_threshold(truth),
+            _ if slot == 0 => self.top1_box,
+            _ => None,
+        }
+    }
+}
+
+/// An image of a labelled folder, for the background sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub key: ImageKey,
+    /// Its true class: pinned in its result (rank, probability and CAM even outside the top 5).
+    pub truth: Option<usize>,
+}
+
+/// How far the background sweep has got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SweepProgress {
+    /// Images with a result (from the store or analysed now) or an error.
+    pub done: usize,
+    pub total: usize,
+    /// Images analysed (not read from the store) per second, once a few were.
+    pub per_second: Option<f64>,
+}
+
 /// What the worker reports.
 #[derive(Debug, Clone)]
 pub enum WorkerEvent {
@@ -60,7 +114,12 @@ pub enum WorkerEvent {
     /// The result for one image; errors are already formatted with their cause chain.
     Analysis {
         key: ImageKey,
-        result: Result<Arc<Analysis>, String>,
+        result: Result<Analysed, String>,
+    },
+    /// Results of the background sweep (many at once when they come from the store).
+    Swept {
+        results: Vec<(ImageKey, Result<Analysed, String>)>,
+        progress: SweepProgress,
     },
     /// Something the user should know that is no error of the image shown (the result store
     /// was set aside, or cannot be written).
@@ -74,11 +133,38 @@ pub enum Request {
     Analyze(ImageKey),
     /// Analyse these (the neighbours) while nothing else is asked.
     Prefetch(Vec<ImageKey>),
+    /// Analyse every one of these, in order, whenever nothing else is asked: the background
+    /// sweep of a labelled folder. It also gives the true classes that the other requests'
+    /// results pin. A new sweep replaces the old; other requests do not end it.
+    Sweep(Arc<Vec<Target>>),
+}
+
+/// The inference thread's mailbox slot: the UI's newest request, and a sweep that a newer
+/// request must not push out.
+#[derive(Debug, Default)]
+pub struct Job {
+    request: Option<Request>,
+    sweep: Option<Arc<Vec<Target>>>,
 }
 
 /// The UI's handle on the inference thread. Dropping it stops the thread after its
 /// current job.
-pub type InferenceWorker = Worker<Request>;
+pub struct InferenceWorker {
+    worker: Worker<Job>,
+}
+
+impl InferenceWorker {
+    /// Posts `request`: it replaces the request still waiting, but a sweep posted is kept.
+    pub fn send(&self, request: Request) {
+        self.worker.amend(|slot| {
+            let job = slot.get_or_insert_with(Job::default);
+            match request {
+                Request::Sweep(targets) => job.sweep = Some(targets),
+                other => job.request = Some(other),
+            }
+        });
+    }
+}
 
 /// Starts the inference thread: it loads (or, for the default path, fetches) the weights,
 /// opens the result store at `store` (when given), then serves requests, from the store
@@ -88,29 +174,53 @@ pub fn spawn(
     store: Option<PathBuf>,
     notify: impl Fn(WorkerEvent) -> bool + Send + 'static,
 ) -> std::io::Result<InferenceWorker> {
-    Worker::spawn("camview-inference", move |inbox| {
+    let worker = Worker::spawn("camview-inference", move |inbox| {
         serve(&model, store.as_deref(), inbox, &notify);
-    })
+    })?;
+    Ok(InferenceWorker { worker })
 }
 
 fn serve(
     model: &ModelConfig,
     store: Option<&Path>,
-    inbox: &Mailbox<Request>,
+    inbox: &Mailbox<Job>,
     notify: &dyn Fn(WorkerEvent) -> bool,
 ) {
     let Some(classifier) = load_model(model, notify) else {
         return;
     };
     let results = Results::open(store, model, notify);
-    while let Some(request) = inbox.take() {
-        let keys = match request {
-            Request::Analyze(key) => vec![key],
-            Request::Prefetch(keys) => keys,
+    let mut sweep = Sweep::default();
+    loop {
+        let job = match inbox.try_take() {
+            Err(Closed) => return,
+            Ok(Some(job)) => job,
+            // Nothing asked: the sweep goes on, one step at a time, so a request waits for
+            // one image at most.
+            Ok(None) if sweep.has_work() => {
+                let step = sweep.step(&classifier, model, &results, inbox);
+                if !step.is_none_or(notify) {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => match inbox.take() {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        if let Some(targets) = job.sweep {
+            sweep.start(targets);
+        }
+        let keys = match job.request {
+            Some(Request::Analyze(key)) => vec![key],
+            Some(Request::Prefetch(keys)) => keys,
+            Some(Request::Sweep(_)) | None => Vec::new(),
         };
         for key in keys {
-            let result =
-                contain_panic(|| analyze(&classifier, model, &results, &key.path)).map(Arc::new);
+            let truth = sweep.truth_of(&key.path);
+            let result = contain_panic(|| analyze(&classifier, model, &results, &key.path, truth));
+            sweep.answered(&key.path);
             if !notify(WorkerEvent::Analysis { key, result }) {
                 return;
             }
@@ -119,6 +229,113 @@ fn serve(
                 break;
             }
         }
+    }
+}
+
+/// Most results read from the store sent in one event: one event per result would keep the
+/// UI busy re-sorting a large list.
+const STORED_PER_EVENT: usize = 512;
+
+/// The background sweep of a labelled folder: what is left to do, and how fast it goes.
+#[derive(Default)]
+struct Sweep {
+    targets: Arc<Vec<Target>>,
+    /// Index of the next target to look at.
+    next: usize,
+    truths: HashMap<PathBuf, usize>,
+    /// Images already answered (the selected one, neighbours) that the sweep skips.
+    answered: HashSet<PathBuf>,
+    done: usize,
+    /// When the first image was analysed, and how many have been since.
+    analysing_since: Option<(Instant, usize)>,
+}
+
+impl Sweep {
+    fn start(&mut self, targets: Arc<Vec<Target>>) {
+        self.truths = targets
+            .iter()
+            .filter_map(|t| Some((t.key.path.clone(), t.truth?)))
+            .collect();
+        self.targets = targets;
+        self.next = 0;
+        self.answered.clear();
+        self.done = 0;
+        self.analysing_since = None;
+    }
+
+    fn has_work(&self) -> bool {
+        self.next < self.targets.len()
+    }
+
+    fn truth_of(&self, path: &Path) -> Option<usize> {
+        self.truths.get(path).copied()
+    }
+
+    fn answered(&mut self, path: &Path) {
+        self.answered.insert(path.to_path_buf());
+    }
+
+    /// Results from the store for as long as it has them (up to [`STORED_PER_EVENT`]), or
+    /// else one image analysed; `None` when everything left had been answered already.
+    fn step(
+        &mut self,
+        classifier: &Classifier,
+        model: &ModelConfig,
+        results: &Results,
+        inbox: &Mailbox<Job>,
+    ) -> Option<WorkerEvent> {
+        let mut swept = Vec::new();
+        while self.has_work() && swept.len() < STORED_PER_EVENT {
+            let target = &self.targets[self.next];
+            if self.answered.contains(&target.key.path) {
+                self.next += 1;
+                self.done += 1;
+                continue;
+            }
+            let file = FileId::of(&target.key.path).ok();
+            let stored = file
+                .as_ref()
+                .and_then(|f| results.get(f, model.resize, target.truth));
+            match stored {
+                Some(found) => swept.push((target.key.clone(), Ok(found))),
+                // One analysis per event, and none once results are at hand to send.
+                None if !swept.is_empty() => break,
+                None => {
+                    let key = target.key.clone();
+                    let truth = target.truth;
+                    self.analysing_since.get_or_insert((Instant::now(), 0));
+                    let result =
+                        contain_panic(|| analyze(classifier, model, results, &key.path, truth));
+                    if let Some((_, count)) = &mut self.analysing_since {
+                        *count += 1;
+                    }
+                    swept.push((key, result));
+                    self.next += 1;
+                    self.done += 1;
+                    break;
+                }
+            }
+            self.next += 1;
+            self.done += 1;
+            if inbox.has_job() {
+                break;
+            }
+        }
+        if swept.is_empty() && self.has_work() {
+            return None;
+        }
+        let per_second = self.analysing_since.and_then(|(since, count)| {
+            let seconds = since.elapsed().as_secs_f64();
+            (count >= 3 && seconds > 0.0).then(|| count as f64 / seconds)
+        });
+        Some(WorkerEvent::Swept {
+            results: swept,
+            progress: SweepProgress {
+                done: self.done,
+                total: self.targets.len(),
+                per_second,
+            },
+        })
     }
 }
 
@@ -151,10 +368,13 @@ impl Results {
         Self { store }
     }
 
-    fn get(&self, file: &FileId, resize: ResizeMode) -> Option<Analysis> {
+    /// The stored result, if it is of these weights and mode and pins `truth` (any result
+    /// serves an image without one).
+    fn get(&self, file: &FileId, resize: ResizeMode, truth: Option<usize>) -> Option<Analysed> {
         let (store, weights) = self.store.as_ref()?;
         let record = store.get(file, weights, resize).ok()??;
-        Some(record.analysis)
+        let pinned = record.truth.as_ref().map(|t| t.class);
+        (truth.is_none() || pinned == truth).then(|| record.into())
     }
 
     fn put(&self, file: &FileId, resize: ResizeMode, record: &Record) {
@@ -171,16 +391,20 @@ fn analyze(
     model: &ModelConfig,
     results: &Results,
     path: &Path,
-) -> Result<Analysis, String> {
+    truth: Option<usize>,
+) -> Result<Analysed, String> {
     let started = Instant::now();
     let file = FileId::of(path).ok();
-    if let Some(found) = file.as_ref().and_then(|f| results.get(f, model.resize)) {
+    if let Some(found) = file
+        .as_ref()
+        .and_then(|f| results.get(f, model.resize, truth))
+    {
         log::debug(&format!("analysis of {} from the store", path.display()));
         return Ok(found);
     }
     let (img, prepared) =
         analysis::prepare(path, model.resize, classifier.device()).map_err(|e| format!("{e:#}"))?;
-    let record = analysis::analyse(classifier, img.dimensions(), &prepared, None)
+    let record = analysis::analyse(classifier, img.dimensions(), &prepared, truth)
         .map_err(|e| format!("{e:#}"))?;
     if let Some(file) = &file {
         results.put(file, model.resize, &record);
@@ -191,7 +415,7 @@ fn analyze(
         started.elapsed(),
         record.analysis.elapsed
     ));
-    Ok(record.analysis)
+    Ok(record.into())
 }
 
 /// Loads the classifier through [`provision`], reporting every step; `None` means the model

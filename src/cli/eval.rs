@@ -5,7 +5,6 @@
 //! forward pass runs on the others, and stored one by one, so an interrupted run loses only
 //! the images in flight.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -17,12 +16,13 @@ use serde::Serialize;
 
 use super::{ModelArgs, StoreArgs};
 use crate::analysis::{self, truth_box_at_paper_threshold};
-use crate::dataset::{Dataset, Item, LabelSource, TruthBox};
+use crate::dataset::{Dataset, Item, LabelSource};
 use crate::jobs;
 use crate::model::cam::BBox;
 use crate::model::labels;
 use crate::model::preprocess::Prepared;
 use crate::model::{Analysis, Classifier, ResizeMode};
+use crate::scoring::{self, IOU_HIT, best_iou};
 use crate::store::{FileId, Record, SWEEP_STEPS, Store};
 use crate::text::printable_path;
 
@@ -51,9 +51,6 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 }
-
-/// IoU a CAM box needs with a truth box to count as localised (the ILSVRC rule).
-const IOU_HIT: f64 = 0.5;
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
     let dataset = Dataset::load(&args.dir, args.labels.as_deref(), args.boxes.as_deref())?;
@@ -345,48 +342,18 @@ impl<'a> Outcome<'a> {
         o.truth_prob = entry.map(|p| p.prob);
         o.top1_correct = Some(top.first().is_some_and(|p| p.index == truth.class));
         o.top5_correct = Some(o.truth_rank.is_some_and(|r| r <= 5));
-        let boxes: Vec<&TruthBox> = truth
-            .boxes
-            .iter()
-            .filter(|b| b.class == truth.class)
-            .collect();
-        if boxes.is_empty() {
+        let Some(iou) = best_iou(truth, record.top1_box) else {
             return o;
-        }
-        let best_iou = |b: Option<BBox>| {
-            b.map_or(0.0, |b| boxes.iter().map(|t| iou(b, t)).fold(0.0, f64::max))
         };
-        let iou = best_iou(record.top1_box);
+        let hits = |b: Option<BBox>| best_iou(truth, b).is_some_and(|iou| iou >= IOU_HIT);
         o.iou = Some(iou);
         o.loc_correct = Some(o.top1_correct == Some(true) && iou >= IOU_HIT);
         if let Some(t) = &record.truth {
-            o.gt_known_correct = Some(best_iou(truth_box_at_paper_threshold(t)) >= IOU_HIT);
-            o.sweep_hits = Some(t.boxes.iter().map(|b| best_iou(*b) >= IOU_HIT).collect());
+            o.gt_known_correct = Some(hits(truth_box_at_paper_threshold(t)));
+            o.sweep_hits = Some(t.boxes.iter().map(|b| hits(*b)).collect());
         }
         o
     }
-}
-
-/// Intersection over union of a CAM box (`x0 ≤ x < x1`) and a truth box (both ends
-/// included, as VOC and ILSVRC write them), counting pixels.
-pub fn iou(cam: BBox, truth: &TruthBox) -> f64 {
-    let (ax0, ay0, ax1, ay1) = (
-        i64::from(cam.x0),
-        i64::from(cam.y0),
-        i64::from(cam.x1) - 1,
-        i64::from(cam.y1) - 1,
-    );
-    let (bx0, by0, bx1, by1) = (
-        i64::from(truth.x0),
-        i64::from(truth.y0),
-        i64::from(truth.x1),
-        i64::from(truth.y1),
-    );
-    let area =
-        |x0: i64, y0: i64, x1: i64, y1: i64| ((x1 - x0 + 1).max(0) * (y1 - y0 + 1).max(0)) as f64;
-    let inter = area(ax0.max(bx0), ay0.max(by0), ax1.min(bx1), ay1.min(by1));
-    let union = area(ax0, ay0, ax1, ay1) + area(bx0, by0, bx1, by1) - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
 }
 
 #[derive(Debug, Serialize)]
@@ -630,31 +597,30 @@ fn write_report(
 
 /// Images and top-1 accuracy per true class, worst first.
 fn write_per_class(out: &mut impl Write, outcomes: &[Outcome]) -> std::io::Result<()> {
-    let mut classes: HashMap<usize, (usize, usize)> = HashMap::new();
-    for o in outcomes {
-        if let (Some(t), Some(hit)) = (&o.item.truth, o.top1_correct) {
-            let e = classes.entry(t.class).or_default();
-            e.0 += 1;
-            e.1 += usize::from(hit);
-        }
-    }
+    let classes = scoring::per_class(top1_pairs(outcomes));
     if !classes.is_empty() {
-        let mut rows: Vec<_> = classes.into_iter().collect();
-        rows.sort_by(|a, b| {
-            let acc = |(_, (n, k)): &(usize, (usize, usize))| *k as f64 / *n as f64;
-            acc(a).total_cmp(&acc(b)).then(a.0.cmp(&b.0))
-        });
         writeln!(out, "per class (worst first):")?;
-        for (class, (n, k)) in rows {
+        for c in classes {
             writeln!(
                 out,
-                "  {:>6.1} %  {k:>4} / {n:<4}  {}",
-                k as f64 * 100.0 / n as f64,
-                class_name(class)
+                "  {:>6.1} %  {:>4} / {:<4}  {}",
+                c.accuracy() * 100.0,
+                c.top1_hits,
+                c.images,
+                class_name(c.class)
             )?;
         }
     }
     Ok(())
+}
+
+/// (true class, top-1 class) of every labelled image analysed.
+fn top1_pairs<'a>(outcomes: &'a [Outcome]) -> impl Iterator<Item = (usize, usize)> + 'a {
+    outcomes.iter().filter_map(|o| {
+        let truth = o.item.truth.as_ref()?;
+        let top1 = o.record.as_ref().ok()?.analysis.top.first()?;
+        Some((truth.class, top1.index))
+    })
 }
 
 /// The most frequent (true → predicted) pairs among top-1 misses.
@@ -663,46 +629,18 @@ fn write_confusions(
     outcomes: &[Outcome],
     confusions: usize,
 ) -> std::io::Result<()> {
-    let mut pairs: HashMap<(usize, usize), usize> = HashMap::new();
-    for o in outcomes {
-        if let (Some(t), Some(false), Ok(r)) = (&o.item.truth, o.top1_correct, &o.record)
-            && let Some(p) = r.analysis.top.first()
-        {
-            *pairs.entry((t.class, p.index)).or_default() += 1;
-        }
-    }
+    let pairs = scoring::confusions(top1_pairs(outcomes));
     if confusions > 0 && !pairs.is_empty() {
-        let mut pairs: Vec<_> = pairs.into_iter().collect();
-        pairs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         writeln!(out, "most frequent confusions (true → predicted):")?;
-        for ((truth, predicted), n) in pairs.into_iter().take(confusions) {
+        for c in pairs.into_iter().take(confusions) {
             writeln!(
                 out,
-                "  {n:>4}  {} → {}",
-                class_name(truth),
-                class_name(predicted)
+                "  {:>4}  {} → {}",
+                c.images,
+                class_name(c.truth),
+                class_name(c.predicted)
             )?;
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iou_counts_pixels_with_truth_boxes_inclusive() {
-        let t = TruthBox {
-            class: 0,
-            x0: 0,
-            y0: 0,
-            x1: 9,
-            y1: 9,
-        };
-        let cam = |x0, y0, x1, y1| BBox { x0, y0, x1, y1 };
-        assert_eq!(iou(cam(0, 0, 10, 10), &t), 1.0, "the same pixels");
-        assert_eq!(iou(cam(0, 0, 5, 10), &t), 0.5);
-        assert_eq!(iou(cam(20, 20, 30, 30), &t), 0.0);
-    }
 }

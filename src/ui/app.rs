@@ -11,19 +11,24 @@ use crossterm::event::{
 };
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Position, Rect, Size};
+use ratatui::style::Color;
+use ratatui::text::Span;
 use ratatui::widgets::{Block, Widget};
 
-use super::files::{EntryKind, FileList, ListRequest, Listing};
+use super::files::{Entry, EntryKind, FileList, ListRequest, Listing};
 use super::image_pane::{ImageBody, ImagePane};
 use super::predictions::{PredictionsBody, PredictionsPane};
 use super::render::{RenderEvent, RenderRequest, Rendered};
+use super::review::{LoadedDataset, Mark, Review};
 use super::save::{self, SaveRequest};
 use super::status::StatusLine;
 use super::{help, status};
 use crate::model::Analysis;
+use crate::model::cam::BBox;
 use crate::overlay::{Style, View};
+use crate::scoring::{self, Verdict};
 use crate::text::printable;
-use crate::worker::{ImageKey, ModelStatus, Request, TOP_K, WorkerEvent};
+use crate::worker::{Analysed, ImageKey, ModelStatus, Request, TOP_K, WorkerEvent};
 
 /// Everything the event loop feeds into [`App::update`].
 #[derive(Debug)]
@@ -38,6 +43,9 @@ pub enum AppEvent {
     Listed(Listing),
     /// Where a saved picture went, or why it could not be saved.
     Saved(Result<PathBuf, String>),
+    /// The folder's ground truth, read in the background: the folder is then reviewed as
+    /// a dataset (or why its labels could not be read).
+    Dataset(Result<Box<LoadedDataset>, String>),
     /// Time passes (animates the spinner while something is in progress).
     Tick,
 }
@@ -69,6 +77,11 @@ pub struct Panes {
 impl Panes {
     /// The layout of `area`, or `None` when it is too small to be usable.
     pub fn of(area: Rect) -> Option<Self> {
+        Self::with_classes(area, TOP_K)
+    }
+
+    /// The layout with room for `classes` rows in the predictions table.
+    pub fn with_classes(area: Rect, classes: usize) -> Option<Self> {
         if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
             return None;
         }
@@ -77,8 +90,8 @@ impl Panes {
         let files_width = (u32::from(area.width) * 3 / 10).clamp(24, 40) as u16;
         let [files, right] =
             Layout::horizontal([Constraint::Length(files_width), Constraint::Fill(1)]).areas(main);
-        // 5 rows, a header and the border.
-        let table_height = TOP_K as u16 + 3;
+        // The rows, a header and the border.
+        let table_height = classes as u16 + 3;
         let [image, predictions] =
             Layout::vertical([Constraint::Fill(1), Constraint::Length(table_height)]).areas(right);
         Some(Self {
@@ -124,7 +137,9 @@ pub struct Current {
 pub struct App {
     pub files: FileList,
     /// Results per file version; also drives the cached marks in the file pane.
-    pub cache: HashMap<ImageKey, Arc<Analysis>>,
+    pub cache: HashMap<ImageKey, Analysed>,
+    /// The dataset review, once the folder's labels are in.
+    pub review: Option<Review>,
     failures: HashMap<ImageKey, String>,
     pub model: ModelStatus,
     /// `None` while a folder (or nothing) is selected.
@@ -159,6 +174,7 @@ impl App {
         let mut app = Self {
             files: FileList::new(root),
             cache: HashMap::new(),
+            review: None,
             failures: HashMap::new(),
             model: ModelStatus::Loading,
             current: None,
@@ -179,6 +195,11 @@ impl App {
         let listing = app.files.reload();
         app.commands.push(Command::List(listing));
         app
+    }
+
+    /// Selects `path` once the folder's listing arrives (`camview FILE`).
+    pub fn select_on_arrival(&mut self, path: PathBuf) {
+        self.files.select_on_arrival(path);
     }
 
     /// The work recorded since the last call.
@@ -220,9 +241,10 @@ impl App {
             )
     }
 
-    /// The layout of the current screen.
+    /// The layout of the current screen: a dataset's table has a row for the true class.
     pub fn panes(&self) -> Option<Panes> {
-        Panes::of(Rect::from((Position::ORIGIN, self.size)))
+        let classes = TOP_K + usize::from(self.review.is_some());
+        Panes::with_classes(Rect::from((Position::ORIGIN, self.size)), classes)
     }
 
     /// Applies one event.
@@ -243,6 +265,10 @@ impl App {
             }
             AppEvent::Saved(result) => {
                 self.notice = Some(result.map(|path| format!("saved {}", save::shown_path(&path))));
+            }
+            AppEvent::Dataset(Ok(loaded)) => self.review_dataset(*loaded),
+            AppEvent::Dataset(Err(e)) => {
+                self.notice = Some(Err(format!("not reviewed as a dataset: {}", escaped(&e))));
             }
             AppEvent::Tick => self.ticks = self.ticks.wrapping_add(1),
         }
@@ -266,12 +292,19 @@ impl App {
         if self.files.typing && self.on_filter_key(key) {
             return;
         }
+        if self.review.as_ref().is_some_and(|r| r.summary.is_some()) {
+            self.on_summary_key(key);
+            return;
+        }
         let page = self.page_rows();
         match key.code {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Esc if !self.files.filter.is_empty() => {
                 self.files.clear_filter();
                 self.selection_changed();
+            }
+            KeyCode::Esc if self.review.as_ref().is_some_and(|r| r.confusion.is_some()) => {
+                self.rearrange(|r| r.confusion = None);
             }
             KeyCode::Esc => self.quit = true,
             KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1),
@@ -300,7 +333,53 @@ impl App {
             }
             KeyCode::Tab => self.cycle_class(1),
             KeyCode::BackTab => self.cycle_class(-1),
+            KeyCode::Char('t') => self.show_true_class(),
+            KeyCode::Char('m') => self.rearrange(|r| {
+                r.flat = true;
+                r.show = r.show.next();
+            }),
+            KeyCode::Char('o') => self.rearrange(|r| {
+                r.flat = true;
+                r.order = r.order.next();
+            }),
+            KeyCode::Char('n') => self.jump_to_miss(1),
+            KeyCode::Char('N') => self.jump_to_miss(-1),
+            KeyCode::Char('f') => self.toggle_flat(),
+            KeyCode::Char('d') => {
+                if let Some(review) = &mut self.review {
+                    review.summary = Some(0);
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Keys while the dataset summary is open: move among the confusions, Enter narrows the
+    /// list to the chosen one, anything else closes it.
+    fn on_summary_key(&mut self, key: KeyEvent) {
+        let Some(review) = &mut self.review else {
+            return;
+        };
+        let confusions = review.confusions();
+        let at = review.summary.unwrap_or(0);
+        match key.code {
+            KeyCode::Up | KeyCode::Char('k') => review.summary = Some(at.saturating_sub(1)),
+            KeyCode::Down | KeyCode::Char('j') => {
+                review.summary = Some((at + 1).min(confusions.len().saturating_sub(1)));
+            }
+            KeyCode::Enter => {
+                if let Some(c) = confusions.get(at) {
+                    let pair = (c.truth, c.predicted);
+                    self.rearrange(|r| {
+                        r.summary = None;
+                        r.flat = true;
+                        r.show = super::review::Show::All;
+                        r.confusion = Some(pair);
+                    });
+                }
+            }
+            KeyCode::Char('q') => self.quit = true,
+            _ => review.summary = None,
         }
     }
 
@@ -339,6 +418,7 @@ impl App {
         let rows = panes.file_rows();
         let table = Block::bordered().inner(panes.predictions);
         match mouse.kind {
+            _ if self.review.as_ref().is_some_and(|r| r.summary.is_some()) => {}
             MouseEventKind::Down(MouseButton::Left) if rows.contains(at) => {
                 let index = self.files.offset + usize::from(at.y - rows.y);
                 if index < self.files.visible.len() {
@@ -373,30 +453,168 @@ impl App {
             WorkerEvent::Model(status) => self.model = status,
             WorkerEvent::Note(note) => self.notice = Some(Err(note)),
             WorkerEvent::Analysis { key, result } => {
-                let is_current = self.current.as_ref().is_some_and(|c| c.key == key);
-                let state = match result {
-                    Ok(analysis) => {
-                        self.cache.insert(key.clone(), Arc::clone(&analysis));
-                        AnalysisState::Done(analysis)
-                    }
-                    Err(e) => {
-                        let e = escaped(&e);
-                        self.failures.insert(key.clone(), e.clone());
-                        AnalysisState::Failed(e)
-                    }
-                };
-                if is_current {
-                    if let Some(current) = &mut self.current {
-                        current.analysis = state;
-                    }
-                    self.request_render();
+                if self.take_result(key, result) {
                     self.prefetch_neighbours();
                 } else {
                     // A neighbour's result (prefetched): its picture can be made too.
                     self.prepare_neighbours();
                 }
+                self.rearrange(|_| {});
+            }
+            WorkerEvent::Swept { results, progress } => {
+                if let Some(review) = &mut self.review {
+                    review.progress = Some(progress);
+                }
+                let mut current = false;
+                for (key, result) in results {
+                    current |= self.take_result(key, result);
+                }
+                if current {
+                    self.prefetch_neighbours();
+                } else {
+                    self.prepare_neighbours();
+                }
+                self.rearrange(|_| {});
             }
         }
+    }
+
+    /// Keeps one image's result; true when it is the selected image's (whose picture is
+    /// then asked for).
+    fn take_result(&mut self, key: ImageKey, result: Result<Analysed, String>) -> bool {
+        if let Some(review) = &mut self.review {
+            review.record(&key.path, result.as_ref().map_err(|_| ()));
+        }
+        let is_current = self.current.as_ref().is_some_and(|c| c.key == key);
+        let state = match result {
+            Ok(analysed) => {
+                let analysis = Arc::clone(&analysed.analysis);
+                self.cache.insert(key.clone(), analysed);
+                AnalysisState::Done(analysis)
+            }
+            Err(e) => {
+                let e = escaped(&e);
+                self.failures.insert(key.clone(), e.clone());
+                AnalysisState::Failed(e)
+            }
+        };
+        if is_current {
+            if let Some(current) = &mut self.current {
+                current.analysis = state;
+            }
+            self.request_render();
+        }
+        is_current
+    }
+
+    /// The folder's labels are in: the file pane becomes the flat list of its images, the
+    /// background sweep starts, and results without the true class pinned are redone.
+    fn review_dataset(&mut self, loaded: LoadedDataset) {
+        let mut review = Review::new(loaded.dataset, loaded.keys);
+        self.cache
+            .retain(|key, analysed| !review.needs_pinning(&key.path, analysed));
+        for (key, analysed) in &self.cache {
+            review.record(&key.path, Ok(analysed));
+        }
+        if review.has_boxes() {
+            // The reviewer came for the boxes: show them from the start.
+            self.style.bbox = true;
+        }
+        let targets = Arc::new(review.targets());
+        self.files.show_flat(review.entries(), review.arranged());
+        self.review = Some(review);
+        self.commands.push(Command::Infer(Request::Sweep(targets)));
+        // The selected image's result may have been dropped for lacking its true class.
+        self.current = None;
+        self.selection_changed();
+    }
+
+    /// Applies `change` to the review, then shows its list as it now is.
+    fn rearrange(&mut self, change: impl FnOnce(&mut Review)) {
+        let Some(review) = &mut self.review else {
+            return;
+        };
+        let was_flat = review.flat;
+        change(review);
+        if !review.flat {
+            return;
+        }
+        let arranged = review.arranged();
+        if was_flat {
+            self.files.arrange(arranged);
+            self.selection_changed();
+        } else {
+            self.flat_list(arranged);
+        }
+    }
+
+    /// Back to the flat list of the dataset (from browsing its folders).
+    fn flat_list(&mut self, arranged: Vec<usize>) {
+        let Some(review) = &self.review else {
+            return;
+        };
+        self.files.show_flat(review.entries(), arranged);
+        self.selection_changed();
+    }
+
+    /// `f`: the flat list of the dataset, or its folders.
+    fn toggle_flat(&mut self) {
+        let Some(review) = &mut self.review else {
+            return;
+        };
+        if review.flat {
+            review.flat = false;
+            let listing = self.files.show_folders();
+            self.commands.push(Command::List(listing));
+            self.selection_changed();
+        } else {
+            self.rearrange(|r| r.flat = true);
+        }
+    }
+
+    /// `n` / `N`: the next (`step` 1) or previous (−1) top-1 miss in the list, wrapping.
+    fn jump_to_miss(&mut self, step: isize) {
+        let Some(review) = &self.review else {
+            return;
+        };
+        let n = self.files.visible.len();
+        if n == 0 {
+            return;
+        }
+        let is_miss = |row: usize| {
+            let entry = &self.files.entries[self.files.visible[row]];
+            review
+                .item_at(&entry.path)
+                .is_some_and(|i| review.is_miss(i))
+        };
+        let found = (1..=n)
+            .map(|d| (self.files.selected as isize + step * d as isize).rem_euclid(n as isize))
+            .map(|row| row as usize)
+            .find(|&row| is_miss(row));
+        match found {
+            Some(row) => self.select(row),
+            None => self.notice = Some(Err("no top-1 miss in this list (yet)".into())),
+        }
+    }
+
+    /// `t`: the CAM of the true class.
+    fn show_true_class(&mut self) {
+        let slot = self.truth().and_then(|truth| {
+            self.analysis()?
+                .top
+                .iter()
+                .position(|p| p.index == truth.class)
+        });
+        if let Some(slot) = slot {
+            self.choose_class(slot);
+        }
+    }
+
+    /// The selected image's ground truth, when the folder is reviewed as a dataset.
+    pub fn truth(&self) -> Option<&crate::dataset::Truth> {
+        self.review
+            .as_ref()?
+            .truth_at(&self.current.as_ref()?.key.path)
     }
 
     fn on_render(&mut self, event: RenderEvent) {
@@ -434,7 +652,7 @@ impl App {
             .into_iter()
             .filter_map(|e| {
                 let analysis = self.cache.get(&e.key)?;
-                Some(self.render_request(0, &e.key, Some(analysis), 0, picture))
+                Some(self.render_request(0, &e.key, Some(&analysis.analysis), 0, picture))
             })
             .collect();
         if !requests.is_empty() {
@@ -498,7 +716,7 @@ impl App {
         }
         self.class = 0;
         let analysis = if let Some(done) = self.cache.get(&entry.key) {
-            AnalysisState::Done(Arc::clone(done))
+            AnalysisState::Done(Arc::clone(&done.analysis))
         } else if let Some(e) = self.failures.get(&entry.key) {
             AnalysisState::Failed(e.clone())
         } else {
@@ -555,6 +773,7 @@ impl App {
                 class: self.class,
                 style: self.style,
                 dir: self.save_dir.clone(),
+                truth_boxes: self.truth_boxes(&current.key.path),
             });
         match request {
             Some(request) => {
@@ -606,7 +825,7 @@ impl App {
         };
         let body = if let Some(error) = &current.image_error {
             ImageBody::Error(error)
-        } else if self.help {
+        } else if self.help || self.review.as_ref().is_some_and(|r| r.summary.is_some()) {
             ImageBody::Hidden
         } else if let Some(picture) = self.picture() {
             ImageBody::Picture(&picture.protocol)
@@ -636,7 +855,9 @@ impl App {
                 AnalysisState::Failed(e) => PredictionsBody::Failed(e),
                 AnalysisState::Done(analysis) => PredictionsBody::Table {
                     analysis,
+                    rows: self.classes(),
                     shown: self.class,
+                    truth: self.truth().map(|t| t.class),
                 },
             },
         };
@@ -672,6 +893,8 @@ impl App {
             protocol: &self.protocol,
             error,
             notice: self.notice.as_ref(),
+            iou: self.shown_iou(),
+            sweep: self.review.as_ref().and_then(|r| r.progress),
         }
     }
 
@@ -689,8 +912,22 @@ impl App {
         self.request_render();
     }
 
+    /// How many of the analysis's classes the table shows (and the CAM can be chosen from):
+    /// the top 5, and the true class pinned after them in a dataset.
+    fn classes(&self) -> usize {
+        let Some(analysis) = self.analysis() else {
+            return 0;
+        };
+        let truth = self.truth().map(|t| t.class);
+        analysis
+            .top
+            .iter()
+            .filter(|p| p.rank <= TOP_K || Some(p.index) == truth)
+            .count()
+    }
+
     fn choose_class(&mut self, class: usize) {
-        let available = self.analysis().map_or(0, |a| a.top.len());
+        let available = self.classes();
         if class < available && class != self.class {
             self.class = class;
             self.request_render();
@@ -698,7 +935,7 @@ impl App {
     }
 
     fn cycle_class(&mut self, step: isize) {
-        let available = self.analysis().map_or(0, |a| a.top.len());
+        let available = self.classes();
         if available > 0 {
             let next = (self.class as isize + step).rem_euclid(available as isize);
             self.choose_class(next as usize);
@@ -742,8 +979,64 @@ impl App {
             class,
             style: self.style,
             cells: picture.as_size(),
+            truth_boxes: self.truth_boxes(&key.path),
         }
     }
+
+    /// The truth boxes of the image at `path` (of its true class), as CAM boxes are kept.
+    fn truth_boxes(&self, path: &Path) -> Vec<BBox> {
+        let Some(truth) = self.review.as_ref().and_then(|r| r.truth_at(path)) else {
+            return Vec::new();
+        };
+        truth
+            .boxes
+            .iter()
+            .filter(|b| b.class == truth.class)
+            .map(|b| BBox {
+                x0: b.x0,
+                y0: b.y0,
+                x1: b.x1 + 1,
+                y1: b.y1 + 1,
+            })
+            .collect()
+    }
+
+    /// The IoU of the shown class's CAM box with the truth box, when both are known.
+    fn shown_iou(&self) -> Option<f64> {
+        let current = self.current.as_ref()?;
+        let analysed = self.cache.get(&current.key)?;
+        let cam = analysed.box_of(self.class)?;
+        scoring::best_iou(self.truth()?, Some(cam))
+    }
+}
+
+impl App {
+    /// The one-cell mark before a file: its verdict in a dataset, else whether its result
+    /// is cached.
+    fn mark(&self, entry: &Entry) -> Span<'static> {
+        let item = self
+            .review
+            .as_ref()
+            .and_then(|r| Some((r, r.item_at(&entry.path)?)));
+        match item.map(|(r, i)| r.mark(i)) {
+            Some(Mark::Scored(s)) => match s.verdict {
+                Verdict::Top1 => Span::styled("✓", Color::Green),
+                Verdict::Top5 => Span::styled("5", Color::Yellow),
+                Verdict::Miss => Span::styled("✗", Color::Red),
+            },
+            Some(Mark::Pending) => Span::styled("·", Color::DarkGray),
+            Some(Mark::Failed) => Span::styled("!", Color::Red),
+            Some(Mark::Unlabelled) | None if self.cache.contains_key(&entry.key) => {
+                Span::styled("✓", Color::Green)
+            }
+            Some(Mark::Unlabelled) | None => Span::raw(" "),
+        }
+    }
+}
+
+/// A class's label, for the file pane's border.
+fn label(class: usize) -> String {
+    crate::model::labels::label(class)
 }
 
 /// Alpha moved by `steps` tenths, kept within 0..=1 and on the tenths.
@@ -770,10 +1063,37 @@ impl Widget for &App {
             status::draw_too_small(area, buf);
             return;
         };
-        super::files::draw(&self.files, &self.cache, panes.files, buf);
+        let mark = |entry: &Entry| self.mark(entry);
+        let look = super::files::Look {
+            title: self.review.as_ref().filter(|r| r.flat).map(|r| {
+                let c = r.counts();
+                format!(
+                    "top-1 {}/{} · top-5 {}/{}",
+                    c.top1, c.labelled, c.top5, c.labelled
+                )
+            }),
+            subtitle: self.review.as_ref().filter(|r| r.flat).map(|r| {
+                let mut parts = vec![r.show.name().to_string(), r.order.name().to_string()];
+                if let Some((truth, predicted)) = r.confusion {
+                    parts.push(format!("{} → {}", label(truth), label(predicted)));
+                }
+                parts.join(" · ")
+            }),
+            mark: &mark,
+        };
+        super::files::draw(&self.files, &look, panes.files, buf);
         self.image_pane().draw(panes.image, buf);
         self.predictions_pane().draw(panes.predictions, buf);
         self.status_line().draw(panes.status, buf);
+        if let Some(review) = &self.review
+            && let Some(selected) = review.summary
+        {
+            let right = Rect {
+                height: panes.image.height + panes.predictions.height,
+                ..panes.image
+            };
+            super::summary::draw(review, selected, right, buf);
+        }
         if self.help {
             help::draw(area, buf);
         }

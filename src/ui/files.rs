@@ -6,10 +6,8 @@
 //! folder of 50 000 images takes 0.3 s to list from a warm cache and 2 s from a cold one
 //! (more over a network file system), and the screen must answer keys meanwhile.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -18,7 +16,6 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Widget, Wrap};
 
 use crate::jobs::{Mailbox, Worker, contain_panic};
-use crate::model::Analysis;
 use crate::text::printable;
 use crate::walk;
 use crate::worker::ImageKey;
@@ -51,6 +48,11 @@ pub struct FileList {
     pub visible: Vec<usize>,
     /// Index into `visible`.
     pub selected: usize,
+    /// The entries are a whole dataset's images, not one folder's.
+    pub flat: bool,
+    /// Which entries show, in what order, before the name filter (the dataset review's
+    /// narrowing and sort); `None`: all, as listed.
+    arranged: Option<Vec<usize>>,
     /// First visible row shown (kept by [`FileList::scroll_into_view`]).
     pub offset: usize,
     /// The listing asked of the [`Lister`] and not yet applied.
@@ -134,9 +136,54 @@ impl FileList {
             typing: false,
             visible: Vec::new(),
             selected: 0,
+            flat: false,
+            arranged: None,
             offset: 0,
             pending: None,
             ticket: 0,
+        }
+    }
+
+    /// Shows `entries` (a dataset's images, below the root) as one list, arranged; the
+    /// selection stays on the same path when it is there.
+    pub fn show_flat(&mut self, entries: Vec<Entry>, arranged: Vec<usize>) {
+        let was = self.selected().map(|e| e.path.clone());
+        self.dir = self.root.clone();
+        self.entries = entries;
+        self.error = None;
+        self.pending = None;
+        self.flat = true;
+        self.arranged = Some(arranged);
+        self.visible = self.passing_filter();
+        self.selected = was
+            .and_then(|p| self.visible.iter().position(|&i| self.entries[i].path == p))
+            .unwrap_or(0);
+    }
+
+    /// Changes which entries show and in what order, keeping the selection when it stays.
+    pub fn arrange(&mut self, arranged: Vec<usize>) {
+        self.arranged = Some(arranged);
+        self.apply_filter();
+    }
+
+    /// Leaves the flat list for the folder of the selected image, selecting it there: the
+    /// request for that folder's listing.
+    pub fn show_folders(&mut self) -> ListRequest {
+        let selected = self.selected().map(|e| e.path.clone());
+        let dir = selected
+            .as_deref()
+            .and_then(Path::parent)
+            .filter(|d| d.starts_with(&self.root))
+            .map_or_else(|| self.root.clone(), Path::to_path_buf);
+        self.flat = false;
+        self.arranged = None;
+        self.change_to(dir, selected)
+    }
+
+    /// Selects `path` once the listing on its way arrives (when it is there).
+    pub fn select_on_arrival(&mut self, path: PathBuf) {
+        if let Some(pending) = &mut self.pending {
+            pending.select = Some(path);
         }
     }
 
@@ -260,9 +307,16 @@ impl FileList {
     /// Indices of the entries that pass the filter, in order.
     fn passing_filter(&self) -> Vec<usize> {
         let needle = self.filter.to_lowercase();
-        (0..self.entries.len())
-            .filter(|&i| needle.is_empty() || self.entries[i].name.to_lowercase().contains(&needle))
-            .collect()
+        let passes =
+            |i: usize| needle.is_empty() || self.entries[i].name.to_lowercase().contains(&needle);
+        match &self.arranged {
+            Some(order) => order
+                .iter()
+                .copied()
+                .filter(|&i| i < self.entries.len() && passes(i))
+                .collect(),
+            None => (0..self.entries.len()).filter(|&i| passes(i)).collect(),
+        }
     }
 
     /// Adjusts the scroll offset so the selection is one of `rows` shown rows.
@@ -323,27 +377,36 @@ fn read_folder(dir: &Path) -> std::io::Result<Vec<Entry>> {
         .collect())
 }
 
+/// How the pane is dressed beyond its entries.
+pub struct Look<'a> {
+    /// Replaces the folder in the top border (the dataset review's counts).
+    pub title: Option<String>,
+    /// Goes before the count in the bottom border (what the list is narrowed to).
+    pub subtitle: Option<String>,
+    /// The one-cell mark before each entry.
+    pub mark: &'a dyn Fn(&Entry) -> Span<'static>,
+}
+
 /// Draws the list into `area`: a bordered block titled with the folder, one row per entry,
 /// the filter (when set) at the bottom.
-pub fn draw(
-    list: &FileList,
-    cache: &HashMap<ImageKey, Arc<Analysis>>,
-    area: Rect,
-    buf: &mut Buffer,
-) {
+pub fn draw(list: &FileList, look: &Look, area: Rect, buf: &mut Buffer) {
     let folders = list
         .visible
         .iter()
         .filter(|&&i| list.entries[i].kind == EntryKind::Folder)
         .count();
     let images = list.visible.len() - folders;
-    let count = match (folders, images) {
+    let mut count = match (folders, images) {
         _ if list.loading() && list.entries.is_empty() => "reading…".to_string(),
         (0, n) => plural(n, "image"),
         (f, n) => format!("{}, {}", plural(f, "folder"), plural(n, "image")),
     };
+    if let Some(subtitle) = &look.subtitle {
+        count = format!("{subtitle} · {count}");
+    }
+    let title = look.title.clone().unwrap_or_else(|| list.title());
     let mut block = Block::bordered()
-        .title(Line::from(format!(" {} ", list.title())).bold())
+        .title(Line::from(format!(" {title} ")).bold())
         .title_bottom(Line::from(format!(" {count} ")).right_aligned());
     if list.typing || !list.filter.is_empty() {
         let cursor = if list.typing { "▏" } else { "" };
@@ -369,10 +432,12 @@ pub fn draw(
     if list.visible.is_empty() {
         let why = if list.loading() {
             "reading the folder…"
-        } else if list.filter.is_empty() {
-            "no images here"
-        } else {
+        } else if !list.filter.is_empty() {
             "nothing matches the filter"
+        } else if list.flat {
+            "no image is in this view yet"
+        } else {
+            "no images here"
         };
         lines.push(Line::styled(why, Color::DarkGray));
     }
@@ -382,11 +447,6 @@ pub fn draw(
         let name_style = match entry.kind {
             EntryKind::Folder => Style::new().fg(Color::Blue).bold(),
             EntryKind::Image => Style::new(),
-        };
-        let mark = if cache.contains_key(&entry.key) {
-            Span::styled("✓", Color::Green)
-        } else {
-            Span::raw(" ")
         };
         let suffix = if entry.kind == EntryKind::Folder {
             "/"
@@ -398,7 +458,7 @@ pub fn draw(
             name = name.patch_style(Modifier::REVERSED);
         }
         let line = Line::from(vec![
-            mark,
+            (look.mark)(entry),
             Span::raw(if selected { "▶ " } else { "  " }),
             name,
         ]);

@@ -35,10 +35,13 @@ pub enum PredictionsBody<'a> {
     NoImage,
     Analysing(&'a str),
     Failed(&'a str),
-    /// The top classes, the one whose CAM is shown highlighted.
+    /// The first `rows` of the top classes, the one whose CAM is shown highlighted, the
+    /// true class (in a dataset) marked.
     Table {
         analysis: &'a Analysis,
+        rows: usize,
         shown: usize,
+        truth: Option<usize>,
     },
 }
 
@@ -85,15 +88,27 @@ impl PredictionsPane<'_> {
             PredictionsBody::Failed(e) => {
                 vec![Line::styled(format!("Cannot analyse: {e}"), Color::Red)]
             }
-            PredictionsBody::Table { analysis, shown } => {
-                return table(analysis, *shown, inner, buf);
+            PredictionsBody::Table {
+                analysis,
+                rows,
+                shown,
+                truth,
+            } => {
+                return table(analysis, *rows, *shown, *truth, inner, buf);
             }
         };
         paragraph(lines, inner, buf);
     }
 }
 
-fn table(analysis: &Analysis, shown: usize, area: Rect, buf: &mut Buffer) {
+fn table(
+    analysis: &Analysis,
+    rows: usize,
+    shown: usize,
+    truth: Option<usize>,
+    area: Rect,
+    buf: &mut Buffer,
+) {
     // Labels come first: the bar gets what is left beyond 20 cells for them, if that is
     // enough to read.
     const LABEL_MIN: u16 = 20;
@@ -103,11 +118,29 @@ fn table(analysis: &Analysis, shown: usize, area: Rect, buf: &mut Buffer) {
         w if w < 4 => 0,
         w => w,
     };
-    let rows = analysis.top.iter().enumerate().map(|(i, p)| {
+    // The marker and the rank: a pinned true class may rank far below the top 5.
+    let rank_width = analysis
+        .top
+        .iter()
+        .take(rows)
+        .map(|p| p.rank.to_string().len() as u16 + 1)
+        .max()
+        .unwrap_or(2)
+        .max(3);
+    let rows = analysis.top.iter().take(rows).enumerate().map(|(i, p)| {
         let marker = if i == shown { "▶" } else { " " };
+        let is_truth = Some(p.index) == truth;
+        let label = if is_truth {
+            Line::from(vec![
+                Span::raw(p.label.clone()),
+                Span::styled(" ← true class", Color::Green),
+            ])
+        } else {
+            Line::from(p.label.clone())
+        };
         let row = Row::new(vec![
             Cell::from(format!("{marker}{}", p.rank)),
-            Cell::from(p.label.clone()),
+            Cell::from(label),
             Cell::from(Line::from(format!("{:6.2} %", p.prob * 100.0)).right_aligned()),
             Cell::from(Span::styled(bar(p.prob, bar_width), Color::Cyan)),
         ]);
@@ -117,6 +150,8 @@ fn table(analysis: &Analysis, shown: usize, area: Rect, buf: &mut Buffer) {
                     .fg(Color::Yellow)
                     .add_modifier(Modifier::BOLD),
             )
+        } else if is_truth {
+            row.style(ratatui::style::Style::new().fg(Color::Green))
         } else {
             row
         }
@@ -125,7 +160,7 @@ fn table(analysis: &Analysis, shown: usize, area: Rect, buf: &mut Buffer) {
     Table::new(
         rows,
         [
-            Constraint::Length(3),
+            Constraint::Length(rank_width),
             Constraint::Fill(1),
             Constraint::Length(11),
             Constraint::Length(bar_width),

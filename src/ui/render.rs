@@ -11,9 +11,10 @@ use ratatui_image::protocol::Protocol;
 use crate::jobs::{Mailbox, Worker, contain_panic};
 use crate::log;
 use crate::model::Analysis;
+use crate::model::cam::BBox;
 use crate::model::preprocess::load_rgb;
 use crate::overlay::scale;
-use crate::overlay::{self, Style};
+use crate::overlay::{self, Style, View};
 use crate::term::Graphics;
 use crate::term::place::{Placement, encode, placement};
 use crate::worker::ImageKey;
@@ -30,6 +31,8 @@ pub struct RenderRequest {
     pub style: Style,
     /// The pane's inner size in cells.
     pub cells: Size,
+    /// Truth boxes to draw with the CAM box, in photo pixels.
+    pub truth_boxes: Vec<BBox>,
 }
 
 /// A picture ready to draw.
@@ -176,6 +179,7 @@ impl Pictures {
             && a.class == b.class
             && a.style == b.style
             && a.cells == b.cells
+            && a.truth_boxes == b.truth_boxes
             // The app keeps every analysis it received, so the pointer names one.
             && a.analysis.as_ref().map(Arc::as_ptr) == b.analysis.as_ref().map(Arc::as_ptr)
     }
@@ -228,13 +232,16 @@ fn render(
         Some((s, img)) if s == size => img,
         _ => scale(&entry.original, size),
     };
-    let picture = overlay::render(
+    let mut picture = overlay::render(
         &fitted,
         original,
         request.analysis.as_deref(),
         request.class,
         request.style,
     );
+    if request.style.bbox && request.style.view != View::Grid {
+        overlay::draw_truth_boxes(&mut picture, original, &request.truth_boxes);
+    }
     entry.fitted = Some((size, fitted));
     cache.push(entry);
     let protocol = encode(&graphics.picker, picture, cells)?;
@@ -259,6 +266,7 @@ mod tests {
             class: 0,
             style: Style::default(),
             cells: Size::new(4, 2),
+            truth_boxes: Vec::new(),
         };
         let picture = encode(&Picker::halfblocks(), RgbImage::new(40, 40), request.cells).unwrap();
         let mut pictures = Pictures::default();

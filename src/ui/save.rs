@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::model::Analysis;
+use crate::model::cam::BBox;
 use crate::model::preprocess::load_rgb;
 use crate::overlay::{self, Style, View};
 
@@ -18,6 +19,8 @@ pub struct SaveRequest {
     pub class: usize,
     pub style: Style,
     pub dir: PathBuf,
+    /// Truth boxes drawn with the CAM box, in photo pixels.
+    pub truth_boxes: Vec<BBox>,
 }
 
 impl SaveRequest {
@@ -55,13 +58,16 @@ impl SaveRequest {
     pub fn run(self) -> Result<PathBuf, String> {
         let out = self.destination();
         let img = load_rgb(&self.photo).map_err(|e| format!("{e:#}"))?;
-        let picture = overlay::render(
+        let mut picture = overlay::render(
             &img,
             img.dimensions(),
             Some(&self.analysis),
             self.class,
             self.style,
         );
+        if self.style.bbox && self.style.view != View::Grid {
+            overlay::draw_truth_boxes(&mut picture, img.dimensions(), &self.truth_boxes);
+        }
         overlay::write_png(&picture, &out)
             .map_err(|e| format!("cannot save {}: {e:#}", out.display()))?;
         Ok(out)
@@ -125,6 +131,7 @@ mod tests {
                 ..Style::default()
             },
             dir: "out".into(),
+            truth_boxes: Vec::new(),
         }
     }
 

@@ -7,6 +7,9 @@ use ratatui::style::{Color, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Widget, Wrap};
 
+use crate::scoring::IOU_HIT;
+use crate::worker::SweepProgress;
+
 /// The smallest terminal the layout works in.
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 15;
@@ -27,6 +30,10 @@ pub struct StatusLine<'a> {
     pub error: Option<&'a str>,
     /// The outcome of the last save, until the next key.
     pub notice: Option<&'a Result<String, String>>,
+    /// The IoU of the shown CAM box with the truth box, in a dataset with boxes.
+    pub iou: Option<f64>,
+    /// The background sweep, in a dataset.
+    pub sweep: Option<SweepProgress>,
 }
 
 impl StatusLine<'_> {
@@ -43,6 +50,18 @@ impl StatusLine<'_> {
         if let Some(ms) = self.elapsed_ms {
             spans.push(sep());
             spans.push(Span::raw(format!("{ms} ms")));
+        }
+        if let Some(iou) = self.iou {
+            spans.push(sep());
+            spans.push(Span::raw(format!("IoU {iou:.2}")).fg(if iou >= IOU_HIT {
+                Color::Green
+            } else {
+                Color::Red
+            }));
+        }
+        if let Some(sweep) = self.sweep.filter(|s| s.done < s.total) {
+            spans.push(sep());
+            spans.push(Span::raw(sweep_text(sweep)).fg(Color::Cyan));
         }
         for part in [self.device, self.protocol] {
             if !spans.is_empty() {
@@ -67,6 +86,21 @@ impl StatusLine<'_> {
         }
         draw_with_hint(Line::from(spans), area, buf);
     }
+}
+
+/// The sweep's progress: `sweep 120/5000 · 18.3 images/s · ETA 4:27`.
+fn sweep_text(s: SweepProgress) -> String {
+    let mut text = format!("sweep {}/{}", s.done, s.total);
+    if let Some(rate) = s.per_second.filter(|r| *r > 0.0) {
+        let left = ((s.total - s.done) as f64 / rate).round() as u64;
+        let eta = if left >= 3600 {
+            format!("{}:{:02}:{:02}", left / 3600, left / 60 % 60, left % 60)
+        } else {
+            format!("{}:{:02}", left / 60, left % 60)
+        };
+        text.push_str(&format!(" · {rate:.1} images/s · ETA {eta}"));
+    }
+    text
 }
 
 /// The status, with the key hint on the right when the line has room for both.

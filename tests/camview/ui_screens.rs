@@ -7,12 +7,15 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use camview::analysis;
 use camview::model::ResizeMode;
 use camview::model::preprocess::load_rgb;
 use camview::ui::app::{AnalysisState, App, AppEvent, Command};
 use camview::ui::files::ListRequest;
 use camview::ui::render::{RenderEvent, Renderer};
-use camview::worker::{ImageKey, ModelStatus, Request, WorkerEvent};
+use camview::worker::{
+    Analysed, ImageKey, ModelStatus, Request, SweepProgress, Target, WorkerEvent,
+};
 use crossterm::event::{
     Event, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
@@ -41,6 +44,8 @@ struct Harness {
     requests: Vec<Request>,
     /// The images whose pictures were asked for ahead of time, by request.
     prepared: Vec<Vec<PathBuf>>,
+    /// The background sweep asked for, if any.
+    sweep: Option<Arc<Vec<Target>>>,
     /// Keep folder listings in `listings` instead of reading them (a slow disk).
     hold_listings: bool,
     listings: Vec<ListRequest>,
@@ -68,6 +73,7 @@ impl Harness {
             waiting: Vec::new(),
             requests: Vec::new(),
             prepared: Vec::new(),
+            sweep: None,
             hold_listings,
             listings: Vec::new(),
         };
@@ -100,6 +106,33 @@ impl Harness {
         }
     }
 
+    /// The true class the app's review gives `path`.
+    fn truth_of(&self, path: &Path) -> Option<usize> {
+        self.app.review.as_ref()?.truth_at(path).map(|t| t.class)
+    }
+
+    /// Runs the sweep asked for: every target's result, `per_event` to an event, as the
+    /// worker sends results it finds in the store.
+    fn run_sweep(&mut self, per_event: usize) {
+        let targets = self.sweep.clone().expect("a sweep was asked for");
+        let total = targets.len();
+        for (n, chunk) in targets.chunks(per_event).enumerate() {
+            let results = chunk
+                .iter()
+                .map(|t| (t.key.clone(), analyze(&t.key.path, t.truth)))
+                .collect();
+            let done = (n * per_event + chunk.len()).min(total);
+            self.event(AppEvent::Worker(WorkerEvent::Swept {
+                results,
+                progress: SweepProgress {
+                    done,
+                    total,
+                    per_second: Some(20.0),
+                },
+            }));
+        }
+    }
+
     /// The model becomes ready: answer the requests made so far, and all later ones.
     fn model_ready(&mut self) {
         self.model_ready = true;
@@ -122,10 +155,12 @@ impl Harness {
                     Command::List(request) => self.app.update(AppEvent::Listed(request.run())),
                     Command::Infer(request) => {
                         // Like the worker's mailbox: a new request replaces the waiting one.
-                        self.waiting = match &request {
-                            Request::Analyze(key) => vec![key.clone()],
-                            Request::Prefetch(_) => Vec::new(),
-                        };
+                        match &request {
+                            Request::Analyze(key) => self.waiting = vec![key.clone()],
+                            Request::Prefetch(_) => self.waiting = Vec::new(),
+                            // Kept apart, as the worker keeps it: run by `Harness::sweep`.
+                            Request::Sweep(targets) => self.sweep = Some(Arc::clone(targets)),
+                        }
                         self.requests.push(request);
                     }
                     Command::Render(request) => {
@@ -155,7 +190,8 @@ impl Harness {
             }
             if self.model_ready {
                 for key in std::mem::take(&mut self.waiting) {
-                    let result = analyze(&key.path).map(Arc::new);
+                    let truth = self.truth_of(&key.path);
+                    let result = analyze(&key.path, truth);
                     self.app
                         .update(AppEvent::Worker(WorkerEvent::Analysis { key, result }));
                 }
@@ -220,13 +256,14 @@ impl Harness {
 }
 
 /// What the worker would answer, with a fixed time.
-fn analyze(path: &Path) -> Result<camview::model::Analysis, String> {
+/// What the inference worker answers for `path`, `truth` pinned when given.
+fn analyze(path: &Path, truth: Option<usize>) -> Result<Analysed, String> {
     let img = load_rgb(path).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
     let c = classifier();
     let prepared = c.prepare(&img, ResizeMode::Full).unwrap();
-    let mut analysis = c.analyze(&prepared, 5, None).unwrap();
-    analysis.elapsed = ELAPSED;
-    Ok(analysis)
+    let mut record = analysis::analyse(c, img.dimensions(), &prepared, truth).unwrap();
+    record.analysis.elapsed = ELAPSED;
+    Ok(record.into())
 }
 
 /// A folder below the package root (tests run there), so paths on screen are the same on
@@ -598,7 +635,7 @@ fn the_worker_loads_the_model_and_answers_only_the_newest_request() {
         panic!("expected an analysis");
     };
     assert!(key.path.ends_with("coffee.png"));
-    assert_eq!(result.unwrap().top[0].label, "espresso");
+    assert_eq!(result.unwrap().analysis.top[0].label, "espresso");
 
     // A prefetch list is worked through in order.
     worker.send(Request::Prefetch(vec![
@@ -765,15 +802,15 @@ fn the_worker_keeps_results_in_the_store_and_reads_them_back() {
             {
                 WorkerEvent::Analysis { result, .. } => return result,
                 WorkerEvent::Note(note) => panic!("{note}"),
-                WorkerEvent::Model(_) => {}
+                WorkerEvent::Model(_) | WorkerEvent::Swept { .. } => {}
             }
         }
     };
     let first = analyse(model.clone()).unwrap();
-    assert_eq!(first.top[0].label, "Egyptian cat");
+    assert_eq!(first.analysis.top[0].label, "Egyptian cat");
     // Same size, same modification time, no longer a PNG: only the store can answer.
     crate::common::break_keeping_identity(&photo);
     let second = analyse(model).unwrap();
-    assert_eq!(second.top, first.top);
-    assert_eq!(second.cams.len(), first.cams.len());
+    assert_eq!(second.analysis.top, first.analysis.top);
+    assert_eq!(second.analysis.cams.len(), first.analysis.cams.len());
 }

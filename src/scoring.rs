@@ -1,0 +1,187 @@
+//! How a prediction is scored against the ground truth, shared by `camview eval` and the
+//! browser's dataset review: the verdict on one image, the IoU of a CAM box with a truth box,
+//! top-1 accuracy per class and the most frequent confusions.
+
+use std::collections::HashMap;
+
+use crate::dataset::{Truth, TruthBox};
+use crate::model::Prediction;
+use crate::model::cam::BBox;
+
+/// The IoU a CAM box needs with a truth box to count as a localisation (Zhou et al.).
+pub const IOU_HIT: f64 = 0.5;
+
+/// How the model did on one labelled image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The true class is the top-1.
+    Top1,
+    /// The true class is among the top 5, not first.
+    Top5,
+    /// The true class is not among the top 5.
+    Miss,
+}
+
+impl Verdict {
+    /// The verdict of `top` (best first, each with its rank) for the true class `truth`.
+    pub fn of(truth: usize, top: &[Prediction]) -> Self {
+        match top.iter().find(|p| p.index == truth).map(|p| p.rank) {
+            Some(1) => Self::Top1,
+            Some(rank) if rank <= 5 => Self::Top5,
+            _ => Self::Miss,
+        }
+    }
+}
+
+/// Intersection over union of a CAM box (`x0 ≤ x < x1`) and a truth box (both ends
+/// included, as VOC and ILSVRC write them), counting pixels.
+pub fn iou(cam: BBox, truth: &TruthBox) -> f64 {
+    let (ax0, ay0, ax1, ay1) = (
+        i64::from(cam.x0),
+        i64::from(cam.y0),
+        i64::from(cam.x1) - 1,
+        i64::from(cam.y1) - 1,
+    );
+    let (bx0, by0, bx1, by1) = (
+        i64::from(truth.x0),
+        i64::from(truth.y0),
+        i64::from(truth.x1),
+        i64::from(truth.y1),
+    );
+    let area =
+        |x0: i64, y0: i64, x1: i64, y1: i64| ((x1 - x0 + 1).max(0) * (y1 - y0 + 1).max(0)) as f64;
+    let inter = area(ax0.max(bx0), ay0.max(by0), ax1.min(bx1), ay1.min(by1));
+    let union = area(ax0, ay0, ax1, ay1) + area(bx0, by0, bx1, by1) - inter;
+    if union <= 0.0 { 0.0 } else { inter / union }
+}
+
+/// The best IoU of `cam` with the truth boxes of the true class (0 without a box); `None`
+/// when the image has no box of its class.
+pub fn best_iou(truth: &Truth, cam: Option<BBox>) -> Option<f64> {
+    let mut boxes = truth
+        .boxes
+        .iter()
+        .filter(|b| b.class == truth.class)
+        .peekable();
+    boxes.peek()?;
+    Some(cam.map_or(0.0, |cam| boxes.map(|t| iou(cam, t)).fold(0.0, f64::max)))
+}
+
+/// Top-1 accuracy over the images of one true class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassScore {
+    pub class: usize,
+    pub images: usize,
+    pub top1_hits: usize,
+}
+
+impl ClassScore {
+    pub fn accuracy(&self) -> f64 {
+        self.top1_hits as f64 / self.images.max(1) as f64
+    }
+}
+
+/// Per true class, from (true class, top-1 class) pairs: worst accuracy first, then by class.
+pub fn per_class(pairs: impl IntoIterator<Item = (usize, usize)>) -> Vec<ClassScore> {
+    let mut classes: HashMap<usize, ClassScore> = HashMap::new();
+    for (truth, predicted) in pairs {
+        let score = classes.entry(truth).or_insert(ClassScore {
+            class: truth,
+            images: 0,
+            top1_hits: 0,
+        });
+        score.images += 1;
+        score.top1_hits += usize::from(truth == predicted);
+    }
+    let mut rows: Vec<ClassScore> = classes.into_values().collect();
+    rows.sort_by(|a, b| {
+        a.accuracy()
+            .total_cmp(&b.accuracy())
+            .then(a.class.cmp(&b.class))
+    });
+    rows
+}
+
+/// How often the model took one class for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confusion {
+    pub truth: usize,
+    pub predicted: usize,
+    pub images: usize,
+}
+
+/// The (true → top-1) pairs among top-1 misses, most frequent first, then by class.
+pub fn confusions(pairs: impl IntoIterator<Item = (usize, usize)>) -> Vec<Confusion> {
+    let mut counts: HashMap<(usize, usize), usize> = HashMap::new();
+    for (truth, predicted) in pairs {
+        if truth != predicted {
+            *counts.entry((truth, predicted)).or_default() += 1;
+        }
+    }
+    let mut rows: Vec<Confusion> = counts
+        .into_iter()
+        .map(|((truth, predicted), images)| Confusion {
+            truth,
+            predicted,
+            images,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.images
+            .cmp(&a.images)
+            .then((a.truth, a.predicted).cmp(&(b.truth, b.predicted)))
+    });
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iou_counts_pixels_with_truth_boxes_inclusive() {
+        let t = TruthBox {
+            class: 0,
+            x0: 0,
+            y0: 0,
+            x1: 9,
+            y1: 9,
+        };
+        let cam = |x0, y0, x1, y1| BBox { x0, y0, x1, y1 };
+        assert_eq!(iou(cam(0, 0, 10, 10), &t), 1.0, "the same pixels");
+        assert_eq!(iou(cam(0, 0, 5, 10), &t), 0.5);
+        assert_eq!(iou(cam(20, 20, 30, 30), &t), 0.0);
+    }
+
+    #[test]
+    fn verdicts_follow_the_rank_of_the_true_class() {
+        let top: Vec<Prediction> = (1..=6)
+            .map(|rank| Prediction {
+                rank: if rank == 6 { 40 } else { rank },
+                index: rank * 10,
+                label: String::new(),
+                prob: 0.1,
+            })
+            .collect();
+        assert_eq!(Verdict::of(10, &top), Verdict::Top1);
+        assert_eq!(Verdict::of(50, &top), Verdict::Top5);
+        assert_eq!(Verdict::of(60, &top), Verdict::Miss, "pinned at rank 40");
+        assert_eq!(Verdict::of(7, &top), Verdict::Miss, "absent");
+    }
+
+    #[test]
+    fn classes_and_confusions_are_counted_and_ordered() {
+        let pairs = [(1, 1), (1, 2), (2, 2), (3, 2), (3, 2), (1, 2)];
+        let classes = per_class(pairs);
+        let order: Vec<(usize, usize, usize)> = classes
+            .iter()
+            .map(|c| (c.class, c.images, c.top1_hits))
+            .collect();
+        assert_eq!(order, [(3, 2, 0), (1, 3, 1), (2, 1, 1)]);
+        let confused: Vec<(usize, usize, usize)> = confusions(pairs)
+            .iter()
+            .map(|c| (c.truth, c.predicted, c.images))
+            .collect();
+        assert_eq!(confused, [(1, 2, 2), (3, 2, 2)]);
+    }
+}
