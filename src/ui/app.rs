@@ -328,7 +328,7 @@ impl App {
             KeyCode::Char('-' | '_') => self.restyle(|s| s.alpha = step_alpha(s.alpha, -1)),
             KeyCode::Char('b') => self.restyle(|s| s.bbox = !s.bbox),
             KeyCode::Char('s') => self.save(),
-            KeyCode::Char(d @ '1'..='5') => {
+            KeyCode::Char(d @ '1'..='6') => {
                 self.choose_class(usize::from(d as u8 - b'1'));
             }
             KeyCode::Tab => self.cycle_class(1),
@@ -1026,9 +1026,11 @@ impl App {
             },
             Some(Mark::Pending) => Span::styled("·", Color::DarkGray),
             Some(Mark::Failed) => Span::styled("!", Color::Red),
-            Some(Mark::Unlabelled) | None if self.cache.contains_key(&entry.key) => {
-                Span::styled("✓", Color::Green)
+            // Analysed, but with nothing to be right or wrong about.
+            Some(Mark::Unlabelled) if self.cache.contains_key(&entry.key) => {
+                Span::styled("–", Color::DarkGray)
             }
+            None if self.cache.contains_key(&entry.key) => Span::styled("✓", Color::Green),
             Some(Mark::Unlabelled) | None => Span::raw(" "),
         }
     }
@@ -1073,11 +1075,11 @@ impl Widget for &App {
                 )
             }),
             subtitle: self.review.as_ref().filter(|r| r.flat).map(|r| {
-                let mut parts = vec![r.show.name().to_string(), r.order.name().to_string()];
-                if let Some((truth, predicted)) = r.confusion {
-                    parts.push(format!("{} → {}", label(truth), label(predicted)));
-                }
-                parts.join(" · ")
+                let narrowed = match r.confusion {
+                    Some((truth, predicted)) => format!("{} → {}", label(truth), label(predicted)),
+                    None => r.show.name().to_string(),
+                };
+                format!("{narrowed} · {}", r.order.name())
             }),
             mark: &mark,
         };

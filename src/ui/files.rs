@@ -396,18 +396,19 @@ pub fn draw(list: &FileList, look: &Look, area: Rect, buf: &mut Buffer) {
         .filter(|&&i| list.entries[i].kind == EntryKind::Folder)
         .count();
     let images = list.visible.len() - folders;
-    let mut count = match (folders, images) {
+    let count = match (folders, images) {
         _ if list.loading() && list.entries.is_empty() => "reading…".to_string(),
         (0, n) => plural(n, "image"),
         (f, n) => format!("{}, {}", plural(f, "folder"), plural(n, "image")),
     };
-    if let Some(subtitle) = &look.subtitle {
-        count = format!("{subtitle} · {count}");
-    }
     let title = look.title.clone().unwrap_or_else(|| list.title());
     let mut block = Block::bordered()
         .title(Line::from(format!(" {title} ")).bold())
         .title_bottom(Line::from(format!(" {count} ")).right_aligned());
+    if let Some(subtitle) = &look.subtitle {
+        // Left, so a long one is cut at its end, not its start.
+        block = block.title_bottom(Line::from(format!(" {subtitle} ")).left_aligned());
+    }
     if list.typing || !list.filter.is_empty() {
         let cursor = if list.typing { "▏" } else { "" };
         block = block.title_bottom(Line::from(vec![

@@ -7,27 +7,44 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Widget};
 
 /// (keys, what they do), in the order shown.
-pub const KEYS: [(&str, &str); 21] = [
+pub const KEYS: [(&str, &str); 32] = [
     ("↑ ↓  j k", "select the previous / next file"),
     ("PgUp PgDn", "move a page"),
     ("g G  Home End", "first / last file"),
     ("Enter → l", "open the selected folder"),
     ("Backspace ← h", "go up (not above the starting folder)"),
     ("/", "filter names as you type (Enter keeps it)"),
-    ("Esc", "clear the filter, else quit"),
+    (
+        "Esc",
+        "clear the filter (or the confusion shown), else quit",
+    ),
     ("r", "re-read the folder (changed files are analysed again)"),
     ("mouse", "click selects a file or class, wheel scrolls"),
-    ("1 – 5", "show the CAM of that class"),
+    ("1 – 6", "show the CAM of that row of the table"),
     ("Tab  Shift-Tab", "next / previous class"),
     ("v", "cycle view: overlay, original, heat map, top-5 grid"),
     ("c", "cycle colormap: jet, turbo, viridis, inferno"),
     ("+ -", "more / less heat map in the blend"),
-    ("b", "toggle the CAM bounding box"),
+    ("b", "toggle the CAM box (green) and truth boxes (magenta)"),
     ("s", "save the picture at full size as PNG"),
     ("?", "toggle this help"),
     ("q  Ctrl-C", "quit"),
     ("", ""),
-    ("✓", "marks files whose result is cached"),
+    ("", "in a labelled folder (a dataset):"),
+    ("m", "show all → top-1 misses → top-1 hits"),
+    ("o", "order: name → confidence ↑ → loss ↓ → margin ↑"),
+    ("n N", "next / previous top-1 miss"),
+    ("t", "show the true class's CAM"),
+    ("d", "summary: per-class accuracy, confusions (Enter)"),
+    ("f", "the flat list of all images, or their folders"),
+    ("", ""),
+    ("✓ 5 ✗", "top-1 right · in the top 5 · wrong"),
+    ("· ! –", "not analysed yet · failed · no label"),
+    (
+        "",
+        "(outside a dataset ✓ marks files whose result is cached)",
+    ),
+    ("", ""),
     ("", "any key closes this help"),
 ];
 

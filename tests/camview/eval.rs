@@ -4,7 +4,7 @@
 //! then the store: results persist, a `kill -9` mid-sweep loses nothing, a corrupt store is
 //! set aside.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{photo, reference_json, weights_path};
+use crate::labelled::{CHELSEA_BOX, COFFEE_BOX, HandBox, LAYOUT, build};
 
 fn eval(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_camview"))
@@ -32,75 +33,6 @@ fn json_lines(out: &Output) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-/// A truth box written by hand (pixels, both ends included).
-struct HandBox {
-    wnid: &'static str,
-    x0: u32,
-    y0: u32,
-    x1: u32,
-    y1: u32,
-}
-
-/// The cat's head and body in chelsea.png; the cup and saucer in coffee.png.
-const CHELSEA_BOX: HandBox = HandBox {
-    wnid: "n02124075",
-    x0: 100,
-    y0: 20,
-    x1: 360,
-    y1: 299,
-};
-const COFFEE_BOX: HandBox = HandBox {
-    wnid: "n07920052",
-    x0: 80,
-    y0: 30,
-    x1: 540,
-    y1: 380,
-};
-
-fn voc(b: &HandBox) -> String {
-    format!(
-        "<annotation><object><name>{}</name><bndbox><xmin>{}</xmin><ymin>{}</ymin>\
-         <xmax>{}</xmax><ymax>{}</ymax></bndbox></object></annotation>",
-        b.wnid, b.x0, b.y0, b.x1, b.y1
-    )
-}
-
-/// The dataset, in a temporary folder: `data/` and `boxes/`.
-struct Dataset {
-    dir: tempfile::TempDir,
-}
-
-impl Dataset {
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-}
-
-const LAYOUT: [(&str, &str); 6] = [
-    ("n02124075/chelsea.png", "chelsea"),   // WordNet ID, right
-    ("espresso/coffee.png", "coffee"),      // label name, right
-    ("812/rocket.jpg", "rocket"),           // index (space shuttle): wrong, top-1 drilling platform
-    ("Ski/astronaut.png", "astronaut"),     // label with another case: wrong, top-1 bobsled
-    ("n02123045/chelsea-2.png", "chelsea"), // tabby: wrong, top-1 Egyptian cat
-    ("loose.png", "coffee"),                // no class folder: unlabelled
-];
-
-fn build() -> Dataset {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    for (rel, name) in LAYOUT {
-        let to = data.join(rel);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(photo(name), &to).unwrap();
-    }
-    std::fs::write(data.join("espresso/._coffee.png"), b"resource fork").unwrap();
-    let boxes = dir.path().join("boxes");
-    std::fs::create_dir(&boxes).unwrap();
-    std::fs::write(boxes.join("chelsea.xml"), voc(&CHELSEA_BOX)).unwrap();
-    std::fs::write(boxes.join("coffee.xml"), voc(&COFFEE_BOX)).unwrap();
-    Dataset { dir }
 }
 
 fn arg(p: &Path) -> &str {
@@ -150,7 +82,7 @@ fn eval_scores_a_labelled_folder_against_the_reference() {
         LAYOUT.len() + 1,
         "one line per image and the summary"
     );
-    for (rel, name) in LAYOUT {
+    for (rel, name, _) in LAYOUT {
         let line = by_name(&lines, rel);
         let want = &reference_json(name, "full")["top5"];
         // The reference's top five, in order, with probabilities within 0.01.

@@ -8,6 +8,7 @@ mod eval;
 mod fetch;
 mod golden;
 mod importer;
+mod labelled;
 mod ui_screens;
 mod ui_tmux;
 mod weights_files;

@@ -13,6 +13,7 @@ use camview::model::preprocess::load_rgb;
 use camview::ui::app::{AnalysisState, App, AppEvent, Command};
 use camview::ui::files::ListRequest;
 use camview::ui::render::{RenderEvent, Renderer};
+use camview::ui::review;
 use camview::worker::{
     Analysed, ImageKey, ModelStatus, Request, SweepProgress, Target, WorkerEvent,
 };
@@ -813,4 +814,172 @@ fn the_worker_keeps_results_in_the_store_and_reads_them_back() {
     let second = analyse(model).unwrap();
     assert_eq!(second.analysis.top, first.analysis.top);
     assert_eq!(second.analysis.cams.len(), first.analysis.cams.len());
+}
+
+/// The labelled dataset of `crate::labelled`, below the package root so paths on screen
+/// are the same everywhere; the browser opened on it, its labels and boxes read.
+fn reviewing(width: u16, height: u16) -> Harness {
+    let dir = fixture("labelled", crate::labelled::build_at);
+    let data = dir.join("data");
+    let mut h = Harness::new(&data, width, height);
+    let loaded = review::load(&data, None, Some(&dir.join("boxes")))
+        .unwrap()
+        .expect("class folders are labels");
+    h.event(AppEvent::Dataset(Ok(Box::new(loaded))));
+    h
+}
+
+#[test]
+fn a_labelled_folder_is_reviewed_as_a_flat_list_with_verdicts() {
+    let mut h = reviewing(110, 32);
+    // Before any result: every labelled image waits, the counts are of none.
+    assert!(h.line_with("top-1 0/5").contains("top-5 0/5"));
+    insta::assert_snapshot!("dataset_before_results", h.screen());
+    assert!(h.sweep.is_some(), "the background sweep is asked for");
+
+    h.model_ready();
+    // Results arrive as the worker sends stored ones: several to an event.
+    h.run_sweep(4);
+    assert!(h.line_with("top-1 2/5").contains("top-5 5/5"));
+    insta::assert_snapshot!("dataset_swept", h.screen());
+
+    // A miss: the true class is in the table (space shuttle, third), `t` shows its CAM.
+    h.key(KeyCode::Home);
+    assert!(h.line_with("▶ 812/rocket.jpg").starts_with("\"│5"));
+    assert!(h.line_with("← true class").contains("space shuttle"));
+    h.key(KeyCode::Char('t'));
+    assert!(h.line_with("▶3").contains("space shuttle"));
+    assert!(h.line_with("CAM of").contains("CAM of space shuttle"));
+    insta::assert_snapshot!("dataset_miss_true_class", h.screen());
+
+    // With boxes: the truth box is drawn and the IoU of the shown CAM's box is in the
+    // status line.
+    h.chars("jjj");
+    assert!(h.line_with("▶ n02124075/chelsea.png").starts_with("\"│✓"));
+    assert!(
+        h.app.style.bbox,
+        "boxes shown from the start in a boxed dataset"
+    );
+    let status = h.line_with("IoU");
+    assert!(status.contains("chelsea.png"), "{status}");
+}
+
+#[test]
+fn the_review_list_filters_orders_and_jumps_between_misses() {
+    let mut h = reviewing(110, 32);
+    h.model_ready();
+    h.run_sweep(6);
+    let listed = |h: &mut Harness| -> Vec<String> {
+        let screen = h.screen();
+        let mut rows = Vec::new();
+        for line in screen.lines().skip(1) {
+            // The file pane's rows: `│M▶ name` or `│M  name`, up to its border.
+            let Some(row) = line.strip_prefix("\"│") else {
+                continue;
+            };
+            let row: String = row.chars().skip(3).take_while(|&c| c != '│').collect();
+            if !row.trim().is_empty() {
+                rows.push(row.trim().to_string());
+            }
+        }
+        rows
+    };
+    h.key(KeyCode::Char('m'));
+    assert_eq!(
+        listed(&mut h),
+        [
+            "812/rocket.jpg",
+            "n02123045/chelsea-2.png",
+            "Ski/astronaut.png"
+        ]
+    );
+    insta::assert_snapshot!("dataset_misses", h.screen());
+    h.key(KeyCode::Char('m'));
+    assert_eq!(
+        listed(&mut h),
+        ["espresso/coffee.png", "n02124075/chelsea.png"]
+    );
+    h.key(KeyCode::Char('m'));
+    assert_eq!(listed(&mut h).len(), 6, "all again");
+
+    // By loss: the true class's probability, lowest first; unlabelled last.
+    h.chars("oo");
+    assert!(h.line_with("all · by loss").contains("6 images"));
+    let by_loss = listed(&mut h);
+    let prob = |rel: &str| {
+        let (_, name, truth) = crate::labelled::LAYOUT
+            .iter()
+            .find(|(r, _, _)| *r == rel)
+            .unwrap();
+        let top5 = crate::common::reference_json(name, "full")["top5"].clone();
+        top5.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["index"].as_u64() == *truth)
+            .map(|p| p["prob"].as_f64().unwrap())
+            .unwrap()
+    };
+    let probs: Vec<f64> = by_loss[..5].iter().map(|r| prob(r)).collect();
+    assert!(
+        probs.windows(2).all(|w| w[0] <= w[1]),
+        "{by_loss:?}: {probs:?}"
+    );
+    assert_eq!(by_loss[5], "loose.png");
+    insta::assert_snapshot!("dataset_by_loss", h.screen());
+
+    // `n` walks the misses of the list as shown, wrapping; `N` goes back.
+    h.chars("oo");
+    h.key(KeyCode::Home);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        h.key(KeyCode::Char('n'));
+        seen.push(h.app.current.as_ref().unwrap().name.clone());
+    }
+    assert_eq!(
+        seen,
+        [
+            "n02123045/chelsea-2.png",
+            "Ski/astronaut.png",
+            "812/rocket.jpg",
+            "n02123045/chelsea-2.png"
+        ]
+    );
+    h.key(KeyCode::Char('N'));
+    assert_eq!(h.app.current.as_ref().unwrap().name, "812/rocket.jpg");
+
+    // `f`: the folders, with the selected image selected in its own; and back.
+    h.key(KeyCode::Char('f'));
+    assert!(h.line_with("▶ rocket.jpg").starts_with("\"│5"));
+    h.key(KeyCode::Char('f'));
+    assert!(h.line_with("▶ 812/rocket.jpg").starts_with("\"│5"));
+}
+
+#[test]
+fn the_summary_lists_confusions_and_narrows_the_list_to_one() {
+    let mut h = reviewing(110, 32);
+    h.model_ready();
+    h.run_sweep(6);
+    h.key(KeyCode::Char('d'));
+    assert!(
+        h.line_with("labelled images analysed")
+            .contains("top-1 2 (40.0 %)")
+    );
+    // Three confusions of one image each, in class order: tabby (281) → Egyptian cat,
+    // ski (795) → bobsled, space shuttle (812) → drilling platform.
+    assert!(h.line_with("▶    1").contains("tabby → Egyptian cat"));
+    insta::assert_snapshot!("dataset_summary", h.screen());
+    assert!(h.app.picture_area().is_none(), "the picture gives way");
+    h.chars("jj");
+    assert!(
+        h.line_with("▶    1")
+            .contains("space shuttle → drilling platform")
+    );
+    h.key(KeyCode::Enter);
+    // The narrowing in the bottom border (cut to the pane), the count beside it.
+    assert!(h.line_with("└ space shuttle → drill").contains(" 1 image "));
+    assert_eq!(h.app.current.as_ref().unwrap().name, "812/rocket.jpg");
+    // Esc widens the list again (a second Esc would quit).
+    h.key(KeyCode::Esc);
+    assert!(!h.app.should_quit());
+    assert!(h.line_with("all · by name").contains("6 images"));
 }

@@ -277,3 +277,119 @@ fn a_missing_folder_is_an_error_before_the_terminal_is_touched() {
     // No escape sequences: the alternate screen was never entered.
     assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'));
 }
+
+/// (top-1 right, in the top 5) for the true class `truth` of photo `name`, by the golden
+/// reference.
+fn reference_verdict(name: &str, truth: u64) -> (bool, bool) {
+    let top5 = reference_json(name, "full")["top5"].clone();
+    let indices: Vec<u64> = top5
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["index"].as_u64().unwrap())
+        .collect();
+    (indices[0] == truth, indices.contains(&truth))
+}
+
+#[test]
+fn reviews_a_labelled_folder_and_shows_exactly_its_misses() {
+    if !tmux_available() {
+        return;
+    }
+    let d = crate::labelled::build();
+    let command = format!(
+        "CAMVIEW_WEIGHTS={} {} --protocol halfblocks --no-store --boxes {} {}; \
+         echo EXITED:$?; sleep 60",
+        quote(weights_path()),
+        quote(Path::new(env!("CARGO_BIN_EXE_camview"))),
+        quote(&d.dir.path().join("boxes")),
+        quote(&d.root()),
+    );
+    let session = Session::start(&format!("sh -c {}", quote(Path::new(&command))));
+
+    // What the golden reference says of each labelled photo.
+    let labelled: Vec<(&str, (bool, bool))> = crate::labelled::LAYOUT
+        .iter()
+        .filter_map(|&(rel, name, truth)| Some((rel, reference_verdict(name, truth?))))
+        .collect();
+    let n = labelled.len();
+    let top1 = labelled.iter().filter(|(_, v)| v.0).count();
+    let top5 = labelled.iter().filter(|(_, v)| v.1).count();
+    let title = format!("top-1 {top1}/{n} · top-5 {top5}/{n}");
+    // The background sweep reaches every image without a key pressed.
+    let screen = session.wait_for(&title, Duration::from_secs(120), |s| s.contains(&title));
+    assert!(
+        screen.contains("all · by name") && screen.contains("6 images"),
+        "{screen}"
+    );
+    // The flat list: paths below the folder, each with its verdict mark.
+    for &(rel, (right, in_top5)) in &labelled {
+        let mark = if right {
+            '✓'
+        } else if in_top5 {
+            '5'
+        } else {
+            '✗'
+        };
+        let row = screen
+            .lines()
+            .find(|l| l.starts_with('│') && l.contains(rel))
+            .unwrap_or_else(|| panic!("{rel} not listed:\n{screen}"));
+        assert!(row.starts_with(&format!("│{mark}")), "{rel}: {row}");
+    }
+
+    session.keys("m");
+    let screen = session.wait_for("the misses", Duration::from_secs(10), |s| {
+        s.contains("top-1 misses · by name")
+    });
+    let listed: Vec<&str> = labelled
+        .iter()
+        .map(|(rel, _)| *rel)
+        .chain(["loose.png"])
+        .filter(|rel| {
+            screen
+                .lines()
+                .any(|l| l.starts_with('│') && l.contains(rel))
+        })
+        .collect();
+    let misses: Vec<&str> = labelled
+        .iter()
+        .filter(|(_, v)| !v.0)
+        .map(|(rel, _)| *rel)
+        .collect();
+    let mut want = misses.clone();
+    want.sort_by_key(|r| r.to_lowercase());
+    let mut got = listed.clone();
+    got.sort_by_key(|r| r.to_lowercase());
+    assert_eq!(got, want, "{screen}");
+    assert!(
+        screen.contains(&format!("{} images", misses.len())),
+        "{screen}"
+    );
+    session.keys("q");
+    let screen = session.wait_for("exit", Duration::from_secs(10), |s| s.contains("EXITED:"));
+    assert!(screen.contains("EXITED:0"), "{screen}");
+}
+
+#[test]
+fn an_image_given_opens_its_folder_with_it_selected() {
+    if !tmux_available() {
+        return;
+    }
+    let command = format!(
+        "cd {} && CAMVIEW_WEIGHTS={} {} --protocol halfblocks --no-store images/coffee.png; \
+         echo EXITED:$?; sleep 60",
+        quote(&root()),
+        quote(weights_path()),
+        quote(Path::new(env!("CARGO_BIN_EXE_camview"))),
+    );
+    let session = Session::start(&format!("sh -c {}", quote(Path::new(&command))));
+    let label = top1("coffee");
+    let screen = session.wait_for("coffee selected", Duration::from_secs(60), |s| {
+        status_line(s).contains("coffee.png") && shown_row(s).is_some_and(|r| r.contains(&label))
+    });
+    assert!(screen.contains("▶ coffee.png"), "{screen}");
+    assert!(screen.contains("4 images"), "the whole folder:\n{screen}");
+    session.keys("q");
+    session.wait_for("exit", Duration::from_secs(10), |s| s.contains("EXITED:0"));
+}
