@@ -162,13 +162,24 @@ pub fn spawn_contained(
     name: &'static str,
     run: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
-    {
-        let mut names = CONTAINED.lock().unwrap_or_else(|e| e.into_inner());
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
+    register_contained(name);
     std::thread::Builder::new().name(name.into()).spawn(run)
+}
+
+/// Like [`spawn_contained`], for a thread that returns a value.
+pub fn spawn_contained_with<T: Send + 'static>(
+    name: &'static str,
+    run: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    register_contained(name);
+    std::thread::Builder::new().name(name.into()).spawn(run)
+}
+
+fn register_contained(name: &'static str) {
+    let mut names = CONTAINED.lock().unwrap_or_else(|e| e.into_inner());
+    if !names.contains(&name) {
+        names.push(name);
+    }
 }
 
 /// True when a panic on the thread named `name` is caught and reported as its job's error.

@@ -7,10 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use candle_core::Device;
+use image::RgbImage;
+
 use crate::analysis;
-use crate::jobs::{Closed, Mailbox, Worker, contain_panic};
+use crate::jobs::{self, Closed, Mailbox, Worker, contain_panic};
 use crate::log;
 use crate::model::cam::BBox;
+use crate::model::preprocess;
 use crate::model::classifier::device_name;
 use crate::model::fetch::Progress;
 use crate::model::{Analysis, Classifier, ResizeMode};
@@ -248,6 +252,34 @@ struct Sweep {
     done: usize,
     /// When the first image was analysed, and how many have been since.
     analysing_since: Option<(Instant, usize)>,
+    /// The next photo, being prepared beside the forward pass.
+    ahead: Option<Ahead>,
+}
+
+/// A photo being decoded and resized on a thread of its own.
+struct Ahead {
+    path: PathBuf,
+    thread: std::thread::JoinHandle<Prepared>,
+}
+
+impl Ahead {
+    fn start(path: &Path, model: &ModelConfig, device: &Device) -> Option<Self> {
+        let (owned, model, device) = (path.to_path_buf(), model.clone(), device.clone());
+        let thread = jobs::spawn_contained_with("camview-prepare", move || {
+            contain_panic(|| prepare(&owned, &model, &device))
+        })
+        .ok()?;
+        Some(Self {
+            path: path.to_path_buf(),
+            thread,
+        })
+    }
+
+    /// The prepared photo, if it is the one at `path`.
+    fn result_for(self, path: &Path) -> Option<Prepared> {
+        let prepared = self.thread.join().ok()?;
+        (self.path == path).then_some(prepared)
+    }
 }
 
 impl Sweep {
@@ -261,6 +293,7 @@ impl Sweep {
         self.answered.clear();
         self.done = 0;
         self.analysing_since = None;
+        self.ahead = None;
     }
 
     fn has_work(&self) -> bool {
@@ -304,8 +337,16 @@ impl Sweep {
                     let key = target.key.clone();
                     let truth = target.truth;
                     self.analysing_since.get_or_insert((Instant::now(), 0));
-                    let result =
-                        contain_panic(|| analyze(classifier, model, results, &key.path, truth));
+                    let ready = self.ahead.take().and_then(|a| a.result_for(&key.path));
+                    // The next photo is decoded while this one goes through the network.
+                    self.ahead = self
+                        .targets
+                        .get(self.next + 1)
+                        .filter(|t| !self.answered.contains(&t.key.path))
+                        .and_then(|t| Ahead::start(&t.key.path, model, classifier.device()));
+                    let result = contain_panic(|| {
+                        analyze_with(classifier, model, results, &key.path, truth, ready)
+                    });
                     if let Some((_, count)) = &mut self.analysing_since {
                         *count += 1;
                     }
@@ -328,6 +369,14 @@ impl Sweep {
             let seconds = since.elapsed().as_secs_f64();
             (count >= 3 && seconds > 0.0).then(|| count as f64 / seconds)
         });
+        if !self.has_work() {
+            let analysed = self.analysing_since.map_or(0, |(_, n)| n);
+            log::debug(&format!(
+                "sweep done: {} images, {analysed} analysed ({:.1} images/s)",
+                self.targets.len(),
+                per_second.unwrap_or(0.0)
+            ));
+        }
         Some(WorkerEvent::Swept {
             results: swept,
             progress: SweepProgress {
@@ -393,6 +442,25 @@ fn analyze(
     path: &Path,
     truth: Option<usize>,
 ) -> Result<Analysed, String> {
+    analyze_with(classifier, model, results, path, truth, None)
+}
+
+/// A photo decoded and made ready for the network, or why it could not be.
+type Prepared = Result<(RgbImage, preprocess::Prepared), String>;
+
+fn prepare(path: &Path, model: &ModelConfig, device: &Device) -> Prepared {
+    analysis::prepare(path, model.resize, device).map_err(|e| format!("{e:#}"))
+}
+
+/// Like [`analyze`], with the photo already prepared when `ready` has it.
+fn analyze_with(
+    classifier: &Classifier,
+    model: &ModelConfig,
+    results: &Results,
+    path: &Path,
+    truth: Option<usize>,
+    ready: Option<Prepared>,
+) -> Result<Analysed, String> {
     let started = Instant::now();
     let file = FileId::of(path).ok();
     if let Some(found) = file
@@ -403,7 +471,7 @@ fn analyze(
         return Ok(found);
     }
     let (img, prepared) =
-        analysis::prepare(path, model.resize, classifier.device()).map_err(|e| format!("{e:#}"))?;
+        ready.unwrap_or_else(|| prepare(path, model, classifier.device()))?;
     let record = analysis::analyse(classifier, img.dimensions(), &prepared, truth)
         .map_err(|e| format!("{e:#}"))?;
     if let Some(file) = &file {

@@ -47,12 +47,12 @@ pub fn load(
 
 /// The file pane's row for a dataset's image: its path below the root.
 fn entry(item: &Item, key: &ImageKey) -> Entry {
-    Entry {
-        kind: EntryKind::Image,
-        path: item.path.clone(),
-        name: printable(std::ffi::OsStr::new(&item.relative)),
-        key: key.clone(),
-    }
+    Entry::new(
+        EntryKind::Image,
+        item.path.clone(),
+        printable(std::ffi::OsStr::new(&item.relative)),
+        key.clone(),
+    )
 }
 
 /// Which images the list shows.
