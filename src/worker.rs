@@ -14,9 +14,9 @@ use crate::analysis;
 use crate::jobs::{self, Closed, Mailbox, Worker, contain_panic};
 use crate::log;
 use crate::model::cam::BBox;
-use crate::model::preprocess;
 use crate::model::classifier::device_name;
 use crate::model::fetch::Progress;
+use crate::model::preprocess;
 use crate::model::{Analysis, Classifier, ResizeMode};
 use crate::provision::{ModelConfig, Step, provision};
 use crate::store::{FileId, Record, Store, TruthRecord, open_or_recover};
@@ -470,8 +470,7 @@ fn analyze_with(
         log::debug(&format!("analysis of {} from the store", path.display()));
         return Ok(found);
     }
-    let (img, prepared) =
-        ready.unwrap_or_else(|| prepare(path, model, classifier.device()))?;
+    let (img, prepared) = ready.unwrap_or_else(|| prepare(path, model, classifier.device()))?;
     let record = analysis::analyse(classifier, img.dimensions(), &prepared, truth)
         .map_err(|e| format!("{e:#}"))?;
     if let Some(file) = &file {

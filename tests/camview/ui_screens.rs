@@ -983,3 +983,32 @@ fn the_summary_lists_confusions_and_narrows_the_list_to_one() {
     assert!(!h.app.should_quit());
     assert!(h.line_with("all · by name").contains("6 images"));
 }
+
+#[test]
+fn labels_that_cannot_be_read_leave_the_folder_browsable_and_say_why() {
+    let dir = fixture("bad-labels", |d| {
+        std::fs::copy(crate::common::photo("chelsea"), d.join("chelsea.png")).unwrap();
+        std::fs::write(
+            d.join("labels.csv"),
+            "path,label\nchelsea.png,not a class at all\n",
+        )
+        .unwrap();
+    });
+    let error = review::load(&dir, Some(&dir.join("labels.csv")), None).unwrap_err();
+    // Wide enough for the whole message.
+    let mut h = Harness::new(&dir, 240, 30);
+    h.event(AppEvent::Dataset(Err(error)));
+    assert!(h.app.review.is_none());
+    let status = h.line_with("not reviewed as a dataset");
+    assert!(status.contains("not a class at all"), "{status}");
+    assert!(
+        h.line_with("▶ chelsea.png").contains("chelsea.png"),
+        "still browsing"
+    );
+    // A folder without class folders is no dataset, and is not walked as one.
+    assert!(
+        review::load(Path::new("images"), None, None)
+            .unwrap()
+            .is_none()
+    );
+}
