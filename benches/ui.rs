@@ -56,7 +56,8 @@ fn settle(app: &mut App, classifier: &Classifier, renderer: &Renderer, rx: &Rece
                 }
                 Command::Infer(Request::Prefetch(_) | Request::Sweep(_))
                 | Command::Prepare(_)
-                | Command::Save(_) => {}
+                | Command::Save(_)
+                | Command::ReadDataset => {}
                 Command::Render(request) => {
                     let ticket = request.ticket;
                     renderer.send(request);

@@ -100,6 +100,7 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
         app.select_on_arrival(path.clone());
     }
     spawn_dataset_reader(args, tx.clone())?;
+    let dataset = args.clone();
     // The folder is read while the terminal is asked about graphics (which a silent
     // terminal makes wait).
     for request in app.take_listings() {
@@ -134,6 +135,7 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
         renderer,
         events: tx,
         saves: Vec::new(),
+        dataset,
     };
     let mut key_at: Option<Instant> = None;
     loop {
@@ -217,6 +219,8 @@ struct Workers {
     events: mpsc::Sender<AppEvent>,
     /// Saves under way: quitting waits for them, so no file is left half written.
     saves: Vec<std::thread::JoinHandle<()>>,
+    /// Where the dataset's ground truth comes from, to read it again.
+    dataset: BrowseConfig,
 }
 
 impl Workers {
@@ -229,6 +233,11 @@ impl Workers {
                 Command::Infer(request) => self.inference.send(request),
                 Command::Render(request) => self.renderer.send(request),
                 Command::Prepare(requests) => self.renderer.prepare(requests),
+                Command::ReadDataset => {
+                    if let Err(e) = spawn_dataset_reader(&self.dataset, self.events.clone()) {
+                        app.update(AppEvent::Dataset(Err(format!("cannot read it again: {e}"))));
+                    }
+                }
                 Command::Save(request) => {
                     let events = self.events.clone();
                     let saving = jobs::spawn_contained("camview-save", move || {

@@ -61,6 +61,8 @@ pub enum Command {
     Prepare(Vec<RenderRequest>),
     /// Write the picture shown as a PNG.
     Save(SaveRequest),
+    /// Read the folder's ground truth again (answered by [`AppEvent::Dataset`]).
+    ReadDataset,
 }
 
 pub use super::status::{MIN_HEIGHT, MIN_WIDTH};
@@ -316,6 +318,10 @@ impl App {
             KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => self.open_folder(),
             KeyCode::Backspace | KeyCode::Left | KeyCode::Char('h') => self.go_up(),
             KeyCode::Char('/') => self.files.typing = true,
+            KeyCode::Char('r') if self.files.flat => {
+                // The dataset's images and labels, read again; the list stays meanwhile.
+                self.commands.push(Command::ReadDataset);
+            }
             KeyCode::Char('r') => {
                 // New files appear; a changed file has a new key, so it is analysed again.
                 let listing = self.files.reload();

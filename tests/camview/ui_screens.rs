@@ -47,6 +47,8 @@ struct Harness {
     prepared: Vec<Vec<PathBuf>>,
     /// The background sweep asked for, if any.
     sweep: Option<Arc<Vec<Target>>>,
+    /// How often the dataset was asked to be read again.
+    dataset_reads: usize,
     /// Keep folder listings in `listings` instead of reading them (a slow disk).
     hold_listings: bool,
     listings: Vec<ListRequest>,
@@ -75,6 +77,7 @@ impl Harness {
             requests: Vec::new(),
             prepared: Vec::new(),
             sweep: None,
+            dataset_reads: 0,
             hold_listings,
             listings: Vec::new(),
         };
@@ -173,6 +176,7 @@ impl Harness {
                         .push(requests.into_iter().map(|r| r.key.path).collect()),
                     // In this thread, as the run loop's save thread would.
                     Command::Save(request) => self.app.update(AppEvent::Saved(request.run())),
+                    Command::ReadDataset => self.dataset_reads += 1,
                 }
             }
             if let Some(ticket) = last_render {
@@ -268,7 +272,7 @@ fn analyze(path: &Path, truth: Option<usize>) -> Result<Analysed, String> {
 }
 
 /// A folder below the package root (tests run there), so paths on screen are the same on
-/// every machine. Rebuilt from scratch by the first caller of each name.
+/// every machine. Rebuilt from scratch by each call: one test each.
 fn fixture(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
     let dir = PathBuf::from("target/ui-fixtures").join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -819,7 +823,9 @@ fn the_worker_keeps_results_in_the_store_and_reads_them_back() {
 /// The labelled dataset of `crate::labelled`, below the package root so paths on screen
 /// are the same everywhere; the browser opened on it, its labels and boxes read.
 fn reviewing(width: u16, height: u16) -> Harness {
-    let dir = fixture("labelled", crate::labelled::build_at);
+    // Built once: the tests that review it run in parallel.
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| fixture("labelled", crate::labelled::build_at));
     let data = dir.join("data");
     let mut h = Harness::new(&data, width, height);
     let loaded = review::load(&data, None, Some(&dir.join("boxes")))
@@ -950,7 +956,20 @@ fn the_review_list_filters_orders_and_jumps_between_misses() {
     // `f`: the folders, with the selected image selected in its own; and back.
     h.key(KeyCode::Char('f'));
     assert!(h.line_with("▶ rocket.jpg").starts_with("\"│5"));
+    h.key(KeyCode::Char('r'));
+    assert_eq!(h.dataset_reads, 0, "in a folder, `r` reads the folder");
     h.key(KeyCode::Char('f'));
+    assert!(h.line_with("▶ 812/rocket.jpg").starts_with("\"│5"));
+    // In the flat list, `r` reads the dataset again; what comes back replaces it, results
+    // and selection kept.
+    h.key(KeyCode::Char('r'));
+    assert_eq!(h.dataset_reads, 1);
+    let dir = PathBuf::from("target/ui-fixtures/labelled");
+    let again = review::load(&dir.join("data"), None, Some(&dir.join("boxes")))
+        .unwrap()
+        .unwrap();
+    h.event(AppEvent::Dataset(Ok(Box::new(again))));
+    assert!(h.line_with("top-1 2/5").contains("top-5 5/5"));
     assert!(h.line_with("▶ 812/rocket.jpg").starts_with("\"│5"));
 }
 
