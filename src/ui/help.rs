@@ -18,7 +18,7 @@ pub const KEYS: [(&str, &str); 32] = [
         "Esc",
         "clear the filter (or the confusion shown), else quit",
     ),
-    ("r", "re-read the folder (changed files are analysed again)"),
+    ("r", "re-read the folder (or the dataset's images and labels)"),
     ("mouse", "click selects a file or class, wheel scrolls"),
     ("1 – 6", "show the CAM of that row of the table"),
     ("Tab  Shift-Tab", "next / previous class"),
