@@ -1103,7 +1103,7 @@ impl Widget for &App {
             super::summary::draw(review, selected, right, buf);
         }
         if self.help {
-            help::draw(area, buf);
+            help::draw(self.review.is_some(), area, buf);
         }
     }
 }

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Widget};
 
 /// (keys, what they do), in the order shown.
-pub const KEYS: [(&str, &str); 32] = [
+pub const KEYS: [(&str, &str); 18] = [
     ("↑ ↓  j k", "select the previous / next file"),
     ("PgUp PgDn", "move a page"),
     ("g G  Home End", "first / last file"),
@@ -18,7 +18,10 @@ pub const KEYS: [(&str, &str); 32] = [
         "Esc",
         "clear the filter (or the confusion shown), else quit",
     ),
-    ("r", "re-read the folder (or the dataset's images and labels)"),
+    (
+        "r",
+        "re-read the folder (or the dataset's images and labels)",
+    ),
     ("mouse", "click selects a file or class, wheel scrolls"),
     ("1 – 6", "show the CAM of that row of the table"),
     ("Tab  Shift-Tab", "next / previous class"),
@@ -29,8 +32,10 @@ pub const KEYS: [(&str, &str); 32] = [
     ("s", "save the picture at full size as PNG"),
     ("?", "toggle this help"),
     ("q  Ctrl-C", "quit"),
-    ("", ""),
-    ("", "in a labelled folder (a dataset):"),
+];
+
+/// The keys of a labelled folder (a dataset), and its marks.
+pub const DATASET_KEYS: [(&str, &str); 9] = [
     ("m", "show all → top-1 misses → top-1 hits"),
     ("o", "order: name → confidence ↑ → loss ↓ → margin ↑"),
     ("n N", "next / previous top-1 miss"),
@@ -40,22 +45,32 @@ pub const KEYS: [(&str, &str); 32] = [
     ("", ""),
     ("✓ 5 ✗", "top-1 right · in the top 5 · wrong"),
     ("· ! –", "not analysed yet · failed · no label"),
-    (
-        "",
-        "(outside a dataset ✓ marks files whose result is cached)",
-    ),
-    ("", ""),
-    ("", "any key closes this help"),
 ];
 
-pub fn draw(area: Rect, buf: &mut Buffer) {
-    let width = KEYS
+/// The marks outside a dataset.
+const FOLDER_MARKS: [(&str, &str); 1] = [("✓", "marks files whose result is cached")];
+
+/// Draws the help over `area`: the dataset's keys too when `dataset`.
+pub fn draw(dataset: bool, area: Rect, buf: &mut Buffer) {
+    let extra: &[(&str, &str)] = if dataset {
+        &DATASET_KEYS
+    } else {
+        &FOLDER_MARKS
+    };
+    let keys: Vec<(&str, &str)> = KEYS
+        .iter()
+        .chain(&[("", "")])
+        .chain(extra)
+        .chain(&[("", ""), ("", "any key closes this help")])
+        .copied()
+        .collect();
+    let width = keys
         .iter()
         .map(|(_, d)| 16 + d.chars().count() as u16)
         .max()
         .unwrap_or(40)
         + 4;
-    let height = KEYS.len() as u16 + 2;
+    let height = keys.len() as u16 + 2;
     let [popup] = Layout::horizontal([Constraint::Length(width.min(area.width))])
         .flex(Flex::Center)
         .areas(area);
@@ -63,7 +78,7 @@ pub fn draw(area: Rect, buf: &mut Buffer) {
         .flex(Flex::Center)
         .areas(popup);
     Clear.render(popup, buf);
-    let lines: Vec<Line> = KEYS
+    let lines: Vec<Line> = keys
         .iter()
         .map(|(k, d)| {
             Line::from(vec![
