@@ -105,11 +105,14 @@ def onnx_session(S, v1, threads):
     return lambda x: sess.run(None, {"input": x})[0]
 
 
-def torch_model(S, v1, threads):
+def torch_model(S, v1, threads, device="cpu"):
+    """PyTorch eager on `device` ("cpu" or "cuda"; on CUDA in strict f32, no TF32, as camview)."""
     import torch
     from torch import nn
 
     torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
     def conv_bn(c, b, stride, pad):
         w = torch.from_numpy(S[c + ".weight"])
@@ -148,11 +151,12 @@ def torch_model(S, v1, threads):
             x = self.blocks(self.pool(torch.relu(self.stem(x))))
             return self.fc(x.mean((2, 3)))
 
-    net = Net().eval()
+    net = Net().eval().to(device)
 
     def run(x):
+        # Reading the logits back waits for the GPU to finish.
         with torch.inference_mode():
-            return net(torch.from_numpy(x)).numpy()
+            return net(torch.from_numpy(x).to(device)).cpu().numpy()
 
     return run
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::model::weights::{WEIGHTS_ENV, default_path};
+use crate::model::classifier::DeviceChoice;
 use crate::model::{Arch, Classifier, ResizeMode};
 use crate::provision::{ModelConfig, Step, provision};
 use crate::store::Store;
@@ -94,6 +95,10 @@ pub struct ModelArgs {
     /// How an image becomes the network input.
     #[arg(long, value_enum, default_value_t = ResizeMode::Full)]
     pub resize: ResizeMode,
+    /// Where the network runs: auto (a CUDA GPU when built with CUDA and one is there,
+    /// else the CPU), cpu, cuda, cuda:N.
+    #[arg(long, env = "CAMVIEW_DEVICE", value_name = "DEVICE", default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
 }
 
 impl ModelArgs {
@@ -104,6 +109,7 @@ impl ModelArgs {
             fetch_if_missing: self.weights == default_path(),
             arch: self.arch,
             resize: self.resize,
+            device: self.device,
         }
     }
 

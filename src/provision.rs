@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::model::fetch::{self, Progress, Source};
+use crate::model::classifier::DeviceChoice;
 use crate::model::{Arch, Classifier, ResizeMode};
 
 /// Which model, from which file, fed how: what the command line decided.
@@ -17,6 +18,8 @@ pub struct ModelConfig {
     /// The stride layout of a file that does not record it.
     pub arch: Option<Arch>,
     pub resize: ResizeMode,
+    /// Where the forward pass runs.
+    pub device: DeviceChoice,
 }
 
 /// A step of [`provision`] worth telling the user about.
@@ -37,6 +40,8 @@ pub enum ProvisionError {
     Missing(PathBuf),
     #[error("could not download weights: {0:#} (retry with `camview weights fetch`)")]
     Fetch(anyhow::Error),
+    #[error("{0:#}")]
+    Device(anyhow::Error),
     #[error("cannot load {}: {source:#} (get genuine weights with `camview weights fetch`)", .path.display())]
     Load {
         path: PathBuf,
@@ -60,13 +65,11 @@ pub fn provision(
         on_step(Step::Fetched(source));
     }
     on_step(Step::Loading);
-    Classifier::load(
-        &config.weights,
-        config.arch,
-        crate::model::classifier::default_device(),
-    )
-    .map_err(|source| ProvisionError::Load {
-        path: config.weights.clone(),
-        source,
+    let device = config.device.open().map_err(ProvisionError::Device)?;
+    Classifier::load(&config.weights, config.arch, device).map_err(|source| {
+        ProvisionError::Load {
+            path: config.weights.clone(),
+            source,
+        }
     })
 }

@@ -503,7 +503,7 @@ fn load_model(model: &ModelConfig, notify: &dyn Fn(WorkerEvent) -> bool) -> Opti
     match loaded {
         Ok(classifier) => {
             log::debug(&format!("model ready in {:?}", started.elapsed()));
-            let device = device_name(classifier.device()).to_string();
+            let device = device_name(classifier.device());
             notify(WorkerEvent::Model(ModelStatus::Ready { device })).then_some(classifier)
         }
         Err(e) => {

@@ -136,23 +136,34 @@ fn analyse_missing(
     let started = std::time::Instant::now();
     let bar = progress(count as u64);
     let device = classifier.device().clone();
-    let (to_forward, decoded) = mpsc::sync_channel(2 * BATCH);
+    let batch = batch_size(&device);
+    let (to_forward, decoded) = mpsc::sync_channel(2 * batch);
     let (to_finish, forwarded) =
         mpsc::sync_channel::<(usize, Result<(Analysis, (u32, u32)), String>)>(2);
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let finished = std::thread::scope(
         |scope| -> std::io::Result<Vec<(usize, Result<Record, String>)>> {
-            std::thread::Builder::new()
-                .name("camview-decode".into())
-                .spawn_scoped(scope, move || {
-                    for (i, path) in todo {
-                        let prepared = jobs::contain_panic(|| {
-                            analysis::prepare(&path, resize, &device).map_err(|e| format!("{e:#}"))
-                        });
-                        if to_forward.send((i, prepared)).is_err() {
-                            return;
+            // Each decoder takes the next image to do; on a GPU they feed it from every core.
+            let (todo, next, device) = (&todo, &next, &device);
+            for _ in 0..decoders(device) {
+                let to_forward = to_forward.clone();
+                std::thread::Builder::new()
+                    .name("camview-decode".into())
+                    .spawn_scoped(scope, move || {
+                        while let Some((i, path)) =
+                            todo.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                        {
+                            let prepared = jobs::contain_panic(|| {
+                                analysis::prepare(path, resize, device)
+                                    .map_err(|e| format!("{e:#}"))
+                            });
+                            if to_forward.send((*i, prepared)).is_err() {
+                                return;
+                            }
                         }
-                    }
-                })?;
+                    })?;
+            }
+            drop(to_forward);
             let bar = &bar;
             let finisher = std::thread::Builder::new()
                 .name("camview-finish".into())
@@ -188,6 +199,7 @@ fn analyse_missing(
             let mut batches = Batches {
                 decoded: &decoded,
                 held: None,
+                size: batch,
             };
             'outer: while let Some(batch) = batches.next_batch() {
                 let forwarded = match batch {
@@ -241,8 +253,21 @@ fn analyse_missing(
     Ok(())
 }
 
-/// Images per forward pass at most: a batch reads each weight once for all its images.
-const BATCH: usize = 8;
+/// Images per forward pass at most: a batch reads each weight once for all its images; a
+/// GPU wants many more at once to be kept busy.
+fn batch_size(device: &candle_core::Device) -> usize {
+    if device.is_cuda() { 64 } else { 8 }
+}
+
+/// Threads decoding and resizing: one beside the CPU's forward pass (which takes every
+/// core), all but one core when a GPU does the forward pass.
+fn decoders(device: &candle_core::Device) -> usize {
+    if device.is_cuda() {
+        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    } else {
+        1
+    }
+}
 
 type Decoded = (usize, Result<(RgbImage, Prepared), String>);
 
@@ -254,12 +279,13 @@ enum Batch {
     Images(Vec<(usize, (u32, u32), Prepared)>),
 }
 
-/// Groups decoded images into batches: whatever is already decoded, up to [`BATCH`], while
+/// Groups decoded images into batches: whatever is already decoded, up to `size`, while
 /// the input size stays the same (it never waits for more than the first).
 struct Batches<'a> {
     decoded: &'a mpsc::Receiver<Decoded>,
     /// An image that did not fit the last batch.
     held: Option<Decoded>,
+    size: usize,
 }
 
 impl Batches<'_> {
@@ -274,7 +300,7 @@ impl Batches<'_> {
         };
         let dims = prepared.tensor.dims().to_vec();
         let mut images = vec![(i, img.dimensions(), prepared)];
-        while images.len() < BATCH {
+        while images.len() < self.size {
             let Ok(next) = self.decoded.try_recv() else {
                 break;
             };

@@ -205,18 +205,92 @@ fn prediction(probs: &[f32], index: usize) -> Prediction {
     }
 }
 
-/// The device camview computes on: the first CUDA GPU when built with the `cuda` feature and
-/// one is present, else the CPU.
-pub fn default_device() -> Device {
-    Device::cuda_if_available(0).unwrap_or(Device::Cpu)
+/// Where the forward pass runs, as the user chose it (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The first CUDA GPU when camview was built with CUDA and one is there, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// The CUDA GPU of this ordinal.
+    Cuda(usize),
 }
 
-/// A short name of `device` for status lines.
-pub fn device_name(device: &Device) -> &'static str {
-    match device {
-        Device::Cpu => "cpu",
-        Device::Cuda(_) => "cuda",
-        Device::Metal(_) => "metal",
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    /// `auto`, `cpu`, `cuda` (the first GPU) or `cuda:N`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("`{s}` is not a device: auto, cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// The device, or why it cannot be had (in words that say what to do).
+    pub fn open(self) -> anyhow::Result<Device> {
+        match self {
+            Self::Auto => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(_) if !candle_core::utils::cuda_is_available() => anyhow::bail!(
+                "this camview was built without CUDA: build it with `cargo build --release \
+                 --features cuda` (README → GPU), or use --device cpu"
+            ),
+            Self::Cuda(n) => Device::new_cuda(n).map_err(|e| {
+                // candle's message carries a backtrace after its first line.
+                let why = e.to_string();
+                let why = why.lines().next().unwrap_or_default().trim().to_string();
+                anyhow::anyhow!("cannot use CUDA device {n}: {why} (try --device cpu)")
+            }),
+        }
+    }
+}
+
+/// A short name of `device` for status lines: `cpu`, `cuda:0`.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_named_as_on_the_command_line() {
+        for name in ["auto", "cpu", "cuda:0", "cuda:3"] {
+            assert_eq!(name.parse::<DeviceChoice>().unwrap().to_string(), name);
+        }
+        assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
+        assert!("gpu".parse::<DeviceChoice>().is_err());
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+        assert!(matches!(DeviceChoice::Cpu.open(), Ok(Device::Cpu)));
+        if !candle_core::utils::cuda_is_available() {
+            let e = DeviceChoice::Cuda(0).open().unwrap_err().to_string();
+            assert!(e.contains("built without CUDA"), "{e}");
+            assert!(matches!(DeviceChoice::Auto.open(), Ok(Device::Cpu)));
+        }
     }
 }
 

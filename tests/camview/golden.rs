@@ -32,11 +32,35 @@ fn logits_and_cams_match_reference_for_every_photo_and_mode() {
             "{PORTABLE_ENV} must take the portable path"
         );
     }
-    let model = classifier().model();
+    matches_reference(classifier());
+}
+
+/// The same on a CUDA GPU (cuBLAS without TF32, as candle sets it), when this build has
+/// CUDA and the machine a GPU; it says so and passes otherwise.
+#[test]
+fn the_gpu_matches_reference_too() {
+    if !candle_core::utils::cuda_is_available() {
+        eprintln!("skipping: this build has no CUDA (cargo test --features cuda)");
+        return;
+    }
+    let device = match candle_core::Device::new_cuda(0) {
+        Ok(device) => device,
+        Err(e) => {
+            eprintln!("skipping: no CUDA GPU here ({e})");
+            return;
+        }
+    };
+    let gpu = camview::model::Classifier::load(weights_path(), None, device).unwrap();
+    matches_reference(&gpu);
+}
+
+/// Logits within 1e-4 and CAMs within 1e-4 of their maximum, on every golden input.
+fn matches_reference(classifier: &camview::model::Classifier) {
+    let model = classifier.model();
     for name in PHOTOS {
         for mode in MODES {
             let stem = format!("{name}.{mode}");
-            let input = golden_input(&stem);
+            let input = golden_input(&stem).to_device(classifier.device()).unwrap();
             let out = model.forward(&input).unwrap();
             let logits = out.logits.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
             let (_, want) = read_npy(&golden(&format!("{stem}.logits.npy")));

@@ -618,6 +618,7 @@ fn the_worker_loads_the_model_and_answers_only_the_newest_request() {
         fetch_if_missing: false,
         arch: None,
         resize: ResizeMode::Full,
+        device: camview::model::classifier::DeviceChoice::Cpu,
     };
     let worker = camview::worker::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
     // Both are posted while the model loads: the second replaces the first.
@@ -668,6 +669,7 @@ fn the_worker_says_how_to_get_weights_when_an_explicit_file_is_missing() {
         fetch_if_missing: false,
         arch: None,
         resize: ResizeMode::Full,
+        device: camview::model::classifier::DeviceChoice::Cpu,
     };
     let _worker = camview::worker::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
     let event = rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -793,6 +795,7 @@ fn the_worker_keeps_results_in_the_store_and_reads_them_back() {
         fetch_if_missing: false,
         arch: None,
         resize: ResizeMode::Full,
+        device: camview::model::classifier::DeviceChoice::Cpu,
     };
     let analyse = |model: ModelConfig| {
         let (tx, rx) = mpsc::channel();
