@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::model::weights::{WEIGHTS_ENV, default_path};
 use crate::model::classifier::DeviceChoice;
+use crate::model::weights::{WEIGHTS_ENV, default_path};
 use crate::model::{Arch, Classifier, ResizeMode};
 use crate::provision::{ModelConfig, Step, provision};
 use crate::store::Store;

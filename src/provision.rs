@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::model::fetch::{self, Progress, Source};
 use crate::model::classifier::DeviceChoice;
+use crate::model::fetch::{self, Progress, Source};
 use crate::model::{Arch, Classifier, ResizeMode};
 
 /// Which model, from which file, fed how: what the command line decided.
@@ -66,10 +66,8 @@ pub fn provision(
     }
     on_step(Step::Loading);
     let device = config.device.open().map_err(ProvisionError::Device)?;
-    Classifier::load(&config.weights, config.arch, device).map_err(|source| {
-        ProvisionError::Load {
-            path: config.weights.clone(),
-            source,
-        }
+    Classifier::load(&config.weights, config.arch, device).map_err(|source| ProvisionError::Load {
+        path: config.weights.clone(),
+        source,
     })
 }
