@@ -465,7 +465,7 @@ impl App {
                     // A neighbour's result (prefetched): its picture can be made too.
                     self.prepare_neighbours();
                 }
-                self.rearrange(|_| {});
+                self.rearrange_for_results();
             }
             WorkerEvent::Swept { results, progress } => {
                 if let Some(review) = &mut self.review {
@@ -480,8 +480,20 @@ impl App {
                 } else {
                     self.prepare_neighbours();
                 }
-                self.rearrange(|_| {});
+                self.rearrange_for_results();
             }
+        }
+    }
+
+    /// New results change the list only when it is narrowed or ordered by them; all by name
+    /// stays as it is (the marks are drawn from the results each frame).
+    fn rearrange_for_results(&mut self) {
+        if self
+            .review
+            .as_ref()
+            .is_some_and(Review::arranged_by_results)
+        {
+            self.rearrange(|_| {});
         }
     }
 

@@ -324,6 +324,12 @@ impl Review {
         c
     }
 
+    /// True when results decide which items the list shows or their order.
+    pub fn arranged_by_results(&self) -> bool {
+        self.flat
+            && (self.show != Show::All || self.order != Order::Name || self.confusion.is_some())
+    }
+
     /// The items the list shows, in its order.
     pub fn arranged(&self) -> Vec<usize> {
         let score = |i: usize| match self.marks[i] {

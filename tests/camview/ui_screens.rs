@@ -10,6 +10,7 @@ use std::time::Duration;
 use camview::analysis;
 use camview::model::ResizeMode;
 use camview::model::preprocess::load_rgb;
+use camview::provision::ModelConfig;
 use camview::ui::app::{AnalysisState, App, AppEvent, Command};
 use camview::ui::files::ListRequest;
 use camview::ui::render::{RenderEvent, Renderer};
@@ -261,6 +262,17 @@ impl Harness {
 }
 
 /// What the worker would answer, with a fixed time.
+/// The model of the weights file `weights`, on the CPU, never fetched.
+fn cpu_model(weights: PathBuf) -> ModelConfig {
+    ModelConfig {
+        weights,
+        fetch_if_missing: false,
+        arch: None,
+        resize: ResizeMode::Full,
+        device: camview::model::classifier::DeviceChoice::Cpu,
+    }
+}
+
 /// What the inference worker answers for `path`, `truth` pinned when given.
 fn analyze(path: &Path, truth: Option<usize>) -> Result<Analysed, String> {
     let img = load_rgb(path).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
@@ -610,16 +622,8 @@ fn ctrl_c_quits_even_while_typing_a_filter() {
 /// waits is replaced by a newer one (only the newest is analysed).
 #[test]
 fn the_worker_loads_the_model_and_answers_only_the_newest_request() {
-    use camview::provision::ModelConfig;
-
     let (tx, rx) = mpsc::channel();
-    let model = ModelConfig {
-        weights: crate::common::weights_path().to_path_buf(),
-        fetch_if_missing: false,
-        arch: None,
-        resize: ResizeMode::Full,
-        device: camview::model::classifier::DeviceChoice::Cpu,
-    };
+    let model = cpu_model(crate::common::weights_path().to_path_buf());
     let worker = camview::worker::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
     // Both are posted while the model loads: the second replaces the first.
     worker.send(Request::Analyze(ImageKey::of(&crate::common::photo(
@@ -661,16 +665,10 @@ fn the_worker_loads_the_model_and_answers_only_the_newest_request() {
 
 #[test]
 fn the_worker_says_how_to_get_weights_when_an_explicit_file_is_missing() {
-    use camview::provision::ModelConfig;
-
     let (tx, rx) = mpsc::channel();
-    let model = ModelConfig {
-        weights: PathBuf::from("target/ui-fixtures/no-such-weights.safetensors"),
-        fetch_if_missing: false,
-        arch: None,
-        resize: ResizeMode::Full,
-        device: camview::model::classifier::DeviceChoice::Cpu,
-    };
+    let model = cpu_model(PathBuf::from(
+        "target/ui-fixtures/no-such-weights.safetensors",
+    ));
     let _worker = camview::worker::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
     let event = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let WorkerEvent::Model(ModelStatus::Unavailable(why)) = event else {
@@ -784,19 +782,11 @@ fn s_saves_the_picture_shown_at_full_size() {
 /// file it could no longer decode, because the store holds its result.
 #[test]
 fn the_worker_keeps_results_in_the_store_and_reads_them_back() {
-    use camview::provision::ModelConfig;
-
     let dir = tempfile::tempdir().unwrap();
     let photo = dir.path().join("chelsea.png");
     std::fs::copy(crate::common::photo("chelsea"), &photo).unwrap();
     let store = dir.path().join("results.sqlite");
-    let model = ModelConfig {
-        weights: crate::common::weights_path().to_path_buf(),
-        fetch_if_missing: false,
-        arch: None,
-        resize: ResizeMode::Full,
-        device: camview::model::classifier::DeviceChoice::Cpu,
-    };
+    let model = cpu_model(crate::common::weights_path().to_path_buf());
     let analyse = |model: ModelConfig| {
         let (tx, rx) = mpsc::channel();
         let worker =
