@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Side-by-side CPU forward latency: camview vs ONNX Runtime vs PyTorch eager, same weights.
+"""Side-by-side CPU forward latency: camview vs ONNX Runtime, OpenVINO and PyTorch eager.
 
 Each peer is built from the same safetensors file camview uses (torchvision names, layout read
-from its metadata): the ONNX graph with the `onnx` helper (no torch needed), the PyTorch model
-as plain nn.Conv2d + nn.BatchNorm2d in eval mode (what torchvision runs). Rounds alternate
+from its metadata): the ONNX graph with the `onnx` helper (no torch needed), given to ONNX
+Runtime and to OpenVINO (f32, and bf16 where the CPU has it), the PyTorch model as plain
+nn.Conv2d + nn.BatchNorm2d in eval mode (what torchvision runs). Rounds alternate
 between the three so machine noise hits all of them alike; the script prints each median and
 the ratios: of the medians, of each round's pair (paired), and of the best passes. Ratios, not
 absolute times, are the result: these machines are shared and noisy.
 
 usage: python3 scripts/bench_peers.py [--weights models/resnet50.safetensors] [--rounds 5]
          [--iters 10] [--size 224x224] [--batch 1] [--threads 2] [--camview target/release/camview]
-needs: pip install numpy safetensors onnx onnxruntime torch
+         [--peers onnxruntime,openvino,openvino-bf16,pytorch]
+needs: pip install numpy safetensors onnx, and any of onnxruntime, openvino, torch (a peer whose
+package is missing is left out, and the script says so)
 """
 import argparse
 import json
@@ -49,9 +52,8 @@ def fold(S, conv, bn, eps=1e-5):
     return w.astype(np.float32), b.astype(np.float32)
 
 
-def onnx_session(S, v1, threads):
-    import onnx
-    import onnxruntime as ort
+def onnx_model(S, v1):
+    """The network as an ONNX graph (batch norm folded), for ONNX Runtime and OpenVINO."""
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits = [], []
@@ -97,12 +99,39 @@ def onnx_session(S, v1, threads):
         nodes, "resnet50",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def onnx_session(S, v1, threads):
+    import onnxruntime as ort
+
+    model = onnx_model(S, v1)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return lambda x: sess.run(None, {"input": x})[0]
+
+
+def openvino_model(S, v1, threads, precision):
+    """OpenVINO on the CPU with the LATENCY hint, in `precision` ("f32" or "bf16"; bf16 runs
+    only where the CPU has bf16 instructions, else OpenVINO quietly keeps f32: the precision it
+    actually chose is returned beside the runner)."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(onnx_model(S, v1).SerializeToString(), b"")
+    compiled = core.compile_model(model, "CPU", {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": precision,
+    })
+    request = compiled.create_infer_request()
+
+    def run(x):
+        return request.infer({0: x})[0].copy()
+
+    return run, str(compiled.get_property("INFERENCE_PRECISION_HINT"))
 
 
 def torch_model(S, v1, threads, device="cpu"):
@@ -191,18 +220,43 @@ def main():
     ap.add_argument("--size", default="224x224")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--peers", default="onnxruntime,openvino,openvino-bf16,pytorch",
+                    help="comma-separated peers to time beside camview")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     a = ap.parse_args()
 
     S, v1 = load(a.weights)
     h, w = (int(v) for v in a.size.lower().split("x"))
     x = np.random.default_rng(0).standard_normal((a.batch, 3, h, w)).astype(np.float32)
-    peers = {"onnxruntime": onnx_session(S, v1, a.threads), "pytorch": torch_model(S, v1, a.threads)}
+    peers, tolerance = {}, {}
+    for name, make in [("onnxruntime", lambda: onnx_session(S, v1, a.threads)),
+                       ("openvino", lambda: openvino_model(S, v1, a.threads, "f32")),
+                       ("openvino-bf16", lambda: openvino_model(S, v1, a.threads, "bf16")),
+                       ("pytorch", lambda: torch_model(S, v1, a.threads))]:
+        if name not in a.peers.split(","):
+            continue
+        try:
+            peer = make()
+        except ImportError as e:
+            print(f"left out {name}: {e}", file=sys.stderr)
+            continue
+        if name.startswith("openvino"):
+            peer, precision = peer
+            if name.endswith("bf16") and precision != "bf16":
+                print(f"left out {name}: this CPU has no bf16 (OpenVINO chose {precision})",
+                      file=sys.stderr)
+                continue
+        peers[name] = peer
+        # bf16 keeps 8 bits of mantissa: its logits move by up to ~0.1.
+        tolerance[name] = 0.5 if name.endswith("bf16") else 1e-3
+    if not peers:
+        sys.exit("no peer to compare with: pip install onnxruntime openvino (or torch)")
     # The peers compute the same function: check before timing anything.
-    ref = peers["onnxruntime"](x)
+    first = next(iter(peers))
+    ref = peers[first](x)
     for name, fn in peers.items():
         diff = float(np.abs(fn(x) - ref).max())
-        assert diff < 1e-3, f"{name} disagrees with onnxruntime by {diff}"
+        assert diff < tolerance[name], f"{name} disagrees with {first} by {diff}"
 
     results = {"camview": [], **{k: [] for k in peers}}
     # PyTorch's and ONNX Runtime's worker threads spin for a while after each run; a pause
@@ -229,23 +283,24 @@ def main():
         "input": f"{a.batch}x3x{h}x{w}", "threads": a.threads, "rounds": a.rounds, "iters": a.iters,
         "median_ms": {k: round(v, 2) for k, v in med.items()},
         "min_ms": {k: round(v, 2) for k, v in best.items()},
-        "camview_vs_pytorch": round(med["camview"] / med["pytorch"], 3),
-        "camview_vs_onnxruntime": round(med["camview"] / med["onnxruntime"], 3),
-        "best_camview_vs_pytorch": round(best["camview"] / best["pytorch"], 3),
-        "best_camview_vs_onnxruntime": round(best["camview"] / best["onnxruntime"], 3),
-        "paired_camview_vs_pytorch": round(paired["pytorch"], 3),
-        "paired_camview_vs_onnxruntime": round(paired["onnxruntime"], 3),
+        **{f"camview_vs_{k}": round(med["camview"] / med[k], 3) for k in peers},
+        **{f"best_camview_vs_{k}": round(best["camview"] / best[k], 3) for k in peers},
+        **{f"paired_camview_vs_{k}": round(paired[k], 3) for k in peers},
+        # The spread of each engine's round medians, relative to its median: how steady it is.
+        "spread": {k: round((max(m for m, _ in v) - min(m for m, _ in v)) / med[k], 3)
+                   for k, v in results.items()},
         "images_per_s": {k: round(a.batch * 1e3 / v, 1) for k, v in med.items()},
     }
     if a.json:
         print(json.dumps(summary))
     else:
         print(f"input {summary['input']}  threads {a.threads}  rounds {a.rounds} x iters {a.iters}")
-        print(f"  {'':<12} {'median':>8}    {'best':>8}    {'images/s':>8}")
+        print(f"  {'':<14} {'median':>8}    {'best':>8}    {'images/s':>8}  spread")
         for k in med:
-            print(f"  {k:<12} {med[k]:8.2f} ms {best[k]:8.2f} ms {summary['images_per_s'][k]:8.1f}")
+            print(f"  {k:<14} {med[k]:8.2f} ms {best[k]:8.2f} ms {summary['images_per_s'][k]:8.1f}"
+                  f"  {summary['spread'][k]:.3f}")
         for peer in peers:
-            print(f"  camview / {peer:<11} = {med['camview'] / med[peer]:.3f} (median)"
+            print(f"  camview / {peer:<13} = {med['camview'] / med[peer]:.3f} (median)"
                   f"  {paired[peer]:.3f} (paired)  {best['camview'] / best[peer]:.3f} (best)")
 
 

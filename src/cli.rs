@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::model::classifier::DeviceChoice;
+use crate::model::classifier::{DeviceChoice, Precision};
 use crate::model::weights::{WEIGHTS_ENV, default_path};
 use crate::model::{Arch, Classifier, ResizeMode};
 use crate::provision::{ModelConfig, Step, provision};
@@ -99,6 +99,10 @@ pub struct ModelArgs {
     /// else the CPU), cpu, cuda, cuda:N.
     #[arg(long, env = "CAMVIEW_DEVICE", value_name = "DEVICE", default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// Arithmetic on the CPU: f32, or bf16 (bfloat16 products summed in f32, on CPUs with
+    /// AVX512_BF16; elsewhere a one-line note, and f32).
+    #[arg(long, env = "CAMVIEW_PRECISION", value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 impl ModelArgs {
@@ -110,6 +114,7 @@ impl ModelArgs {
             arch: self.arch,
             resize: self.resize,
             device: self.device,
+            precision: self.precision,
         }
     }
 
@@ -128,6 +133,7 @@ impl ModelArgs {
                     eprintln!("camview: weights from {source:?} written to {shown}");
                 }
                 Step::Loading => {}
+                Step::Precision(note) => eprintln!("camview: {note}"),
             },
         )?;
         Ok(classifier)

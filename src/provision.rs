@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::model::classifier::DeviceChoice;
+use crate::model::classifier::{DeviceChoice, Precision};
 use crate::model::fetch::{self, Progress, Source};
 use crate::model::{Arch, Classifier, ResizeMode};
 
@@ -20,10 +20,12 @@ pub struct ModelConfig {
     pub resize: ResizeMode,
     /// Where the forward pass runs.
     pub device: DeviceChoice,
+    /// In what arithmetic, on the CPU.
+    pub precision: Precision,
 }
 
 /// A step of [`provision`] worth telling the user about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// The default file is missing: genuine weights are being fetched.
     Fetching,
@@ -31,6 +33,8 @@ pub enum Step {
     Fetched(Source),
     /// The file is being read.
     Loading,
+    /// The precision asked for cannot run here; this says what runs instead.
+    Precision(String),
 }
 
 /// Why no model could be had; each message says what to do.
@@ -66,8 +70,14 @@ pub fn provision(
     }
     on_step(Step::Loading);
     let device = config.device.open().map_err(ProvisionError::Device)?;
-    Classifier::load(&config.weights, config.arch, device).map_err(|source| ProvisionError::Load {
-        path: config.weights.clone(),
-        source,
+    let (format, note) = config.precision.format(&device);
+    if let Some(note) = note {
+        on_step(Step::Precision(note));
+    }
+    Classifier::load_as(&config.weights, config.arch, device, format).map_err(|source| {
+        ProvisionError::Load {
+            path: config.weights.clone(),
+            source,
+        }
     })
 }

@@ -14,7 +14,6 @@ use crate::analysis;
 use crate::jobs::{self, Closed, Mailbox, Worker, contain_panic};
 use crate::log;
 use crate::model::cam::BBox;
-use crate::model::classifier::device_name;
 use crate::model::fetch::Progress;
 use crate::model::preprocess;
 use crate::model::{Analysis, Classifier, ResizeMode};
@@ -495,15 +494,23 @@ fn load_model(model: &ModelConfig, notify: &dyn Fn(WorkerEvent) -> bool) -> Opti
         last_percent: Cell::new(None),
     };
     let started = Instant::now();
-    let loaded = provision(model, &progress, &mut |step| {
-        if step == Step::Loading {
+    let mut precision_note = None;
+    let loaded = provision(model, &progress, &mut |step| match step {
+        Step::Loading => {
             notify(WorkerEvent::Model(ModelStatus::Loading));
         }
+        Step::Precision(note) => precision_note = Some(note),
+        Step::Fetching | Step::Fetched(_) => {}
     });
     match loaded {
         Ok(classifier) => {
             log::debug(&format!("model ready in {:?}", started.elapsed()));
-            let device = device_name(classifier.device());
+            let mut device = classifier.describe();
+            if let Some(note) = precision_note {
+                log::debug(&note);
+                // The status line has room for a hint only; the log has the sentence.
+                device.push_str(" f32 (no bf16 here)");
+            }
             notify(WorkerEvent::Model(ModelStatus::Ready { device })).then_some(classifier)
         }
         Err(e) => {

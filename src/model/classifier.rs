@@ -9,6 +9,7 @@ use candle_core::{D, Device, Tensor};
 use image::RgbImage;
 
 use super::cam::CamGrid;
+use super::kernels::packed_gemm::{self, Bf16Kernel, Format};
 use super::labels;
 use super::preprocess::{self, Prepared, ResizeMode};
 use super::resnet::ResNet50;
@@ -46,17 +47,52 @@ pub struct Analysis {
 pub struct Classifier {
     model: ResNet50,
     device: Device,
+    format: Format,
 }
 
 impl Classifier {
     /// Loads weights from `path`. The layout is what the file declares, else `arch`, else v1.5
     /// (the layout of torchvision and timm files).
     pub fn load(path: &Path, arch: Option<Arch>, device: Device) -> anyhow::Result<Self> {
+        Self::load_as(path, arch, device, Format::F32)
+    }
+
+    /// [`Self::load`] with the CPU's weights in `format` (see [`Precision::format`]).
+    pub fn load_as(
+        path: &Path,
+        arch: Option<Arch>,
+        device: Device,
+        format: Format,
+    ) -> anyhow::Result<Self> {
         let weights = Weights::load(path)?;
         let arch = weights.declared_arch.or(arch).unwrap_or(Arch::V1_5);
-        let model = ResNet50::load(&weights, arch, &device)
+        let format = if device.is_cpu() { format } else { Format::F32 };
+        let model = ResNet50::load_as(&weights, arch, &device, format)
             .with_context(|| format!("{} is not a usable ResNet-50", path.display()))?;
-        Ok(Self { model, device })
+        Ok(Self {
+            model,
+            device,
+            format,
+        })
+    }
+
+    /// Where and in what precision the network runs, for status lines: `cpu`, `cpu bf16`,
+    /// `cuda:0`.
+    pub fn describe(&self) -> String {
+        let device = device_name(&self.device);
+        match self.format {
+            Format::F32 => device,
+            _ => format!("{device} {}", self.precision_name()),
+        }
+    }
+
+    /// `f32`, `bf16`, or `bf16-emulated` (see [`BF16_EMULATE_ENV`]).
+    pub fn precision_name(&self) -> &'static str {
+        match self.format {
+            Format::F32 => "f32",
+            Format::Bf16(Bf16Kernel::Native) => "bf16",
+            Format::Bf16(Bf16Kernel::Emulated) => "bf16-emulated",
+        }
     }
 
     pub fn model(&self) -> &ResNet50 {
@@ -260,6 +296,50 @@ impl DeviceChoice {
                 let why = why.lines().next().unwrap_or_default().trim().to_string();
                 anyhow::anyhow!("cannot use CUDA device {n}: {why} (try --device cpu)")
             }),
+        }
+    }
+}
+
+/// The arithmetic of the CPU's forward pass, as the user chose it (`--precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats throughout.
+    #[default]
+    F32,
+    /// bfloat16 weights and activations into each product, summed in f32 (AVX512_BF16).
+    Bf16,
+}
+
+/// Set to `1` to run `--precision bf16` on CPUs without AVX512_BF16, in plain f32 arithmetic
+/// on the same bfloat16 values: several times slower, for checking its numbers anywhere.
+pub const BF16_EMULATE_ENV: &str = "CAMVIEW_BF16_EMULATE";
+
+impl Precision {
+    /// The weight format that runs this precision on `device`, and a one-line note when it
+    /// cannot and f32 runs instead.
+    pub fn format(self, device: &Device) -> (Format, Option<String>) {
+        match self {
+            Self::F32 => (Format::F32, None),
+            Self::Bf16 if !device.is_cpu() => (
+                Format::F32,
+                Some(format!(
+                    "bf16 runs on the CPU only: {} runs in f32",
+                    device_name(device)
+                )),
+            ),
+            Self::Bf16 if packed_gemm::bf16_kernel_available() => {
+                (Format::Bf16(Bf16Kernel::Native), None)
+            }
+            Self::Bf16 if std::env::var_os(BF16_EMULATE_ENV).is_some_and(|v| v == "1") => {
+                (Format::Bf16(Bf16Kernel::Emulated), None)
+            }
+            Self::Bf16 => (
+                Format::F32,
+                Some(
+                    "bf16 needs a CPU with AVX512_BF16, which this one lacks: running in f32"
+                        .into(),
+                ),
+            ),
         }
     }
 }

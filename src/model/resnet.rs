@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::kernels::fastconv::PackedConv;
 use super::kernels::nhwc;
-use super::kernels::packed_gemm::{Epilogue, PANEL, PackedMatrix};
+use super::kernels::packed_gemm::{Epilogue, Format, PANEL, PackedMatrix};
 use super::weights::{Arch, WeightError, Weights};
 
 /// Blocks per stage of ResNet-50.
@@ -52,12 +52,26 @@ pub struct Forward {
 /// (≈ 100 MB), so a network holds only what its device runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Paths {
-    /// The CPU's fast path only.
-    Fast,
+    /// The CPU's fast path only, its weights stored in this format.
+    Fast(Format),
     /// candle's conv2d only (non-CPU devices).
     Generic,
     /// Both, on the CPU: to compare them.
-    Both,
+    Both(Format),
+}
+
+impl Paths {
+    /// The format of the fast path's weights, if it is loaded.
+    fn fast(self) -> Option<Format> {
+        match self {
+            Self::Fast(format) | Self::Both(format) => Some(format),
+            Self::Generic => None,
+        }
+    }
+
+    fn generic(self) -> bool {
+        !matches!(self, Self::Fast(_))
+    }
 }
 
 /// A convolution with its batch norm folded in, in the forms its network's paths run.
@@ -119,10 +133,11 @@ impl ConvBn {
                 )));
             }
         };
-        let packed = (paths != Paths::Generic).then(|| {
-            PackedConv::from_oihw(raw, &scale, (out_c, in_c, k), bias.clone(), stride, padding)
+        let packed = paths.fast().map(|format| {
+            let shape = (out_c, in_c, k);
+            PackedConv::from_oihw(raw, &scale, shape, bias.clone(), stride, padding, format)
         });
-        let conv = if paths == Paths::Fast {
+        let conv = if !paths.generic() {
             None
         } else {
             let config = Conv2dConfig {
@@ -263,12 +278,12 @@ struct PackedClassifier {
 impl PackedClassifier {
     /// From the classes × channels weight and its bias; `None` where the micro-kernel cannot
     /// run (no AVX2 + FMA), and candle's matmul classifies.
-    fn new(weight: &Tensor, bias: &Tensor) -> candle_core::Result<Option<Self>> {
+    fn new(weight: &Tensor, bias: &Tensor, format: Format) -> candle_core::Result<Option<Self>> {
         let (classes, channels) = weight.dims2()?;
         let padded = classes.next_multiple_of(PANEL);
         let w = weight.flatten_all()?.to_vec1::<f32>()?;
         let at = |k: usize, class: usize| w.get(class * channels + k).copied().unwrap_or(0.0);
-        let Some(packed) = PackedMatrix::from_fn(channels, padded, at) else {
+        let Some(packed) = PackedMatrix::from_fn_in(format, channels, padded, at) else {
             return Ok(None);
         };
         let mut bias = bias.to_vec1::<f32>()?;
@@ -317,8 +332,19 @@ impl ResNet50 {
     /// Builds the network from torchvision-named weights laid out as `arch`, holding the
     /// weights in the form `device` runs: the fast path on the CPU, candle's conv2d elsewhere.
     pub fn load(w: &Weights, arch: Arch, device: &Device) -> Result<Self, WeightError> {
+        Self::load_as(w, arch, device, Format::F32)
+    }
+
+    /// [`Self::load`] with the CPU path's weights stored in `format` (ignored on other
+    /// devices).
+    pub fn load_as(
+        w: &Weights,
+        arch: Arch,
+        device: &Device,
+        format: Format,
+    ) -> Result<Self, WeightError> {
         let paths = if device.is_cpu() {
-            Paths::Fast
+            Paths::Fast(format)
         } else {
             Paths::Generic
         };
@@ -328,7 +354,7 @@ impl ResNet50 {
     /// A CPU network that can run both [`Self::forward_fast`] and [`Self::forward_generic`],
     /// to compare them (twice the weight memory).
     pub fn load_with_both_paths(w: &Weights, arch: Arch) -> Result<Self, WeightError> {
-        Self::load_paths(w, arch, &Device::Cpu, Paths::Both)
+        Self::load_paths(w, arch, &Device::Cpu, Paths::Both(Format::F32))
     }
 
     fn load_paths(
@@ -379,13 +405,16 @@ impl ResNet50 {
             }
         };
         let fc_bias = w.get("fc.bias", &[classes])?;
-        let fc_packed = if paths == Paths::Generic {
-            None
-        } else {
-            PackedClassifier::new(&fc_weight, &fc_bias).map_err(|source| WeightError::Candle {
-                tensor: "fc.weight".into(),
-                source,
-            })?
+        let fc_packed = match paths.fast() {
+            None => None,
+            Some(format) => {
+                PackedClassifier::new(&fc_weight, &fc_bias, format).map_err(|source| {
+                    WeightError::Candle {
+                        tensor: "fc.weight".into(),
+                        source,
+                    }
+                })?
+            }
         };
         let on_device = |t: Tensor, name: &str| {
             t.to_device(device).map_err(|source| WeightError::Candle {

@@ -328,3 +328,81 @@ fn a_batch_gives_each_image_what_it_gets_alone() {
         }
     }
 }
+
+/// bf16 (`--precision bf16`) against the f32 reference on every golden input: the top-1
+/// class unchanged, the top-5 the same classes, logits and the top-1 CAM close. It runs in
+/// the emulated kernel on every CPU (the same bfloat16 values and f32 sums as `vdpbf16ps`),
+/// and in the native one too where the CPU has AVX512_BF16. `--nocapture` prints the table
+/// the README quotes.
+#[test]
+fn bf16_keeps_every_reference_top1_and_top5() {
+    use camview::model::kernels::packed_gemm::{Bf16Kernel, Format, bf16_kernel_available};
+    let mut kernels = vec![Bf16Kernel::Emulated];
+    if bf16_kernel_available() {
+        kernels.push(Bf16Kernel::Native);
+    } else {
+        eprintln!("no AVX512_BF16 on this CPU: the native bf16 kernel is not run here");
+    }
+    for kernel in kernels {
+        let format = Format::Bf16(kernel);
+        let device = candle_core::Device::Cpu;
+        let bf16 = camview::model::Classifier::load_as(weights_path(), None, device, format)
+            .expect("load genuine weights in bf16");
+        let model = bf16.model();
+        eprintln!("{kernel:?}: input, largest logit change, top-1, top-5 overlap, CAM correlation");
+        for name in PHOTOS {
+            for mode in MODES {
+                let stem = format!("{name}.{mode}");
+                let out = model.forward(&golden_input(&stem)).unwrap();
+                let logits = out.logits.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+                let (_, want) = read_npy(&golden(&format!("{stem}.logits.npy")));
+                let diff = max_abs_diff(&logits, &want);
+                let (top5, want5) = (top_classes(&logits, 5), top_classes(&want, 5));
+                let overlap = top5.iter().filter(|c| want5.contains(c)).count();
+                let cam = model.cams(&out.features, &want5[..1]).unwrap();
+                let cam = cam.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let (shape, want_cams) = read_npy(&golden(&format!("{stem}.cam.npy")));
+                let want_cam = &want_cams[..shape[1..].iter().product::<usize>()];
+                let correlation = pearson(&cam, want_cam);
+                eprintln!(
+                    "  {stem:<18} {diff:.4} {:>5} {overlap}/5 {correlation:.5}",
+                    top5[0] == want5[0]
+                );
+                assert_eq!(top5[0], want5[0], "{kernel:?} {stem}: top-1 changed");
+                assert_eq!(overlap, 5, "{kernel:?} {stem}: top-5 classes changed");
+                assert!(
+                    diff <= BF16_LOGIT_TOL,
+                    "{kernel:?} {stem}: logits moved by {diff}"
+                );
+                assert!(
+                    correlation >= 0.99,
+                    "{kernel:?} {stem}: CAM correlation {correlation}"
+                );
+            }
+        }
+    }
+}
+
+/// The largest logit change bf16 may make: twice the largest seen (0.15, README → Precision).
+const BF16_LOGIT_TOL: f32 = 0.3;
+
+fn top_classes(logits: &[f32], k: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+    order.truncate(k);
+    order
+}
+
+fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+    let (ma, mb) = (mean(a), mean(b));
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x) - ma, f64::from(y) - mb);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa * bb).sqrt()
+}

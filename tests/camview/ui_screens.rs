@@ -270,6 +270,7 @@ fn cpu_model(weights: PathBuf) -> ModelConfig {
         arch: None,
         resize: ResizeMode::Full,
         device: camview::model::classifier::DeviceChoice::Cpu,
+        precision: camview::model::classifier::Precision::F32,
     }
 }
 

@@ -29,7 +29,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::matrix::WeightMatrix;
-use super::packed_gemm::{Epilogue, TILE_ROWS};
+use super::packed_gemm::{Epilogue, Format, TILE_ROWS};
 use super::winograd::{TileSize, Winograd};
 
 /// F(4×4, 3×3) weights take 4× the memory of the direct ones: layers up to 256 input
@@ -98,6 +98,7 @@ pub struct PackedConv {
 
 impl PackedConv {
     /// Packs a row-major O × I × k × k weight (`shape` = (O, I, k)) and its O biases.
+    #[allow(clippy::too_many_arguments)]
     pub fn from_oihw(
         weight: &[f32],
         scale: &[f64],
@@ -105,6 +106,7 @@ impl PackedConv {
         bias: Vec<f32>,
         stride: usize,
         pad: usize,
+        format: Format,
     ) -> Self {
         assert_eq!(weight.len(), out_c * in_c * k * k, "weight size");
         assert_eq!(scale.len(), out_c, "scale size");
@@ -122,12 +124,12 @@ impl PackedConv {
             TileSize::Two
         };
         let winograd = (k == 3 && stride == 1 && pad == 1)
-            .then(|| Winograd::new(weight, scale, out_c, in_c, bias.clone(), size));
+            .then(|| Winograd::new(weight, scale, (out_c, in_c), bias.clone(), size, format));
         // Layer 4's 3×3 convolutions keep only their F(2×2) weights, which run any input
         // size: their direct ones would add 28 MB and a tenth of the load time, for inputs
         // under 8 tiles (≤ 128 px) only.
         let winograd_only = winograd.is_some() && size == TileSize::Two;
-        let matrix = (!winograd_only).then(|| WeightMatrix::from_fn(depth, out_c, at));
+        let matrix = (!winograd_only).then(|| WeightMatrix::from_fn(format, depth, out_c, at));
         Self {
             matrix,
             winograd,
@@ -155,6 +157,7 @@ impl PackedConv {
             bias.to_vec1::<f32>()?,
             stride,
             pad,
+            Format::F32,
         ))
     }
 

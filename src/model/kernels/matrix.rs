@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::packed_gemm::{Epilogue, PackedMatrix, SharedMut};
+use super::packed_gemm::{Epilogue, Format, PackedMatrix, SharedMut};
 
 /// A `depth` × `width` weight matrix.
 #[derive(Debug, Clone)]
@@ -24,9 +24,15 @@ pub enum WeightMatrix {
 }
 
 impl WeightMatrix {
-    /// The matrix whose element (k, col) is `at(k, col)`, packed when the micro-kernel runs.
-    pub fn from_fn(depth: usize, width: usize, at: impl Fn(usize, usize) -> f32) -> Self {
-        match PackedMatrix::from_fn(depth, width, &at) {
+    /// The matrix whose element (k, col) is `at(k, col)`, packed in `format` when the
+    /// micro-kernel runs (else row-major f32).
+    pub fn from_fn(
+        format: Format,
+        depth: usize,
+        width: usize,
+        at: impl Fn(usize, usize) -> f32,
+    ) -> Self {
+        match PackedMatrix::from_fn_in(format, depth, width, &at) {
             Some(panels) => Self::Panels(panels),
             None => Self::RowMajor {
                 values: (0..depth * width)
@@ -38,9 +44,9 @@ impl WeightMatrix {
     }
 
     /// The matrix of the row-major `values` (`depth` × `width`).
-    pub fn from_rows(values: &[f32], depth: usize, width: usize) -> Self {
+    pub fn from_rows(format: Format, values: &[f32], depth: usize, width: usize) -> Self {
         assert_eq!(values.len(), depth * width, "matrix size");
-        Self::from_fn(depth, width, |k, col| values[k * width + col])
+        Self::from_fn(format, depth, width, |k, col| values[k * width + col])
     }
 
     pub fn width(&self) -> usize {

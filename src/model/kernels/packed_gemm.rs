@@ -10,6 +10,13 @@
 //!
 //! The micro-kernel needs AVX2 and FMA, detected at run time; without them (other CPUs,
 //! other architectures) [`PackedMatrix::pack`] declines and the caller uses `gemm`.
+//!
+//! In [`Format::Bf16`] the weights are stored as bfloat16, two depth steps per cache line,
+//! the left operand is rounded to bfloat16 pairs a micro-tile at a time, and the products are
+//! summed in f32: what AVX512_BF16's `vdpbf16ps` computes, 32 multiply-adds an instruction
+//! (twice AVX2's f32 rate, half the weight bytes). [`Bf16Kernel::Emulated`] computes the same
+//! sums with ordinary f32 arithmetic on any CPU, to test and measure the numerics where no
+//! CPU has the instruction.
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;
@@ -32,14 +39,60 @@ const BLOCK_PANELS: usize = COLUMN_BLOCK / PANEL;
 /// between depth blocks.
 const ROW_BLOCK: usize = 96;
 
+/// How a packed matrix stores its weights and multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// f32 weights, f32 products (the AVX2 + FMA micro-kernel).
+    #[default]
+    F32,
+    /// bfloat16 weights and left operand, products summed in f32.
+    Bf16(Bf16Kernel),
+}
+
+/// What computes a [`Format::Bf16`] product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// AVX512_BF16's `vdpbf16ps` (see [`bf16_kernel_available`]).
+    Native,
+    /// Plain f32 arithmetic on the same bfloat16 values: any CPU, several times slower.
+    Emulated,
+}
+
 /// A `depth` × `width` matrix stored as panels of [`PANEL`] columns, in the order the product
 /// reads them (see [`PackedMatrix::line`]).
 #[derive(Debug, Clone)]
 pub struct PackedMatrix {
-    /// One cache line per depth step of a panel (row k of its 16 columns).
-    panels: Vec<Line>,
+    storage: Storage,
     depth: usize,
     width: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Storage {
+    /// One cache line per depth step of a panel (row k of its 16 columns).
+    F32(Vec<Line>),
+    /// One cache line per two depth steps of a panel (see [`PairLine`]).
+    Bf16(Vec<PairLine>, Bf16Kernel),
+}
+
+/// Depth steps 2k and 2k + 1 of a panel's 16 columns as bfloat16, interleaved by column
+/// (column j's two values at 2j and 2j + 1): the operand layout of `vdpbf16ps`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct PairLine([u16; 2 * PANEL]);
+
+/// `value` rounded to the nearest bfloat16 (ties to even), as its 16 bits.
+pub fn to_bf16(value: f32) -> u16 {
+    let bits = value.to_bits();
+    if value.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 of bfloat16 `bits` (exact).
+pub fn from_bf16(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
 }
 
 /// Sixteen weights aligned to a cache line, so each of the kernel's two vector loads per
@@ -69,10 +122,64 @@ impl PackedMatrix {
     /// Packs the `depth` × `width` matrix whose element (k, col) is `at(k, col)`, read in
     /// panel order; `None` as for [`Self::pack`].
     pub fn from_fn(depth: usize, width: usize, at: impl Fn(usize, usize) -> f32) -> Option<Self> {
-        if !kernel_available() {
+        Self::from_fn_in(Format::F32, depth, width, at)
+    }
+
+    /// [`Self::from_fn`] stored and multiplied in `format`. A native bfloat16 matrix needs
+    /// [`bf16_kernel_available`] (else `None`); an emulated one runs anywhere.
+    pub fn from_fn_in(
+        format: Format,
+        depth: usize,
+        width: usize,
+        at: impl Fn(usize, usize) -> f32,
+    ) -> Option<Self> {
+        match format {
+            Format::F32 if !kernel_available() => None,
+            Format::F32 => Self::from_fn_unchecked(depth, width, at),
+            Format::Bf16(Bf16Kernel::Native) if !bf16_kernel_available() => None,
+            Format::Bf16(kernel) => Self::bf16_from_fn(kernel, depth, width, at),
+        }
+    }
+
+    /// The bfloat16 layout: as the f32 one (see [`Self::line`]), in steps of two depths; an
+    /// odd depth is padded with a zero row.
+    fn bf16_from_fn(
+        kernel: Bf16Kernel,
+        depth: usize,
+        width: usize,
+        at: impl Fn(usize, usize) -> f32,
+    ) -> Option<Self> {
+        if !width.is_multiple_of(PANEL) || depth == 0 {
             return None;
         }
-        Self::from_fn_unchecked(depth, width, at)
+        let (count, steps) = (width / PANEL, depth.div_ceil(2));
+        let block = depth_block(steps);
+        let value = |k: usize, col: usize| if k < depth { to_bf16(at(k, col)) } else { 0 };
+        let mut lines = Vec::with_capacity(steps * count);
+        for first in (0..count).step_by(BLOCK_PANELS) {
+            for p0 in (0..steps).step_by(block) {
+                for panel in first..(first + BLOCK_PANELS).min(count) {
+                    for p in p0..(p0 + block).min(steps) {
+                        lines.push(PairLine(std::array::from_fn(|i| {
+                            value(2 * p + i % 2, panel * PANEL + i / 2)
+                        })));
+                    }
+                }
+            }
+        }
+        Some(Self {
+            storage: Storage::Bf16(lines, kernel),
+            depth,
+            width,
+        })
+    }
+
+    /// How this matrix stores its weights.
+    pub fn format(&self) -> Format {
+        match self.storage {
+            Storage::F32(_) => Format::F32,
+            Storage::Bf16(_, kernel) => Format::Bf16(kernel),
+        }
     }
 
     /// [`Self::from_fn`] without the CPU check (tests build the layout on any machine).
@@ -99,20 +206,29 @@ impl PackedMatrix {
             }
         }
         Some(Self {
-            panels,
+            storage: Storage::F32(panels),
             depth,
             width,
         })
     }
 
-    /// Where the depth block starting at `k0` of panel `panel` begins: column blocks of
-    /// [`BLOCK_PANELS`] panels one after the other, in each its depth blocks one after the
-    /// other, in each the block's rows of every panel of the column block.
+    /// Cache lines per panel: a depth step each in f32, two in bfloat16.
+    fn steps(&self) -> usize {
+        match self.storage {
+            Storage::F32(_) => self.depth,
+            Storage::Bf16(..) => self.depth.div_ceil(2),
+        }
+    }
+
+    /// Where the block of steps starting at step `k0` of panel `panel` begins: column blocks
+    /// of [`BLOCK_PANELS`] panels one after the other, in each its depth blocks one after the
+    /// other, in each the block's lines of every panel of the column block.
     fn line(&self, panel: usize, k0: usize) -> usize {
+        let steps = self.steps();
         let first = panel / BLOCK_PANELS * BLOCK_PANELS;
         let in_block = (self.width / PANEL - first).min(BLOCK_PANELS);
-        let kc = depth_block(self.depth).min(self.depth - k0);
-        first * self.depth + k0 * in_block + (panel - first) * kc
+        let kc = depth_block(steps).min(steps - k0);
+        first * steps + k0 * in_block + (panel - first) * kc
     }
 
     pub fn depth(&self) -> usize {
@@ -168,17 +284,45 @@ impl PackedMatrix {
         if let Some(r) = epilogue.residual {
             assert_eq!(r.len(), dst.len(), "residual size");
         }
-        assert!(kernel_available(), "AVX2 + FMA are required");
+        match self.storage {
+            Storage::F32(_) => assert!(kernel_available(), "AVX2 + FMA are required"),
+            Storage::Bf16(_, Bf16Kernel::Native) => {
+                assert!(bf16_kernel_available(), "AVX512_BF16 is required")
+            }
+            Storage::Bf16(_, Bf16Kernel::Emulated) => {}
+        }
         let panels = self.width / PANEL;
         let per_band = panels.div_ceil(column_bands.clamp(1, panels));
         let dst = SharedMut(dst.as_mut_ptr().cast::<f32>());
         let band = |first: usize| {
             let range = first..(first + per_band).min(panels);
-            // SAFETY: AVX2 + FMA were checked above; the asserts above make `lhs`, `dst`,
-            // `bias` and `residual` exactly the sizes `blocked_product` indexes; bands cover
-            // disjoint panel (column) ranges, so no two write the same element of `dst`,
-            // whose exclusive borrow outlives the blocking loop below.
-            unsafe { self.blocked_product(lhs, lhs_stride, rows, dst.get(), range, epilogue) }
+            // SAFETY: the kernel's CPU features were checked above; the asserts above make
+            // `lhs`, `dst`, `bias` and `residual` exactly the sizes the products index; bands
+            // cover disjoint panel (column) ranges, so no two write the same element of
+            // `dst`, whose exclusive borrow outlives the blocking loop below.
+            unsafe {
+                match &self.storage {
+                    Storage::F32(lines) => self.blocked_product(
+                        lines,
+                        lhs,
+                        lhs_stride,
+                        rows,
+                        dst.get(),
+                        range,
+                        epilogue,
+                    ),
+                    Storage::Bf16(lines, kernel) => self.blocked_bf16_product(
+                        lines,
+                        *kernel,
+                        lhs,
+                        lhs_stride,
+                        rows,
+                        dst.get(),
+                        range,
+                        epilogue,
+                    ),
+                }
+            }
         };
         if per_band < panels {
             (0..panels).into_par_iter().step_by(per_band).for_each(band);
@@ -194,8 +338,10 @@ impl PackedMatrix {
     /// points to rows × width writable values that nothing else touches in these panels'
     /// columns; `epilogue`'s slices match (`bias`: width, `residual`: rows × width).
     #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn blocked_product(
         &self,
+        lines: &[Line],
         lhs: &[f32],
         lhs_stride: usize,
         rows: usize,
@@ -230,7 +376,7 @@ impl PackedMatrix {
                             let tile = Tile {
                                 lhs,
                                 lhs_stride,
-                                weights: self.panels[self.line(panel, k0)..].as_ptr().cast(),
+                                weights: lines[self.line(panel, k0)..].as_ptr().cast(),
                                 depth: kc,
                                 // SAFETY (of the add): row < rows and col < width.
                                 dst: unsafe { dst.add(row * width + col) },
@@ -258,8 +404,10 @@ impl PackedMatrix {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn blocked_product(
         &self,
+        _: &[Line],
         _: &[f32],
         _: usize,
         _: usize,
@@ -268,6 +416,189 @@ impl PackedMatrix {
         _: Epilogue<'_>,
     ) {
         unreachable!("packing declines on this architecture")
+    }
+
+    /// [`Self::blocked_product`] for bfloat16 storage: the same blocking, in steps of two
+    /// depths, with each micro-tile's left rows rounded to bfloat16 pairs once for all the
+    /// panels they meet, and tiles of two panels (12 accumulators for six rows).
+    ///
+    /// # Safety
+    /// As [`Self::blocked_product`], with AVX512_BF16 available for the native kernel.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn blocked_bf16_product(
+        &self,
+        lines: &[PairLine],
+        kernel: Bf16Kernel,
+        lhs: &[f32],
+        lhs_stride: usize,
+        rows: usize,
+        dst: *mut f32,
+        panels: std::ops::Range<usize>,
+        epilogue: Epilogue<'_>,
+    ) {
+        let (depth, width, steps) = (self.depth, self.width, self.steps());
+        let block = depth_block(steps);
+        let row_block = rows
+            .div_ceil(rows.div_ceil(ROW_BLOCK))
+            .next_multiple_of(TILE_ROWS);
+        // One micro-tile's left rows as bfloat16 pairs, `block` pairs a row.
+        let mut pairs = vec![0u32; TILE_ROWS * block];
+        for col_panels in aligned_chunks(panels, BLOCK_PANELS) {
+            for row0 in (0..rows).step_by(row_block) {
+                let row_end = (row0 + row_block).min(rows);
+                for k0 in (0..steps).step_by(block) {
+                    let kc = block.min(steps - k0);
+                    let (first, last) = (k0 == 0, k0 + kc == steps);
+                    for (row, count) in row_tiles(row0..row_end) {
+                        for r in 0..count {
+                            let src = &lhs[(row + r) * lhs_stride..][..depth];
+                            for (p, pair) in pairs[r * kc..][..kc].iter_mut().enumerate() {
+                                let k = 2 * (k0 + p);
+                                let high = src.get(k + 1).map_or(0, |&v| to_bf16(v));
+                                *pair = u32::from(to_bf16(src[k])) | u32::from(high) << 16;
+                            }
+                        }
+                        let mut panel = col_panels.start;
+                        while panel < col_panels.end {
+                            let two = panel + 1 < col_panels.end;
+                            let col = panel * PANEL;
+                            let finish = last.then(|| Finish {
+                                bias: epilogue.bias[col..].as_ptr(),
+                                residual: epilogue
+                                    .residual
+                                    .map(|r| r[row * width + col..].as_ptr()),
+                                relu: epilogue.relu,
+                            });
+                            let weights = |panel: usize| -> *const u16 {
+                                lines[self.line(panel, k0)..].as_ptr().cast()
+                            };
+                            let tile = PairTile {
+                                lhs: pairs.as_ptr(),
+                                lhs_stride: kc,
+                                weights: [weights(panel), weights(panel + usize::from(two))],
+                                steps: kc,
+                                // SAFETY (of the add): row < rows and col < width.
+                                dst: unsafe { dst.add(row * width + col) },
+                                dst_stride: width,
+                                accumulate: !first,
+                                finish,
+                            };
+                            // SAFETY: the tile's rows, steps and 16 or 32 columns lie inside
+                            // `pairs`, these panels and `dst` (the caller's size asserts).
+                            unsafe { bf16_tile(kernel, tile, count, two) };
+                            panel += 1 + usize::from(two);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs one bfloat16 micro-tile of `rows` rows and one or (`two`) two panels.
+///
+/// # Safety
+/// As [`bf16_native::tile`] (for the native kernel) and [`bf16_emulated`].
+unsafe fn bf16_tile(kernel: Bf16Kernel, tile: PairTile, rows: usize, two: bool) {
+    macro_rules! dispatch {
+        ($($f:ident)::+) => {
+            match (rows, two) {
+                (6, true) => $($f)::+::<6, 2>(tile),
+                (5, true) => $($f)::+::<5, 2>(tile),
+                (4, true) => $($f)::+::<4, 2>(tile),
+                (3, true) => $($f)::+::<3, 2>(tile),
+                (2, true) => $($f)::+::<2, 2>(tile),
+                (_, true) => $($f)::+::<1, 2>(tile),
+                (6, false) => $($f)::+::<6, 1>(tile),
+                (5, false) => $($f)::+::<5, 1>(tile),
+                (4, false) => $($f)::+::<4, 1>(tile),
+                (3, false) => $($f)::+::<3, 1>(tile),
+                (2, false) => $($f)::+::<2, 1>(tile),
+                (_, false) => $($f)::+::<1, 1>(tile),
+            }
+        };
+    }
+    // SAFETY: passed on from the caller.
+    unsafe {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Native => dispatch!(bf16_native::tile),
+            #[cfg(not(target_arch = "x86_64"))]
+            Bf16Kernel::Native => unreachable!("packing declines on this architecture"),
+            Bf16Kernel::Emulated => dispatch!(bf16_emulated),
+        }
+    }
+}
+
+/// One bfloat16 micro-tile: up to [`TILE_ROWS`] rows × 16 or 32 columns over one block of
+/// steps (pairs of depths).
+struct PairTile {
+    /// Rows of `steps` pairs (low half: the even depth), `lhs_stride` pairs apart.
+    lhs: *const u32,
+    lhs_stride: usize,
+    /// Each panel's lines for these steps (`steps` × 32 values); the second is only read
+    /// for a two-panel tile.
+    weights: [*const u16; 2],
+    steps: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+    accumulate: bool,
+    finish: Option<Finish>,
+}
+
+/// The bfloat16 product in plain f32 arithmetic: each product is exact (8-bit significands),
+/// each sum rounds, as in `vdpbf16ps` (which adds a pair's two products before the
+/// accumulator; the order differs by one rounding per pair).
+///
+/// # Safety
+/// `t.lhs` has R rows of `t.steps` pairs; each of the P panels' weights `t.steps` × 32
+/// values; `t.dst` (and the residual) R rows of 16·P (row stride `t.dst_stride`); the bias
+/// 16·P.
+unsafe fn bf16_emulated<const R: usize, const P: usize>(t: PairTile) {
+    let cols = PANEL * P;
+    let mut acc = [[0f32; 2 * PANEL]; R];
+    // SAFETY (all pointer reads and writes below): within the bounds the caller promises.
+    unsafe {
+        if t.accumulate {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let row = t.dst.add(r * t.dst_stride);
+                for (j, v) in acc[..cols].iter_mut().enumerate() {
+                    *v = *row.add(j);
+                }
+            }
+        }
+        for k in 0..t.steps {
+            let mut w = [0f32; 2 * 2 * PANEL];
+            for p in 0..P {
+                let line = t.weights[p].add(k * 2 * PANEL);
+                for (i, w) in w[p * 2 * PANEL..][..2 * PANEL].iter_mut().enumerate() {
+                    *w = from_bf16(*line.add(i));
+                }
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let pair = *t.lhs.add(r * t.lhs_stride + k);
+                let (a0, a1) = (from_bf16(pair as u16), from_bf16((pair >> 16) as u16));
+                for (j, v) in acc[..cols].iter_mut().enumerate() {
+                    *v = *v + a0 * w[2 * j] + a1 * w[2 * j + 1];
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let row = t.dst.add(r * t.dst_stride);
+            for (j, &v) in acc[..cols].iter().enumerate() {
+                let mut v = v;
+                if let Some(f) = &t.finish {
+                    v += *f.bias.add(j);
+                    if let Some(res) = f.residual {
+                        v += *res.add(r * t.dst_stride + j);
+                    }
+                    if f.relu {
+                        v = v.max(0.0);
+                    }
+                }
+                *row.add(j) = v;
+            }
+        }
     }
 }
 
@@ -309,6 +640,18 @@ fn depth_block(depth: usize) -> usize {
 /// Set to take the portable path on any CPU (to time and test it where the micro-kernel
 /// runs). Read once, when the first weights are packed.
 pub const PORTABLE_ENV: &str = "CAMVIEW_PORTABLE";
+
+/// Whether this CPU has AVX512_BF16 (and AVX-512 F) for the native bfloat16 kernel.
+pub fn bf16_kernel_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// Whether this CPU runs the micro-kernel (the CPU check is cached by std), and
 /// [`PORTABLE_ENV`] does not say otherwise.
@@ -434,6 +777,70 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod bf16_native {
+    use std::arch::x86_64::*;
+
+    use super::{PANEL, PairTile};
+
+    /// `R` rows × `P` panels with `vdpbf16ps`: each step multiplies a row's pair of depths by
+    /// a panel line's 16 pairs and adds both products to 16 f32 accumulators.
+    ///
+    /// # Safety
+    /// AVX512F and AVX512_BF16 are available; otherwise as [`super::bf16_emulated`].
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn tile<const R: usize, const P: usize>(t: PairTile) {
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        // SAFETY (all pointer reads and writes below): within the bounds the caller promises.
+        unsafe {
+            if t.accumulate {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    for (p, v) in acc.iter_mut().enumerate() {
+                        *v = _mm512_loadu_ps(t.dst.add(r * t.dst_stride + p * PANEL));
+                    }
+                }
+            }
+            for k in 0..t.steps {
+                // A loop, not `array::from_fn`: a closure would not inherit the target
+                // features, and its intrinsics would become calls.
+                let mut w = [std::mem::transmute::<__m512, __m512bh>(_mm512_setzero_ps()); P];
+                for (p, w) in w.iter_mut().enumerate() {
+                    let line = t.weights[p].add(k * 2 * PANEL);
+                    _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(32 * 2 * PANEL).cast());
+                    *w = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(line.cast()));
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let pair = *t.lhs.add(r * t.lhs_stride + k) as i32;
+                    let a = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(pair));
+                    for (p, v) in acc.iter_mut().enumerate() {
+                        *v = _mm512_dpbf16_ps(*v, a, w[p]);
+                    }
+                }
+            }
+            if let Some(f) = &t.finish {
+                let zero = _mm512_setzero_ps();
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    for (p, v) in acc.iter_mut().enumerate() {
+                        *v = _mm512_add_ps(*v, _mm512_loadu_ps(f.bias.add(p * PANEL)));
+                        if let Some(res) = f.residual {
+                            let res = _mm512_loadu_ps(res.add(r * t.dst_stride + p * PANEL));
+                            *v = _mm512_add_ps(*v, res);
+                        }
+                        if f.relu {
+                            *v = _mm512_max_ps(*v, zero);
+                        }
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (p, v) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(t.dst.add(r * t.dst_stride + p * PANEL), *v);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,13 +853,16 @@ mod tests {
         let matrix: Vec<f32> = (0..depth * width).map(|i| i as f32).collect();
         let at = |k: usize, col: usize| matrix[k * width + col];
         let packed = PackedMatrix::from_fn_unchecked(depth, width, at).unwrap();
-        assert_eq!(packed.panels.len(), depth * width / PANEL);
+        let Storage::F32(lines) = &packed.storage else {
+            unreachable!()
+        };
+        assert_eq!(lines.len(), depth * width / PANEL);
         let block = depth_block(depth);
         assert_eq!(block, 200);
         for panel in 0..width / PANEL {
             for k in 0..depth {
                 let k0 = k / block * block;
-                let line = &packed.panels[packed.line(panel, k0) + k - k0];
+                let line = &lines[packed.line(panel, k0) + k - k0];
                 for j in 0..PANEL {
                     assert_eq!(line.0[j], matrix[k * width + panel * PANEL + j]);
                 }
@@ -488,6 +898,57 @@ mod tests {
             eprintln!("skipped: no AVX2 + FMA on this CPU");
             return;
         }
+        check_against_naive(Format::F32, |v| v);
+    }
+
+    /// The same in bfloat16, emulated (any CPU): exact against the f64 product of the
+    /// bfloat16-rounded operands, so the packing, the pairing of depths (odd ones included)
+    /// and the left operand's rounding are all checked.
+    #[test]
+    fn bf16_product_matches_a_naive_product_of_rounded_values() {
+        check_against_naive(Format::Bf16(Bf16Kernel::Emulated), |v| {
+            from_bf16(to_bf16(v))
+        });
+    }
+
+    /// `vdpbf16ps` against the same truth, where the CPU has it.
+    #[test]
+    fn native_bf16_product_matches_a_naive_product_of_rounded_values() {
+        if !bf16_kernel_available() {
+            eprintln!(
+                "skipped: no AVX512_BF16 on this CPU (the native bfloat16 kernel is untested here)"
+            );
+            return;
+        }
+        check_against_naive(Format::Bf16(Bf16Kernel::Native), |v| from_bf16(to_bf16(v)));
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        for v in [
+            0.0f32,
+            1.0,
+            -2.5,
+            3.140625,
+            2f32.powi(-70),
+            65280.0,
+            f32::INFINITY,
+        ] {
+            assert_eq!(from_bf16(to_bf16(v)), v, "{v} is a bfloat16");
+        }
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even 1.
+        assert_eq!(from_bf16(to_bf16(1.0 + 1.0 / 256.0)), 1.0);
+        assert_eq!(from_bf16(to_bf16(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
+        assert_eq!(from_bf16(to_bf16(1.0 + 1.1 / 256.0)), 1.0 + 2.0 / 256.0);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        for v in noise(1000, 7) {
+            let r = from_bf16(to_bf16(v));
+            assert!((r - v).abs() <= v.abs() / 256.0, "{v} → {r}");
+        }
+    }
+
+    /// Runs every case in `format` and compares with the f64 product of `round`ed operands.
+    fn check_against_naive(format: Format, round: impl Fn(f32) -> f32) {
         let cases = [
             // (rows, depth, width, column bands)
             (1, 1, 16, 1),
@@ -496,7 +957,7 @@ mod tests {
             (13, 576, 32, 1),
             (100, 300, 48, 3),
             (197, 64, 16, 1),
-            (49, 1024, 128, 2),
+            (49, 1025, 128, 2),
             // Two column blocks, the second band starting inside the first.
             (13, 300, 35 * PANEL, 2),
         ];
@@ -506,7 +967,10 @@ mod tests {
             let matrix = noise(depth * width, seed + 2);
             let bias = noise(width, seed + 3);
             let residual = noise(rows * width, seed + 4);
-            let packed = PackedMatrix::pack(&matrix, depth, width).unwrap();
+            let packed =
+                PackedMatrix::from_fn_in(format, depth, width, |k, c| matrix[k * width + c])
+                    .unwrap();
+            assert_eq!(packed.format(), format);
             for (with_residual, relu) in
                 [(false, false), (true, false), (false, true), (true, true)]
             {
@@ -521,7 +985,8 @@ mod tests {
                     for c in 0..width {
                         let mut want: f64 = (0..depth)
                             .map(|k| {
-                                f64::from(lhs[r * depth + k]) * f64::from(matrix[k * width + c])
+                                f64::from(round(lhs[r * depth + k]))
+                                    * f64::from(round(matrix[k * width + c]))
                             })
                             .sum();
                         want += f64::from(bias[c]);
@@ -534,7 +999,7 @@ mod tests {
                         let got = f64::from(dst[r * width + c]);
                         assert!(
                             (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                            "case {i} ({rows}×{depth}×{width}) at {r},{c}: {got} vs {want}"
+                            "{format:?} case {i} ({rows}×{depth}×{width}) at {r},{c}: {got} vs {want}"
                         );
                     }
                 }

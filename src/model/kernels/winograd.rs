@@ -20,7 +20,7 @@
 use rayon::prelude::*;
 
 use super::matrix::WeightMatrix;
-use super::packed_gemm::Epilogue;
+use super::packed_gemm::{Epilogue, Format};
 use super::scratch;
 
 /// Tiles per pass at most: one 224² image's layer 1 (14 × 14) in one go, its transformed
@@ -67,14 +67,14 @@ pub struct Winograd {
 }
 
 impl Winograd {
-    /// Transforms an O × I × 3 × 3 weight (row-major).
+    /// Transforms an O × I × 3 × 3 weight (row-major), its matrices stored in `format`.
     pub fn new(
         weight: &[f32],
         scale: &[f64],
-        out_c: usize,
-        in_c: usize,
+        (out_c, in_c): (usize, usize),
         bias: Vec<f32>,
         size: TileSize,
+        format: Format,
     ) -> Self {
         assert_eq!(weight.len(), out_c * in_c * 9, "weight size");
         assert_eq!(scale.len(), out_c, "scale size");
@@ -100,7 +100,7 @@ impl Winograd {
         }
         let transformed = u
             .chunks_exact(plane)
-            .map(|m| WeightMatrix::from_rows(m, in_c, out_c))
+            .map(|m| WeightMatrix::from_rows(format, m, in_c, out_c))
             .collect();
         Self {
             size,
@@ -518,7 +518,8 @@ mod tests {
                 (TileSize::Two, false),
                 (TileSize::Two, true),
             ] {
-                let wino = Winograd::new(&weight, &vec![1.0; o], o, c, bias.clone(), size);
+                let scale = vec![1.0; o];
+                let wino = Winograd::new(&weight, &scale, (o, c), bias.clone(), size, Format::F32);
                 let got = wino.forward(&x, (n, h, w, c), None, relu);
                 let want = direct(&x, (n, h, w, c), &weight, &bias, None, relu);
                 assert_eq!(got.len(), want.len());
