@@ -327,9 +327,13 @@ impl Precision {
                     device_name(device)
                 )),
             ),
-            Self::Bf16 if packed_gemm::bf16_kernel_available() => {
+            Self::Bf16 if packed_gemm::bf16_native_agrees_with_emulation() => {
                 (Format::Bf16(Bf16Kernel::Native), None)
             }
+            Self::Bf16 if packed_gemm::bf16_kernel_available() => (
+                Format::F32,
+                Some("the bf16 kernel failed its check on this CPU (please report it): running in f32".into()),
+            ),
             Self::Bf16 if std::env::var_os(BF16_EMULATE_ENV).is_some_and(|v| v == "1") => {
                 (Format::Bf16(Bf16Kernel::Emulated), None)
             }

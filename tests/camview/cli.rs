@@ -166,6 +166,54 @@ fn cam_without_output_needs_a_terminal() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("pass -o OUT.png"));
 }
 
+/// `--precision bf16` classifies as f32 does: with the native kernel where the CPU has
+/// AVX512_BF16, else after a one-line note, in f32 (and in the emulated kernel when asked).
+#[test]
+fn bf16_classifies_like_f32_or_says_why_it_runs_f32() {
+    use camview::model::kernels::packed_gemm::bf16_kernel_available;
+    let chelsea = photo("chelsea");
+    let args = ["classify", "--precision", "bf16", chelsea.to_str().unwrap()];
+    let out = camview(&args);
+    let note = "camview: bf16 needs a CPU with AVX512_BF16, which this one lacks: running in f32";
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(stderr.contains(note), !bf16_kernel_available(), "{stderr}");
+    let text = stdout(&out);
+    assert!(
+        text.lines().nth(1).unwrap().ends_with("Egyptian cat"),
+        "{text}"
+    );
+
+    let emulated = Command::new(env!("CARGO_BIN_EXE_camview"))
+        .args([
+            "bench",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--size",
+            "64x64",
+            "--precision",
+            "bf16",
+        ])
+        .env("CAMVIEW_WEIGHTS", weights_path())
+        .env("CAMVIEW_BF16_EMULATE", "1")
+        .output()
+        .unwrap();
+    let text = stdout(&emulated);
+    let precision = if bf16_kernel_available() {
+        "bf16"
+    } else {
+        "bf16-emulated"
+    };
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains(&format!(" precision={precision} ")),
+        "{text}"
+    );
+}
+
 #[test]
 fn bench_ends_with_the_summary_line() {
     let text = stdout(&camview(&["bench", "--iters", "2", "--size", "64x96"]));

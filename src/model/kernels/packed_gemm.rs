@@ -653,6 +653,41 @@ pub fn bf16_kernel_available() -> bool {
     }
 }
 
+/// Whether the native bfloat16 kernel gives what the emulated one gives on a small product
+/// with every tile shape and epilogue (within f32 summation-order noise). No machine of this
+/// project has had AVX512_BF16 yet, so the kernel proves itself on each CPU before a
+/// network uses it; `false` also where it cannot run.
+pub fn bf16_native_agrees_with_emulation() -> bool {
+    if !bf16_kernel_available() {
+        return false;
+    }
+    let (rows, depth, width) = (23, 301, 3 * PANEL);
+    // Fixed pseudo-random values in [-1, 1): a product of plain noise.
+    let value = |i: usize| ((i.wrapping_mul(2_654_435_761) % 2000) as f32 / 1000.0) - 1.0;
+    let lhs: Vec<f32> = (0..rows * depth).map(value).collect();
+    let bias: Vec<f32> = (0..width).map(|i| value(i + 7)).collect();
+    let residual: Vec<f32> = (0..rows * width).map(|i| value(i + 11)).collect();
+    let at = |k: usize, c: usize| value(k * width + c + 13);
+    let product = |kernel| {
+        let matrix = PackedMatrix::from_fn_in(Format::Bf16(kernel), depth, width, at)?;
+        let mut dst = vec![0f32; rows * width];
+        let epilogue = Epilogue {
+            bias: &bias,
+            residual: Some(&residual),
+            relu: true,
+        };
+        matrix.multiply(&lhs, depth, &mut dst, epilogue, 2);
+        Some(dst)
+    };
+    match (product(Bf16Kernel::Native), product(Bf16Kernel::Emulated)) {
+        (Some(native), Some(emulated)) => native
+            .iter()
+            .zip(&emulated)
+            .all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs())),
+        _ => false,
+    }
+}
+
 /// Whether this CPU runs the micro-kernel (the CPU check is cached by std), and
 /// [`PORTABLE_ENV`] does not say otherwise.
 pub fn kernel_available() -> bool {
