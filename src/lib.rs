@@ -14,6 +14,7 @@ pub(crate) mod jobs;
 pub(crate) mod log;
 pub mod model;
 pub mod overlay;
+pub mod pipeline;
 pub mod provision;
 pub mod scoring;
 pub mod store;

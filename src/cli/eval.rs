@@ -6,11 +6,10 @@
 //! the images in flight.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::mpsc;
 
 use clap::Args;
-use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -20,8 +19,8 @@ use crate::dataset::{Dataset, Item, LabelSource};
 use crate::jobs;
 use crate::model::cam::BBox;
 use crate::model::labels;
-use crate::model::preprocess::Prepared;
-use crate::model::{Analysis, Classifier, ResizeMode};
+use crate::model::{Classifier, ResizeMode};
+use crate::pipeline::{self, Job};
 use crate::scoring::{self, IOU_HIT, best_iou};
 use crate::store::{FileId, Record, SWEEP_STEPS, Store};
 use crate::text::printable_path;
@@ -118,9 +117,8 @@ fn stored_results(dataset: &Dataset, kept: Option<&Kept>, resize: ResizeMode) ->
         .collect()
 }
 
-/// Analyses the images `results` lacks, storing each result as it comes. Three stages
-/// overlap: decoding and resizing a couple of images ahead, the forward pass here, and the
-/// CAM boxes and the store's write behind it.
+/// Analyses the images `results` lacks, storing each result as it comes (through
+/// [`pipeline`]: decoding, forward passes and the CAM boxes with the store's write overlap).
 fn analyse_missing(
     dataset: &Dataset,
     classifier: &Classifier,
@@ -128,112 +126,51 @@ fn analyse_missing(
     resize: ResizeMode,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    let todo: Vec<(usize, PathBuf)> = (0..dataset.items.len())
+    let todo: Vec<usize> = (0..dataset.items.len())
         .filter(|&i| results[i].is_none())
-        .map(|i| (i, dataset.items[i].path.clone()))
+        .collect();
+    let jobs: Vec<Job> = todo
+        .iter()
+        .map(|&i| Job {
+            path: dataset.items[i].path.clone(),
+            pinned: dataset.items[i].truth.as_ref().map(|t| t.class),
+        })
         .collect();
     let count = todo.len();
     let started = std::time::Instant::now();
     let bar = progress(count as u64);
-    let device = classifier.device().clone();
-    let batch = batch_size(&device);
-    let (to_forward, decoded) = mpsc::sync_channel(2 * batch);
-    let (to_finish, forwarded) =
-        mpsc::sync_channel::<(usize, Result<(Analysis, (u32, u32)), String>)>(2);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let finished = std::thread::scope(
-        |scope| -> std::io::Result<Vec<(usize, Result<Record, String>)>> {
-            // Each decoder takes the next image to do; on a GPU they feed it from every core.
-            let (todo, next, device) = (&todo, &next, &device);
-            for _ in 0..decoders(device) {
-                let to_forward = to_forward.clone();
-                std::thread::Builder::new()
-                    .name("camview-decode".into())
-                    .spawn_scoped(scope, move || {
-                        while let Some((i, path)) =
-                            todo.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                        {
-                            let prepared = jobs::contain_panic(|| {
-                                analysis::prepare(path, resize, device)
-                                    .map_err(|e| format!("{e:#}"))
-                            });
-                            if to_forward.send((*i, prepared)).is_err() {
-                                return;
-                            }
-                        }
-                    })?;
-            }
-            drop(to_forward);
-            let bar = &bar;
-            let finisher = std::thread::Builder::new()
-                .name("camview-finish".into())
-                .spawn_scoped(scope, move || {
-                    let mut done = Vec::new();
-                    for (i, forward) in forwarded {
-                        let item = &dataset.items[i];
-                        let truth = item.truth.as_ref().map(|t| t.class);
-                        let result = forward.and_then(|(analysis, size)| {
-                            jobs::contain_panic(|| Ok(analysis::record(analysis, size, truth)))
-                        });
-                        if let (Ok(record), Some(kept)) = (&result, &kept) {
-                            let stored = FileId::of(&item.path)
-                                .map_err(anyhow::Error::from)
-                                .and_then(|file| {
-                                    kept.store.put(&file, &kept.weights, resize, record)
-                                });
-                            if let Err(e) = stored {
-                                bar.suspend(|| {
-                                    eprintln!(
-                                        "camview: cannot store the result of {}: {e:#}",
-                                        item.relative
-                                    );
-                                });
-                            }
-                        }
-                        done.push((i, result));
-                        bar.inc(1);
-                    }
-                    done
-                })?;
-            let truth = |i: usize| dataset.items[i].truth.as_ref().map(|t| t.class);
-            let mut batches = Batches {
-                decoded: &decoded,
-                held: None,
-                size: batch,
-            };
-            'outer: while let Some(batch) = batches.next_batch() {
-                let forwarded = match batch {
-                    Batch::Failed(i, e) => vec![(i, Err(e))],
-                    Batch::Images(images) => {
-                        let prepared: Vec<&Prepared> = images.iter().map(|(_, _, p)| p).collect();
-                        let pinned: Vec<Option<usize>> =
-                            images.iter().map(|(i, _, _)| truth(*i)).collect();
-                        let analysed = jobs::contain_panic(|| {
-                            classifier
-                                .analyze_batch(&prepared, analysis::TOP_K, &pinned)
-                                .map_err(|e| format!("{e:#}"))
-                        });
-                        match analysed {
-                            Ok(analyses) => images
-                                .iter()
-                                .zip(analyses)
-                                .map(|((i, size, _), a)| (*i, Ok((a, *size))))
-                                .collect(),
-                            Err(e) => images
-                                .iter()
-                                .map(|(i, _, _)| (*i, Err(e.clone())))
-                                .collect(),
-                        }
-                    }
-                };
-                for item in forwarded {
-                    if to_finish.send(item).is_err() {
-                        break 'outer;
-                    }
+    let mut finished = Vec::with_capacity(count);
+    // The closure runs on the pipeline's last stage: it owns the store (a connection may move
+    // between threads but not be shared) and borrows the rest.
+    let (done, bar, todo, jobs) = (&mut finished, &bar, &todo, &jobs);
+    pipeline::analyse_all(
+        classifier,
+        jobs,
+        resize,
+        analysis::TOP_K,
+        move |job, outcome| {
+            let i = todo[job];
+            let item = &dataset.items[i];
+            let truth = jobs[job].pinned;
+            let result = outcome.and_then(|(analysis, size)| {
+                jobs::contain_panic(|| Ok(analysis::record(analysis, size, truth)))
+            });
+            if let (Ok(record), Some(kept)) = (&result, &kept) {
+                let stored = FileId::of(&item.path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|file| kept.store.put(&file, &kept.weights, resize, record));
+                if let Err(e) = stored {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "camview: cannot store the result of {}: {e:#}",
+                            item.relative
+                        );
+                    });
                 }
             }
-            drop(to_finish);
-            Ok(finisher.join().unwrap_or_default())
+            done.push((i, result));
+            bar.inc(1);
+            ControlFlow::Continue(())
         },
     )?;
     for (i, result) in finished {
@@ -251,71 +188,6 @@ fn analyse_missing(
         eprintln!("camview: all {stored} results from the store");
     }
     Ok(())
-}
-
-/// Images per forward pass at most: a batch reads each weight once for all its images; a
-/// GPU wants many more at once to be kept busy.
-fn batch_size(device: &candle_core::Device) -> usize {
-    if device.is_cuda() { 64 } else { 8 }
-}
-
-/// Threads decoding and resizing: one beside the CPU's forward pass (which takes every
-/// core), all but one core when a GPU does the forward pass.
-fn decoders(device: &candle_core::Device) -> usize {
-    if device.is_cuda() {
-        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
-    } else {
-        1
-    }
-}
-
-type Decoded = (usize, Result<(RgbImage, Prepared), String>);
-
-/// What the forward stage runs next.
-enum Batch {
-    /// An image that could not be decoded.
-    Failed(usize, String),
-    /// Images of one input size: (index, photo size, network input).
-    Images(Vec<(usize, (u32, u32), Prepared)>),
-}
-
-/// Groups decoded images into batches: whatever is already decoded, up to `size`, while
-/// the input size stays the same (it never waits for more than the first).
-struct Batches<'a> {
-    decoded: &'a mpsc::Receiver<Decoded>,
-    /// An image that did not fit the last batch.
-    held: Option<Decoded>,
-    size: usize,
-}
-
-impl Batches<'_> {
-    fn next_batch(&mut self) -> Option<Batch> {
-        let (i, first) = match self.held.take() {
-            Some(held) => held,
-            None => self.decoded.recv().ok()?,
-        };
-        let (img, prepared) = match first {
-            Ok(decoded) => decoded,
-            Err(e) => return Some(Batch::Failed(i, e)),
-        };
-        let dims = prepared.tensor.dims().to_vec();
-        let mut images = vec![(i, img.dimensions(), prepared)];
-        while images.len() < self.size {
-            let Ok(next) = self.decoded.try_recv() else {
-                break;
-            };
-            match next {
-                (j, Ok((img, p))) if p.tensor.dims() == dims.as_slice() => {
-                    images.push((j, img.dimensions(), p));
-                }
-                other => {
-                    self.held = Some(other);
-                    break;
-                }
-            }
-        }
-        Some(Batch::Images(images))
-    }
 }
 
 fn progress(total: u64) -> ProgressBar {

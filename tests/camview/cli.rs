@@ -214,6 +214,60 @@ fn bf16_classifies_like_f32_or_says_why_it_runs_f32() {
     );
 }
 
+/// Files go through batches and a decoder ahead of the forward pass; the lines still come
+/// in the order of the arguments, a failure in its place, and each result is what the
+/// file gets alone.
+#[test]
+fn classify_writes_results_in_the_order_of_the_files() {
+    let names = [
+        "coffee",
+        "chelsea",
+        "astronaut",
+        "rocket",
+        "chelsea",
+        "coffee",
+    ];
+    // One input size (squash), so decoded files are batched together.
+    let mut args: Vec<String> = ["classify", "--json", "--resize", "squash"]
+        .map(String::from)
+        .to_vec();
+    for (i, name) in names.iter().enumerate() {
+        args.push(photo(name).to_str().unwrap().into());
+        if i == 1 {
+            args.push("no-such-file.png".into());
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = camview(&args);
+    assert_eq!(out.status.code(), Some(1), "one file failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), names.len() + 1, "{text}");
+    assert!(lines[2]["error"].is_string(), "{text}");
+    let alone = |name: &str| -> serde_json::Value {
+        let path = photo(name);
+        let args = [
+            "classify",
+            "--json",
+            "--resize",
+            "squash",
+            path.to_str().unwrap(),
+        ];
+        let text = stdout(&camview(&args));
+        serde_json::from_str(text.lines().next().unwrap()).unwrap()
+    };
+    let results: Vec<&serde_json::Value> = lines.iter().filter(|l| l["error"].is_null()).collect();
+    for (line, name) in results.iter().zip(names) {
+        assert!(line["path"].as_str().unwrap().contains(name), "{text}");
+        let single = alone(name);
+        assert_eq!(line["top"][0]["index"], single["top"][0]["index"], "{name}");
+        assert_eq!(line["bbox"], single["bbox"], "{name}");
+    }
+}
+
 #[test]
 fn bench_ends_with_the_summary_line() {
     let text = stdout(&camview(&["bench", "--iters", "2", "--size", "64x96"]));

@@ -1,0 +1,196 @@
+//! Many image files through one classifier as fast as its device allows, for `classify` and
+//! `eval`: decoding and resizing on threads of their own (one beside the CPU's forward pass,
+//! which takes every core; all cores but one beside a GPU), forward passes in batches of
+//! images of one input size, and whatever the caller does with each result on a third stage
+//! behind them. The three overlap, so a batch is decoded while the one before it runs.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use image::RgbImage;
+
+use crate::analysis;
+use crate::jobs;
+use crate::model::preprocess::Prepared;
+use crate::model::{Analysis, Classifier, ResizeMode};
+
+/// One file to analyse.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub path: PathBuf,
+    /// A class to report (rank, probability, CAM) even outside the top k: the true class.
+    pub pinned: Option<usize>,
+}
+
+/// A file's analysis with its photo's size, or why there is none.
+pub type Outcome = Result<(Analysis, (u32, u32)), String>;
+
+/// Analyses every job, `top` classes each, and hands each outcome with its job's index to
+/// `finish`, on a thread of its own, in the order they complete (batches keep the jobs'
+/// order, but a failed decode may overtake). `finish` returning `Break` stops the run:
+/// what is in flight is dropped.
+pub fn analyse_all(
+    classifier: &Classifier,
+    jobs: &[Job],
+    resize: ResizeMode,
+    top: usize,
+    finish: impl FnMut(usize, Outcome) -> ControlFlow<()> + Send,
+) -> std::io::Result<()> {
+    let device = classifier.device();
+    let batch = batch_size(device);
+    let (to_forward, decoded) = mpsc::sync_channel(2 * batch);
+    let (to_finish, forwarded) = mpsc::sync_channel::<(usize, Outcome)>(2 * batch);
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| -> std::io::Result<()> {
+        let next = &next;
+        for _ in 0..decoders(device) {
+            let to_forward = to_forward.clone();
+            std::thread::Builder::new()
+                .name("camview-decode".into())
+                .spawn_scoped(scope, move || {
+                    // Each decoder takes the next file to do.
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(index) else {
+                            return;
+                        };
+                        let prepared = decode(&job.path, resize, device);
+                        if to_forward.send((index, prepared)).is_err() {
+                            return;
+                        }
+                    }
+                })?;
+        }
+        drop(to_forward);
+        let finisher = std::thread::Builder::new()
+            .name("camview-finish".into())
+            .spawn_scoped(scope, move || {
+                let mut finish = finish;
+                for (i, outcome) in forwarded {
+                    if finish(i, outcome).is_break() {
+                        // Dropping the receiver stops the forward stage, and it the decoders.
+                        return;
+                    }
+                }
+            })?;
+        let mut batches = Batches {
+            decoded: &decoded,
+            held: None,
+            size: batch,
+        };
+        'outer: while let Some(batch) = batches.next_batch() {
+            for item in forward(classifier, jobs, batch, top) {
+                if to_finish.send(item).is_err() {
+                    break 'outer;
+                }
+            }
+        }
+        drop(to_finish);
+        // A panic in `finish` is the caller's bug; it was contained there by the caller or
+        // ends the run here, without a result to lose beyond the ones in flight.
+        let _ = finisher.join();
+        Ok(())
+    })
+}
+
+fn decode(path: &Path, resize: ResizeMode, device: &candle_core::Device) -> Decoded {
+    jobs::contain_panic(|| analysis::prepare(path, resize, device).map_err(|e| format!("{e:#}")))
+}
+
+/// One forward pass over `batch`, each image's outcome with its job's index.
+fn forward(
+    classifier: &Classifier,
+    jobs: &[Job],
+    batch: Batch,
+    top: usize,
+) -> Vec<(usize, Outcome)> {
+    let images = match batch {
+        Batch::Failed(i, e) => return vec![(i, Err(e))],
+        Batch::Images(images) => images,
+    };
+    let prepared: Vec<&Prepared> = images.iter().map(|(_, _, p)| p).collect();
+    let pinned: Vec<Option<usize>> = images.iter().map(|(i, _, _)| jobs[*i].pinned).collect();
+    let analysed = jobs::contain_panic(|| {
+        classifier
+            .analyze_batch(&prepared, top, &pinned)
+            .map_err(|e| format!("{e:#}"))
+    });
+    match analysed {
+        Ok(analyses) => images
+            .iter()
+            .zip(analyses)
+            .map(|((i, size, _), a)| (*i, Ok((a, *size))))
+            .collect(),
+        Err(e) => images
+            .iter()
+            .map(|(i, _, _)| (*i, Err(e.clone())))
+            .collect(),
+    }
+}
+
+/// Images per forward pass at most: a batch reads each weight once for all its images; a
+/// GPU wants many more at once to be kept busy.
+fn batch_size(device: &candle_core::Device) -> usize {
+    if device.is_cuda() { 64 } else { 8 }
+}
+
+/// Threads decoding and resizing: one beside the CPU's forward pass (which takes every
+/// core), all but one core when a GPU does the forward pass.
+fn decoders(device: &candle_core::Device) -> usize {
+    if device.is_cuda() {
+        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    } else {
+        1
+    }
+}
+
+type Decoded = Result<(RgbImage, Prepared), String>;
+
+/// What the forward stage runs next.
+enum Batch {
+    /// An image that could not be decoded.
+    Failed(usize, String),
+    /// Images of one input size: (index, photo size, network input).
+    Images(Vec<(usize, (u32, u32), Prepared)>),
+}
+
+/// Groups decoded images into batches: whatever is already decoded, up to `size`, while
+/// the input size stays the same (it never waits for more than the first).
+struct Batches<'a> {
+    decoded: &'a mpsc::Receiver<(usize, Decoded)>,
+    /// An image that did not fit the last batch.
+    held: Option<(usize, Decoded)>,
+    size: usize,
+}
+
+impl Batches<'_> {
+    fn next_batch(&mut self) -> Option<Batch> {
+        let (i, first) = match self.held.take() {
+            Some(held) => held,
+            None => self.decoded.recv().ok()?,
+        };
+        let (img, prepared) = match first {
+            Ok(decoded) => decoded,
+            Err(e) => return Some(Batch::Failed(i, e)),
+        };
+        let dims = prepared.tensor.dims().to_vec();
+        let mut images = vec![(i, img.dimensions(), prepared)];
+        while images.len() < self.size {
+            let Ok(next) = self.decoded.try_recv() else {
+                break;
+            };
+            match next {
+                (j, Ok((img, p))) if p.tensor.dims() == dims.as_slice() => {
+                    images.push((j, img.dimensions(), p));
+                }
+                other => {
+                    self.held = Some(other);
+                    break;
+                }
+            }
+        }
+        Some(Batch::Images(images))
+    }
+}
