@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -17,6 +18,7 @@ use crate::model::cam::BBox;
 use crate::model::fetch::Progress;
 use crate::model::preprocess;
 use crate::model::{Analysis, Classifier, ResizeMode};
+use crate::pipeline;
 use crate::provision::{ModelConfig, Step, provision};
 use crate::store::{FileId, Record, Store, TruthRecord, open_or_recover};
 
@@ -332,6 +334,10 @@ impl Sweep {
                 Some(found) => swept.push((target.key.clone(), Ok(found))),
                 // One analysis per event, and none once results are at hand to send.
                 None if !swept.is_empty() => break,
+                None if sweep_batch(classifier.device()) > 1 => {
+                    self.analyse_batch(classifier, model, results, &mut swept);
+                    break;
+                }
                 None => {
                     let key = target.key.clone();
                     let truth = target.truth;
@@ -384,6 +390,91 @@ impl Sweep {
                 per_second,
             },
         })
+    }
+}
+
+/// Set to the images the background sweep analyses per step on a GPU-sized scale: decoded
+/// on every core and run through the network in batches ([`pipeline`]). The default is 64
+/// on a GPU, and 1 on the CPU, where one photo is decoded beside the forward pass instead
+/// and a request waits for one image at most.
+pub const SWEEP_BATCH_ENV: &str = "CAMVIEW_SWEEP_BATCH";
+
+fn sweep_batch(device: &Device) -> usize {
+    std::env::var(SWEEP_BATCH_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n >= 1)
+        .unwrap_or(if device.is_cuda() { 64 } else { 1 })
+}
+
+impl Sweep {
+    /// Analyses the next [`sweep_batch`] images that need the network in one pipeline run;
+    /// stored results met on the way are sent along.
+    fn analyse_batch(
+        &mut self,
+        classifier: &Classifier,
+        model: &ModelConfig,
+        results: &Results,
+        swept: &mut Vec<(ImageKey, Result<Analysed, String>)>,
+    ) {
+        let batch = sweep_batch(classifier.device());
+        let mut picked = Vec::new();
+        while self.has_work() && picked.len() < batch {
+            let target = &self.targets[self.next];
+            if !self.answered.contains(&target.key.path) {
+                let stored = FileId::of(&target.key.path)
+                    .ok()
+                    .and_then(|f| results.get(&f, model.resize, target.truth));
+                match stored {
+                    Some(found) => swept.push((target.key.clone(), Ok(found))),
+                    None => picked.push(self.next),
+                }
+            }
+            self.next += 1;
+            self.done += 1;
+        }
+        let jobs: Vec<pipeline::Job> = picked
+            .iter()
+            .map(|&i| pipeline::Job {
+                path: self.targets[i].key.path.clone(),
+                pinned: self.targets[i].truth,
+            })
+            .collect();
+        self.analysing_since.get_or_insert((Instant::now(), 0));
+        let started = Instant::now();
+        // The boxes are found on the pipeline's last stage; the store (one connection, not
+        // shared between threads) is written here afterwards.
+        let mut records: Vec<Option<Result<Record, String>>> = vec![None; jobs.len()];
+        let cells = &mut records;
+        let ran = pipeline::analyse_all(classifier, &jobs, model.resize, analysis::TOP_K, {
+            let jobs = &jobs;
+            move |j, outcome| {
+                cells[j] = Some(outcome.and_then(|(analysis, size)| {
+                    contain_panic(|| Ok(analysis::record(analysis, size, jobs[j].pinned)))
+                }));
+                ControlFlow::Continue(())
+            }
+        });
+        for (&i, record) in picked.iter().zip(records) {
+            let target = &self.targets[i];
+            let record = match (&ran, record) {
+                (_, Some(record)) => record,
+                (Err(e), None) => Err(format!("cannot start the analysis: {e}")),
+                (Ok(()), None) => Err("not analysed".into()),
+            };
+            if let (Ok(record), Ok(file)) = (&record, FileId::of(&target.key.path)) {
+                results.put(&file, model.resize, record);
+            }
+            swept.push((target.key.clone(), record.map(Analysed::from)));
+        }
+        if let Some((_, count)) = &mut self.analysing_since {
+            *count += picked.len();
+        }
+        log::debug(&format!(
+            "sweep: {} images analysed in one batch run in {:?}",
+            picked.len(),
+            started.elapsed()
+        ));
     }
 }
 

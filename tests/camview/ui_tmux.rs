@@ -293,12 +293,25 @@ fn reference_verdict(name: &str, truth: u64) -> (bool, bool) {
 
 #[test]
 fn reviews_a_labelled_folder_and_shows_exactly_its_misses() {
+    review_a_labelled_folder("");
+}
+
+/// The same with the background sweep in batches of 4 through the pipeline (what it does
+/// on a GPU, 64 at a time).
+#[test]
+fn a_sweep_in_batches_reviews_the_folder_alike() {
+    review_a_labelled_folder("CAMVIEW_SWEEP_BATCH=4");
+}
+
+/// The browser on the labelled dataset, with `env` set: every verdict mark as the golden
+/// reference says, and `m` narrows the list to exactly the misses.
+fn review_a_labelled_folder(env: &str) {
     if !tmux_available() {
         return;
     }
     let d = crate::labelled::build();
     let command = format!(
-        "CAMVIEW_WEIGHTS={} {} --protocol halfblocks --no-store --boxes {} {}; \
+        "{env} CAMVIEW_WEIGHTS={} {} --protocol halfblocks --no-store --boxes {} {}; \
          echo EXITED:$?; sleep 60",
         quote(weights_path()),
         quote(Path::new(env!("CARGO_BIN_EXE_camview"))),
