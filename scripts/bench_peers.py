@@ -11,7 +11,7 @@ absolute times, are the result: these machines are shared and noisy.
 
 usage: python3 scripts/bench_peers.py [--weights models/resnet50.safetensors] [--rounds 5]
          [--iters 10] [--size 224x224] [--batch 1] [--threads 2] [--camview target/release/camview]
-         [--peers onnxruntime,openvino,openvino-bf16,pytorch]
+         [--peers onnxruntime,openvino,openvino-bf16,pytorch] [--precision f32|bf16]
 needs: pip install numpy safetensors onnx, and any of onnxruntime, openvino, torch (a peer whose
 package is missing is left out, and the script says so)
 """
@@ -202,10 +202,14 @@ def time_python(fn, x, iters, warmup=3):
     return statistics.median(times), min(times)
 
 
-def time_camview(exe, weights, size, batch, iters, threads):
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), CAMVIEW_WEIGHTS=weights)
+def time_camview(exe, weights, size, batch, iters, threads, precision):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), CAMVIEW_WEIGHTS=weights,
+               CAMVIEW_PRECISION=precision)
     out = subprocess.run([exe, "bench", "--iters", str(iters), "--size", size, "--batch", str(batch)],
                          env=env, check=True, capture_output=True, text=True).stdout
+    header = out.splitlines()[0]
+    if f" precision={precision} " not in header:
+        sys.exit(f"camview did not run in {precision} here: {header}")
     last = out.strip().splitlines()[-1]
     fields = dict(kv.split("=") for kv in last.split()[1:])
     return float(fields["median_ms"]), float(fields["min_ms"])
@@ -222,6 +226,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peers", default="onnxruntime,openvino,openvino-bf16,pytorch",
                     help="comma-separated peers to time beside camview")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                    help="camview's --precision (bf16 needs AVX512_BF16; compare with openvino-bf16)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     a = ap.parse_args()
 
@@ -262,7 +268,8 @@ def main():
     # PyTorch's and ONNX Runtime's worker threads spin for a while after each run; a pause
     # before every measurement keeps one peer's spinning off the next one's cores.
     settle = 1.0
-    runners = {"camview": lambda: time_camview(a.camview, a.weights, a.size, a.batch, a.iters, a.threads),
+    runners = {"camview": lambda: time_camview(a.camview, a.weights, a.size, a.batch, a.iters, a.threads,
+                                               a.precision),
                **{name: (lambda fn=fn: time_python(fn, x, a.iters)) for name, fn in peers.items()}}
     order = list(runners)
     for r in range(a.rounds):
@@ -280,7 +287,7 @@ def main():
     paired = {k: statistics.median(c[0] / p[0] for c, p in zip(results["camview"], results[k]))
               for k in peers}
     summary = {
-        "input": f"{a.batch}x3x{h}x{w}", "threads": a.threads, "rounds": a.rounds, "iters": a.iters,
+        "input": f"{a.batch}x3x{h}x{w}", "precision": a.precision, "threads": a.threads, "rounds": a.rounds, "iters": a.iters,
         "median_ms": {k: round(v, 2) for k, v in med.items()},
         "min_ms": {k: round(v, 2) for k, v in best.items()},
         **{f"camview_vs_{k}": round(med["camview"] / med[k], 3) for k in peers},
@@ -294,7 +301,7 @@ def main():
     if a.json:
         print(json.dumps(summary))
     else:
-        print(f"input {summary['input']}  threads {a.threads}  rounds {a.rounds} x iters {a.iters}")
+        print(f"input {summary['input']}  camview {a.precision}  threads {a.threads}  rounds {a.rounds} x iters {a.iters}")
         print(f"  {'':<14} {'median':>8}    {'best':>8}    {'images/s':>8}  spread")
         for k in med:
             print(f"  {k:<14} {med[k]:8.2f} ms {best[k]:8.2f} ms {summary['images_per_s'][k]:8.1f}"
