@@ -16,11 +16,16 @@
 //! micro-kernel. Interpolation points 0, ±1, ±2 (the standard choice): after all sixteen
 //! Winograd layers the logits of the twelve reference inputs stay within 2.1e-5 of the
 //! reference (the golden tests allow 1e-4).
+//!
+//! The transforms are compiled twice: for AVX2 + FMA (8 channels a vector), chosen at run
+//! time, and for the baseline x86-64 the binary targets (SSE2, 4 a vector); the `unsafe`
+//! here is that choice.
+#![allow(unsafe_code)]
 
 use rayon::prelude::*;
 
 use super::matrix::WeightMatrix;
-use super::packed_gemm::{Epilogue, Format};
+use super::packed_gemm::{Epilogue, Format, kernel_available};
 use super::scratch;
 
 /// Tiles per pass at most: one 224² image's layer 1 (14 × 14) in one go, its transformed
@@ -244,6 +249,38 @@ impl Winograd {
     fn transform_input(
         &self,
         x: &[f32],
+        image: (usize, usize, usize),
+        corner: (usize, usize),
+        zeros: &[f32],
+        half: &mut [f32],
+        v: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if kernel_available() {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { self.transform_input_avx2(x, image, corner, zeros, half, v) };
+        }
+        self.transform_input_body(x, image, corner, zeros, half, v);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn transform_input_avx2(
+        &self,
+        x: &[f32],
+        image: (usize, usize, usize),
+        corner: (usize, usize),
+        zeros: &[f32],
+        half: &mut [f32],
+        v: &mut [f32],
+    ) {
+        self.transform_input_body(x, image, corner, zeros, half, v);
+    }
+
+    #[inline(always)]
+    fn transform_input_body(
+        &self,
+        x: &[f32],
         (b, h, w): (usize, usize, usize),
         (y0, x0): (usize, usize),
         zeros: &[f32],
@@ -282,6 +319,38 @@ impl Winograd {
     /// of `tiles`, written into the output `rows` (up to m rows of the image, each
     /// W × C_out) from column `x0`. `half` holds Aᵀ M and the tile before it is cropped.
     fn transform_output(
+        &self,
+        product: &[f32],
+        at: (usize, usize, usize),
+        half: &mut [f32],
+        rows: &mut [&mut [f32]],
+        residual: &[&[f32]],
+        relu: bool,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if kernel_available() {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { self.transform_output_avx2(product, at, half, rows, residual, relu) };
+        }
+        self.transform_output_body(product, at, half, rows, residual, relu);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn transform_output_avx2(
+        &self,
+        product: &[f32],
+        at: (usize, usize, usize),
+        half: &mut [f32],
+        rows: &mut [&mut [f32]],
+        residual: &[&[f32]],
+        relu: bool,
+    ) {
+        self.transform_output_body(product, at, half, rows, residual, relu);
+    }
+
+    #[inline(always)]
+    fn transform_output_body(
         &self,
         product: &[f32],
         (tiles, t, x0): (usize, usize, usize),
