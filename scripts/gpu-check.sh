@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gpu-check.sh [BIN_DIR]: camview's checks on a machine with an NVIDIA GPU, in one run, with
 # nothing but this repository: the parity tests (logits and CAMs on the GPU against the golden
-# reference), `bench` at batch 1 and 64, an `eval` throughput run, and PyTorch eager on the
+# reference), `bench` at batch 1 and 64, `eval` and `classify` throughput runs, and PyTorch eager on the
 # same weights when torch is installed; then one table.
 #
 # BIN_DIR holds `camview` and `camview-tests` built elsewhere with CUDA (see below); without
@@ -76,6 +76,14 @@ eval_line=$(grep "images/s" "$out/eval.err" | tail -1)
 echo "$eval_line"
 eval_rate=$(echo "$eval_line" | grep -o '[0-9.]* images/s' | cut -d' ' -f1)
 
+echo "== camview classify throughput (the same 640 photos)"
+start=$(date +%s.%N)
+"$camview" classify "$data" --device "$device" --resize squash >"$out/classify.txt" 2>"$out/classify.err" || true
+end=$(date +%s.%N)
+classified=$(grep -c "input 224×224" "$out/classify.txt" || true)
+classify_rate=$(awk -v n="$classified" -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", n / (e - s) }')
+echo "$classified photos classified, $classify_rate images/s (model load included)"
+
 torch_b1=-; torch_b64=-
 if python3 -c "import torch, safetensors" 2>/dev/null; then
     echo "== PyTorch eager (f32, no TF32) on the same weights"
@@ -106,3 +114,4 @@ echo "| batch 1 latency (ms) | $cam_b1_ms | $torch_b1 | $(ratio "$cam_b1_ms" "$t
 echo "| batch 64 (ms a batch) | $cam_b64_ms | $torch_b64 | $(ratio "$cam_b64_ms" "$torch_b64") |"
 echo "| batch 64 throughput (images/s) | $(rate "$cam_b64_ms" 64) | $(rate "$torch_b64" 64) | |"
 echo "| eval, 640 photos (images/s) | ${eval_rate:--} | | |"
+echo "| classify, 640 photos (images/s, load included) | ${classify_rate:--} | | |"
