@@ -88,9 +88,11 @@ pub fn analyse_all(
             }
         }
         drop(to_finish);
-        // A panic in `finish` is the caller's bug; it was contained there by the caller or
-        // ends the run here, without a result to lose beyond the ones in flight.
-        let _ = finisher.join();
+        // A panic in `finish` is the caller's bug: it goes on up, rather than the run
+        // ending as if every result had been handled.
+        if let Err(panic) = finisher.join() {
+            std::panic::resume_unwind(panic);
+        }
         Ok(())
     })
 }
