@@ -11,7 +11,11 @@ absolute times, are the result: these machines are shared and noisy.
 
 usage: python3 scripts/bench_peers.py [--weights models/resnet50.safetensors] [--rounds 5]
          [--iters 10] [--size 224x224] [--batch 1] [--threads 2] [--camview target/release/camview]
-         [--peers onnxruntime,openvino,openvino-bf16,pytorch] [--precision f32|bf16]
+         [--peers onnxruntime,openvino,openvino-bf16,pytorch] [--precision f32|bf16] [--avx2]
+
+--avx2 also times camview with CAMVIEW_NO_AVX512=1 (its AVX2 kernel) in the same rounds, so
+both of its kernels are compared with the peers on one AVX-512 machine. The first lines say
+which CPU ran it and which of its vector extensions the kernels use.
 needs: pip install numpy safetensors onnx, and any of onnxruntime, openvino, torch (a peer whose
 package is missing is left out, and the script says so)
 """
@@ -202,9 +206,26 @@ def time_python(fn, x, iters, warmup=3):
     return statistics.median(times), min(times)
 
 
-def time_camview(exe, weights, size, batch, iters, threads, precision):
+def cpu_line():
+    """The CPU's model name and the vector extensions camview's kernels care about."""
+    flags, model = set(), "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"]
+    return f"cpu: {model}, {os.cpu_count()} cpus; flags: " + " ".join(f for f in wanted if f in flags)
+
+
+def time_camview(exe, weights, size, batch, iters, threads, precision, extra_env=None):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), CAMVIEW_WEIGHTS=weights,
-               CAMVIEW_PRECISION=precision)
+               CAMVIEW_PRECISION=precision, **(extra_env or {}))
     out = subprocess.run([exe, "bench", "--iters", str(iters), "--size", size, "--batch", str(batch)],
                          env=env, check=True, capture_output=True, text=True).stdout
     header = out.splitlines()[0]
@@ -228,8 +249,11 @@ def main():
                     help="comma-separated peers to time beside camview")
     ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
                     help="camview's --precision (bf16 needs AVX512_BF16; compare with openvino-bf16)")
+    ap.add_argument("--avx2", action="store_true",
+                    help="also time camview's AVX2 kernel (CAMVIEW_NO_AVX512=1) in the same rounds")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     a = ap.parse_args()
+    print(cpu_line(), file=sys.stderr)
 
     S, v1 = load(a.weights)
     h, w = (int(v) for v in a.size.lower().split("x"))
@@ -264,12 +288,16 @@ def main():
         diff = float(np.abs(fn(x) - ref).max())
         assert diff < tolerance[name], f"{name} disagrees with {first} by {diff}"
 
-    results = {"camview": [], **{k: [] for k in peers}}
+    camviews = {"camview": {}}
+    if a.avx2:
+        camviews["camview-avx2"] = {"CAMVIEW_NO_AVX512": "1"}
+    results = {**{k: [] for k in camviews}, **{k: [] for k in peers}}
     # PyTorch's and ONNX Runtime's worker threads spin for a while after each run; a pause
     # before every measurement keeps one peer's spinning off the next one's cores.
     settle = 1.0
-    runners = {"camview": lambda: time_camview(a.camview, a.weights, a.size, a.batch, a.iters, a.threads,
-                                               a.precision),
+    runners = {**{name: (lambda env=env: time_camview(a.camview, a.weights, a.size, a.batch, a.iters,
+                                                      a.threads, a.precision, env))
+                  for name, env in camviews.items()},
                **{name: (lambda fn=fn: time_python(fn, x, a.iters)) for name, fn in peers.items()}}
     order = list(runners)
     for r in range(a.rounds):
@@ -284,15 +312,17 @@ def main():
     best = {k: min(b for _, b in v) for k, v in results.items()}
     # Paired: each round's camview median over the same round's peer median. Rounds are
     # minutes apart, so this cancels the slow swings of a shared machine.
-    paired = {k: statistics.median(c[0] / p[0] for c, p in zip(results["camview"], results[k]))
-              for k in peers}
+    pairs = [(c, p) for c in camviews for p in peers]
+    paired = {(c, p): statistics.median(x[0] / y[0] for x, y in zip(results[c], results[p]))
+              for c, p in pairs}
     summary = {
+        "cpu": cpu_line(),
         "input": f"{a.batch}x3x{h}x{w}", "precision": a.precision, "threads": a.threads, "rounds": a.rounds, "iters": a.iters,
         "median_ms": {k: round(v, 2) for k, v in med.items()},
         "min_ms": {k: round(v, 2) for k, v in best.items()},
-        **{f"camview_vs_{k}": round(med["camview"] / med[k], 3) for k in peers},
-        **{f"best_camview_vs_{k}": round(best["camview"] / best[k], 3) for k in peers},
-        **{f"paired_camview_vs_{k}": round(paired[k], 3) for k in peers},
+        **{f"{c}_vs_{p}": round(med[c] / med[p], 3) for c, p in pairs},
+        **{f"best_{c}_vs_{p}": round(best[c] / best[p], 3) for c, p in pairs},
+        **{f"paired_{c}_vs_{p}": round(paired[c, p], 3) for c, p in pairs},
         # The spread of each engine's round medians, relative to its median: how steady it is.
         "spread": {k: round((max(m for m, _ in v) - min(m for m, _ in v)) / med[k], 3)
                    for k, v in results.items()},
@@ -301,14 +331,15 @@ def main():
     if a.json:
         print(json.dumps(summary))
     else:
+        print(summary["cpu"])
         print(f"input {summary['input']}  camview {a.precision}  threads {a.threads}  rounds {a.rounds} x iters {a.iters}")
         print(f"  {'':<14} {'median':>8}    {'best':>8}    {'images/s':>8}  spread")
         for k in med:
             print(f"  {k:<14} {med[k]:8.2f} ms {best[k]:8.2f} ms {summary['images_per_s'][k]:8.1f}"
                   f"  {summary['spread'][k]:.3f}")
-        for peer in peers:
-            print(f"  camview / {peer:<13} = {med['camview'] / med[peer]:.3f} (median)"
-                  f"  {paired[peer]:.3f} (paired)  {best['camview'] / best[peer]:.3f} (best)")
+        for c, p in pairs:
+            print(f"  {c + ' / ' + p:<29} = {med[c] / med[p]:.3f} (median)"
+                  f"  {paired[c, p]:.3f} (paired)  {best[c] / best[p]:.3f} (best)")
 
 
 if __name__ == "__main__":

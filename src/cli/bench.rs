@@ -57,11 +57,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let input = Tensor::randn(0f32, 1.0, (batch, 3, h, w), &device)?.to_dtype(DType::F32)?;
     writeln!(
         out,
-        "weights {} ({}) load_ms={load_ms:.1} device={} precision={} input={batch}x3x{h}x{w}",
+        "weights {} ({}) load_ms={load_ms:.1} device={} precision={} kernel={} \
+         input={batch}x3x{h}x{w}",
         args.model.weights.display(),
         classifier.model().arch(),
         crate::model::classifier::device_name(&device),
         classifier.precision_name(),
+        classifier.kernel_name(),
     )?;
     let forward = || -> anyhow::Result<f64> {
         let t = Instant::now();

@@ -95,6 +95,19 @@ impl Classifier {
         }
     }
 
+    /// Which CPU kernel multiplies: `avx512`, `avx2` or `portable` in f32, `avx512bf16` or
+    /// `emulated` in bf16; `none` on a GPU.
+    pub fn kernel_name(&self) -> &'static str {
+        if !self.device.is_cpu() {
+            return "none";
+        }
+        match self.format {
+            Format::F32 => packed_gemm::F32Kernel::detect().map_or("portable", |k| k.name()),
+            Format::Bf16(Bf16Kernel::Native) => "avx512bf16",
+            Format::Bf16(Bf16Kernel::Emulated) => "emulated",
+        }
+    }
+
     pub fn model(&self) -> &ResNet50 {
         &self.model
     }

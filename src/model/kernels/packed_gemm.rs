@@ -58,6 +58,68 @@ pub enum Bf16Kernel {
     Emulated,
 }
 
+/// What computes a [`Format::F32`] product: chosen when the matrix is packed, by
+/// [`F32Kernel::detect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum F32Kernel {
+    /// AVX2 + FMA: tiles of up to 6 rows × 1 panel in 16 ymm registers.
+    Avx2,
+    /// AVX-512 F: tiles of up to [`AVX512_TILE_ROWS`] rows × 2 panels in 32 zmm registers,
+    /// so each weight line loaded serves 14 rows instead of 6.
+    Avx512,
+}
+
+impl F32Kernel {
+    /// The fastest kernel this CPU runs: AVX-512 where it has `avx512f` (unless
+    /// [`NO_AVX512_ENV`] is set, to measure the AVX2 kernel on the same machine), else AVX2
+    /// + FMA; `None` without those (or with [`PORTABLE_ENV`]).
+    pub fn detect() -> Option<Self> {
+        static NO_AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !kernel_available() {
+            return None;
+        }
+        let no_avx512 =
+            *NO_AVX512.get_or_init(|| std::env::var_os(NO_AVX512_ENV).is_some_and(|v| v != "0"));
+        Some(if !no_avx512 && avx512_available() {
+            Self::Avx512
+        } else {
+            Self::Avx2
+        })
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn runs_here(self) -> bool {
+        match self {
+            Self::Avx2 => kernel_available(),
+            Self::Avx512 => kernel_available() && avx512_available(),
+        }
+    }
+
+    /// Rows per micro-tile at most, and panels per micro-tile at most.
+    fn tile_shape(self) -> (usize, usize) {
+        match self {
+            Self::Avx2 => (TILE_ROWS, 1),
+            Self::Avx512 => (AVX512_TILE_ROWS, 2),
+        }
+    }
+
+    /// The name `camview bench` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
+        }
+    }
+}
+
+/// Rows per AVX-512 micro-tile: 14 rows × 2 panels = 28 zmm accumulators, 2 for the weight
+/// lines, 1 for the broadcast left value, of 32.
+pub const AVX512_TILE_ROWS: usize = 14;
+
+/// Set to keep the AVX2 kernel on a CPU with AVX-512 (to measure both paths on one machine).
+/// Read once, when the first weights are packed.
+pub const NO_AVX512_ENV: &str = "CAMVIEW_NO_AVX512";
+
 /// A `depth` × `width` matrix stored as panels of [`PANEL`] columns, in the order the product
 /// reads them (see [`PackedMatrix::line`]).
 #[derive(Debug, Clone)]
@@ -70,7 +132,7 @@ pub struct PackedMatrix {
 #[derive(Debug, Clone)]
 enum Storage {
     /// One cache line per depth step of a panel (row k of its 16 columns).
-    F32(Vec<Line>),
+    F32(Vec<Line>, F32Kernel),
     /// One cache line per two depth steps of a panel (see [`PairLine`]).
     Bf16(Vec<PairLine>, Bf16Kernel),
 }
@@ -134,11 +196,24 @@ impl PackedMatrix {
         at: impl Fn(usize, usize) -> f32,
     ) -> Option<Self> {
         match format {
-            Format::F32 if !kernel_available() => None,
-            Format::F32 => Self::from_fn_unchecked(depth, width, at),
+            Format::F32 => Self::from_fn_unchecked(F32Kernel::detect()?, depth, width, at),
             Format::Bf16(Bf16Kernel::Native) if !bf16_kernel_available() => None,
             Format::Bf16(kernel) => Self::bf16_from_fn(kernel, depth, width, at),
         }
+    }
+
+    /// [`Self::from_fn`] for a given f32 kernel (`None` where this CPU cannot run it), to
+    /// compare the kernels on one machine.
+    pub fn from_fn_with_kernel(
+        kernel: F32Kernel,
+        depth: usize,
+        width: usize,
+        at: impl Fn(usize, usize) -> f32,
+    ) -> Option<Self> {
+        if !kernel.runs_here() {
+            return None;
+        }
+        Self::from_fn_unchecked(kernel, depth, width, at)
     }
 
     /// The bfloat16 layout: as the f32 one (see [`Self::line`]), in steps of two depths; an
@@ -177,13 +252,22 @@ impl PackedMatrix {
     /// How this matrix stores its weights.
     pub fn format(&self) -> Format {
         match self.storage {
-            Storage::F32(_) => Format::F32,
+            Storage::F32(..) => Format::F32,
             Storage::Bf16(_, kernel) => Format::Bf16(kernel),
+        }
+    }
+
+    /// The kernel of an f32 matrix (`None` for bfloat16 storage).
+    pub fn f32_kernel(&self) -> Option<F32Kernel> {
+        match self.storage {
+            Storage::F32(_, kernel) => Some(kernel),
+            Storage::Bf16(..) => None,
         }
     }
 
     /// [`Self::from_fn`] without the CPU check (tests build the layout on any machine).
     fn from_fn_unchecked(
+        kernel: F32Kernel,
         depth: usize,
         width: usize,
         at: impl Fn(usize, usize) -> f32,
@@ -206,7 +290,7 @@ impl PackedMatrix {
             }
         }
         Some(Self {
-            storage: Storage::F32(panels),
+            storage: Storage::F32(panels, kernel),
             depth,
             width,
         })
@@ -215,7 +299,7 @@ impl PackedMatrix {
     /// Cache lines per panel: a depth step each in f32, two in bfloat16.
     fn steps(&self) -> usize {
         match self.storage {
-            Storage::F32(_) => self.depth,
+            Storage::F32(..) => self.depth,
             Storage::Bf16(..) => self.depth.div_ceil(2),
         }
     }
@@ -285,7 +369,7 @@ impl PackedMatrix {
             assert_eq!(r.len(), dst.len(), "residual size");
         }
         match self.storage {
-            Storage::F32(_) => assert!(kernel_available(), "AVX2 + FMA are required"),
+            Storage::F32(_, kernel) => assert!(kernel.runs_here(), "{kernel:?} is required"),
             Storage::Bf16(_, Bf16Kernel::Native) => {
                 assert!(bf16_kernel_available(), "AVX512_BF16 is required")
             }
@@ -302,8 +386,9 @@ impl PackedMatrix {
             // `dst`, whose exclusive borrow outlives the blocking loop below.
             unsafe {
                 match &self.storage {
-                    Storage::F32(lines) => self.blocked_product(
+                    Storage::F32(lines, kernel) => self.blocked_product(
                         lines,
+                        *kernel,
                         lhs,
                         lhs_stride,
                         rows,
@@ -334,7 +419,7 @@ impl PackedMatrix {
     /// The cache-blocked loops around the micro-kernel for panels `panels`.
     ///
     /// # Safety
-    /// AVX2 and FMA are available; `lhs` is rows × depth (rows `lhs_stride` apart); `dst`
+    /// `kernel` runs on this CPU; `lhs` is rows × depth (rows `lhs_stride` apart); `dst`
     /// points to rows × width writable values that nothing else touches in these panels'
     /// columns; `epilogue`'s slices match (`bias`: width, `residual`: rows × width).
     #[cfg(target_arch = "x86_64")]
@@ -342,6 +427,7 @@ impl PackedMatrix {
     unsafe fn blocked_product(
         &self,
         lines: &[Line],
+        kernel: F32Kernel,
         lhs: &[f32],
         lhs_stride: usize,
         rows: usize,
@@ -351,20 +437,38 @@ impl PackedMatrix {
     ) {
         let (depth, width) = (self.depth, self.width);
         let block = depth_block(depth);
+        let (tile_rows, tile_panels) = kernel.tile_shape();
         // Even row blocks in whole tiles: 102 rows are two blocks of 54 and 48, never 96 + 6,
         // which would stream all the weights again for a single tile.
         let row_block = rows
             .div_ceil(rows.div_ceil(ROW_BLOCK))
-            .next_multiple_of(TILE_ROWS);
+            .next_multiple_of(tile_rows);
+        // The AVX-512 tile's 14 left rows are copied next to each other first: rows 4 KiB
+        // apart in the layer (a 1024-deep input) all fall in one set of the 8-way L1 and
+        // evict each other on every depth step (a 196 × 1024 × 256 product ran at 0.7 × the
+        // AVX2 kernel's speed without the copy).
+        let mut copy = match kernel {
+            F32Kernel::Avx2 => Vec::new(),
+            F32Kernel::Avx512 => vec![0f32; tile_rows * block],
+        };
         for col_panels in aligned_chunks(panels, BLOCK_PANELS) {
             for row0 in (0..rows).step_by(row_block) {
                 let row_end = (row0 + row_block).min(rows);
                 for k0 in (0..depth).step_by(block) {
                     let kc = block.min(depth - k0);
                     let (first, last) = (k0 == 0, k0 + kc == depth);
-                    for (row, count) in row_tiles(row0..row_end) {
-                        let lhs = lhs[row * lhs_stride + k0..].as_ptr();
-                        for panel in col_panels.clone() {
+                    for (row, count) in row_tiles(row0..row_end, tile_rows) {
+                        let (lhs, lhs_stride) = if copy.is_empty() {
+                            (lhs[row * lhs_stride + k0..].as_ptr(), lhs_stride)
+                        } else {
+                            for (r, to) in copy.chunks_exact_mut(kc).take(count).enumerate() {
+                                to.copy_from_slice(&lhs[(row + r) * lhs_stride + k0..][..kc]);
+                            }
+                            (copy.as_ptr(), kc)
+                        };
+                        let mut panel = col_panels.start;
+                        while panel < col_panels.end {
+                            let two = tile_panels == 2 && panel + 1 < col_panels.end;
                             let col = panel * PANEL;
                             let finish = last.then(|| Finish {
                                 bias: epilogue.bias[col..].as_ptr(),
@@ -373,10 +477,13 @@ impl PackedMatrix {
                                     .map(|r| r[row * width + col..].as_ptr()),
                                 relu: epilogue.relu,
                             });
+                            let weights = |panel: usize| -> *const f32 {
+                                lines[self.line(panel, k0)..].as_ptr().cast()
+                            };
                             let tile = Tile {
                                 lhs,
                                 lhs_stride,
-                                weights: lines[self.line(panel, k0)..].as_ptr().cast(),
+                                weights: [weights(panel), weights(panel + usize::from(two))],
                                 depth: kc,
                                 // SAFETY (of the add): row < rows and col < width.
                                 dst: unsafe { dst.add(row * width + col) },
@@ -384,18 +491,11 @@ impl PackedMatrix {
                                 accumulate: !first,
                                 finish,
                             };
-                            // SAFETY: the tile's rows, depth and 16 columns lie inside `lhs`,
-                            // this panel and `dst` (checked by the caller's size asserts).
-                            unsafe {
-                                match count {
-                                    6 => avx2::tile::<6>(tile),
-                                    5 => avx2::tile::<5>(tile),
-                                    4 => avx2::tile::<4>(tile),
-                                    3 => avx2::tile::<3>(tile),
-                                    2 => avx2::tile::<2>(tile),
-                                    _ => avx2::tile::<1>(tile),
-                                }
-                            }
+                            // SAFETY: the tile's rows, depth and 16 or 32 columns lie inside
+                            // `lhs`, these panels and `dst` (the caller's size asserts); the
+                            // caller checked that the CPU runs `kernel`.
+                            unsafe { f32_tile(kernel, tile, count, two) };
+                            panel += 1 + usize::from(two);
                         }
                     }
                 }
@@ -408,6 +508,7 @@ impl PackedMatrix {
     unsafe fn blocked_product(
         &self,
         _: &[Line],
+        _: F32Kernel,
         _: &[f32],
         _: usize,
         _: usize,
@@ -438,25 +539,27 @@ impl PackedMatrix {
     ) {
         let (depth, width, steps) = (self.depth, self.width, self.steps());
         let block = depth_block(steps);
+        let tile_rows = match kernel {
+            Bf16Kernel::Native => AVX512_TILE_ROWS,
+            Bf16Kernel::Emulated => TILE_ROWS,
+        };
         let row_block = rows
             .div_ceil(rows.div_ceil(ROW_BLOCK))
-            .next_multiple_of(TILE_ROWS);
+            .next_multiple_of(tile_rows);
         // One micro-tile's left rows as bfloat16 pairs, `block` pairs a row.
-        let mut pairs = vec![0u32; TILE_ROWS * block];
+        let mut pairs = vec![0u32; tile_rows * block];
         for col_panels in aligned_chunks(panels, BLOCK_PANELS) {
             for row0 in (0..rows).step_by(row_block) {
                 let row_end = (row0 + row_block).min(rows);
                 for k0 in (0..steps).step_by(block) {
                     let kc = block.min(steps - k0);
                     let (first, last) = (k0 == 0, k0 + kc == steps);
-                    for (row, count) in row_tiles(row0..row_end) {
+                    for (row, count) in row_tiles(row0..row_end, tile_rows) {
                         for r in 0..count {
                             let src = &lhs[(row + r) * lhs_stride..][..depth];
-                            for (p, pair) in pairs[r * kc..][..kc].iter_mut().enumerate() {
-                                let k = 2 * (k0 + p);
-                                let high = src.get(k + 1).map_or(0, |&v| to_bf16(v));
-                                *pair = u32::from(to_bf16(src[k])) | u32::from(high) << 16;
-                            }
+                            let src = &src[2 * k0..(2 * (k0 + kc)).min(depth)];
+                            // SAFETY: the native kernel's features were checked by the caller.
+                            unsafe { round_to_pairs(kernel, src, &mut pairs[r * kc..][..kc]) };
                         }
                         let mut panel = col_panels.start;
                         while panel < col_panels.end {
@@ -495,43 +598,85 @@ impl PackedMatrix {
     }
 }
 
-/// Runs one bfloat16 micro-tile of `rows` rows and one or (`two`) two panels.
+/// Calls the micro-kernel `kernel::tile::<R, P>(tile)` for the tile's `rows` (R, one of the literals
+/// listed) and P = 2 panels if `two`, else 1: the kernels are unrolled for each shape.
+macro_rules! dispatch_tile {
+    ($kernel:ident; $tile:expr, $rows:expr, $two:expr; $($r:literal)+) => {
+        match ($rows, $two) {
+            $((r, true) if r == $r => $kernel::tile::<$r, 2>($tile),)+
+            $((r, false) if r == $r => $kernel::tile::<$r, 1>($tile),)+
+            (r, _) => unreachable!("a tile of {r} rows"),
+        }
+    };
+}
+
+/// Runs one f32 micro-tile of `rows` rows and one or (`two`, AVX-512 only) two panels.
 ///
 /// # Safety
-/// As [`bf16_native::tile`] (for the native kernel) and [`bf16_emulated`].
-unsafe fn bf16_tile(kernel: Bf16Kernel, tile: PairTile, rows: usize, two: bool) {
-    macro_rules! dispatch {
-        ($($f:ident)::+) => {
-            match (rows, two) {
-                (6, true) => $($f)::+::<6, 2>(tile),
-                (5, true) => $($f)::+::<5, 2>(tile),
-                (4, true) => $($f)::+::<4, 2>(tile),
-                (3, true) => $($f)::+::<3, 2>(tile),
-                (2, true) => $($f)::+::<2, 2>(tile),
-                (_, true) => $($f)::+::<1, 2>(tile),
-                (6, false) => $($f)::+::<6, 1>(tile),
-                (5, false) => $($f)::+::<5, 1>(tile),
-                (4, false) => $($f)::+::<4, 1>(tile),
-                (3, false) => $($f)::+::<3, 1>(tile),
-                (2, false) => $($f)::+::<2, 1>(tile),
-                (_, false) => $($f)::+::<1, 1>(tile),
-            }
-        };
-    }
+/// As [`avx2::tile`] or [`avx512::tile`], for the CPU features of `kernel`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn f32_tile(kernel: F32Kernel, tile: Tile, rows: usize, two: bool) {
     // SAFETY: passed on from the caller.
     unsafe {
         match kernel {
-            #[cfg(target_arch = "x86_64")]
-            Bf16Kernel::Native => dispatch!(bf16_native::tile),
-            #[cfg(not(target_arch = "x86_64"))]
-            Bf16Kernel::Native => unreachable!("packing declines on this architecture"),
-            Bf16Kernel::Emulated => dispatch!(bf16_emulated),
+            F32Kernel::Avx2 => match rows {
+                6 => avx2::tile::<6>(tile),
+                5 => avx2::tile::<5>(tile),
+                4 => avx2::tile::<4>(tile),
+                3 => avx2::tile::<3>(tile),
+                2 => avx2::tile::<2>(tile),
+                _ => avx2::tile::<1>(tile),
+            },
+            F32Kernel::Avx512 => {
+                dispatch_tile!(avx512; tile, rows, two; 14 13 12 11 10 9 8 7 6 5 4 3 2 1)
+            }
         }
     }
 }
 
-/// One bfloat16 micro-tile: up to [`TILE_ROWS`] rows × 16 or 32 columns over one block of
-/// steps (pairs of depths).
+/// `src` rounded to bfloat16 and paired, `out[p]` = (src[2p], src[2p + 1]) with the first
+/// in the low half; an odd length's last pair has a zero high half. The native form
+/// converts 32 values an instruction (`vcvtne2ps2bf16`): done one value at a time, the
+/// rounding took a fifth of a bfloat16 pass.
+///
+/// # Safety
+/// AVX512_BF16 is available if `kernel` is native; `out.len()` is `src.len()` / 2 rounded up.
+unsafe fn round_to_pairs(kernel: Bf16Kernel, src: &[f32], out: &mut [u32]) {
+    debug_assert_eq!(out.len(), src.len().div_ceil(2));
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: passed on from the caller.
+        Bf16Kernel::Native => unsafe { bf16_native::round_to_pairs(src, out) },
+        _ => {
+            for (pair, values) in out.iter_mut().zip(src.chunks(2)) {
+                let high = values.get(1).map_or(0, |&v| to_bf16(v));
+                *pair = u32::from(to_bf16(values[0])) | u32::from(high) << 16;
+            }
+        }
+    }
+}
+
+/// Runs one bfloat16 micro-tile of `rows` rows and one or (`two`) two panels.
+///
+/// # Safety
+/// As [`bf16_native::tile`] (for the native kernel) and [`bf16_emulated::tile`].
+unsafe fn bf16_tile(kernel: Bf16Kernel, tile: PairTile, rows: usize, two: bool) {
+    // SAFETY: passed on from the caller.
+    unsafe {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Native => {
+                dispatch_tile!(bf16_native; tile, rows, two; 14 13 12 11 10 9 8 7 6 5 4 3 2 1)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Bf16Kernel::Native => unreachable!("packing declines on this architecture"),
+            Bf16Kernel::Emulated => dispatch_tile!(bf16_emulated; tile, rows, two; 6 5 4 3 2 1),
+        }
+    }
+}
+
+/// One bfloat16 micro-tile: up to [`AVX512_TILE_ROWS`] rows (native; [`TILE_ROWS`]
+/// emulated) × 16 or 32 columns over one block of steps (pairs of depths).
 struct PairTile {
     /// Rows of `steps` pairs (low half: the even depth), `lhs_stride` pairs apart.
     lhs: *const u32,
@@ -546,57 +691,61 @@ struct PairTile {
     finish: Option<Finish>,
 }
 
-/// The bfloat16 product in plain f32 arithmetic: each product is exact (8-bit significands),
-/// each sum rounds, as in `vdpbf16ps` (which adds a pair's two products before the
-/// accumulator; the order differs by one rounding per pair).
-///
-/// # Safety
-/// `t.lhs` has R rows of `t.steps` pairs; each of the P panels' weights `t.steps` × 32
-/// values; `t.dst` (and the residual) R rows of 16·P (row stride `t.dst_stride`); the bias
-/// 16·P.
-unsafe fn bf16_emulated<const R: usize, const P: usize>(t: PairTile) {
-    let cols = PANEL * P;
-    let mut acc = [[0f32; 2 * PANEL]; R];
-    // SAFETY (all pointer reads and writes below): within the bounds the caller promises.
-    unsafe {
-        if t.accumulate {
-            for (r, acc) in acc.iter_mut().enumerate() {
+mod bf16_emulated {
+    use super::{PANEL, PairTile, from_bf16};
+
+    /// The bfloat16 product in plain f32 arithmetic: each product is exact (8-bit significands),
+    /// each sum rounds, as in `vdpbf16ps` (which adds a pair's two products before the
+    /// accumulator; the order differs by one rounding per pair).
+    ///
+    /// # Safety
+    /// `t.lhs` has R rows of `t.steps` pairs; each of the P panels' weights `t.steps` × 32
+    /// values; `t.dst` (and the residual) R rows of 16·P (row stride `t.dst_stride`); the bias
+    /// 16·P.
+    pub unsafe fn tile<const R: usize, const P: usize>(t: PairTile) {
+        let cols = PANEL * P;
+        let mut acc = [[0f32; 2 * PANEL]; R];
+        // SAFETY (all pointer reads and writes below): within the bounds the caller promises.
+        unsafe {
+            if t.accumulate {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let row = t.dst.add(r * t.dst_stride);
+                    for (j, v) in acc[..cols].iter_mut().enumerate() {
+                        *v = *row.add(j);
+                    }
+                }
+            }
+            for k in 0..t.steps {
+                let mut w = [0f32; 2 * 2 * PANEL];
+                for p in 0..P {
+                    let line = t.weights[p].add(k * 2 * PANEL);
+                    for (i, w) in w[p * 2 * PANEL..][..2 * PANEL].iter_mut().enumerate() {
+                        *w = from_bf16(*line.add(i));
+                    }
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let pair = *t.lhs.add(r * t.lhs_stride + k);
+                    let (a0, a1) = (from_bf16(pair as u16), from_bf16((pair >> 16) as u16));
+                    for (j, v) in acc[..cols].iter_mut().enumerate() {
+                        *v = *v + a0 * w[2 * j] + a1 * w[2 * j + 1];
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
                 let row = t.dst.add(r * t.dst_stride);
-                for (j, v) in acc[..cols].iter_mut().enumerate() {
-                    *v = *row.add(j);
-                }
-            }
-        }
-        for k in 0..t.steps {
-            let mut w = [0f32; 2 * 2 * PANEL];
-            for p in 0..P {
-                let line = t.weights[p].add(k * 2 * PANEL);
-                for (i, w) in w[p * 2 * PANEL..][..2 * PANEL].iter_mut().enumerate() {
-                    *w = from_bf16(*line.add(i));
-                }
-            }
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let pair = *t.lhs.add(r * t.lhs_stride + k);
-                let (a0, a1) = (from_bf16(pair as u16), from_bf16((pair >> 16) as u16));
-                for (j, v) in acc[..cols].iter_mut().enumerate() {
-                    *v = *v + a0 * w[2 * j] + a1 * w[2 * j + 1];
-                }
-            }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            let row = t.dst.add(r * t.dst_stride);
-            for (j, &v) in acc[..cols].iter().enumerate() {
-                let mut v = v;
-                if let Some(f) = &t.finish {
-                    v += *f.bias.add(j);
-                    if let Some(res) = f.residual {
-                        v += *res.add(r * t.dst_stride + j);
+                for (j, &v) in acc[..cols].iter().enumerate() {
+                    let mut v = v;
+                    if let Some(f) = &t.finish {
+                        v += *f.bias.add(j);
+                        if let Some(res) = f.residual {
+                            v += *res.add(r * t.dst_stride + j);
+                        }
+                        if f.relu {
+                            v = v.max(0.0);
+                        }
                     }
-                    if f.relu {
-                        v = v.max(0.0);
-                    }
+                    *row.add(j) = v;
                 }
-                *row.add(j) = v;
             }
         }
     }
@@ -616,13 +765,13 @@ fn aligned_chunks(
     })
 }
 
-/// `rows` cut into micro-tiles of at most [`TILE_ROWS`] rows, `(first row, count)`: as few
-/// tiles as whole tiles of 6 would take, with the rows spread evenly over them. A tile of
-/// 4–6 rows keeps both FMA pipes busy (8–12 independent accumulators cover the FMA latency),
-/// one of 1–3 rows costs as long as one of 4: 49 rows as 6·8 + 1 take 52 row-times, as
-/// 6·4 + 5·5 they take 49 (layer 4 at 224²).
-fn row_tiles(rows: std::ops::Range<usize>) -> impl Iterator<Item = (usize, usize)> {
-    let tiles = rows.len().div_ceil(TILE_ROWS);
+/// `rows` cut into micro-tiles of at most `max` rows, `(first row, count)`: as few tiles as
+/// whole tiles of `max` would take, with the rows spread evenly over them. For the AVX2
+/// kernel (`max` 6) a tile of 4–6 rows keeps both FMA pipes busy (8–12 independent
+/// accumulators cover the FMA latency), one of 1–3 rows costs as long as one of 4: 49 rows as
+/// 6·8 + 1 take 52 row-times, as 6·4 + 5·5 they take 49 (layer 4 at 224²).
+fn row_tiles(rows: std::ops::Range<usize>, max: usize) -> impl Iterator<Item = (usize, usize)> {
+    let tiles = rows.len().div_ceil(max);
     let (base, longer) = (rows.len() / tiles.max(1), rows.len() % tiles.max(1));
     (0..tiles).scan(rows.start, move |row, i| {
         let count = base + usize::from(i < longer);
@@ -640,6 +789,18 @@ fn depth_block(depth: usize) -> usize {
 /// Set to take the portable path on any CPU (to time and test it where the micro-kernel
 /// runs). Read once, when the first weights are packed.
 pub const PORTABLE_ENV: &str = "CAMVIEW_PORTABLE";
+
+/// Whether this CPU has AVX-512 F for the f32 kernel of [`F32Kernel::Avx512`].
+pub fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// Whether this CPU has AVX512_BF16 (and AVX-512 F) for the native bfloat16 kernel.
 pub fn bf16_kernel_available() -> bool {
@@ -705,13 +866,15 @@ pub fn kernel_available() -> bool {
     }
 }
 
-/// One micro-tile: up to [`TILE_ROWS`] rows × 16 columns of the product over one depth block.
+/// One micro-tile: up to [`TILE_ROWS`] (AVX2) or [`AVX512_TILE_ROWS`] rows × 16 or 32
+/// columns of the product over one depth block.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Tile {
     lhs: *const f32,
     lhs_stride: usize,
-    /// depth × 16, contiguous.
-    weights: *const f32,
+    /// Each panel's depth × 16 weights, contiguous; the second is only read by a two-panel
+    /// tile.
+    weights: [*const f32; 2],
     depth: usize,
     dst: *mut f32,
     dst_stride: usize,
@@ -774,7 +937,7 @@ mod avx2 {
                 }
             }
             for k in 0..t.depth {
-                let w = t.weights.add(k * 16);
+                let w = t.weights[0].add(k * 16);
                 // The weights are one stream of cache lines, one per depth step; the hardware
                 // prefetcher alone left the kernel waiting on L2 (with this, the pass took
                 // 0.94–0.95 × the time in paired in-process runs, 0.91–0.94 × binary against
@@ -813,16 +976,119 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{PANEL, Tile};
+
+    /// Weight lines fetched ahead, as in the AVX2 kernel.
+    const PREFETCH_STEPS: usize = 32;
+
+    /// `R` rows × `P` panels: dst (=|+=) lhs · weights, then the epilogue if this is the last
+    /// depth block. A panel's 16 columns are one zmm register and one cache line, so each
+    /// depth step loads P lines and broadcasts R left values into R·P accumulators.
+    ///
+    /// # Safety
+    /// AVX-512 F is available; `t.lhs` has R rows of `t.depth` readable values (row stride
+    /// `t.lhs_stride`); each of the P panels' weights `t.depth` × 16, 64-byte aligned;
+    /// `t.dst` (and the residual) R rows of 16·P (row stride `t.dst_stride`); the bias 16·P.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile<const R: usize, const P: usize>(t: Tile) {
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        // SAFETY (all pointer reads and writes below): within the bounds the caller promises.
+        unsafe {
+            if t.accumulate {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    for (p, v) in acc.iter_mut().enumerate() {
+                        *v = _mm512_loadu_ps(t.dst.add(r * t.dst_stride + p * PANEL));
+                    }
+                }
+            }
+            for k in 0..t.depth {
+                // A loop, not `array::from_fn`: a closure would not inherit the target
+                // features, and its intrinsics would become calls.
+                let mut w = [_mm512_setzero_ps(); P];
+                for (p, w) in w.iter_mut().enumerate() {
+                    let line = t.weights[p].add(k * PANEL);
+                    _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(PREFETCH_STEPS * PANEL).cast());
+                    *w = _mm512_load_ps(line);
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(*t.lhs.add(r * t.lhs_stride + k));
+                    for (p, v) in acc.iter_mut().enumerate() {
+                        *v = _mm512_fmadd_ps(a, w[p], *v);
+                    }
+                }
+            }
+            if let Some(f) = &t.finish {
+                let zero = _mm512_setzero_ps();
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    for (p, v) in acc.iter_mut().enumerate() {
+                        *v = _mm512_add_ps(*v, _mm512_loadu_ps(f.bias.add(p * PANEL)));
+                        if let Some(res) = f.residual {
+                            let res = _mm512_loadu_ps(res.add(r * t.dst_stride + p * PANEL));
+                            *v = _mm512_add_ps(*v, res);
+                        }
+                        if f.relu {
+                            *v = _mm512_max_ps(*v, zero);
+                        }
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (p, v) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(t.dst.add(r * t.dst_stride + p * PANEL), *v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 mod bf16_native {
     use std::arch::x86_64::*;
 
     use super::{PANEL, PairTile};
 
+    /// [`super::round_to_pairs`] 32 values at a time; bfloat16 values in memory order are
+    /// the pairs, low half first. (`vcvtne2ps2bf16` rounds to nearest even, as
+    /// [`super::to_bf16`] does, but flushes subnormals to zero.)
+    ///
+    /// # Safety
+    /// AVX512F and AVX512_BF16 are available; `out.len()` is `src.len()` / 2 rounded up.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn round_to_pairs(src: &[f32], out: &mut [u32]) {
+        let (n, from, to) = (src.len(), src.as_ptr(), out.as_mut_ptr());
+        let mut i = 0;
+        // SAFETY: loads read `src[i..i + 32]` (masked to `..n` in the tail); stores write
+        // `out[i / 2..]` up to `n.div_ceil(2)`, which is `out.len()`.
+        unsafe {
+            while i + 32 <= n {
+                let low = _mm512_loadu_ps(from.add(i));
+                let high = _mm512_loadu_ps(from.add(i + 16));
+                let pairs =
+                    std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
+                _mm512_storeu_si512(to.add(i / 2).cast(), pairs);
+                i += 32;
+            }
+            if i < n {
+                let rest = n - i;
+                let mask = |count: usize| ((1u32 << count.min(16)) - 1) as __mmask16;
+                let low = _mm512_maskz_loadu_ps(mask(rest), from.add(i));
+                let high =
+                    _mm512_maskz_loadu_ps(mask(rest.saturating_sub(16)), from.wrapping_add(i + 16));
+                let pairs =
+                    std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
+                _mm512_mask_storeu_epi32(to.add(i / 2).cast(), mask(rest.div_ceil(2)), pairs);
+            }
+        }
+    }
+
     /// `R` rows × `P` panels with `vdpbf16ps`: each step multiplies a row's pair of depths by
     /// a panel line's 16 pairs and adds both products to 16 f32 accumulators.
     ///
     /// # Safety
-    /// AVX512F and AVX512_BF16 are available; otherwise as [`super::bf16_emulated`].
+    /// AVX512F and AVX512_BF16 are available; otherwise as [`super::bf16_emulated::tile`].
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn tile<const R: usize, const P: usize>(t: PairTile) {
         let mut acc = [[_mm512_setzero_ps(); P]; R];
@@ -887,8 +1153,8 @@ mod tests {
         let (depth, width) = (600, 35 * PANEL);
         let matrix: Vec<f32> = (0..depth * width).map(|i| i as f32).collect();
         let at = |k: usize, col: usize| matrix[k * width + col];
-        let packed = PackedMatrix::from_fn_unchecked(depth, width, at).unwrap();
-        let Storage::F32(lines) = &packed.storage else {
+        let packed = PackedMatrix::from_fn_unchecked(F32Kernel::Avx2, depth, width, at).unwrap();
+        let Storage::F32(lines, _) = &packed.storage else {
             unreachable!()
         };
         assert_eq!(lines.len(), depth * width / PANEL);
@@ -903,24 +1169,30 @@ mod tests {
                 }
             }
         }
-        assert!(PackedMatrix::from_fn_unchecked(3, 24, at).is_none());
+        assert!(PackedMatrix::from_fn_unchecked(F32Kernel::Avx2, 3, 24, at).is_none());
     }
 
     #[test]
-    fn row_tiles_cover_each_row_once_in_as_few_tiles_as_sixes_would() {
-        for len in 0..200 {
-            let rows = 7..7 + len;
-            let tiles: Vec<(usize, usize)> = row_tiles(rows.clone()).collect();
-            assert_eq!(tiles.len(), len.div_ceil(TILE_ROWS), "{len} rows");
-            let mut next = rows.start;
-            for &(first, count) in &tiles {
-                assert_eq!(first, next, "{len} rows: contiguous");
-                assert!((1..=TILE_ROWS).contains(&count), "{len} rows: {count}");
-                // No tile shorter than 4 rows (the FMA pipes' fill) once there are 13 rows.
-                assert!(len < 13 || count >= 4, "{len} rows: a tile of {count}");
-                next += count;
+    fn row_tiles_cover_each_row_once_in_as_few_tiles_as_whole_ones_would() {
+        for max in [TILE_ROWS, AVX512_TILE_ROWS] {
+            for len in 0..200 {
+                let rows = 7..7 + len;
+                let tiles: Vec<(usize, usize)> = row_tiles(rows.clone(), max).collect();
+                assert_eq!(tiles.len(), len.div_ceil(max), "{len} rows");
+                let mut next = rows.start;
+                for &(first, count) in &tiles {
+                    assert_eq!(first, next, "{len} rows: contiguous");
+                    assert!((1..=max).contains(&count), "{len} rows: {count}");
+                    // Once there are more rows than two tiles, none is shorter than two
+                    // thirds of one (the FMA pipes' fill: 4 of 6, 9 of 14).
+                    assert!(
+                        len <= 2 * max || count >= 2 * max / 3,
+                        "{len} rows: a tile of {count}"
+                    );
+                    next += count;
+                }
+                assert_eq!(next, rows.end, "{len} rows: all covered");
             }
-            assert_eq!(next, rows.end, "{len} rows: all covered");
         }
     }
 
@@ -933,7 +1205,39 @@ mod tests {
             eprintln!("skipped: no AVX2 + FMA on this CPU");
             return;
         }
-        check_against_naive(Format::F32, |v| v);
+        let pack = |d, w, at: &dyn Fn(usize, usize) -> f32| {
+            PackedMatrix::from_fn_unchecked(F32Kernel::Avx2, d, w, at).unwrap()
+        };
+        check_against_naive(pack, |v| v);
+    }
+
+    /// The AVX-512 kernel (14 × 32 tiles and every shorter one, one-panel tails) against the
+    /// same truth, where the CPU has it.
+    #[test]
+    fn avx512_product_matches_a_naive_product() {
+        if !F32Kernel::Avx512.runs_here() {
+            eprintln!("skipped: no AVX-512 F on this CPU (the AVX-512 kernel is untested here)");
+            return;
+        }
+        let pack = |d, w, at: &dyn Fn(usize, usize) -> f32| {
+            PackedMatrix::from_fn_unchecked(F32Kernel::Avx512, d, w, at).unwrap()
+        };
+        check_against_naive(pack, |v| v);
+    }
+
+    /// What runs by default: AVX-512 where the CPU has it.
+    #[test]
+    fn the_widest_kernel_is_chosen() {
+        let Some(kernel) = F32Kernel::detect() else {
+            return;
+        };
+        let no_avx512 = std::env::var_os(NO_AVX512_ENV).is_some_and(|v| v != "0");
+        assert_eq!(
+            kernel == F32Kernel::Avx512,
+            avx512_available() && !no_avx512
+        );
+        let packed = PackedMatrix::from_fn(2, PANEL, |_, _| 1.0).unwrap();
+        assert_eq!(packed.f32_kernel(), Some(kernel));
     }
 
     /// The same in bfloat16, emulated (any CPU): exact against the f64 product of the
@@ -941,9 +1245,7 @@ mod tests {
     /// and the left operand's rounding are all checked.
     #[test]
     fn bf16_product_matches_a_naive_product_of_rounded_values() {
-        check_against_naive(Format::Bf16(Bf16Kernel::Emulated), |v| {
-            from_bf16(to_bf16(v))
-        });
+        check_against_naive(bf16_packer(Bf16Kernel::Emulated), |v| from_bf16(to_bf16(v)));
     }
 
     /// `vdpbf16ps` against the same truth, where the CPU has it.
@@ -955,7 +1257,7 @@ mod tests {
             );
             return;
         }
-        check_against_naive(Format::Bf16(Bf16Kernel::Native), |v| from_bf16(to_bf16(v)));
+        check_against_naive(bf16_packer(Bf16Kernel::Native), |v| from_bf16(to_bf16(v)));
     }
 
     #[test]
@@ -982,8 +1284,22 @@ mod tests {
         }
     }
 
-    /// Runs every case in `format` and compares with the f64 product of `round`ed operands.
-    fn check_against_naive(format: Format, round: impl Fn(f32) -> f32) {
+    fn bf16_packer(
+        kernel: Bf16Kernel,
+    ) -> impl Fn(usize, usize, &dyn Fn(usize, usize) -> f32) -> PackedMatrix {
+        move |d, w, at| {
+            let packed = PackedMatrix::from_fn_in(Format::Bf16(kernel), d, w, at).unwrap();
+            assert_eq!(packed.format(), Format::Bf16(kernel));
+            packed
+        }
+    }
+
+    /// Runs every case through a matrix `pack` makes and compares with the f64 product of
+    /// `round`ed operands.
+    fn check_against_naive(
+        pack: impl Fn(usize, usize, &dyn Fn(usize, usize) -> f32) -> PackedMatrix,
+        round: impl Fn(f32) -> f32,
+    ) {
         let cases = [
             // (rows, depth, width, column bands)
             (1, 1, 16, 1),
@@ -993,6 +1309,9 @@ mod tests {
             (100, 300, 48, 3),
             (197, 64, 16, 1),
             (49, 1025, 128, 2),
+            // 14-row tiles with a one-panel tail in each band, and a row block of 96.
+            (111, 40, 48, 1),
+            (29, 9, 80, 2),
             // Two column blocks, the second band starting inside the first.
             (13, 300, 35 * PANEL, 2),
         ];
@@ -1002,10 +1321,8 @@ mod tests {
             let matrix = noise(depth * width, seed + 2);
             let bias = noise(width, seed + 3);
             let residual = noise(rows * width, seed + 4);
-            let packed =
-                PackedMatrix::from_fn_in(format, depth, width, |k, c| matrix[k * width + c])
-                    .unwrap();
-            assert_eq!(packed.format(), format);
+            let packed = pack(depth, width, &|k, c| matrix[k * width + c]);
+            let format = packed.format();
             for (with_residual, relu) in
                 [(false, false), (true, false), (false, true), (true, true)]
             {
