@@ -532,6 +532,15 @@ impl App {
     /// The folder's labels are in: the file pane becomes the flat list of its images, the
     /// background sweep starts, and results without the true class pinned are redone.
     fn review_dataset(&mut self, loaded: LoadedDataset) {
+        // What the dataset's files gave but cannot be used: the first, and how many more
+        // (`camview eval` prints them all).
+        if let Some(first) = loaded.dataset.warnings.first() {
+            let more = match loaded.dataset.warnings.len() - 1 {
+                0 => String::new(),
+                n => format!(" (and {n} more: `camview eval` lists them all)"),
+            };
+            self.notice = Some(Err(format!("{}{more}", escaped(first))));
+        }
         let mut review = Review::new(loaded.dataset, loaded.keys);
         self.cache
             .retain(|key, analysed| !review.needs_pinning(&key.path, analysed));

@@ -1083,3 +1083,48 @@ fn a_true_class_below_the_top_5_has_the_sixth_row() {
     assert!(h.line_with("CAM of").contains("CAM of tench"));
     assert_eq!(h.picture_colors(), tench);
 }
+
+/// What the dataset's files give but cannot be used reaches the status line, as `eval`
+/// prints it on stderr: here a box file with a DTD and a box that is not a number.
+#[test]
+fn box_files_and_boxes_that_cannot_be_used_are_named_in_the_status_line() {
+    let dir = fixture("bad-boxes", |d| {
+        crate::labelled::build_at(d);
+        std::fs::write(
+            d.join("boxes/coffee.xml"),
+            format!(
+                "<!DOCTYPE annotation>{}",
+                crate::labelled::voc(&crate::labelled::COFFEE_BOX)
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("boxes/astronaut.xml"),
+            "<annotation><object><name>n04228054</name><bndbox><xmin>NaN</xmin>\
+             <ymin>0</ymin><xmax>10</xmax><ymax>10</ymax></bndbox></object></annotation>",
+        )
+        .unwrap();
+    });
+    let data = dir.join("data");
+    let loaded = review::load(&data, None, Some(&dir.join("boxes")))
+        .unwrap()
+        .expect("a dataset");
+    assert_eq!(
+        loaded.dataset.warnings.len(),
+        2,
+        "{:#?}",
+        loaded.dataset.warnings
+    );
+    let first = loaded.dataset.warnings[0].clone();
+    // Wide enough for the whole message.
+    let mut h = Harness::new(&data, 300, 30);
+    h.event(AppEvent::Dataset(Ok(Box::new(loaded))));
+    assert!(h.app.review.is_some(), "reviewed all the same");
+    let status = h.line_with("(and 1 more: `camview eval` lists them all)");
+    assert!(status.contains(&first), "{status}");
+    assert!(
+        status.contains("boxes/astronaut.xml: box n04228054")
+            || status.contains("boxes/coffee.xml: cannot use it"),
+        "{status}"
+    );
+}
