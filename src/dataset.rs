@@ -59,6 +59,10 @@ pub struct Dataset {
     pub source: LabelSource,
     /// Folders that could not be read, and why.
     pub unreadable: Vec<(PathBuf, String)>,
+    /// What was given but not used, and why, each naming its file: boxes that are no box
+    /// of their image, box files that cannot be read, a labels file that names no image
+    /// here. For the user to see (`eval` prints them, the browser shows them).
+    pub warnings: Vec<String>,
 }
 
 impl Dataset {
@@ -78,21 +82,23 @@ impl Dataset {
             }
             Err(e) => unreadable.push((e.dir, e.error.to_string())),
         });
+        let mut warnings = Vec::new();
         let source = match labels {
             Some(file) => {
-                apply_labels_file(file, &mut items)?;
+                apply_labels_file(file, root, &mut items, &mut warnings)?;
                 LabelSource::File(file.to_path_buf())
             }
             None => apply_class_folders(&mut items)?,
         };
         if let Some(dir) = boxes {
-            apply_voc_boxes(dir, &mut items)?;
+            apply_voc_boxes(dir, &mut items, &mut warnings)?;
         }
         Ok(Self {
             root: root.to_path_buf(),
             items,
             source,
             unreadable,
+            warnings,
         })
     }
 }
@@ -115,7 +121,8 @@ pub enum ClassError {
 }
 
 /// The class a label names: a WordNet ID (`n02124075`), an ImageNet-1k label (case, spaces,
-/// underscores and hyphens ignored: `egyptian_cat`) or a class index (`285`).
+/// underscores and hyphens ignored: `egyptian_cat`), the synonyms of LOC_synset_mapping.txt
+/// (`tabby, tabby cat`) or a class index (`285`).
 pub fn resolve_class(name: &str) -> Result<usize, ClassError> {
     let name = name.trim();
     if let Some(index) = labels::index_of_wnid(name) {
@@ -127,9 +134,19 @@ pub fn resolve_class(name: &str) -> Result<usize, ClassError> {
         return Ok(index);
     }
     let key = normalise(name);
-    let matches: Vec<usize> = (0..labels::count())
-        .filter(|&i| normalise(&labels::label(i)) == key)
-        .collect();
+    let named = |key: &str| -> Vec<usize> {
+        (0..labels::count())
+            .filter(|&i| normalise(&labels::label(i)) == key)
+            .collect()
+    };
+    let mut matches = named(&key);
+    // ImageNet's LOC_synset_mapping.txt writes a class as its WordNet synonyms, `tabby,
+    // tabby cat`: the first of them is the label.
+    if matches.is_empty()
+        && let Some((first, _)) = name.split_once(',')
+    {
+        matches = named(&normalise(first));
+    }
     match matches.as_slice() {
         [one] => Ok(*one),
         [] => Err(ClassError::Unknown {
@@ -210,14 +227,22 @@ fn apply_class_folders(items: &mut [Item]) -> anyhow::Result<LabelSource> {
 /// A labels file: `path,label` lines (an optional `path,label` header), or ImageNet's
 /// `LOC_val_solution.csv` (header `ImageId,PredictionString`, rows
 /// `ILSVRC2012_val_00000001,"n01751748 x0 y0 x1 y1 …"`). Rows are matched to images by
-/// path below the folder, else by file name, else by stem.
-fn apply_labels_file(file: &Path, items: &mut [Item]) -> anyhow::Result<()> {
+/// path below the folder, else by file name, else by stem. A row that labels an image
+/// another row labelled as another class is an error; a file none of whose rows names an
+/// image here is a warning (a label file for another folder, or paths written otherwise).
+fn apply_labels_file(
+    file: &Path,
+    root: &Path,
+    items: &mut [Item],
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .from_path(file)
         .with_context(|| format!("cannot read labels file {}", file.display()))?;
-    let mut truths: HashMap<String, Truth> = HashMap::new();
+    // Each row's key: its line, its class and the boxes as written.
+    let mut rows: HashMap<String, (usize, usize, Vec<WrittenBox>)> = HashMap::new();
     let mut loc_format = false;
     for (n, row) in reader.records().enumerate() {
         let line = n + 1;
@@ -236,37 +261,135 @@ fn apply_labels_file(file: &Path, items: &mut [Item]) -> anyhow::Result<()> {
             }
         }
         let at = |e: &dyn std::fmt::Display| format!("{}: line {line}: {e}", file.display());
-        let truth = if loc_format {
+        let (class, boxes) = if loc_format {
             let boxes = parse_prediction_string(value).map_err(|e| anyhow::anyhow!(at(&e)))?;
             let Some(first) = boxes.first() else {
                 bail!(at(&"no box in the prediction string"));
             };
-            Truth {
-                class: first.class,
-                boxes,
-            }
+            (first.class, boxes)
         } else {
             let class = resolve_class(value).map_err(|e| anyhow::anyhow!(at(&e)))?;
-            Truth {
-                class,
-                boxes: Vec::new(),
-            }
+            (class, Vec::new())
         };
-        truths.insert(key.replace('\\', "/"), truth);
+        let key = key.replace('\\', "/");
+        if let Some((before, other, _)) = rows.get(&key)
+            && *other != class
+        {
+            bail!(
+                "{}: lines {before} and {line} both label {key}, as {} and as {}",
+                file.display(),
+                described(*other),
+                described(class)
+            );
+        }
+        rows.insert(key, (line, class, boxes));
     }
+    let mut matched = std::collections::HashSet::new();
     for item in items.iter_mut() {
         let name = item.relative.rsplit('/').next().unwrap_or(&item.relative);
         let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
-        item.truth = [item.relative.as_str(), name, stem]
+        let Some((key, (line, class, written))) = [item.relative.as_str(), name, stem]
             .iter()
-            .find_map(|k| truths.get(*k))
-            .cloned();
+            .find_map(|k| rows.get_key_value(*k))
+        else {
+            item.truth = None;
+            continue;
+        };
+        matched.insert(key);
+        let from = format!("{}: line {line}", file.display());
+        item.truth = Some(Truth {
+            class: *class,
+            boxes: usable_boxes(&item.path, written, &from, warnings),
+        });
+    }
+    if matched.is_empty() && !rows.is_empty() {
+        warnings.push(format!(
+            "{}: 0 of its {} rows name an image under {} (a row's path is matched to an \
+             image's path below that folder, else to its file name, else to its name without \
+             the extension)",
+            file.display(),
+            rows.len(),
+            root.display()
+        ));
     }
     Ok(())
 }
 
+/// A box as a file writes it (pixels, both ends included), before it is checked against
+/// its image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct WrittenBox {
+    class: usize,
+    x0: f64,
+    y0: f64,
+    x1: f64,
+    y1: f64,
+}
+
+impl std::fmt::Display for WrittenBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { x0, y0, x1, y1, .. } = self;
+        write!(f, "{} ({x0}, {y0})–({x1}, {y1})", described(self.class))
+    }
+}
+
+impl WrittenBox {
+    /// The box on an image of `size` (when it could be read), or why it is none: a
+    /// coordinate that is not a number, a minimum above its maximum, or no pixel inside
+    /// the image. A box that only overhangs the image is clipped to it: annotators often
+    /// write the image's width as `xmax`, one past its last pixel.
+    fn on_image(self, size: Option<(u32, u32)>) -> Result<TruthBox, String> {
+        let Self { x0, y0, x1, y1, .. } = self;
+        if ![x0, y0, x1, y1].iter().all(|c| c.is_finite()) {
+            return Err("a coordinate is not a number".into());
+        }
+        if x0 > x1 || y0 > y1 {
+            return Err("inverted: a minimum above its maximum".into());
+        }
+        let (last_x, last_y) = size.map_or((f64::INFINITY, f64::INFINITY), |(w, h)| {
+            (f64::from(w) - 1.0, f64::from(h) - 1.0)
+        });
+        if x1 < 0.0 || y1 < 0.0 || x0 > last_x || y0 > last_y {
+            return Err(match size {
+                Some((w, h)) => format!("outside the {w}×{h} image"),
+                None => "outside the image".into(),
+            });
+        }
+        Ok(TruthBox {
+            class: self.class,
+            x0: x0.clamp(0.0, last_x) as u32,
+            y0: y0.clamp(0.0, last_y) as u32,
+            x1: x1.clamp(0.0, last_x) as u32,
+            y1: y1.clamp(0.0, last_y) as u32,
+        })
+    }
+}
+
+/// The boxes of `written` that are boxes of the image at `path`; a warning for each other,
+/// naming `from` (where it was written).
+fn usable_boxes(
+    path: &Path,
+    written: &[WrittenBox],
+    from: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<TruthBox> {
+    if written.is_empty() {
+        return Vec::new();
+    }
+    // An image that cannot be read fails on its own; its boxes are checked for the rest.
+    let size = crate::model::preprocess::oriented_size(path).ok();
+    written
+        .iter()
+        .filter_map(|b| {
+            b.on_image(size)
+                .map_err(|why| warnings.push(format!("{from}: box {b} not used: {why}")))
+                .ok()
+        })
+        .collect()
+}
+
 /// `wnid x0 y0 x1 y1` repeated.
-fn parse_prediction_string(text: &str) -> Result<Vec<TruthBox>, String> {
+fn parse_prediction_string(text: &str) -> Result<Vec<WrittenBox>, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
     if !words.len().is_multiple_of(5) {
         return Err(format!("`{text}`: expected groups of `wnid x0 y0 x1 y1`"));
@@ -278,10 +401,9 @@ fn parse_prediction_string(text: &str) -> Result<Vec<TruthBox>, String> {
                 .ok_or_else(|| format!("`{}` is not an ImageNet-1k WordNet ID", w[0]))?;
             let n = |s: &str| {
                 s.parse::<f64>()
-                    .map(|v| v.max(0.0) as u32)
                     .map_err(|_| format!("`{s}` is not a coordinate"))
             };
-            Ok(TruthBox {
+            Ok(WrittenBox {
                 class,
                 x0: n(w[1])?,
                 y0: n(w[2])?,
@@ -293,8 +415,14 @@ fn parse_prediction_string(text: &str) -> Result<Vec<TruthBox>, String> {
 }
 
 /// Boxes from `DIR/<stem>.xml` (Pascal VOC). Images with boxes but no label take the class
-/// of their first box.
-fn apply_voc_boxes(dir: &Path, items: &mut [Item]) -> anyhow::Result<()> {
+/// of their first box. A file that cannot be read or parsed (a DTD among them: roxmltree
+/// refuses those, as entity expansion is a way to exhaust memory) is a warning, and its
+/// image unboxed: one bad file in thousands does not stop the run.
+fn apply_voc_boxes(
+    dir: &Path,
+    items: &mut [Item],
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(dir.is_dir(), "--boxes {}: not a folder", dir.display());
     for item in items.iter_mut() {
         let Some(stem) = item.path.file_stem() else {
@@ -304,18 +432,27 @@ fn apply_voc_boxes(dir: &Path, items: &mut [Item]) -> anyhow::Result<()> {
         if !xml.is_file() {
             continue;
         }
-        let text = std::fs::read_to_string(&xml)
-            .with_context(|| format!("cannot read {}", xml.display()))?;
-        let boxes = parse_voc(&text)
-            .with_context(|| format!("{} is not a usable VOC file", xml.display()))?;
-        if boxes.is_empty() {
-            continue;
-        }
+        let written = std::fs::read_to_string(&xml)
+            .map_err(anyhow::Error::from)
+            .and_then(|text| parse_voc(&text));
+        let written = match written {
+            Ok(written) if !written.is_empty() => written,
+            Ok(_) => continue,
+            Err(e) => {
+                warnings.push(format!(
+                    "{}: cannot use it ({e:#}); {} counted as unboxed",
+                    xml.display(),
+                    item.relative
+                ));
+                continue;
+            }
+        };
+        let boxes = usable_boxes(&item.path, &written, &xml.display().to_string(), warnings);
         match &mut item.truth {
             Some(truth) => truth.boxes = boxes,
             None => {
                 item.truth = Some(Truth {
-                    class: boxes[0].class,
+                    class: written[0].class,
                     boxes,
                 });
             }
@@ -325,7 +462,7 @@ fn apply_voc_boxes(dir: &Path, items: &mut [Item]) -> anyhow::Result<()> {
 }
 
 /// The objects of a VOC annotation: `<object><name>wnid</name><bndbox><xmin>…`.
-fn parse_voc(text: &str) -> anyhow::Result<Vec<TruthBox>> {
+fn parse_voc(text: &str) -> anyhow::Result<Vec<WrittenBox>> {
     let doc = roxmltree::Document::parse(text)?;
     let child = |node: roxmltree::Node<'_, '_>, name: &str| {
         node.children()
@@ -342,14 +479,13 @@ fn parse_voc(text: &str) -> anyhow::Result<Vec<TruthBox>> {
             .children()
             .find(|c| c.has_tag_name("bndbox"))
             .with_context(|| format!("object {name} has no <bndbox>"))?;
-        let coord = |tag: &str| -> anyhow::Result<u32> {
+        // `NaN` parses as a number: `WrittenBox::on_image` turns it away.
+        let coord = |tag: &str| -> anyhow::Result<f64> {
             let text = child(bndbox, tag).with_context(|| format!("object {name}: no <{tag}>"))?;
-            let value: f64 = text
-                .parse()
-                .with_context(|| format!("object {name}: <{tag}> {text} is not a number"))?;
-            Ok(value.max(0.0) as u32)
+            text.parse()
+                .with_context(|| format!("object {name}: <{tag}> {text} is not a number"))
         };
-        boxes.push(TruthBox {
+        boxes.push(WrittenBox {
             class,
             x0: coord("xmin")?,
             y0: coord("ymin")?,
@@ -392,7 +528,7 @@ mod tests {
     fn loc_solution_rows_give_the_class_and_every_box() {
         let boxes = parse_prediction_string("n01751748 1 2 30 40 n01751748 5 6 70 80").unwrap();
         assert_eq!(boxes.len(), 2);
-        assert_eq!((boxes[1].class, boxes[1].x1, boxes[1].y1), (65, 70, 80));
+        assert_eq!((boxes[1].class, boxes[1].x1, boxes[1].y1), (65, 70.0, 80.0));
         assert!(parse_prediction_string("n01751748 1 2 30").is_err());
         assert!(parse_prediction_string("n99999999 1 2 3 4").is_err());
     }
@@ -404,16 +540,55 @@ mod tests {
             <xmax>300</xmax><ymax>200</ymax></bndbox></object></annotation>";
         assert_eq!(
             parse_voc(xml).unwrap(),
-            [TruthBox {
+            [WrittenBox {
                 class: 285,
-                x0: 10,
-                y0: 20,
-                x1: 300,
-                y1: 200
+                x0: 10.0,
+                y0: 20.0,
+                x1: 300.0,
+                y1: 200.0
             }]
         );
         assert!(
             parse_voc("<annotation><object><name>n02124075</name></object></annotation>").is_err()
         );
+    }
+
+    #[test]
+    fn a_box_is_one_of_its_image_or_is_not_used() {
+        let written = |x0, y0, x1, y1| WrittenBox {
+            class: 285,
+            x0,
+            y0,
+            x1,
+            y1,
+        };
+        let size = Some((500, 375));
+        let kept = written(10.0, 20.0, 300.0, 200.0).on_image(size).unwrap();
+        assert_eq!((kept.x0, kept.y0, kept.x1, kept.y1), (10, 20, 300, 200));
+        // Overhanging: clipped to the last pixel (499, 374) and the first (0).
+        let clipped = written(-5.0, 20.0, 500.0, 375.0).on_image(size).unwrap();
+        assert_eq!(
+            (clipped.x0, clipped.y0, clipped.x1, clipped.y1),
+            (0, 20, 499, 374)
+        );
+        let why = |b: WrittenBox| b.on_image(size).unwrap_err();
+        assert!(why(written(300.0, 20.0, 10.0, 200.0)).contains("inverted"));
+        assert!(why(written(10.0, f64::NAN, 300.0, 200.0)).contains("not a number"));
+        assert!(why(written(500.0, 20.0, 600.0, 200.0)).contains("outside the 500×375 image"));
+        assert!(why(written(10.0, -50.0, 300.0, -1.0)).contains("outside"));
+    }
+
+    #[test]
+    fn loc_synset_mapping_synonyms_name_their_class() {
+        assert_eq!(resolve_class("tabby, tabby cat"), Ok(281));
+        assert_eq!(
+            resolve_class("great white shark, white shark, man-eater, man-eating shark"),
+            Ok(2)
+        );
+        // The first synonym decides; `crane` stays ambiguous (a bird and a machine).
+        assert!(matches!(
+            resolve_class("crane"),
+            Err(ClassError::Ambiguous { .. })
+        ));
     }
 }

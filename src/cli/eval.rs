@@ -56,6 +56,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
     for (dir, why) in &dataset.unreadable {
         eprintln!("camview: cannot read {}: {why}", dir.display());
     }
+    for warning in &dataset.warnings {
+        eprintln!("camview: {warning}");
+    }
     let classifier = args.model.load_classifier()?;
     let store = match args.store.open() {
         Some(store) => {

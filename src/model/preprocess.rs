@@ -96,6 +96,31 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageError> {
     Ok(img.into_rgb8())
 }
 
+/// The size `load_rgb` would give `path` (EXIF orientation applied), read from its header
+/// without decoding the pixels.
+pub fn oriented_size(path: &Path) -> Result<(u32, u32), ImageError> {
+    let open_err = |source| ImageError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let decode_err = |source| ImageError::Decode {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut decoder = ImageReader::open(path)
+        .map_err(open_err)?
+        .with_guessed_format()
+        .map_err(open_err)?
+        .into_decoder()
+        .map_err(decode_err)?;
+    let (width, height) = decoder.dimensions();
+    use image::metadata::Orientation::{Rotate90, Rotate90FlipH, Rotate270, Rotate270FlipH};
+    Ok(match decoder.orientation().map_err(decode_err)? {
+        Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH => (height, width),
+        _ => (width, height),
+    })
+}
+
 fn decode_limits() -> Limits {
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_DIMENSION);

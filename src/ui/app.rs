@@ -77,13 +77,10 @@ pub struct Panes {
 }
 
 impl Panes {
-    /// The layout of `area`, or `None` when it is too small to be usable.
-    pub fn of(area: Rect) -> Option<Self> {
-        Self::with_classes(area, TOP_K)
-    }
-
-    /// The layout with room for `classes` rows in the predictions table.
-    pub fn with_classes(area: Rect, classes: usize) -> Option<Self> {
+    /// The layout of `area` with room for `classes` rows in the predictions table, or `None`
+    /// when it is too small to be usable. Callers go through [`App::layout`], so drawing,
+    /// mouse hits and the picture's size agree on where everything is.
+    pub fn of(area: Rect, classes: usize) -> Option<Self> {
         if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
             return None;
         }
@@ -243,10 +240,17 @@ impl App {
             )
     }
 
-    /// The layout of the current screen: a dataset's table has a row for the true class.
-    pub fn panes(&self) -> Option<Panes> {
+    /// The layout of `area`, the one used for drawing, mouse hits and the picture's size: a
+    /// dataset's table keeps a row for a true class ranked below the top 5 (on every image,
+    /// so the picture does not jump from one image to the next).
+    pub fn layout(&self, area: Rect) -> Option<Panes> {
         let classes = TOP_K + usize::from(self.review.is_some());
-        Panes::with_classes(Rect::from((Position::ORIGIN, self.size)), classes)
+        Panes::of(area, classes)
+    }
+
+    /// The layout of the current screen.
+    pub fn panes(&self) -> Option<Panes> {
+        self.layout(Rect::from((Position::ORIGIN, self.size)))
     }
 
     /// Applies one event.
@@ -528,6 +532,15 @@ impl App {
     /// The folder's labels are in: the file pane becomes the flat list of its images, the
     /// background sweep starts, and results without the true class pinned are redone.
     fn review_dataset(&mut self, loaded: LoadedDataset) {
+        // What the dataset's files gave but cannot be used: the first, and how many more
+        // (`camview eval` prints them all).
+        if let Some(first) = loaded.dataset.warnings.first() {
+            let more = match loaded.dataset.warnings.len() - 1 {
+                0 => String::new(),
+                n => format!(" (and {n} more: `camview eval` lists them all)"),
+            };
+            self.notice = Some(Err(format!("{}{more}", escaped(first))));
+        }
         let mut review = Review::new(loaded.dataset, loaded.keys);
         self.cache
             .retain(|key, analysed| !review.needs_pinning(&key.path, analysed));
@@ -1079,7 +1092,7 @@ fn spinner(ticks: usize) -> char {
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        let Some(panes) = Panes::of(area) else {
+        let Some(panes) = self.layout(area) else {
             status::draw_too_small(area, buf);
             return;
         };
@@ -1150,9 +1163,9 @@ mod tests {
 
     #[test]
     fn small_screens_have_no_layout() {
-        assert!(Panes::of(Rect::new(0, 0, 59, 40)).is_none());
-        assert!(Panes::of(Rect::new(0, 0, 120, 14)).is_none());
-        let p = Panes::of(Rect::new(0, 0, 120, 40)).unwrap();
+        assert!(Panes::of(Rect::new(0, 0, 59, 40), TOP_K).is_none());
+        assert!(Panes::of(Rect::new(0, 0, 120, 14), TOP_K).is_none());
+        let p = Panes::of(Rect::new(0, 0, 120, 40), TOP_K).unwrap();
         assert!(p.image.width > p.files.width && p.image.height > p.predictions.height);
     }
 }

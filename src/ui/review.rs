@@ -417,6 +417,7 @@ mod tests {
                 .collect(),
             source: LabelSource::ClassFolders,
             unreadable: Vec::new(),
+            warnings: Vec::new(),
         })
     }
 

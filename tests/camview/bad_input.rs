@@ -120,8 +120,15 @@ fn a_one_pixel_image_still_classifies() {
 
 #[test]
 fn exif_orientation_is_applied() {
-    // A 4×2 JPEG tagged "rotate 90° CW" (orientation 6) must come out 2×4.
-    let img = image::RgbImage::from_pixel(4, 2, image::Rgb([200, 0, 0]));
+    // A 64×32 JPEG tagged "rotate 90° CW" (orientation 6) must come out 32×64 and turned the
+    // right way. Three colours, so that no other turn or mirror gives the same picture: the
+    // left half red above green, the right half blue (blocks wide enough for JPEG's colour
+    // subsampling to leave their middles alone).
+    let img = image::RgbImage::from_fn(64, 32, |x, y| match (x < 32, y < 16) {
+        (true, true) => image::Rgb([220, 0, 0]),
+        (true, false) => image::Rgb([0, 220, 0]),
+        (false, _) => image::Rgb([0, 0, 220]),
+    });
     let mut jpeg = std::io::Cursor::new(Vec::new());
     img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
     let jpeg = jpeg.into_inner();
@@ -138,7 +145,20 @@ fn exif_orientation_is_applied() {
     out.extend_from_slice(&jpeg[2..]);
     let dir = tempfile::tempdir().unwrap();
     let loaded = load_rgb(&write(dir.path(), "rotated.jpg", &out)).unwrap();
-    assert_eq!(loaded.dimensions(), (2, 4));
+    assert_eq!(loaded.dimensions(), (32, 64));
+    // Turned clockwise, the left half is on top (green on the left, red on the right) and
+    // the right half at the bottom; turned the other way the blue would be on top.
+    let colour = |x: u32, y: u32| {
+        let [r, g, b] = loaded.get_pixel(x, y).0;
+        match () {
+            _ if r > 150 && g < 80 && b < 80 => "red",
+            _ if g > 150 && r < 80 && b < 80 => "green",
+            _ if b > 150 && r < 80 && g < 80 => "blue",
+            _ => "unclear",
+        }
+    };
+    let seen = [colour(8, 16), colour(24, 16), colour(16, 48)];
+    assert_eq!(seen, ["green", "red", "blue"]);
 }
 
 fn camview(args: &[&str]) -> std::process::Output {

@@ -35,21 +35,17 @@ fn logits_and_cams_match_reference_for_every_photo_and_mode() {
     matches_reference(classifier());
 }
 
-/// The same on a CUDA GPU (cuBLAS without TF32, as candle sets it), when this build has
-/// CUDA and the machine a GPU; it says so and passes otherwise.
+/// The same on a CUDA GPU (cuBLAS without TF32, as candle sets it). Ignored by a plain
+/// `cargo test`, where a skip would count as a pass: `scripts/gpu-check.sh` runs it by name
+/// on a GPU machine, and there a missing GPU is a failure.
 #[test]
+#[ignore = "needs a CUDA build and GPU: scripts/gpu-check.sh runs it (--ignored --exact)"]
 fn the_gpu_matches_reference_too() {
-    if !candle_core::utils::cuda_is_available() {
-        eprintln!("skipping: this build has no CUDA (cargo test --features cuda)");
-        return;
-    }
-    let device = match candle_core::Device::new_cuda(0) {
-        Ok(device) => device,
-        Err(e) => {
-            eprintln!("skipping: no CUDA GPU here ({e})");
-            return;
-        }
-    };
+    assert!(
+        candle_core::utils::cuda_is_available(),
+        "this build has no CUDA (cargo test --features cuda)"
+    );
+    let device = candle_core::Device::new_cuda(0).expect("a CUDA GPU");
     let gpu = camview::model::Classifier::load(weights_path(), None, device).unwrap();
     matches_reference(&gpu);
 }

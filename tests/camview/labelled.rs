@@ -80,3 +80,28 @@ pub fn build_at(dir: &Path) {
     std::fs::write(boxes.join("chelsea.xml"), voc(&CHELSEA_BOX)).unwrap();
     std::fs::write(boxes.join("coffee.xml"), voc(&COFFEE_BOX)).unwrap();
 }
+
+/// The espresso of coffee.png filed under `n01440764` (tench), a class the model ranks far
+/// below the top 5: the case a reviewer looks for. Written into `dir` (which exists).
+pub const MISFILED: &str = "n01440764/coffee.png";
+
+pub fn build_misfiled_at(dir: &Path) {
+    let to = dir.join(MISFILED);
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::copy(photo("coffee"), to).unwrap();
+}
+
+/// Tench's rank (1 = top-1) for coffee.png in the golden reference's logits (the `full`
+/// mode, the browser's): one more than the number of classes scored above it.
+pub fn tench_rank_for_coffee() -> usize {
+    let (_, logits) = crate::common::read_npy(&crate::common::golden("coffee.full.logits.npy"));
+    let tench = logits[0];
+    // camview computes in float32 and the reference in float64 (they differ by up to 1e-5):
+    // a rival within 1e-3 of tench would make the rank depend on that noise.
+    let nearest = logits[1..]
+        .iter()
+        .map(|&l| (l - tench).abs())
+        .fold(f32::INFINITY, f32::min);
+    assert!(nearest > 1e-3, "a class within {nearest} of tench");
+    1 + logits.iter().filter(|&&l| l > tench).count()
+}

@@ -1,6 +1,7 @@
 //! camview's integration tests, one binary: golden numerics against an independent numpy
 //! reference in `tests/fixtures/golden`, the weight importer and fetcher, bad inputs, and the CLI.
 
+mod bad_dataset;
 mod bad_input;
 mod cli;
 mod common;

@@ -1025,3 +1025,106 @@ fn labels_that_cannot_be_read_leave_the_folder_browsable_and_say_why() {
             .is_none()
     );
 }
+
+/// The bug of issue 21: a true class ranked below the top 5 (an espresso filed as a tench)
+/// had no row on screen, as the screen was laid out for five rows and the state for six.
+/// The sixth row shows it with its rank by the golden reference; `t` and a click on that
+/// row show its CAM.
+#[test]
+fn a_true_class_below_the_top_5_has_the_sixth_row() {
+    let dir = fixture("misfiled", crate::labelled::build_misfiled_at);
+    let mut h = Harness::new(&dir, 110, 32);
+    let loaded = review::load(&dir, None, None)
+        .unwrap()
+        .expect("a class folder is a label");
+    h.event(AppEvent::Dataset(Ok(Box::new(loaded))));
+    h.model_ready();
+    h.run_sweep(1);
+    let rank = crate::labelled::tench_rank_for_coffee();
+    assert!(rank > 5, "the reference ranks tench {rank}");
+    let row = h.line_with("← true class");
+    assert!(
+        row.contains(&format!(" {rank} tench ← true class")),
+        "{row}"
+    );
+    insta::assert_snapshot!("dataset_true_class_below_top_5", h.screen());
+    let espresso = h.picture_colors();
+
+    // `t`: the true class's CAM, its row highlighted, the picture changed.
+    h.key(KeyCode::Char('t'));
+    assert!(h.line_with("CAM of").contains("CAM of tench"));
+    let (y, row) = h
+        .screen()
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("← true class"))
+        .map(|(y, l)| (y as u16, l.to_string()))
+        .unwrap();
+    let marker = format!("▶{rank} tench");
+    let at = row.find(&marker).unwrap_or_else(|| panic!("{row}"));
+    // The screen's lines are quoted: one character more than the columns before it.
+    let x = row[..at].chars().count() as u16 - 1;
+    let buffer = h.terminal.backend().buffer();
+    assert_eq!(buffer[(x, y)].fg, Color::Yellow, "the shown row's colour");
+    let tench = h.picture_colors();
+    assert_ne!(tench, espresso, "the CAM of tench is another picture");
+
+    // Back to the top class; a click on the sixth row shows the true class again.
+    h.key(KeyCode::Char('1'));
+    assert!(h.line_with("CAM of").contains("CAM of espresso"));
+    assert_eq!(h.picture_colors(), espresso);
+    h.event(AppEvent::Input(Event::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: x + 10,
+        row: y,
+        modifiers: KeyModifiers::NONE,
+    })));
+    assert!(h.line_with("← true class").contains(&marker));
+    assert!(h.line_with("CAM of").contains("CAM of tench"));
+    assert_eq!(h.picture_colors(), tench);
+}
+
+/// What the dataset's files give but cannot be used reaches the status line, as `eval`
+/// prints it on stderr: here a box file with a DTD and a box that is not a number.
+#[test]
+fn box_files_and_boxes_that_cannot_be_used_are_named_in_the_status_line() {
+    let dir = fixture("bad-boxes", |d| {
+        crate::labelled::build_at(d);
+        std::fs::write(
+            d.join("boxes/coffee.xml"),
+            format!(
+                "<!DOCTYPE annotation>{}",
+                crate::labelled::voc(&crate::labelled::COFFEE_BOX)
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("boxes/astronaut.xml"),
+            "<annotation><object><name>n04228054</name><bndbox><xmin>NaN</xmin>\
+             <ymin>0</ymin><xmax>10</xmax><ymax>10</ymax></bndbox></object></annotation>",
+        )
+        .unwrap();
+    });
+    let data = dir.join("data");
+    let loaded = review::load(&data, None, Some(&dir.join("boxes")))
+        .unwrap()
+        .expect("a dataset");
+    assert_eq!(
+        loaded.dataset.warnings.len(),
+        2,
+        "{:#?}",
+        loaded.dataset.warnings
+    );
+    let first = loaded.dataset.warnings[0].clone();
+    // Wide enough for the whole message.
+    let mut h = Harness::new(&data, 300, 30);
+    h.event(AppEvent::Dataset(Ok(Box::new(loaded))));
+    assert!(h.app.review.is_some(), "reviewed all the same");
+    let status = h.line_with("(and 1 more: `camview eval` lists them all)");
+    assert!(status.contains(&first), "{status}");
+    assert!(
+        status.contains("boxes/astronaut.xml: box n04228054")
+            || status.contains("boxes/coffee.xml: cannot use it"),
+        "{status}"
+    );
+}

@@ -406,3 +406,68 @@ fn an_image_given_opens_its_folder_with_it_selected() {
     session.keys("q");
     session.wait_for("exit", Duration::from_secs(10), |s| s.contains("EXITED:0"));
 }
+
+/// The bug of issue 21 in a real terminal: an espresso filed as a tench has its true class
+/// in the table's sixth row, with the rank the golden reference gives it; `t` shows its CAM,
+/// and so does a mouse click on that row.
+#[test]
+fn a_true_class_below_the_top_5_is_shown_and_chosen_by_key_and_click() {
+    if !tmux_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    crate::labelled::build_misfiled_at(data.path());
+    let command = format!(
+        "CAMVIEW_WEIGHTS={} {} --protocol halfblocks --no-store {}; echo EXITED:$?; sleep 60",
+        quote(weights_path()),
+        quote(Path::new(env!("CARGO_BIN_EXE_camview"))),
+        quote(data.path()),
+    );
+    let session = Session::start(&format!("sh -c {}", quote(Path::new(&command))));
+    let rank = crate::labelled::tench_rank_for_coffee();
+    assert!(rank > 5, "the reference ranks tench {rank}");
+    let truth_row = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("← true class"))
+            .map(str::to_string)
+    };
+    let screen = session.wait_for("the true class's row", Duration::from_secs(60), |s| {
+        truth_row(s).is_some_and(|r| r.contains(&format!(" {rank} tench ← true class")))
+    });
+    assert!(
+        shown_row(&screen).is_some_and(|r| r.contains(&top1("coffee"))),
+        "{screen}"
+    );
+    let shown = |s: &str, label: &str| s.contains(&format!("CAM of {label}"));
+    let marked = format!("▶{rank} tench ← true class");
+
+    session.keys("t");
+    session.wait_for("t: the CAM of tench", Duration::from_secs(10), |s| {
+        shown(s, "tench") && truth_row(s).is_some_and(|r| r.contains(&marked))
+    });
+
+    session.keys("1");
+    let screen = session.wait_for("1: the CAM of espresso", Duration::from_secs(10), |s| {
+        shown(s, "espresso") && !s.contains(&marked)
+    });
+    // A left click on the row's label, as an SGR mouse report (1-based column and row):
+    // what the terminal sends once the app has asked for mouse reports.
+    let (y, row) = screen
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("← true class"))
+        .unwrap();
+    let x = row[..row.find("tench").unwrap()].chars().count();
+    let click = format!("\x1b[<0;{};{}M\x1b[<0;{};{}m", x + 1, y + 1, x + 1, y + 1);
+    let hex: Vec<String> = click.bytes().map(|b| format!("{b:02x}")).collect();
+    let mut args = vec!["send-keys", "-t", &session.name, "-H"];
+    args.extend(hex.iter().map(String::as_str));
+    assert!(tmux(&args).status.success());
+    session.wait_for("click: the CAM of tench", Duration::from_secs(10), |s| {
+        shown(s, "tench") && truth_row(s).is_some_and(|r| r.contains(&marked))
+    });
+
+    session.keys("q");
+    let screen = session.wait_for("exit", Duration::from_secs(10), |s| s.contains("EXITED:"));
+    assert!(screen.contains("EXITED:0"), "{screen}");
+}
