@@ -64,8 +64,8 @@ pub enum Bf16Kernel {
 pub enum F32Kernel {
     /// AVX2 + FMA: tiles of up to 6 rows × 1 panel in 16 ymm registers.
     Avx2,
-    /// AVX-512 F: tiles of up to [`AVX512_TILE_ROWS`] rows × 2 panels in 32 zmm registers,
-    /// so each weight line loaded serves 14 rows instead of 6.
+    /// AVX-512 F: tiles of up to 6 rows × [`AVX512_TILE_PANELS`] panels in 32 zmm
+    /// registers, so each left value loaded serves 64 columns instead of 16.
     Avx512,
 }
 
@@ -99,7 +99,7 @@ impl F32Kernel {
     fn tile_shape(self) -> (usize, usize) {
         match self {
             Self::Avx2 => (TILE_ROWS, 1),
-            Self::Avx512 => (AVX512_TILE_ROWS, 2),
+            Self::Avx512 => (TILE_ROWS, AVX512_TILE_PANELS),
         }
     }
 
@@ -112,9 +112,16 @@ impl F32Kernel {
     }
 }
 
-/// Rows per AVX-512 micro-tile: 14 rows × 2 panels = 28 zmm accumulators, 2 for the weight
-/// lines, 1 for the broadcast left value, of 32.
-pub const AVX512_TILE_ROWS: usize = 14;
+/// Panels per AVX-512 f32 micro-tile: 6 rows × 4 panels = 24 zmm accumulators, 4 for the
+/// weight lines, 1 for the broadcast left value, of 32. Measured against 14 × 2, 8 × 3 and
+/// 7 × 4 on the product alone (`cargo bench --bench gemm`, docs/performance.md): 6 × 4 was
+/// as fast or faster at every layer's shape, and its 6 left rows, unlike 14, never share
+/// one L1 set beyond its 8 ways when they lie 4 KiB apart.
+const AVX512_TILE_PANELS: usize = 4;
+
+/// Rows per native bfloat16 micro-tile: 14 rows × 2 panels = 28 zmm accumulators, the left
+/// rows already copied next to each other as bfloat16 pairs.
+const BF16_TILE_ROWS: usize = 14;
 
 /// Set to keep the AVX2 kernel on a CPU with AVX-512 (to measure both paths on one machine).
 /// Read once, when the first weights are packed.
@@ -443,14 +450,6 @@ impl PackedMatrix {
         let row_block = rows
             .div_ceil(rows.div_ceil(ROW_BLOCK))
             .next_multiple_of(tile_rows);
-        // The AVX-512 tile's 14 left rows are copied next to each other first: rows 4 KiB
-        // apart in the layer (a 1024-deep input) all fall in one set of the 8-way L1 and
-        // evict each other on every depth step (a 196 × 1024 × 256 product ran at 0.7 × the
-        // AVX2 kernel's speed without the copy).
-        let mut copy = match kernel {
-            F32Kernel::Avx2 => Vec::new(),
-            F32Kernel::Avx512 => vec![0f32; tile_rows * block],
-        };
         for col_panels in aligned_chunks(panels, BLOCK_PANELS) {
             for row0 in (0..rows).step_by(row_block) {
                 let row_end = (row0 + row_block).min(rows);
@@ -458,17 +457,10 @@ impl PackedMatrix {
                     let kc = block.min(depth - k0);
                     let (first, last) = (k0 == 0, k0 + kc == depth);
                     for (row, count) in row_tiles(row0..row_end, tile_rows) {
-                        let (lhs, lhs_stride) = if copy.is_empty() {
-                            (lhs[row * lhs_stride + k0..].as_ptr(), lhs_stride)
-                        } else {
-                            for (r, to) in copy.chunks_exact_mut(kc).take(count).enumerate() {
-                                to.copy_from_slice(&lhs[(row + r) * lhs_stride + k0..][..kc]);
-                            }
-                            (copy.as_ptr(), kc)
-                        };
+                        let lhs = lhs[row * lhs_stride + k0..].as_ptr();
                         let mut panel = col_panels.start;
                         while panel < col_panels.end {
-                            let two = tile_panels == 2 && panel + 1 < col_panels.end;
+                            let count_p = tile_panels.min(col_panels.end - panel);
                             let col = panel * PANEL;
                             let finish = last.then(|| Finish {
                                 bias: epilogue.bias[col..].as_ptr(),
@@ -483,7 +475,9 @@ impl PackedMatrix {
                             let tile = Tile {
                                 lhs,
                                 lhs_stride,
-                                weights: [weights(panel), weights(panel + usize::from(two))],
+                                weights: std::array::from_fn(|p| {
+                                    weights(panel + p.min(count_p - 1))
+                                }),
                                 depth: kc,
                                 // SAFETY (of the add): row < rows and col < width.
                                 dst: unsafe { dst.add(row * width + col) },
@@ -494,8 +488,8 @@ impl PackedMatrix {
                             // SAFETY: the tile's rows, depth and 16 or 32 columns lie inside
                             // `lhs`, these panels and `dst` (the caller's size asserts); the
                             // caller checked that the CPU runs `kernel`.
-                            unsafe { f32_tile(kernel, tile, count, two) };
-                            panel += 1 + usize::from(two);
+                            unsafe { f32_tile(kernel, tile, count, count_p) };
+                            panel += count_p;
                         }
                     }
                 }
@@ -521,7 +515,7 @@ impl PackedMatrix {
 
     /// [`Self::blocked_product`] for bfloat16 storage: the same blocking, in steps of two
     /// depths, with each micro-tile's left rows rounded to bfloat16 pairs once for all the
-    /// panels they meet, and tiles of two panels (12 accumulators for six rows).
+    /// panels they meet, and tiles of two panels (28 accumulators for 14 rows natively).
     ///
     /// # Safety
     /// As [`Self::blocked_product`], with AVX512_BF16 available for the native kernel.
@@ -540,7 +534,7 @@ impl PackedMatrix {
         let (depth, width, steps) = (self.depth, self.width, self.steps());
         let block = depth_block(steps);
         let tile_rows = match kernel {
-            Bf16Kernel::Native => AVX512_TILE_ROWS,
+            Bf16Kernel::Native => BF16_TILE_ROWS,
             Bf16Kernel::Emulated => TILE_ROWS,
         };
         let row_block = rows
@@ -598,24 +592,30 @@ impl PackedMatrix {
     }
 }
 
-/// Calls the micro-kernel `kernel::tile::<R, P>(tile)` for the tile's `rows` (R, one of the literals
-/// listed) and P = 2 panels if `two`, else 1: the kernels are unrolled for each shape.
+/// Calls the micro-kernel `kernel::tile::<R, P>(tile)` for the tile's `rows` and `panels`
+/// (R and P, each one of the literals listed): the kernels are unrolled for each shape.
 macro_rules! dispatch_tile {
-    ($kernel:ident; $tile:expr, $rows:expr, $two:expr; $($r:literal)+) => {
-        match ($rows, $two) {
-            $((r, true) if r == $r => $kernel::tile::<$r, 2>($tile),)+
-            $((r, false) if r == $r => $kernel::tile::<$r, 1>($tile),)+
-            (r, _) => unreachable!("a tile of {r} rows"),
+    ($kernel:ident; $tile:expr, $rows:expr, $panels:expr; [$($p:literal)+]; $rs:tt) => {
+        match $panels {
+            $(p if p == $p => dispatch_tile!(@rows $kernel, $p; $tile, $rows; $rs),)+
+            p => unreachable!("a tile of {p} panels"),
+        }
+    };
+    (@rows $kernel:ident, $p:literal; $tile:expr, $rows:expr; [$($r:literal)+]) => {
+        match $rows {
+            $(r if r == $r => $kernel::tile::<$r, $p>($tile),)+
+            r => unreachable!("a tile of {r} rows"),
         }
     };
 }
 
-/// Runs one f32 micro-tile of `rows` rows and one or (`two`, AVX-512 only) two panels.
+/// Runs one f32 micro-tile of `rows` rows and `panels` panels (1 with AVX2, up to 4 with
+/// AVX-512).
 ///
 /// # Safety
 /// As [`avx2::tile`] or [`avx512::tile`], for the CPU features of `kernel`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn f32_tile(kernel: F32Kernel, tile: Tile, rows: usize, two: bool) {
+unsafe fn f32_tile(kernel: F32Kernel, tile: Tile, rows: usize, panels: usize) {
     // SAFETY: passed on from the caller.
     unsafe {
         match kernel {
@@ -628,7 +628,7 @@ unsafe fn f32_tile(kernel: F32Kernel, tile: Tile, rows: usize, two: bool) {
                 _ => avx2::tile::<1>(tile),
             },
             F32Kernel::Avx512 => {
-                dispatch_tile!(avx512; tile, rows, two; 14 13 12 11 10 9 8 7 6 5 4 3 2 1)
+                dispatch_tile!(avx512; tile, rows, panels; [4 3 2 1]; [6 5 4 3 2 1])
             }
         }
     }
@@ -666,16 +666,18 @@ unsafe fn bf16_tile(kernel: Bf16Kernel, tile: PairTile, rows: usize, two: bool) 
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Bf16Kernel::Native => {
-                dispatch_tile!(bf16_native; tile, rows, two; 14 13 12 11 10 9 8 7 6 5 4 3 2 1)
+                dispatch_tile!(bf16_native; tile, rows, 1 + usize::from(two); [2 1]; [14 13 12 11 10 9 8 7 6 5 4 3 2 1])
             }
             #[cfg(not(target_arch = "x86_64"))]
             Bf16Kernel::Native => unreachable!("packing declines on this architecture"),
-            Bf16Kernel::Emulated => dispatch_tile!(bf16_emulated; tile, rows, two; 6 5 4 3 2 1),
+            Bf16Kernel::Emulated => {
+                dispatch_tile!(bf16_emulated; tile, rows, 1 + usize::from(two); [2 1]; [6 5 4 3 2 1])
+            }
         }
     }
 }
 
-/// One bfloat16 micro-tile: up to [`AVX512_TILE_ROWS`] rows (native; [`TILE_ROWS`]
+/// One bfloat16 micro-tile: up to [`BF16_TILE_ROWS`] rows (native; [`TILE_ROWS`]
 /// emulated) × 16 or 32 columns over one block of steps (pairs of depths).
 struct PairTile {
     /// Rows of `steps` pairs (low half: the even depth), `lhs_stride` pairs apart.
@@ -866,15 +868,14 @@ pub fn kernel_available() -> bool {
     }
 }
 
-/// One micro-tile: up to [`TILE_ROWS`] (AVX2) or [`AVX512_TILE_ROWS`] rows × 16 or 32
-/// columns of the product over one depth block.
+/// One micro-tile: up to [`TILE_ROWS`] rows × 16 columns (AVX2) or up to 64 (AVX-512) of
+/// the product over one depth block.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Tile {
     lhs: *const f32,
     lhs_stride: usize,
-    /// Each panel's depth × 16 weights, contiguous; the second is only read by a two-panel
-    /// tile.
-    weights: [*const f32; 2],
+    /// Each panel's depth × 16 weights, contiguous; a tile of P panels reads the first P.
+    weights: [*const f32; 4],
     depth: usize,
     dst: *mut f32,
     dst_stride: usize,
@@ -1174,7 +1175,7 @@ mod tests {
 
     #[test]
     fn row_tiles_cover_each_row_once_in_as_few_tiles_as_whole_ones_would() {
-        for max in [TILE_ROWS, AVX512_TILE_ROWS] {
+        for max in [TILE_ROWS, BF16_TILE_ROWS] {
             for len in 0..200 {
                 let rows = 7..7 + len;
                 let tiles: Vec<(usize, usize)> = row_tiles(rows.clone(), max).collect();
@@ -1211,7 +1212,7 @@ mod tests {
         check_against_naive(pack, |v| v);
     }
 
-    /// The AVX-512 kernel (14 × 32 tiles and every shorter one, one-panel tails) against the
+    /// The AVX-512 kernel (6 × 64 tiles and every shorter and narrower one) against the
     /// same truth, where the CPU has it.
     #[test]
     fn avx512_product_matches_a_naive_product() {
@@ -1309,9 +1310,11 @@ mod tests {
             (100, 300, 48, 3),
             (197, 64, 16, 1),
             (49, 1025, 128, 2),
-            // 14-row tiles with a one-panel tail in each band, and a row block of 96.
-            (111, 40, 48, 1),
+            // Tails of 3, 2 and 1 panels after 4-panel tiles, 14-row bfloat16 tiles, a row
+            // block of 96.
+            (111, 40, 112, 1),
             (29, 9, 80, 2),
+            (15, 33, 96, 1),
             // Two column blocks, the second band starting inside the first.
             (13, 300, 35 * PANEL, 2),
         ];
