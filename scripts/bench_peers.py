@@ -135,7 +135,9 @@ def openvino_model(S, v1, threads, precision):
     def run(x):
         return request.infer({0: x})[0].copy()
 
-    return run, str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    # The property prints as "bf16" in some releases and as "<Type: 'bfloat16'>" in others.
+    chosen = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    return run, "bf16" if "bf16" in chosen or "bfloat16" in chosen else chosen
 
 
 def torch_model(S, v1, threads, device="cpu"):

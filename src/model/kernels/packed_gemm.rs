@@ -514,7 +514,7 @@ impl PackedMatrix {
     }
 
     /// [`Self::blocked_product`] for bfloat16 storage: the same blocking, in steps of two
-    /// depths, with each micro-tile's left rows rounded to bfloat16 pairs once for all the
+    /// depths, with each row block's left rows rounded to bfloat16 pairs once for all the
     /// panels they meet, and tiles of two panels (28 accumulators for 14 rows natively).
     ///
     /// # Safety
@@ -540,21 +540,29 @@ impl PackedMatrix {
         let row_block = rows
             .div_ceil(rows.div_ceil(ROW_BLOCK))
             .next_multiple_of(tile_rows);
-        // One micro-tile's left rows as bfloat16 pairs, `block` pairs a row.
-        let mut pairs = vec![0u32; tile_rows * block];
-        for col_panels in aligned_chunks(panels, BLOCK_PANELS) {
-            for row0 in (0..rows).step_by(row_block) {
-                let row_end = (row0 + row_block).min(rows);
+        // A row block's left rows as bfloat16 pairs, rounded once for every column block and
+        // depth block they meet (rounded per micro-tile, wide layers rounded the same rows up
+        // to four times: 5 % of a bf16 pass). Rows are 64 bytes longer than their pairs, so
+        // rows 4 KiB apart (a 2048-deep input) do not share one L1 set.
+        let stride = steps + 16;
+        let mut pairs = vec![0u32; row_block.min(rows) * stride];
+        for row0 in (0..rows).step_by(row_block) {
+            let row_end = (row0 + row_block).min(rows);
+            for (r, to) in pairs
+                .chunks_exact_mut(stride)
+                .take(row_end - row0)
+                .enumerate()
+            {
+                let src = &lhs[(row0 + r) * lhs_stride..][..depth];
+                // SAFETY: the native kernel's features were checked by the caller.
+                unsafe { round_to_pairs(kernel, src, &mut to[..steps]) };
+            }
+            for col_panels in aligned_chunks(panels.clone(), BLOCK_PANELS) {
                 for k0 in (0..steps).step_by(block) {
                     let kc = block.min(steps - k0);
                     let (first, last) = (k0 == 0, k0 + kc == steps);
                     for (row, count) in row_tiles(row0..row_end, tile_rows) {
-                        for r in 0..count {
-                            let src = &lhs[(row + r) * lhs_stride..][..depth];
-                            let src = &src[2 * k0..(2 * (k0 + kc)).min(depth)];
-                            // SAFETY: the native kernel's features were checked by the caller.
-                            unsafe { round_to_pairs(kernel, src, &mut pairs[r * kc..][..kc]) };
-                        }
+                        let lhs = pairs[(row - row0) * stride + k0..].as_ptr();
                         let mut panel = col_panels.start;
                         while panel < col_panels.end {
                             let two = panel + 1 < col_panels.end;
@@ -570,8 +578,8 @@ impl PackedMatrix {
                                 lines[self.line(panel, k0)..].as_ptr().cast()
                             };
                             let tile = PairTile {
-                                lhs: pairs.as_ptr(),
-                                lhs_stride: kc,
+                                lhs,
+                                lhs_stride: stride,
                                 weights: [weights(panel), weights(panel + usize::from(two))],
                                 steps: kc,
                                 // SAFETY (of the add): row < rows and col < width.
