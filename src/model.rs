@@ -16,3 +16,17 @@ pub mod weights;
 pub use classifier::{Analysis, Classifier, Prediction};
 pub use preprocess::ResizeMode;
 pub use weights::Arch;
+
+/// An error and its causes on one line, `error: cause: cause`, as anyhow's `{:#}` prints them:
+/// for a message that carries causes inside it (a list of failures, a hint after the cause)
+/// instead of giving them as its `source()`, which would print them twice.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}

@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use crate::model::classifier::{DeviceChoice, Precision};
-use crate::model::fetch::{self, Progress, Source};
-use crate::model::{Arch, Classifier, ResizeMode};
+use crate::model::classifier::{DeviceChoice, DeviceError, LoadError, Precision};
+use crate::model::fetch::{self, FetchError, Progress, Source};
+use crate::model::{Arch, Classifier, ResizeMode, chain};
 
 /// Which model, from which file, fed how: what the command line decided.
 #[derive(Debug, Clone)]
@@ -37,20 +37,21 @@ pub enum Step {
     Precision(String),
 }
 
-/// Why no model could be had; each message says what to do.
+/// Why no model could be had; each message says what to do. What to do comes after the
+/// cause, so `Fetch` and `Load` carry their cause in their message and give no `source()`
+/// (which `{:#}` would print a second time, after the hint).
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error("weights file {path} does not exist (get one with `camview weights fetch -o {path}`)", path = .0.display())]
     Missing(PathBuf),
-    #[error("could not download weights: {0:#} (retry with `camview weights fetch`)")]
-    Fetch(anyhow::Error),
-    #[error("{0:#}")]
-    Device(anyhow::Error),
-    #[error("cannot load {}: {source:#} (get genuine weights with `camview weights fetch`)", .path.display())]
-    Load {
-        path: PathBuf,
-        source: anyhow::Error,
-    },
+    #[error("{} (retry with `camview weights fetch`)", chain(.0))]
+    // Boxed, as both are large and rare: `provision`'s `Result` stays small.
+    Fetch(Box<FetchError>),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The cause names the file.
+    #[error("{} (get genuine weights with `camview weights fetch`)", chain(.0))]
+    Load(Box<LoadError>),
 }
 
 /// Resolves, fetches if need be, and loads the model of `config`.
@@ -65,19 +66,15 @@ pub fn provision(
         }
         on_step(Step::Fetching);
         let source = fetch::fetch(&config.weights, &Source::DEFAULT_ORDER, progress)
-            .map_err(ProvisionError::Fetch)?;
+            .map_err(|e| ProvisionError::Fetch(Box::new(e)))?;
         on_step(Step::Fetched(source));
     }
     on_step(Step::Loading);
-    let device = config.device.open().map_err(ProvisionError::Device)?;
+    let device = config.device.open()?;
     let (format, note) = config.precision.format(&device);
     if let Some(note) = note {
         on_step(Step::Precision(note));
     }
-    Classifier::load_as(&config.weights, config.arch, device, format).map_err(|source| {
-        ProvisionError::Load {
-            path: config.weights.clone(),
-            source,
-        }
-    })
+    Classifier::load_as(&config.weights, config.arch, device, format)
+        .map_err(|e| ProvisionError::Load(Box::new(e)))
 }

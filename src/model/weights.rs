@@ -64,7 +64,7 @@ pub enum WeightError {
     },
     #[error("{path} is not a safetensors or PyTorch (.pth) weights file: {reason}")]
     Format { path: PathBuf, reason: String },
-    #[error("tensor `{0}` is missing from the weights (is this an ImageNet ResNet-50?)")]
+    #[error("tensor `{0}` is missing")]
     Missing(String),
     #[error("tensor `{tensor}` has shape {found:?}, expected {expected}")]
     Shape {

