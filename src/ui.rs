@@ -5,6 +5,7 @@ pub mod app;
 pub mod files;
 pub(crate) mod help;
 pub(crate) mod image_pane;
+pub mod keys;
 pub(crate) mod predictions;
 pub mod render;
 pub mod review;

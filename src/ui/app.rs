@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossterm::event::{
-    Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+    Event, KeyCode, KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind,
 };
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Position, Rect, Size};
@@ -17,6 +17,7 @@ use ratatui::widgets::{Block, Widget};
 
 use super::files::{Entry, EntryKind, FileList, ListRequest, Listing};
 use super::image_pane::{ImageBody, ImagePane};
+use super::keys::{self, Action, Context};
 use super::predictions::{PredictionsBody, PredictionsPane};
 use super::render::{RenderEvent, RenderRequest, Rendered};
 use super::review::{LoadedDataset, Mark, Review};
@@ -280,104 +281,137 @@ impl App {
         }
     }
 
+    /// A key: looked up in the key table where it now has its meaning, then done.
     fn on_key(&mut self, key: KeyEvent) {
         self.notice = None;
-        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        if ctrl && matches!(key.code, KeyCode::Char('c' | 'C')) {
-            self.quit = true;
-            return;
+        if let Some(action) = keys::action(key, self.key_contexts()) {
+            self.perform(action, key);
         }
-        if self.help {
-            // Any key closes the help; `q` also quits.
-            self.help = false;
-            if key.code == KeyCode::Char('q') {
-                self.quit = true;
-            }
-            return;
+    }
+
+    /// Where keys are looked up now, first to last: the help and the dataset summary take
+    /// every key; while a filter is typed, keys it does not use keep their meaning.
+    fn key_contexts(&self) -> &'static [Context] {
+        let summary = self.review.as_ref().is_some_and(|r| r.summary.is_some());
+        match (self.help, self.files.typing, summary) {
+            (true, _, _) => &[Context::Help],
+            (false, true, true) => &[Context::Filter, Context::Summary],
+            (false, true, false) => &[Context::Filter, Context::Browser, Context::Dataset],
+            (false, false, true) => &[Context::Summary],
+            (false, false, false) => &[Context::Browser, Context::Dataset],
         }
-        if self.files.typing && self.on_filter_key(key) {
-            return;
-        }
-        if self.review.as_ref().is_some_and(|r| r.summary.is_some()) {
-            self.on_summary_key(key);
-            return;
-        }
-        let page = self.page_rows();
-        match key.code {
-            KeyCode::Char('q') => self.quit = true,
-            KeyCode::Esc if !self.files.filter.is_empty() => {
-                self.files.clear_filter();
-                self.selection_changed();
-            }
-            KeyCode::Esc if self.review.as_ref().is_some_and(|r| r.confusion.is_some()) => {
-                self.rearrange(|r| r.confusion = None);
-            }
-            KeyCode::Esc => self.quit = true,
-            KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1),
-            KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
-            KeyCode::PageUp => self.move_selection(-page),
-            KeyCode::PageDown => self.move_selection(page),
-            KeyCode::Home | KeyCode::Char('g') => self.select(0),
-            KeyCode::End | KeyCode::Char('G') => self.select(usize::MAX),
-            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => self.open_folder(),
-            KeyCode::Backspace | KeyCode::Left | KeyCode::Char('h') => self.go_up(),
-            KeyCode::Char('/') => self.files.typing = true,
-            KeyCode::Char('r') if self.files.flat => {
-                // The dataset's images and labels, read again; the list stays meanwhile.
-                self.commands.push(Command::ReadDataset);
-            }
-            KeyCode::Char('r') => {
-                // New files appear; a changed file has a new key, so it is analysed again.
-                let listing = self.files.reload();
-                self.commands.push(Command::List(listing));
-            }
-            KeyCode::Char('?') => self.help = true,
-            KeyCode::Char('v') => self.restyle(|s| s.view = s.view.next()),
-            KeyCode::Char('c') => self.restyle(|s| s.colormap = s.colormap.next()),
-            KeyCode::Char('+' | '=') => self.restyle(|s| s.alpha = step_alpha(s.alpha, 1)),
-            KeyCode::Char('-' | '_') => self.restyle(|s| s.alpha = step_alpha(s.alpha, -1)),
-            KeyCode::Char('b') => self.restyle(|s| s.bbox = !s.bbox),
-            KeyCode::Char('s') => self.save(),
-            KeyCode::Char(d @ '1'..='6') => {
-                self.choose_class(usize::from(d as u8 - b'1'));
-            }
-            KeyCode::Tab => self.cycle_class(1),
-            KeyCode::BackTab => self.cycle_class(-1),
-            KeyCode::Char('t') => self.show_true_class(),
-            KeyCode::Char('m') => self.rearrange(|r| {
+    }
+
+    fn perform(&mut self, action: Action, key: KeyEvent) {
+        match action {
+            Action::Quit => self.quit = true,
+            Action::Escape => self.escape(),
+            Action::Up => self.move_selection(-1),
+            Action::Down => self.move_selection(1),
+            Action::PageUp => self.move_selection(-self.page_rows()),
+            Action::PageDown => self.move_selection(self.page_rows()),
+            Action::First => self.select(0),
+            Action::Last => self.select(usize::MAX),
+            Action::OpenFolder => self.open_folder(),
+            Action::LeaveFolder => self.go_up(),
+            Action::StartFilter => self.files.typing = true,
+            Action::Reload => self.reload(),
+            Action::OpenHelp => self.help = true,
+            Action::CloseHelp => self.help = false,
+            Action::NextView => self.restyle(|s| s.view = s.view.next()),
+            Action::NextColormap => self.restyle(|s| s.colormap = s.colormap.next()),
+            Action::MoreHeat => self.restyle(|s| s.alpha = step_alpha(s.alpha, 1)),
+            Action::LessHeat => self.restyle(|s| s.alpha = step_alpha(s.alpha, -1)),
+            Action::ToggleBoxes => self.restyle(|s| s.bbox = !s.bbox),
+            Action::Save => self.save(),
+            Action::Row(row) => self.choose_class(row),
+            Action::NextRow => self.cycle_class(1),
+            Action::PreviousRow => self.cycle_class(-1),
+            Action::ShowTrueClass => self.show_true_class(),
+            Action::NextShow => self.rearrange(|r| {
                 r.flat = true;
                 r.show = r.show.next();
             }),
-            KeyCode::Char('o') => self.rearrange(|r| {
+            Action::NextOrder => self.rearrange(|r| {
                 r.flat = true;
                 r.order = r.order.next();
             }),
-            KeyCode::Char('n') => self.jump_to_miss(1),
-            KeyCode::Char('N') => self.jump_to_miss(-1),
-            KeyCode::Char('f') => self.toggle_flat(),
-            KeyCode::Char('d') => {
+            Action::NextMiss => self.jump_to_miss(1),
+            Action::PreviousMiss => self.jump_to_miss(-1),
+            Action::ToggleFlat => self.toggle_flat(),
+            Action::OpenSummary => {
                 if let Some(review) = &mut self.review {
                     review.summary = Some(0);
                 }
             }
-            _ => {}
+            Action::KeepFilter => self.files.typing = false,
+            Action::DeleteChar => self.delete_filter_char(),
+            Action::ClearFilter => self.clear_filter(),
+            Action::Type => {
+                if let KeyCode::Char(c) = key.code {
+                    let filter = format!("{}{c}", self.files.filter);
+                    self.files.set_filter(filter);
+                    self.selection_changed();
+                }
+            }
+            Action::PreviousConfusion
+            | Action::NextConfusion
+            | Action::NarrowToConfusion
+            | Action::CloseSummary => self.in_summary(action),
         }
     }
 
-    /// Keys while the dataset summary is open: move among the confusions, Enter narrows the
-    /// list to the chosen one, anything else closes it.
-    fn on_summary_key(&mut self, key: KeyEvent) {
+    /// Esc: the filter goes first, then the confusion the list is narrowed to, then camview.
+    fn escape(&mut self) {
+        if !self.files.filter.is_empty() {
+            self.clear_filter();
+        } else if self.review.as_ref().is_some_and(|r| r.confusion.is_some()) {
+            self.rearrange(|r| r.confusion = None);
+        } else {
+            self.quit = true;
+        }
+    }
+
+    fn reload(&mut self) {
+        if self.files.flat {
+            // The dataset's images and labels, read again; the list stays meanwhile.
+            self.commands.push(Command::ReadDataset);
+        } else {
+            // New files appear; a changed file has a new key, so it is analysed again.
+            let listing = self.files.reload();
+            self.commands.push(Command::List(listing));
+        }
+    }
+
+    fn clear_filter(&mut self) {
+        self.files.clear_filter();
+        self.selection_changed();
+    }
+
+    /// Backspace in the filter; on an empty filter it stops the typing.
+    fn delete_filter_char(&mut self) {
+        let mut filter = self.files.filter.clone();
+        if filter.pop().is_none() {
+            self.files.typing = false;
+        }
+        self.files.set_filter(filter);
+        self.selection_changed();
+    }
+
+    /// The dataset summary's keys: move among the confusions, narrow the list to the chosen
+    /// one, or close it.
+    fn in_summary(&mut self, action: Action) {
         let Some(review) = &mut self.review else {
             return;
         };
         let confusions = review.confusions();
         let at = review.summary.unwrap_or(0);
-        match key.code {
-            KeyCode::Up | KeyCode::Char('k') => review.summary = Some(at.saturating_sub(1)),
-            KeyCode::Down | KeyCode::Char('j') => {
+        match action {
+            Action::PreviousConfusion => review.summary = Some(at.saturating_sub(1)),
+            Action::NextConfusion => {
                 review.summary = Some((at + 1).min(confusions.len().saturating_sub(1)));
             }
-            KeyCode::Enter => {
+            Action::NarrowToConfusion => {
                 if let Some(c) = confusions.get(at) {
                     let pair = (c.truth, c.predicted);
                     self.rearrange(|r| {
@@ -388,36 +422,8 @@ impl App {
                     });
                 }
             }
-            KeyCode::Char('q') => self.quit = true,
             _ => review.summary = None,
         }
-    }
-
-    /// Keys while the filter is being typed; false for keys that keep their usual meaning.
-    fn on_filter_key(&mut self, key: KeyEvent) -> bool {
-        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        match key.code {
-            KeyCode::Esc => {
-                self.files.clear_filter();
-                self.selection_changed();
-            }
-            KeyCode::Enter => self.files.typing = false,
-            KeyCode::Backspace => {
-                let mut filter = self.files.filter.clone();
-                if filter.pop().is_none() {
-                    self.files.typing = false;
-                }
-                self.files.set_filter(filter);
-                self.selection_changed();
-            }
-            KeyCode::Char(c) if !ctrl => {
-                let filter = format!("{}{c}", self.files.filter);
-                self.files.set_filter(filter);
-                self.selection_changed();
-            }
-            _ => return false,
-        }
-        true
     }
 
     fn on_mouse(&mut self, mouse: MouseEvent) {
