@@ -49,6 +49,12 @@ pub enum AppEvent {
     Dataset(Result<Box<LoadedDataset>, String>),
     /// Time passes (animates the spinner while something is in progress).
     Tick,
+    /// The graphics protocol the terminal was found to speak, for the status line.
+    Protocol(String),
+    /// Where `s` writes from now on.
+    SaveDir(PathBuf),
+    /// Select this file once its folder's listing arrives (`camview FILE`).
+    SelectOnArrival(PathBuf),
 }
 
 /// Work the event loop hands to the background threads.
@@ -135,33 +141,33 @@ pub struct Current {
 
 /// The browser.
 pub struct App {
-    pub files: FileList,
+    files: FileList,
     /// Results per file version; also drives the cached marks in the file pane.
-    pub cache: HashMap<ImageKey, Analysed>,
+    cache: HashMap<ImageKey, Analysed>,
     /// The dataset review, once the folder's labels are in.
-    pub review: Option<Review>,
+    review: Option<Review>,
     failures: HashMap<ImageKey, String>,
-    pub model: ModelStatus,
+    model: ModelStatus,
     /// `None` while a folder (or nothing) is selected.
-    pub current: Option<Current>,
+    current: Option<Current>,
     /// The last picture received, kept on screen while a newer one of the same file renders.
-    pub shown: Option<(ImageKey, Rendered)>,
-    pub style: Style,
+    shown: Option<(ImageKey, Rendered)>,
+    style: Style,
     /// Which of the top classes the CAM shows (0 = the best).
-    pub class: usize,
-    pub help: bool,
+    class: usize,
+    help: bool,
     /// Name of the graphics protocol, for the status line.
-    pub protocol: String,
-    pub size: Size,
+    protocol: String,
+    size: Size,
     /// Counts ticks; the spinner's frame.
-    pub ticks: usize,
+    ticks: usize,
     ticket: u64,
     /// The render request whose answer is awaited.
-    pub pending_render: Option<u64>,
+    pending_render: Option<u64>,
     /// Where `s` writes.
-    pub save_dir: PathBuf,
+    save_dir: PathBuf,
     /// The outcome of the last save (the message, or the error), until the next key.
-    pub notice: Option<Result<String, String>>,
+    notice: Option<Result<String, String>>,
     commands: Vec<Command>,
     quit: bool,
 }
@@ -197,11 +203,6 @@ impl App {
         app
     }
 
-    /// Selects `path` once the folder's listing arrives (`camview FILE`).
-    pub fn select_on_arrival(&mut self, path: PathBuf) {
-        self.files.select_on_arrival(path);
-    }
-
     /// The work recorded since the last call.
     pub fn take_commands(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.commands)
@@ -217,6 +218,35 @@ impl App {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The file pane's list.
+    pub fn files(&self) -> &FileList {
+        &self.files
+    }
+
+    /// The dataset review, once the folder's labels are in.
+    pub fn review(&self) -> Option<&Review> {
+        self.review.as_ref()
+    }
+
+    /// The selected image, `None` while a folder (or nothing) is selected.
+    pub fn current(&self) -> Option<&Current> {
+        self.current.as_ref()
+    }
+
+    pub fn style(&self) -> Style {
+        self.style
+    }
+
+    /// Which row of the predictions table the CAM shows (0 = the best class).
+    pub fn class(&self) -> usize {
+        self.class
+    }
+
+    /// Whether the help is open.
+    pub fn help(&self) -> bool {
+        self.help
     }
 
     pub fn should_quit(&self) -> bool {
@@ -278,6 +308,9 @@ impl App {
                 self.notice = Some(Err(format!("not reviewed as a dataset: {}", escaped(&e))));
             }
             AppEvent::Tick => self.ticks = self.ticks.wrapping_add(1),
+            AppEvent::Protocol(name) => self.protocol = name,
+            AppEvent::SaveDir(dir) => self.save_dir = dir,
+            AppEvent::SelectOnArrival(path) => self.files.select_on_arrival(path),
         }
     }
 
