@@ -5,6 +5,7 @@ pub mod app;
 pub mod files;
 pub(crate) mod help;
 pub(crate) mod image_pane;
+pub mod keys;
 pub(crate) mod predictions;
 pub mod render;
 pub mod review;
@@ -95,9 +96,9 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
     let list_tx = tx.clone();
     let lister = Lister::spawn(move |l| list_tx.send(AppEvent::Listed(l)).is_ok())?;
     let mut app = App::new(&args.dir, "detecting graphics…", terminal.size()?);
-    app.save_dir.clone_from(&args.save_dir);
+    app.update(AppEvent::SaveDir(args.save_dir.clone()));
     if let Some(path) = &args.select {
-        app.select_on_arrival(path.clone());
+        app.update(AppEvent::SelectOnArrival(path.clone()));
     }
     spawn_dataset_reader(args, tx.clone())?;
     let dataset = args.clone();
@@ -111,7 +112,9 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
     log::debug("first frame drawn");
 
     let graphics = term::detect(args.protocol);
-    app.protocol = term::protocol_name(&graphics.picker).to_string();
+    app.update(AppEvent::Protocol(
+        term::protocol_name(&graphics.picker).to_string(),
+    ));
     let mut shown = ShownPicture::new(&graphics.picker);
     // Terminal events arrive on their own thread so the loop waits on one channel. The
     // picker's query is done, so nothing else reads stdin.

@@ -6,43 +6,10 @@ use ratatui::style::{Color, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Widget};
 
-/// (keys, what they do), in the order shown.
-pub const KEYS: [(&str, &str); 18] = [
-    ("↑ ↓  j k", "select the previous / next file"),
-    ("PgUp PgDn", "move a page"),
-    ("g G  Home End", "first / last file"),
-    ("Enter → l", "open the selected folder"),
-    ("Backspace ← h", "go up (not above the starting folder)"),
-    ("/", "filter names as you type (Enter keeps it)"),
-    (
-        "Esc",
-        "clear the filter (or the confusion shown), else quit",
-    ),
-    (
-        "r",
-        "re-read the folder (or the dataset's images and labels)",
-    ),
-    ("mouse", "click selects a file or class, wheel scrolls"),
-    ("1 – 6", "show the CAM of that row of the table"),
-    ("Tab  Shift-Tab", "next / previous class"),
-    ("v", "cycle view: overlay, original, heat map, top-5 grid"),
-    ("c", "cycle colormap: jet, turbo, viridis, inferno"),
-    ("+ -", "more / less heat map in the blend"),
-    ("b", "toggle the CAM box (green) and truth boxes (magenta)"),
-    ("s", "save the picture at full size as PNG"),
-    ("?", "toggle this help"),
-    ("q  Ctrl-C", "quit"),
-];
+use super::keys::{self, Context};
 
-/// The keys of a labelled folder (a dataset), and its marks.
-pub const DATASET_KEYS: [(&str, &str); 9] = [
-    ("m", "show all → top-1 misses → top-1 hits"),
-    ("o", "order: name → confidence ↑ → loss ↓ → margin ↑"),
-    ("n N", "next / previous top-1 miss"),
-    ("t", "show the true class's CAM"),
-    ("d", "summary: per-class accuracy, confusions (Enter)"),
-    ("f", "the flat list of all images, or their folders"),
-    ("", ""),
+/// The marks of a dataset's files.
+const DATASET_MARKS: [(&str, &str); 2] = [
     ("✓ 5 ✗", "top-1 right · in the top 5 · wrong"),
     ("· ! –", "not analysed yet · failed · no label"),
 ];
@@ -52,18 +19,17 @@ const FOLDER_MARKS: [(&str, &str); 1] = [("✓", "marks files whose result is ca
 
 /// Draws the help over `area`: the dataset's keys too when `dataset`.
 pub fn draw(dataset: bool, area: Rect, buf: &mut Buffer) {
-    let extra: &[(&str, &str)] = if dataset {
-        &DATASET_KEYS
+    let listed = |context| keys::of(context).map(|e| (e.keys, e.help));
+    let mut keys: Vec<(&str, &str)> = listed(Context::Browser).collect();
+    keys.push(("", ""));
+    if dataset {
+        keys.extend(listed(Context::Dataset));
+        keys.push(("", ""));
+        keys.extend(DATASET_MARKS);
     } else {
-        &FOLDER_MARKS
-    };
-    let keys: Vec<(&str, &str)> = KEYS
-        .iter()
-        .chain(&[("", "")])
-        .chain(extra)
-        .chain(&[("", ""), ("", "any key closes this help")])
-        .copied()
-        .collect();
+        keys.extend(FOLDER_MARKS);
+    }
+    keys.extend([("", ""), ("", "any key closes this help")]);
     let width = keys
         .iter()
         .map(|(_, d)| 16 + d.chars().count() as u16)

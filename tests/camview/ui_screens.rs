@@ -113,7 +113,7 @@ impl Harness {
 
     /// The true class the app's review gives `path`.
     fn truth_of(&self, path: &Path) -> Option<usize> {
-        self.app.review.as_ref()?.truth_at(path).map(|t| t.class)
+        self.app.review()?.truth_at(path).map(|t| t.class)
     }
 
     /// Runs the sweep asked for: every target's result, `per_event` to an event, as the
@@ -338,7 +338,7 @@ fn browsing_session_step_by_step() {
     assert!(h.line_with("CAM of").contains("CAM of tiger cat"));
     insta::assert_snapshot!("chelsea_class_2", h.screen());
     h.key(KeyCode::Tab);
-    assert_eq!(h.app.class, 2);
+    assert_eq!(h.app.class(), 2);
     assert!(h.line_with("▶3").contains("tabby"));
 
     // Style keys change what is drawn, and the predictions title says so.
@@ -384,7 +384,7 @@ fn browsing_session_step_by_step() {
     h.key(KeyCode::Char('?'));
     insta::assert_snapshot!("help", h.screen());
     h.key(KeyCode::Char('x'));
-    assert!(!h.app.help);
+    assert!(!h.app.help());
 
     // End selects the last file; its mark appears once analysed.
     h.key(KeyCode::End);
@@ -417,7 +417,7 @@ fn a_corrupt_file_shows_its_error_and_browsing_goes_on() {
     });
     let mut h = Harness::new(&dir, 100, 30);
     h.model_ready();
-    let current = h.app.current.as_ref().unwrap();
+    let current = h.app.current().unwrap();
     assert!(current.name == "broken.png" && current.image_error.is_some());
     assert!(matches!(current.analysis, AnalysisState::Failed(_)));
     insta::assert_snapshot!("corrupt", h.screen());
@@ -464,10 +464,10 @@ fn folders_filter_and_mouse() {
     let mut h = Harness::new(&dir, 100, 30);
     let names = |h: &Harness| -> Vec<String> {
         h.app
-            .files
+            .files()
             .visible
             .iter()
-            .map(|&i| h.app.files.entries[i].name.clone())
+            .map(|&i| h.app.files().entries[i].name.clone())
             .collect()
     };
     // Folders first, natural order, non-images and hidden files left out, names escaped.
@@ -495,11 +495,11 @@ fn folders_filter_and_mouse() {
     assert_eq!(names(&h), ["cat.png"]);
     assert!(h.line_with("tree/b 9").starts_with("\"┌"));
     assert!(h.line_with(" 1 image ").starts_with("\"└"));
-    assert!(h.app.current.is_some());
+    assert!(h.app.current().is_some());
     h.key(KeyCode::Backspace);
-    assert_eq!(h.app.files.selected().unwrap().name, "b 9");
+    assert_eq!(h.app.files().selected().unwrap().name, "b 9");
     h.key(KeyCode::Left);
-    assert_eq!(h.app.files.dir, dir);
+    assert_eq!(h.app.files().dir, dir);
 
     // `/` filters as you type; Esc clears the filter first, then quits.
     h.chars("/img1");
@@ -529,9 +529,9 @@ fn folders_filter_and_mouse() {
         rows.y + 3,
         MouseEventKind::Down(MouseButton::Left),
     ));
-    assert_eq!(h.app.files.selected().unwrap().name, "img9.png");
+    assert_eq!(h.app.files().selected().unwrap().name, "img9.png");
     h.event(click(rows.x + 2, rows.y, MouseEventKind::ScrollDown));
-    assert_eq!(h.app.files.selected().unwrap().name, "img10.png");
+    assert_eq!(h.app.files().selected().unwrap().name, "img10.png");
 
     h.key(KeyCode::Esc);
     assert!(h.app.should_quit());
@@ -546,22 +546,22 @@ fn folders_are_read_off_the_ui_thread_and_only_the_latest_listing_counts() {
     });
     let mut h = Harness::holding_listings(&dir, 100, 30);
     // Nothing is read yet: the pane says so, nothing is analysed, and keys are answered.
-    assert!(h.app.files.entries.is_empty());
-    assert!(h.app.files.loading());
+    assert!(h.app.files().entries.is_empty());
+    assert!(h.app.files().loading());
     assert!(h.line_with("reading the folder…").starts_with("\"│"));
     assert!(h.line_with(" reading… ").starts_with("\"└"));
     assert!(h.requests.is_empty());
     h.key(KeyCode::Char('?'));
-    assert!(h.app.help);
+    assert!(h.app.help());
     h.key(KeyCode::Char('x'));
-    assert!(!h.app.help);
+    assert!(!h.app.help());
 
     // The listing arrives: the first entry (the folder) is selected.
     h.list(0);
-    assert!(!h.app.files.loading());
-    assert_eq!(h.app.files.selected().unwrap().name, "sub");
+    assert!(!h.app.files().loading());
+    assert_eq!(h.app.files().selected().unwrap().name, "sub");
     h.key(KeyCode::Down);
-    assert_eq!(h.app.files.selected().unwrap().name, "coffee.png");
+    assert_eq!(h.app.files().selected().unwrap().name, "coffee.png");
     assert!(
         matches!(h.requests.as_slice(), [Request::Analyze(k)] if k.path.ends_with("coffee.png"))
     );
@@ -569,22 +569,22 @@ fn folders_are_read_off_the_ui_thread_and_only_the_latest_listing_counts() {
     // `r` keeps the entries on screen until the new listing comes, and the selection on the
     // same file after it.
     h.key(KeyCode::Char('r'));
-    assert_eq!(h.app.files.entries.len(), 2);
+    assert_eq!(h.app.files().entries.len(), 2);
     h.list(1);
-    assert_eq!(h.app.files.selected().unwrap().name, "coffee.png");
+    assert_eq!(h.app.files().selected().unwrap().name, "coffee.png");
 
     // Into `sub` and straight back out before its listing arrives: the late listing of
     // `sub` must not replace the root's, and the root's selects the folder we left.
     h.key(KeyCode::Up);
     h.key(KeyCode::Enter);
-    assert!(h.app.current.is_none());
+    assert!(h.app.current().is_none());
     h.key(KeyCode::Backspace);
     h.list(3);
     h.list(2);
-    assert_eq!(h.app.files.dir, dir);
-    assert_eq!(h.app.files.selected().unwrap().name, "sub");
-    assert_eq!(h.app.files.entries.len(), 2);
-    assert!(!h.app.files.loading());
+    assert_eq!(h.app.files().dir, dir);
+    assert_eq!(h.app.files().selected().unwrap().name, "sub");
+    assert_eq!(h.app.files().entries.len(), 2);
+    assert!(!h.app.files().loading());
 
     // A folder that vanished before it was read: the whole reason shows, wrapped in the pane.
     h.key(KeyCode::Enter);
@@ -604,7 +604,7 @@ fn folders_are_read_off_the_ui_thread_and_only_the_latest_listing_counts() {
     );
     h.key(KeyCode::Backspace);
     h.list(5);
-    assert_eq!(h.app.files.selected().unwrap().name, "coffee.png");
+    assert_eq!(h.app.files().selected().unwrap().name, "coffee.png");
 }
 
 #[test]
@@ -687,7 +687,7 @@ fn r_rereads_the_folder_and_a_changed_file_is_analysed_again() {
         std::fs::copy(crate::common::photo("coffee"), dir.join("a.png")).unwrap();
     });
     let mut h = Harness::new(&dir, 100, 30);
-    assert_eq!(h.app.files.visible.len(), 1);
+    assert_eq!(h.app.files().visible.len(), 1);
     assert_eq!(h.requests.len(), 1);
 
     std::fs::copy(crate::common::photo("chelsea"), dir.join("b.png")).unwrap();
@@ -699,8 +699,8 @@ fn r_rereads_the_folder_and_a_changed_file_is_analysed_again() {
     a.set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
         .unwrap();
     h.key(KeyCode::Char('r'));
-    assert_eq!(h.app.files.visible.len(), 2);
-    assert_eq!(h.app.files.selected().unwrap().name, "a.png");
+    assert_eq!(h.app.files().visible.len(), 2);
+    assert_eq!(h.app.files().selected().unwrap().name, "a.png");
     assert_eq!(h.requests.len(), 2, "{:?}", h.requests);
     assert!(matches!(&h.requests[1], Request::Analyze(k) if k.path.ends_with("a.png")));
 }
@@ -726,7 +726,7 @@ fn the_smallest_usable_screen_still_shows_every_pane() {
 fn s_saves_the_picture_shown_at_full_size() {
     let out = fixture("saved", |_| {});
     let mut h = Harness::new(images(), 160, 30);
-    h.app.save_dir = out.clone();
+    h.app.update(AppEvent::SaveDir(out.clone()));
     h.key(KeyCode::Char('s'));
     assert!(h.line_with("nothing to save yet").contains("model loading"));
 
@@ -769,7 +769,9 @@ fn s_saves_the_picture_shown_at_full_size() {
     assert!(original == photo);
 
     // A folder that cannot be made: the error shows and browsing goes on.
-    h.app.save_dir = PathBuf::from("/proc/camview-cannot-write-here");
+    h.app.update(AppEvent::SaveDir(PathBuf::from(
+        "/proc/camview-cannot-write-here",
+    )));
     h.key(KeyCode::Char('s'));
     assert!(
         h.line_with("cannot save")
@@ -857,7 +859,7 @@ fn a_labelled_folder_is_reviewed_as_a_flat_list_with_verdicts() {
     h.chars("jjj");
     assert!(h.line_with("▶ n02124075/chelsea.png").starts_with("\"│✓"));
     assert!(
-        h.app.style.bbox,
+        h.app.style().bbox,
         "boxes shown from the start in a boxed dataset"
     );
     let status = h.line_with("IoU");
@@ -933,7 +935,7 @@ fn the_review_list_filters_orders_and_jumps_between_misses() {
     let mut seen = Vec::new();
     for _ in 0..4 {
         h.key(KeyCode::Char('n'));
-        seen.push(h.app.current.as_ref().unwrap().name.clone());
+        seen.push(h.app.current().unwrap().name.clone());
     }
     assert_eq!(
         seen,
@@ -945,7 +947,7 @@ fn the_review_list_filters_orders_and_jumps_between_misses() {
         ]
     );
     h.key(KeyCode::Char('N'));
-    assert_eq!(h.app.current.as_ref().unwrap().name, "812/rocket.jpg");
+    assert_eq!(h.app.current().unwrap().name, "812/rocket.jpg");
 
     // `f`: the folders, with the selected image selected in its own; and back.
     h.key(KeyCode::Char('f'));
@@ -990,7 +992,7 @@ fn the_summary_lists_confusions_and_narrows_the_list_to_one() {
     h.key(KeyCode::Enter);
     // The narrowing in the bottom border (cut to the pane), the count beside it.
     assert!(h.line_with("└ space shuttle → drill").contains(" 1 image "));
-    assert_eq!(h.app.current.as_ref().unwrap().name, "812/rocket.jpg");
+    assert_eq!(h.app.current().unwrap().name, "812/rocket.jpg");
     // Esc widens the list again (a second Esc would quit).
     h.key(KeyCode::Esc);
     assert!(!h.app.should_quit());
@@ -1011,7 +1013,7 @@ fn labels_that_cannot_be_read_leave_the_folder_browsable_and_say_why() {
     // Wide enough for the whole message.
     let mut h = Harness::new(&dir, 240, 30);
     h.event(AppEvent::Dataset(Err(error)));
-    assert!(h.app.review.is_none());
+    assert!(h.app.review().is_none());
     let status = h.line_with("not reviewed as a dataset");
     assert!(status.contains("not a class at all"), "{status}");
     assert!(
@@ -1119,7 +1121,7 @@ fn box_files_and_boxes_that_cannot_be_used_are_named_in_the_status_line() {
     // Wide enough for the whole message.
     let mut h = Harness::new(&data, 300, 30);
     h.event(AppEvent::Dataset(Ok(Box::new(loaded))));
-    assert!(h.app.review.is_some(), "reviewed all the same");
+    assert!(h.app.review().is_some(), "reviewed all the same");
     let status = h.line_with("(and 1 more: `camview eval` lists them all)");
     assert!(status.contains(&first), "{status}");
     assert!(

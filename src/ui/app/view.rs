@@ -1,0 +1,205 @@
+//! What drawing reads: each pane's view of the state, and `impl Widget for &App`.
+
+use super::*;
+
+/// A class's label, for the file pane's border.
+fn label(class: usize) -> String {
+    crate::model::labels::label(class)
+}
+
+/// The braille spinner frame for `ticks`.
+fn spinner(ticks: usize) -> char {
+    const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    FRAMES[ticks % FRAMES.len()]
+}
+
+impl Widget for &App {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let Some(panes) = self.layout(area) else {
+            status::draw_too_small(area, buf);
+            return;
+        };
+        let mark = |entry: &Entry| self.mark(entry);
+        let look = crate::ui::files::Look {
+            title: self.review.as_ref().filter(|r| r.flat).map(|r| {
+                let c = r.counts();
+                format!(
+                    "top-1 {}/{} · top-5 {}/{}",
+                    c.top1, c.labelled, c.top5, c.labelled
+                )
+            }),
+            subtitle: self.review.as_ref().filter(|r| r.flat).map(|r| {
+                let narrowed = match r.confusion {
+                    Some((truth, predicted)) => format!("{} → {}", label(truth), label(predicted)),
+                    None => r.show.name().to_string(),
+                };
+                format!("{narrowed} · {}", r.order.name())
+            }),
+            mark: &mark,
+        };
+        crate::ui::files::draw(&self.files, &look, panes.files, buf);
+        self.image_pane().draw(panes.image, buf);
+        self.predictions_pane().draw(panes.predictions, buf);
+        self.status_line().draw(panes.status, buf);
+        if let Some(review) = &self.review
+            && let Some(selected) = review.summary
+        {
+            let right = Rect {
+                height: panes.image.height + panes.predictions.height,
+                ..panes.image
+            };
+            crate::ui::summary::draw(review, selected, right, buf);
+        }
+        if self.help {
+            help::draw(self.review.is_some(), area, buf);
+        }
+    }
+}
+
+impl App {
+    /// The picture of the selected image, when the render thread delivered one.
+    pub fn picture(&self) -> Option<&Rendered> {
+        let current = self.current.as_ref()?;
+        self.shown
+            .as_ref()
+            .filter(|(key, _)| *key == current.key)
+            .map(|(_, r)| r)
+    }
+
+    /// The analysis of the selected image, when there is one.
+    pub fn analysis(&self) -> Option<&Arc<Analysis>> {
+        match &self.current.as_ref()?.analysis {
+            AnalysisState::Done(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Where the picture is drawn on the current screen, if it is.
+    pub fn picture_area(&self) -> Option<Rect> {
+        self.image_pane().picture_at(self.panes()?.picture())
+    }
+
+    /// The image pane's view of the state.
+    pub(super) fn image_pane(&self) -> ImagePane<'_> {
+        let spinner = spinner(self.ticks);
+        let Some(current) = &self.current else {
+            let hint = match self.files.selected() {
+                Some(e) if e.kind == EntryKind::Folder => {
+                    format!("{}/ is a folder: Enter opens it", e.name)
+                }
+                _ => "No image selected".to_string(),
+            };
+            return ImagePane {
+                title: " Image ".to_string(),
+                body: ImageBody::Hint(hint),
+                spinner,
+            };
+        };
+        let class = match self.style.view {
+            View::Original => String::new(),
+            View::Grid => " — CAMs of the top 5, photo last".to_string(),
+            View::Overlay | View::Heat => self
+                .analysis()
+                .and_then(|a| a.top.get(self.class))
+                .map(|p| format!(" — CAM of {}", p.label))
+                .unwrap_or_default(),
+        };
+        let body = if let Some(error) = &current.image_error {
+            ImageBody::Error(error)
+        } else if self.help || self.review.as_ref().is_some_and(|r| r.summary.is_some()) {
+            ImageBody::Hidden
+        } else if let Some(picture) = self.picture() {
+            ImageBody::Picture(&picture.protocol)
+        } else {
+            ImageBody::Loading(&current.name)
+        };
+        ImagePane {
+            title: format!(" {}{class} ", current.name),
+            body,
+            spinner,
+        }
+    }
+
+    /// The predictions pane's view of the state.
+    pub(super) fn predictions_pane(&self) -> PredictionsPane<'_> {
+        let body = match (&self.model, &self.current) {
+            (ModelStatus::Unavailable(why), _) => PredictionsBody::Unavailable(why),
+            (ModelStatus::Fetching { phase, done, total }, _) => PredictionsBody::Fetching {
+                phase,
+                done: *done,
+                total: *total,
+            },
+            (ModelStatus::Loading, _) if self.analysis().is_none() => PredictionsBody::LoadingModel,
+            (_, None) => PredictionsBody::NoImage,
+            (_, Some(current)) => match &current.analysis {
+                AnalysisState::Running => PredictionsBody::Analysing(&current.name),
+                AnalysisState::Failed(e) => PredictionsBody::Failed(e),
+                AnalysisState::Done(analysis) => PredictionsBody::Table {
+                    analysis,
+                    rows: self.classes(),
+                    shown: self.class,
+                    truth: self.truth().map(|t| t.class),
+                },
+            },
+        };
+        PredictionsPane {
+            style: self.style,
+            spinner: spinner(self.ticks),
+            body,
+        }
+    }
+
+    /// The status line's view of the state.
+    pub(super) fn status_line(&self) -> StatusLine<'_> {
+        let current = self.current.as_ref();
+        let analysis = current.and_then(|c| match &c.analysis {
+            AnalysisState::Done(a) => Some(a),
+            _ => None,
+        });
+        let error = current.and_then(|c| {
+            c.image_error.as_deref().or(match &c.analysis {
+                AnalysisState::Failed(e) => Some(e.as_str()),
+                _ => None,
+            })
+        });
+        StatusLine {
+            name: current.map(|c| c.name.as_str()),
+            pixels: self.picture().map(|p| p.original),
+            elapsed_ms: analysis.map(|a| a.elapsed.as_millis()),
+            device: match &self.model {
+                ModelStatus::Ready { device } => device,
+                ModelStatus::Unavailable(_) => "no model",
+                _ => "model loading",
+            },
+            protocol: &self.protocol,
+            error,
+            notice: self.notice.as_ref(),
+            iou: self.shown_iou(),
+            sweep: self.review.as_ref().and_then(|r| r.progress),
+        }
+    }
+
+    /// The one-cell mark before a file: its verdict in a dataset, else whether its result
+    /// is cached.
+    pub(super) fn mark(&self, entry: &Entry) -> Span<'static> {
+        let item = self
+            .review
+            .as_ref()
+            .and_then(|r| Some((r, r.item_at(&entry.path)?)));
+        match item.map(|(r, i)| r.mark(i)) {
+            Some(Mark::Scored(s)) => match s.verdict {
+                Verdict::Top1 => Span::styled("✓", Color::Green),
+                Verdict::Top5 => Span::styled("5", Color::Yellow),
+                Verdict::Miss => Span::styled("✗", Color::Red),
+            },
+            Some(Mark::Pending) => Span::styled("·", Color::DarkGray),
+            Some(Mark::Failed) => Span::styled("!", Color::Red),
+            // Analysed, but with nothing to be right or wrong about.
+            Some(Mark::Unlabelled) if self.cache.contains_key(&entry.key) => {
+                Span::styled("–", Color::DarkGray)
+            }
+            None if self.cache.contains_key(&entry.key) => Span::styled("✓", Color::Green),
+            Some(Mark::Unlabelled) | None => Span::raw(" "),
+        }
+    }
+}
