@@ -988,7 +988,46 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{PANEL, Tile};
+    use super::{Finish, PANEL, Tile};
+
+    /// The end of an AVX-512 tile (f32 or bfloat16): the epilogue, if this is the last depth
+    /// block, then R rows of 16·P values stored at `dst`.
+    ///
+    /// # Safety
+    /// AVX-512 F is available; `dst` (and the residual) have R rows of 16·P (row stride
+    /// `dst_stride`); the bias 16·P.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn store<const R: usize, const P: usize>(
+        mut acc: [[__m512; P]; R],
+        finish: Option<&Finish>,
+        dst: *mut f32,
+        dst_stride: usize,
+    ) {
+        // SAFETY (all pointer reads and writes below): within the bounds the caller promises.
+        unsafe {
+            if let Some(f) = finish {
+                let zero = _mm512_setzero_ps();
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    for (p, v) in acc.iter_mut().enumerate() {
+                        *v = _mm512_add_ps(*v, _mm512_loadu_ps(f.bias.add(p * PANEL)));
+                        if let Some(res) = f.residual {
+                            let res = _mm512_loadu_ps(res.add(r * dst_stride + p * PANEL));
+                            *v = _mm512_add_ps(*v, res);
+                        }
+                        if f.relu {
+                            *v = _mm512_max_ps(*v, zero);
+                        }
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (p, v) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(dst.add(r * dst_stride + p * PANEL), *v);
+                }
+            }
+        }
+    }
 
     /// Weight lines fetched ahead, as in the AVX2 kernel.
     const PREFETCH_STEPS: usize = 32;
@@ -1029,26 +1068,7 @@ mod avx512 {
                     }
                 }
             }
-            if let Some(f) = &t.finish {
-                let zero = _mm512_setzero_ps();
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    for (p, v) in acc.iter_mut().enumerate() {
-                        *v = _mm512_add_ps(*v, _mm512_loadu_ps(f.bias.add(p * PANEL)));
-                        if let Some(res) = f.residual {
-                            let res = _mm512_loadu_ps(res.add(r * t.dst_stride + p * PANEL));
-                            *v = _mm512_add_ps(*v, res);
-                        }
-                        if f.relu {
-                            *v = _mm512_max_ps(*v, zero);
-                        }
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                for (p, v) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(t.dst.add(r * t.dst_stride + p * PANEL), *v);
-                }
-            }
+            store(acc, t.finish.as_ref(), t.dst, t.dst_stride);
         }
     }
 }
@@ -1127,26 +1147,7 @@ mod bf16_native {
                     }
                 }
             }
-            if let Some(f) = &t.finish {
-                let zero = _mm512_setzero_ps();
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    for (p, v) in acc.iter_mut().enumerate() {
-                        *v = _mm512_add_ps(*v, _mm512_loadu_ps(f.bias.add(p * PANEL)));
-                        if let Some(res) = f.residual {
-                            let res = _mm512_loadu_ps(res.add(r * t.dst_stride + p * PANEL));
-                            *v = _mm512_add_ps(*v, res);
-                        }
-                        if f.relu {
-                            *v = _mm512_max_ps(*v, zero);
-                        }
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                for (p, v) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(t.dst.add(r * t.dst_stride + p * PANEL), *v);
-                }
-            }
+            super::avx512::store(acc, t.finish.as_ref(), t.dst, t.dst_stride);
         }
     }
 }
