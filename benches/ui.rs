@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
+use camview::background::inference::{Analysed, ImageKey, ModelStatus, Request, WorkerEvent};
+use camview::background::render::{RenderEvent, RenderRequest, Renderer};
 use camview::model::preprocess::load_rgb;
 use camview::model::{Classifier, ResizeMode};
 use camview::overlay::Style;
 use camview::ui::app::{App, AppEvent, Command};
-use camview::ui::render::{RenderEvent, RenderRequest, Renderer};
-use camview::worker::{Analysed, ImageKey, ModelStatus, Request, WorkerEvent};
 use candle_core::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};

@@ -8,6 +8,7 @@
 //! - [`overlay`]: turning an [`model::Analysis`] into pictures (heat map over the photo, box).
 
 pub mod analysis;
+pub mod background;
 pub mod cli;
 pub mod dataset;
 pub(crate) mod jobs;
@@ -22,4 +23,3 @@ pub(crate) mod term;
 pub(crate) mod text;
 pub mod ui;
 pub(crate) mod walk;
-pub mod worker;

@@ -7,9 +7,7 @@ pub(crate) mod help;
 pub(crate) mod image_pane;
 pub mod keys;
 pub(crate) mod predictions;
-pub mod render;
 pub mod review;
-pub(crate) mod save;
 pub(crate) mod status;
 pub(crate) mod summary;
 
@@ -23,14 +21,13 @@ use crossterm::terminal::{Clear, ClearType};
 use crossterm::{execute, queue};
 use ratatui::DefaultTerminal;
 
+use crate::background::dataset_reader::DatasetSource;
+use crate::background::{Background, Command, inference};
 use crate::jobs;
 use crate::log;
 use crate::provision::ModelConfig;
 use crate::term::{self, Protocol, ShownPicture};
-use crate::worker::{self, InferenceWorker};
-use app::{App, AppEvent, Command};
-use files::Lister;
-use render::Renderer;
+use app::{App, AppEvent};
 
 /// What the browser is asked to show, and how.
 #[derive(Debug, Clone)]
@@ -89,23 +86,25 @@ fn install_mouse_restoring_panic_hook() {
 fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<AppEvent>();
     // The model starts loading at once, in parallel with everything below.
-    let worker_tx = tx.clone();
-    let inference = worker::spawn(args.model.clone(), args.store.clone(), move |e| {
-        worker_tx.send(AppEvent::Worker(e)).is_ok()
-    })?;
-    let list_tx = tx.clone();
-    let lister = Lister::spawn(move |l| list_tx.send(AppEvent::Listed(l)).is_ok())?;
+    let events = tx.clone();
+    let dataset = DatasetSource {
+        root: args.dir.clone(),
+        labels: args.labels.clone(),
+        boxes: args.boxes.clone(),
+    };
+    let mut background =
+        Background::start(args.model.clone(), args.store.clone(), dataset, move |e| {
+            events.send(e.into()).is_ok()
+        })?;
     let mut app = App::new(&args.dir, "detecting graphics…", terminal.size()?);
     app.update(AppEvent::SaveDir(args.save_dir.clone()));
     if let Some(path) = &args.select {
         app.update(AppEvent::SelectOnArrival(path.clone()));
     }
-    spawn_dataset_reader(args, tx.clone())?;
-    let dataset = args.clone();
     // The folder is read while the terminal is asked about graphics (which a silent
     // terminal makes wait).
     for request in app.take_listings() {
-        lister.send(request);
+        background.dispatch(Command::List(request));
     }
     // A first frame before the graphics query, which a silent terminal makes wait.
     terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
@@ -128,21 +127,13 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
                 }
             }
         })?;
-    let render_tx = tx.clone();
-    let renderer = Renderer::spawn(graphics, move |e| {
-        render_tx.send(AppEvent::Render(e)).is_ok()
-    })?;
-    let mut workers = Workers {
-        lister,
-        inference,
-        renderer,
-        events: tx,
-        saves: Vec::new(),
-        dataset,
-    };
+    background.start_renderer(graphics)?;
+    drop(tx);
     let mut key_at: Option<Instant> = None;
     loop {
-        workers.dispatch(&mut app);
+        for command in app.take_commands() {
+            background.dispatch(command);
+        }
         let drawing = Instant::now();
         if shown.moves_to(app.picture_area()) {
             // Erase the old picture's pixels: the whole screen is drawn again.
@@ -174,32 +165,12 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
         }
         if app.should_quit() {
             // A save asked for just before `q` still happens (the other work is dropped).
-            workers.dispatch(&mut app);
+            for command in app.take_commands() {
+                background.dispatch(command);
+            }
             break;
         }
     }
-    Ok(())
-}
-
-/// Reads the folder's ground truth on a thread of its own (a large dataset takes seconds to
-/// walk); the app hears of it only when the folder has labels (or reading them failed).
-fn spawn_dataset_reader(
-    args: &BrowseConfig,
-    events: mpsc::Sender<AppEvent>,
-) -> std::io::Result<()> {
-    let (dir, labels, boxes) = (args.dir.clone(), args.labels.clone(), args.boxes.clone());
-    jobs::spawn_contained("camview-dataset", move || {
-        let started = Instant::now();
-        let loaded =
-            jobs::contain_panic(|| review::load(&dir, labels.as_deref(), boxes.as_deref()));
-        log::debug(&format!("dataset read in {:?}", started.elapsed()));
-        let event = match loaded {
-            Ok(Some(loaded)) => AppEvent::Dataset(Ok(Box::new(loaded))),
-            Ok(None) => return,
-            Err(e) => AppEvent::Dataset(Err(e)),
-        };
-        let _ = events.send(event);
-    })?;
     Ok(())
 }
 
@@ -213,62 +184,6 @@ fn erase(terminal: &mut DefaultTerminal) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The threads the run loop hands work to.
-struct Workers {
-    lister: Lister,
-    inference: InferenceWorker,
-    renderer: Renderer,
-    /// Where a save's thread reports.
-    events: mpsc::Sender<AppEvent>,
-    /// Saves under way: quitting waits for them, so no file is left half written.
-    saves: Vec<std::thread::JoinHandle<()>>,
-    /// Where the dataset's ground truth comes from, to read it again.
-    dataset: BrowseConfig,
-}
-
-impl Workers {
-    /// Hands the app's recorded work to the threads (each keeps only its newest request);
-    /// every save gets a thread of its own.
-    fn dispatch(&mut self, app: &mut App) {
-        for command in app.take_commands() {
-            match command {
-                Command::List(request) => self.lister.send(request),
-                Command::Infer(request) => self.inference.send(request),
-                Command::Render(request) => self.renderer.send(request),
-                Command::Prepare(requests) => self.renderer.prepare(requests),
-                Command::ReadDataset => {
-                    if let Err(e) = spawn_dataset_reader(&self.dataset, self.events.clone()) {
-                        app.update(AppEvent::Dataset(Err(format!("cannot read it again: {e}"))));
-                    }
-                }
-                Command::Save(request) => {
-                    let events = self.events.clone();
-                    let saving = jobs::spawn_contained("camview-save", move || {
-                        let result = jobs::contain_panic(|| request.run());
-                        let _ = events.send(AppEvent::Saved(result));
-                    });
-                    match saving {
-                        Ok(thread) => self.saves.push(thread),
-                        Err(e) => {
-                            app.update(AppEvent::Saved(Err(format!("cannot start saving: {e}"))));
-                        }
-                    }
-                }
-            }
-        }
-        self.saves.retain(|thread| !thread.is_finished());
-    }
-}
-
-impl Drop for Workers {
-    /// However the browser ends, the saves under way finish first.
-    fn drop(&mut self) {
-        for thread in self.saves.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
 fn trace(event: &AppEvent, key_at: &mut Option<Instant>) {
     match event {
         AppEvent::Input(crossterm::event::Event::Key(k)) => {
@@ -276,10 +191,10 @@ fn trace(event: &AppEvent, key_at: &mut Option<Instant>) {
             *key_at = Some(Instant::now());
         }
         AppEvent::Render(r) => log::debug(&format!("render #{} arrived", r.ticket)),
-        AppEvent::Worker(crate::worker::WorkerEvent::Analysis { key, .. }) => {
+        AppEvent::Worker(inference::WorkerEvent::Analysis { key, .. }) => {
             log::debug(&format!("analysis of {} arrived", key.path.display()));
         }
-        AppEvent::Worker(crate::worker::WorkerEvent::Model(m)) => {
+        AppEvent::Worker(inference::WorkerEvent::Model(m)) => {
             log::debug(&format!("model: {m:?}"));
         }
         _ => {}

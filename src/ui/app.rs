@@ -19,17 +19,20 @@ use super::files::{Entry, EntryKind, FileList, ListRequest, Listing};
 use super::image_pane::{ImageBody, ImagePane};
 use super::keys::{self, Action, Context};
 use super::predictions::{PredictionsBody, PredictionsPane};
-use super::render::{RenderEvent, RenderRequest, Rendered};
-use super::review::{LoadedDataset, Mark, Review};
-use super::save::{self, SaveRequest};
+use super::review::{Mark, Review};
 use super::status::StatusLine;
 use super::{help, status};
+use crate::background;
+pub use crate::background::Command;
+use crate::background::dataset_reader::LoadedDataset;
+use crate::background::inference::{Analysed, ImageKey, ModelStatus, Request, TOP_K, WorkerEvent};
+use crate::background::render::{RenderEvent, RenderRequest, Rendered};
+use crate::background::save::SaveRequest;
 use crate::model::Analysis;
 use crate::model::cam::BBox;
 use crate::overlay::{Style, View};
 use crate::scoring::{self, Verdict};
 use crate::text::printable;
-use crate::worker::{Analysed, ImageKey, ModelStatus, Request, TOP_K, WorkerEvent};
 
 mod event;
 mod input;
@@ -40,7 +43,7 @@ mod selection;
 mod view;
 
 pub use super::status::{MIN_HEIGHT, MIN_WIDTH};
-pub use event::{AppEvent, Command};
+pub use event::AppEvent;
 pub use layout::Panes;
 
 /// The inference result for the selected image.
@@ -212,7 +215,8 @@ impl App {
                 }
             }
             AppEvent::Saved(result) => {
-                self.notice = Some(result.map(|path| format!("saved {}", save::shown_path(&path))));
+                self.notice =
+                    Some(result.map(|path| format!("saved {}", status::shown_path(&path))));
             }
             AppEvent::Dataset(Ok(loaded)) => self.review_dataset(*loaded),
             AppEvent::Dataset(Err(e)) => {

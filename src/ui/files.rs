@@ -1,12 +1,7 @@
-//! The file pane: one folder's sub-folders and images (natural order, filtered by name), the
-//! thread that reads folders, and the drawing of that list with the selection, cache marks
-//! and counts.
-//!
-//! Folders are read on their own thread ([`Lister`]), never on the UI thread: a dataset
-//! folder of 50 000 images takes 0.3 s to list from a warm cache and 2 s from a cold one
-//! (more over a network file system), and the screen must answer keys meanwhile.
+//! The file pane: one folder's sub-folders and images (natural order, filtered by name) as
+//! the listing thread ([`crate::background::listing`]) read them, and the drawing of that
+//! list with the selection, cache marks and counts.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use ratatui::buffer::Buffer;
@@ -15,37 +10,8 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Widget, Wrap};
 
-use crate::jobs::{Mailbox, Worker, contain_panic};
+pub use crate::background::listing::{Entry, EntryKind, ListRequest, Listing};
 use crate::text::printable;
-use crate::walk;
-use crate::worker::ImageKey;
-
-pub use crate::walk::EntryKind;
-
-/// One row of the list.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub kind: EntryKind,
-    pub path: PathBuf,
-    /// The name, escaped for the terminal.
-    pub name: String,
-    /// The name in lower case, for the filter (made once: 50 000 names take 40 ms).
-    pub lower: String,
-    pub key: ImageKey,
-}
-
-impl Entry {
-    /// The row of `path`, shown as `name` (already escaped).
-    pub fn new(kind: EntryKind, path: PathBuf, name: String, key: ImageKey) -> Self {
-        Self {
-            kind,
-            path,
-            lower: name.to_lowercase(),
-            name,
-            key,
-        }
-    }
-}
 
 /// The listing of the current folder and where the user is in it.
 #[derive(Debug, Clone)]
@@ -83,60 +49,6 @@ struct Pending {
     /// The entry to select once it arrives (the folder just left); otherwise the selection
     /// stays on the same path if it is still there.
     select: Option<PathBuf>,
-}
-
-/// A folder to read, off the UI thread.
-#[derive(Debug, Clone)]
-pub struct ListRequest {
-    /// Answers carry it back; the list applies only the answer to its latest request.
-    pub ticket: u64,
-    pub dir: PathBuf,
-}
-
-/// The answer to a [`ListRequest`]: the entries, or why the folder could not be read.
-#[derive(Debug, Clone)]
-pub struct Listing {
-    pub ticket: u64,
-    pub result: Result<Vec<Entry>, String>,
-}
-
-impl ListRequest {
-    /// Reads the folder (this is the slow part: one `stat` per entry).
-    pub fn run(self) -> Listing {
-        let dir = self.dir;
-        let result = contain_panic(|| {
-            read_folder(&dir).map_err(|e| printable(OsString::from(format!("{e}")).as_os_str()))
-        });
-        Listing {
-            ticket: self.ticket,
-            result,
-        }
-    }
-}
-
-/// The UI's handle on the thread that reads folders. Dropping it stops the thread after the
-/// folder it is reading.
-pub struct Lister {
-    worker: Worker<ListRequest>,
-}
-
-impl Lister {
-    /// Starts the thread; answers go to `notify`, which returns false once nobody listens.
-    pub fn spawn(notify: impl Fn(Listing) -> bool + Send + 'static) -> std::io::Result<Self> {
-        let worker = Worker::spawn("camview-list", move |inbox: &Mailbox<ListRequest>| {
-            while let Some(request) = inbox.take() {
-                if !notify(request.run()) {
-                    return;
-                }
-            }
-        })?;
-        Ok(Self { worker })
-    }
-
-    /// Asks for a folder; the request replaces any still waiting.
-    pub fn send(&self, request: ListRequest) {
-        self.worker.send(request);
-    }
 }
 
 impl FileList {
@@ -372,21 +284,6 @@ impl FileList {
             _ => root,
         }
     }
-}
-
-/// The sub-folders and images of `dir`: folders first, each group in natural order; hidden
-/// entries and other files left out.
-fn read_folder(dir: &Path) -> std::io::Result<Vec<Entry>> {
-    Ok(walk::read_folder(dir)?
-        .into_iter()
-        .map(|e| {
-            let key = ImageKey {
-                path: e.path.clone(),
-                modified: e.modified,
-            };
-            Entry::new(e.kind, e.path, printable(&e.name), key)
-        })
-        .collect())
 }
 
 /// How the pane is dressed beyond its entries.

@@ -7,59 +7,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::dataset::{self, Dataset, Item, LabelSource, Truth};
+use crate::background::inference::{Analysed, ImageKey, SweepProgress, Target};
+use crate::dataset::{Dataset, Item, Truth};
 use crate::scoring::{self, ClassScore, Confusion, Verdict};
 use crate::text::printable;
-use crate::walk::{self, EntryKind};
-use crate::worker::{Analysed, ImageKey, SweepProgress, Target};
+use crate::walk::EntryKind;
 
 use super::files::Entry;
-
-/// A labelled folder read in the background, with each image's key as it was on disk.
-#[derive(Debug)]
-pub struct LoadedDataset {
-    pub dataset: Arc<Dataset>,
-    pub keys: Vec<ImageKey>,
-}
-
-/// Reads the ground truth of `root` (as `camview eval` does: `labels` and `boxes` when
-/// given, else class folders). `Ok(None)`: the folder has no labels, so it is browsed as
-/// folders only.
-pub fn load(
-    root: &Path,
-    labels: Option<&Path>,
-    boxes: Option<&Path>,
-) -> Result<Option<LoadedDataset>, String> {
-    if labels.is_none() && boxes.is_none() && !has_class_folder(root) {
-        // Not a dataset: no need to walk what may be a whole home folder.
-        return Ok(None);
-    }
-    let dataset = Dataset::load(root, labels, boxes).map_err(|e| format!("{e:#}"))?;
-    if dataset.source == LabelSource::None && boxes.is_none() {
-        return Ok(None);
-    }
-    let keys = dataset
-        .items
-        .iter()
-        .map(|i| ImageKey::of(&i.path))
-        .collect();
-    Ok(Some(LoadedDataset {
-        dataset: Arc::new(dataset),
-        keys,
-    }))
-}
-
-/// True when a folder right below `root` is named after an ImageNet class.
-fn has_class_folder(root: &Path) -> bool {
-    walk::read_folder(root).is_ok_and(|entries| {
-        entries.iter().any(|e| {
-            e.kind == EntryKind::Folder
-                && e.name
-                    .to_str()
-                    .is_some_and(|n| dataset::resolve_class(n).is_ok())
-        })
-    })
-}
 
 /// The file pane's row for a dataset's image: its path below the root.
 fn entry(item: &Item, key: &ImageKey) -> Entry {

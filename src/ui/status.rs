@@ -1,14 +1,16 @@
 //! The status line (file, pixel size, inference time, device, graphics protocol, errors, the
 //! last save) and the screen shown when the terminal is too small.
 
+use std::path::Path;
+
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Alignment, Rect};
 use ratatui::style::{Color, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Widget, Wrap};
 
+use crate::background::inference::SweepProgress;
 use crate::scoring::IOU_HIT;
-use crate::worker::SweepProgress;
 
 /// The smallest terminal the layout works in.
 pub const MIN_WIDTH: u16 = 60;
@@ -139,4 +141,14 @@ pub fn draw_too_small(area: Rect, buf: &mut Buffer) {
         .alignment(Alignment::Center)
         .wrap(Wrap { trim: false })
         .render(area, buf);
+}
+
+/// The path as the status line shows it: relative to the working directory when inside it.
+pub fn shown_path(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
 }

@@ -8,16 +8,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use camview::analysis;
+use camview::background::dataset_reader;
+use camview::background::inference::{
+    Analysed, ImageKey, ModelStatus, Request, SweepProgress, Target, WorkerEvent,
+};
+use camview::background::render::{RenderEvent, Renderer};
 use camview::model::ResizeMode;
 use camview::model::preprocess::load_rgb;
 use camview::provision::ModelConfig;
 use camview::ui::app::{AnalysisState, App, AppEvent, Command};
 use camview::ui::files::ListRequest;
-use camview::ui::render::{RenderEvent, Renderer};
-use camview::ui::review;
-use camview::worker::{
-    Analysed, ImageKey, ModelStatus, Request, SweepProgress, Target, WorkerEvent,
-};
 use crossterm::event::{
     Event, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
@@ -625,7 +625,8 @@ fn ctrl_c_quits_even_while_typing_a_filter() {
 fn the_worker_loads_the_model_and_answers_only_the_newest_request() {
     let (tx, rx) = mpsc::channel();
     let model = cpu_model(crate::common::weights_path().to_path_buf());
-    let worker = camview::worker::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
+    let worker =
+        camview::background::inference::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
     // Both are posted while the model loads: the second replaces the first.
     worker.send(Request::Analyze(ImageKey::of(&crate::common::photo(
         "chelsea",
@@ -670,7 +671,8 @@ fn the_worker_says_how_to_get_weights_when_an_explicit_file_is_missing() {
     let model = cpu_model(PathBuf::from(
         "target/ui-fixtures/no-such-weights.safetensors",
     ));
-    let _worker = camview::worker::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
+    let _worker =
+        camview::background::inference::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
     let event = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let WorkerEvent::Model(ModelStatus::Unavailable(why)) = event else {
         panic!("expected the model to be unavailable, got {event:?}");
@@ -792,9 +794,10 @@ fn the_worker_keeps_results_in_the_store_and_reads_them_back() {
     let model = cpu_model(crate::common::weights_path().to_path_buf());
     let analyse = |model: ModelConfig| {
         let (tx, rx) = mpsc::channel();
-        let worker =
-            camview::worker::spawn(model, Some(store.clone()), move |e| tx.send(e).is_ok())
-                .unwrap();
+        let worker = camview::background::inference::spawn(model, Some(store.clone()), move |e| {
+            tx.send(e).is_ok()
+        })
+        .unwrap();
         worker.send(Request::Analyze(ImageKey::of(&photo)));
         loop {
             match rx
@@ -824,7 +827,7 @@ fn reviewing(width: u16, height: u16) -> Harness {
     let dir = DIR.get_or_init(|| fixture("labelled", crate::labelled::build_at));
     let data = dir.join("data");
     let mut h = Harness::new(&data, width, height);
-    let loaded = review::load(&data, None, Some(&dir.join("boxes")))
+    let loaded = dataset_reader::load(&data, None, Some(&dir.join("boxes")))
         .unwrap()
         .expect("class folders are labels");
     h.event(AppEvent::Dataset(Ok(Box::new(loaded))));
@@ -961,7 +964,7 @@ fn the_review_list_filters_orders_and_jumps_between_misses() {
     h.key(KeyCode::Char('r'));
     assert_eq!(h.dataset_reads, 1);
     let dir = PathBuf::from("target/ui-fixtures/labelled");
-    let again = review::load(&dir.join("data"), None, Some(&dir.join("boxes")))
+    let again = dataset_reader::load(&dir.join("data"), None, Some(&dir.join("boxes")))
         .unwrap()
         .unwrap();
     h.event(AppEvent::Dataset(Ok(Box::new(again))));
@@ -1009,7 +1012,7 @@ fn labels_that_cannot_be_read_leave_the_folder_browsable_and_say_why() {
         )
         .unwrap();
     });
-    let error = review::load(&dir, Some(&dir.join("labels.csv")), None).unwrap_err();
+    let error = dataset_reader::load(&dir, Some(&dir.join("labels.csv")), None).unwrap_err();
     // Wide enough for the whole message.
     let mut h = Harness::new(&dir, 240, 30);
     h.event(AppEvent::Dataset(Err(error)));
@@ -1022,7 +1025,7 @@ fn labels_that_cannot_be_read_leave_the_folder_browsable_and_say_why() {
     );
     // A folder without class folders is no dataset, and is not walked as one.
     assert!(
-        review::load(Path::new("images"), None, None)
+        dataset_reader::load(Path::new("images"), None, None)
             .unwrap()
             .is_none()
     );
@@ -1036,7 +1039,7 @@ fn labels_that_cannot_be_read_leave_the_folder_browsable_and_say_why() {
 fn a_true_class_below_the_top_5_has_the_sixth_row() {
     let dir = fixture("misfiled", crate::labelled::build_misfiled_at);
     let mut h = Harness::new(&dir, 110, 32);
-    let loaded = review::load(&dir, None, None)
+    let loaded = dataset_reader::load(&dir, None, None)
         .unwrap()
         .expect("a class folder is a label");
     h.event(AppEvent::Dataset(Ok(Box::new(loaded))));
@@ -1108,7 +1111,7 @@ fn box_files_and_boxes_that_cannot_be_used_are_named_in_the_status_line() {
         .unwrap();
     });
     let data = dir.join("data");
-    let loaded = review::load(&data, None, Some(&dir.join("boxes")))
+    let loaded = dataset_reader::load(&data, None, Some(&dir.join("boxes")))
         .unwrap()
         .expect("a dataset");
     assert_eq!(

@@ -1,4 +1,5 @@
-//! What flows into the browser ([`AppEvent`], through [`App::update`]) and out of it ([`Command`]s for the background threads).
+//! What flows into the browser: [`AppEvent`]s, through [`App::update`]; what flows out are
+//! [`Command`]s for the background threads.
 
 use super::*;
 
@@ -28,17 +29,14 @@ pub enum AppEvent {
     SelectOnArrival(PathBuf),
 }
 
-/// Work the event loop hands to the background threads.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// Read a folder.
-    List(ListRequest),
-    Infer(Request),
-    Render(RenderRequest),
-    /// Pictures to make ahead of time (the neighbours of the one shown).
-    Prepare(Vec<RenderRequest>),
-    /// Write the picture shown as a PNG.
-    Save(SaveRequest),
-    /// Read the folder's ground truth again (answered by [`AppEvent::Dataset`]).
-    ReadDataset,
+impl From<background::Event> for AppEvent {
+    fn from(event: background::Event) -> Self {
+        match event {
+            background::Event::Inference(e) => Self::Worker(e),
+            background::Event::Render(e) => Self::Render(e),
+            background::Event::Listed(l) => Self::Listed(l),
+            background::Event::Saved(result) => Self::Saved(result),
+            background::Event::Dataset(result) => Self::Dataset(result),
+        }
+    }
 }

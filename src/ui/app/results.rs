@@ -191,7 +191,7 @@ impl App {
             });
         match request {
             Some(request) => {
-                let to = save::shown_path(&request.destination());
+                let to = status::shown_path(&request.destination());
                 self.notice = Some(Ok(format!("saving {to}…")));
                 self.commands.push(Command::Save(request));
             }

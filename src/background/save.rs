@@ -2,7 +2,7 @@
 //! thread of its own (decoding and blending a large photo takes a while), named after the
 //! photo, the view and the class, so that saving another class or view keeps the first.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::model::Analysis;
@@ -89,18 +89,10 @@ fn file_safe(label: &str) -> String {
         .collect()
 }
 
-/// The path as the status line shows it: relative to the working directory when inside it.
-pub fn shown_path(path: &Path) -> String {
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| path.to_path_buf())
-        .display()
-        .to_string()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::model::Prediction;
 

@@ -8,6 +8,7 @@ use image::RgbImage;
 use ratatui::layout::Size;
 use ratatui_image::protocol::Protocol;
 
+use crate::background::inference::ImageKey;
 use crate::jobs::{Mailbox, Worker, contain_panic};
 use crate::log;
 use crate::model::Analysis;
@@ -17,7 +18,6 @@ use crate::overlay::scale;
 use crate::overlay::{self, Style, View};
 use crate::term::Graphics;
 use crate::term::place::{Placement, encode, placement};
-use crate::worker::ImageKey;
 
 /// One picture to prepare for the image pane.
 #[derive(Debug, Clone)]

@@ -1,0 +1,92 @@
+//! A folder's ground truth read on a thread of its own (a large dataset takes seconds to
+//! walk): the labels and boxes `camview eval` reads, with each image's key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::background::inference::ImageKey;
+use crate::dataset::{self, Dataset, LabelSource};
+use crate::jobs;
+use crate::log;
+use crate::walk::{self, EntryKind};
+
+/// Where a folder's ground truth comes from: the folder, and the labels and boxes given.
+#[derive(Debug, Clone)]
+pub struct DatasetSource {
+    pub root: PathBuf,
+    pub labels: Option<PathBuf>,
+    pub boxes: Option<PathBuf>,
+}
+
+/// A labelled folder read in the background, with each image's key as it was on disk.
+#[derive(Debug)]
+pub struct LoadedDataset {
+    pub dataset: Arc<Dataset>,
+    pub keys: Vec<ImageKey>,
+}
+
+/// Reads the ground truth of `root` (as `camview eval` does: `labels` and `boxes` when
+/// given, else class folders). `Ok(None)`: the folder has no labels, so it is browsed as
+/// folders only.
+pub fn load(
+    root: &Path,
+    labels: Option<&Path>,
+    boxes: Option<&Path>,
+) -> Result<Option<LoadedDataset>, String> {
+    if labels.is_none() && boxes.is_none() && !has_class_folder(root) {
+        // Not a dataset: no need to walk what may be a whole home folder.
+        return Ok(None);
+    }
+    let dataset = Dataset::load(root, labels, boxes).map_err(|e| format!("{e:#}"))?;
+    if dataset.source == LabelSource::None && boxes.is_none() {
+        return Ok(None);
+    }
+    let keys = dataset
+        .items
+        .iter()
+        .map(|i| ImageKey::of(&i.path))
+        .collect();
+    Ok(Some(LoadedDataset {
+        dataset: Arc::new(dataset),
+        keys,
+    }))
+}
+
+/// True when a folder right below `root` is named after an ImageNet class.
+fn has_class_folder(root: &Path) -> bool {
+    walk::read_folder(root).is_ok_and(|entries| {
+        entries.iter().any(|e| {
+            e.kind == EntryKind::Folder
+                && e.name
+                    .to_str()
+                    .is_some_and(|n| dataset::resolve_class(n).is_ok())
+        })
+    })
+}
+
+/// Reads `source` on a thread of its own and hands the outcome to `done`, unless the folder
+/// has no labels (`Ok(None)` from [`load`]): then nothing is said.
+pub fn spawn(
+    source: &DatasetSource,
+    done: impl FnOnce(Result<Box<LoadedDataset>, String>) + Send + 'static,
+) -> std::io::Result<()> {
+    let source = source.clone();
+    jobs::spawn_contained("camview-dataset", move || {
+        let started = Instant::now();
+        let loaded = jobs::contain_panic(|| {
+            load(
+                &source.root,
+                source.labels.as_deref(),
+                source.boxes.as_deref(),
+            )
+        });
+        log::debug(&format!("dataset read in {:?}", started.elapsed()));
+        match loaded {
+            Ok(Some(loaded)) => done(Ok(Box::new(loaded))),
+            Ok(None) => {}
+            Err(e) => done(Err(e)),
+        }
+    })?;
+    Ok(())
+}
