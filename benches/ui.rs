@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
-use camview::background::inference::{Analysed, ImageKey, ModelStatus, Request, WorkerEvent};
+use camview::analysis::ImageKey;
+use camview::background::inference::{Analysed, ModelStatus, Request, WorkerEvent};
 use camview::background::render::{RenderEvent, RenderRequest, Renderer};
 use camview::model::preprocess::load_rgb;
 use camview::model::{Classifier, ResizeMode};

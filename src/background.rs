@@ -10,6 +10,7 @@ pub mod inference;
 pub mod listing;
 pub mod render;
 pub mod save;
+mod sweep;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,11 +18,11 @@ use std::sync::Arc;
 use crate::jobs;
 use crate::provision::ModelConfig;
 use crate::term::Graphics;
-use dataset_reader::{DatasetSource, LoadedDataset};
+use dataset_reader::{DatasetSource, LoadedDataset, ReadError};
 use inference::{InferenceWorker, Request, WorkerEvent};
 use listing::{ListRequest, Lister, Listing};
 use render::{RenderEvent, RenderRequest, Renderer};
-use save::SaveRequest;
+use save::{SaveError, SaveRequest};
 
 /// Work the UI asks of the background threads.
 #[derive(Debug, Clone)]
@@ -48,9 +49,9 @@ pub enum Event {
     /// A folder's entries from the listing thread.
     Listed(Listing),
     /// Where a saved picture went, or why it could not be saved.
-    Saved(Result<PathBuf, String>),
+    Saved(Result<PathBuf, SaveError>),
     /// The folder's ground truth (or why its labels could not be read).
-    Dataset(Result<Box<LoadedDataset>, String>),
+    Dataset(Result<Box<LoadedDataset>, ReadError>),
 }
 
 /// Where the background threads report; false once nobody listens.
@@ -120,7 +121,7 @@ impl Background {
             }
             Command::ReadDataset => {
                 if let Err(e) = self.read_dataset() {
-                    (self.notify)(Event::Dataset(Err(format!("cannot read it again: {e}"))));
+                    (self.notify)(Event::Dataset(Err(ReadError::Start(e))));
                 }
             }
             Command::Save(request) => {
@@ -131,7 +132,7 @@ impl Background {
                 match saving {
                     Ok(thread) => self.saves.push(thread),
                     Err(e) => {
-                        (self.notify)(Event::Saved(Err(format!("cannot start saving: {e}"))));
+                        (self.notify)(Event::Saved(Err(SaveError::Start(e))));
                     }
                 }
             }

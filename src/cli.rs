@@ -15,7 +15,6 @@ use crate::model::classifier::{DeviceChoice, Precision};
 use crate::model::weights::{WEIGHTS_ENV, default_path};
 use crate::model::{Arch, Classifier, ResizeMode};
 use crate::provision::{ModelConfig, Step, provision};
-use crate::store::Store;
 use crate::term::Protocol;
 use crate::ui::BrowseConfig;
 
@@ -164,16 +163,6 @@ impl StoreArgs {
                 .clone()
                 .unwrap_or_else(crate::store::default_path)
         })
-    }
-
-    /// Opens the store, saying on stderr what went wrong, if anything (a store moved aside,
-    /// or none to be had: then results are not kept).
-    pub fn open(&self) -> Option<Store> {
-        let (store, note) = crate::store::open_or_recover(&self.path()?);
-        if let Some(note) = note {
-            eprintln!("camview: {note}");
-        }
-        store
     }
 }
 

@@ -166,15 +166,6 @@ pub fn spawn_contained(
     std::thread::Builder::new().name(name.into()).spawn(run)
 }
 
-/// Like [`spawn_contained`], for a thread that returns a value.
-pub fn spawn_contained_with<T: Send + 'static>(
-    name: &'static str,
-    run: impl FnOnce() -> T + Send + 'static,
-) -> std::io::Result<JoinHandle<T>> {
-    register_contained(name);
-    std::thread::Builder::new().name(name.into()).spawn(run)
-}
-
 fn register_contained(name: &'static str) {
     let mut names = CONTAINED.lock().unwrap_or_else(|e| e.into_inner());
     if !names.contains(&name) {
@@ -190,16 +181,21 @@ pub fn is_contained(name: &str) -> bool {
         .contains(&name)
 }
 
-/// Runs `job`, turning a panic into an error message: one image that trips a bug must not
-/// take the browser down.
-pub fn contain_panic<T>(job: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+/// A job that panicked: a bug in camview, with the panic's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("internal error (a bug in camview): {0}")]
+pub struct Panicked(String);
+
+/// Runs `job`, turning a panic into its error: one image that trips a bug must not take the
+/// browser down.
+pub fn contain_panic<T, E: From<Panicked>>(job: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or_else(|payload| {
         let why = payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown cause".into());
-        Err(format!("internal error (a bug in camview): {why}"))
+        Err(Panicked(why).into())
     })
 }
 
@@ -233,9 +229,12 @@ mod tests {
 
     #[test]
     fn a_panic_in_a_job_becomes_its_error() {
-        let r: Result<(), String> = contain_panic(|| panic!("boom"));
-        assert_eq!(r.unwrap_err(), "internal error (a bug in camview): boom");
-        assert_eq!(contain_panic(|| Ok::<_, String>(3)), Ok(3));
+        let r: Result<(), Panicked> = contain_panic(|| panic!("boom"));
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "internal error (a bug in camview): boom"
+        );
+        assert_eq!(contain_panic(|| Ok::<_, Panicked>(3)), Ok(3));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod model;
 pub mod overlay;
 pub mod pipeline;
 pub mod provision;
+pub mod results;
 pub mod scoring;
 pub mod store;
 pub(crate) mod term;

@@ -1,5 +1,5 @@
-//! Many image files through one classifier as fast as its device allows, for `classify` and
-//! `eval`: decoding and resizing on threads of their own (one beside the CPU's forward pass,
+//! Many image files through one classifier as fast as its device allows, for `classify`,
+//! `eval` and the browser: decoding and resizing on threads of their own (one beside the CPU's forward pass,
 //! which takes every core; all cores but one beside a GPU), forward passes in batches of
 //! images of one input size, and whatever the caller does with each result on a third stage
 //! behind them. The three overlap, so a batch is decoded while the one before it runs.
@@ -11,7 +11,7 @@ use std::sync::mpsc;
 
 use image::RgbImage;
 
-use crate::analysis;
+use crate::analysis::{self, AnalysisError};
 use crate::jobs;
 use crate::model::preprocess::Prepared;
 use crate::model::{Analysis, Classifier, ResizeMode};
@@ -25,21 +25,50 @@ pub struct Job {
 }
 
 /// A file's analysis with its photo's size, or why there is none.
-pub type Outcome = Result<(Analysis, (u32, u32)), String>;
+pub type Outcome = Result<(Analysis, (u32, u32)), AnalysisError>;
 
-/// Analyses every job, `top` classes each, and hands each outcome with its job's index to
-/// `finish`, on a thread of its own, in the order they complete (batches keep the jobs'
-/// order, but a failed decode may overtake). `finish` returning `Break` stops the run:
-/// what is in flight is dropped.
+/// How a run goes.
+#[derive(Clone, Copy)]
+pub struct Run<'a> {
+    pub resize: ResizeMode,
+    /// Classes per image.
+    pub top: usize,
+    /// Images per forward pass at most.
+    pub batch: usize,
+    /// Asked before each forward pass: true ends the run there (newer work waits).
+    pub stop: &'a (dyn Fn() -> bool + Sync),
+}
+
+impl Run<'_> {
+    /// A run to the end, in batches as large as `classifier`'s device wants.
+    pub fn new(classifier: &Classifier, resize: ResizeMode, top: usize) -> Self {
+        Run {
+            resize,
+            top,
+            batch: batch_size(classifier.device()),
+            stop: &|| false,
+        }
+    }
+}
+
+/// Analyses every job as `run` says, and hands each outcome with its job's index to `finish`,
+/// on a thread of its own, in the order they complete (batches keep the jobs' order, but a
+/// failed decode may overtake). `finish` returning `Break`, or `run.stop`, ends the run: what
+/// is in flight is dropped.
 pub fn analyse_all(
     classifier: &Classifier,
     jobs: &[Job],
-    resize: ResizeMode,
-    top: usize,
+    run: Run,
     finish: impl FnMut(usize, Outcome) -> ControlFlow<()> + Send,
 ) -> std::io::Result<()> {
     let device = classifier.device();
-    let batch = batch_size(device);
+    let Run {
+        resize,
+        top,
+        batch,
+        stop,
+    } = run;
+    let batch = batch.max(1);
     let (to_forward, decoded) = mpsc::sync_channel(2 * batch);
     let (to_finish, forwarded) = mpsc::sync_channel::<(usize, Outcome)>(2 * batch);
     let next = AtomicUsize::new(0);
@@ -76,17 +105,21 @@ pub fn analyse_all(
                 }
             })?;
         let mut batches = Batches {
-            decoded: &decoded,
+            decoded,
             held: None,
             size: batch,
         };
-        'outer: while let Some(batch) = batches.next_batch() {
+        'outer: while !stop()
+            && let Some(batch) = batches.next_batch()
+        {
             for item in forward(classifier, jobs, batch, top) {
                 if to_finish.send(item).is_err() {
                     break 'outer;
                 }
             }
         }
+        // The decoders see the run end at their next image.
+        drop(batches);
         drop(to_finish);
         // A panic in `finish` is the caller's bug: it goes on up, rather than the run
         // ending as if every result had been handled.
@@ -98,7 +131,7 @@ pub fn analyse_all(
 }
 
 fn decode(path: &Path, resize: ResizeMode, device: &candle_core::Device) -> Decoded {
-    jobs::contain_panic(|| analysis::prepare(path, resize, device).map_err(|e| format!("{e:#}")))
+    jobs::contain_panic(|| analysis::prepare(path, resize, device))
 }
 
 /// One forward pass over `batch`, each image's outcome with its job's index.
@@ -117,7 +150,7 @@ fn forward(
     let analysed = jobs::contain_panic(|| {
         classifier
             .analyze_batch(&prepared, top, &pinned)
-            .map_err(|e| format!("{e:#}"))
+            .map_err(AnalysisError::from)
     });
     match analysed {
         Ok(analyses) => images
@@ -148,26 +181,26 @@ fn decoders(device: &candle_core::Device) -> usize {
     }
 }
 
-type Decoded = Result<(RgbImage, Prepared), String>;
+type Decoded = Result<(RgbImage, Prepared), AnalysisError>;
 
 /// What the forward stage runs next.
 enum Batch {
     /// An image that could not be decoded.
-    Failed(usize, String),
+    Failed(usize, AnalysisError),
     /// Images of one input size: (index, photo size, network input).
     Images(Vec<(usize, (u32, u32), Prepared)>),
 }
 
 /// Groups decoded images into batches: whatever is already decoded, up to `size`, while
 /// the input size stays the same (it never waits for more than the first).
-struct Batches<'a> {
-    decoded: &'a mpsc::Receiver<(usize, Decoded)>,
+struct Batches {
+    decoded: mpsc::Receiver<(usize, Decoded)>,
     /// An image that did not fit the last batch.
     held: Option<(usize, Decoded)>,
     size: usize,
 }
 
-impl Batches<'_> {
+impl Batches {
     fn next_batch(&mut self) -> Option<Batch> {
         let (i, first) = match self.held.take() {
             Some(held) => held,

@@ -1,5 +1,6 @@
 //! How a prediction is scored against the ground truth, shared by `camview eval` and the
-//! browser's dataset review: the verdict on one image, the IoU of a CAM box with a truth box,
+//! browser's dataset review: the score of one image (its verdict, the true class's rank and
+//! probability, the margin), the IoU of a CAM box with a truth box,
 //! top-1 accuracy per class and the most frequent confusions.
 
 use std::collections::HashMap;
@@ -22,14 +23,61 @@ pub enum Verdict {
     Miss,
 }
 
-impl Verdict {
-    /// The verdict of `top` (best first, each with its rank) for the true class `truth`.
-    pub fn of(truth: usize, top: &[Prediction]) -> Self {
-        match top.iter().find(|p| p.index == truth).map(|p| p.rank) {
-            Some(1) => Self::Top1,
-            Some(rank) if rank <= 5 => Self::Top5,
-            _ => Self::Miss,
-        }
+/// What one labelled image's result says: the one scoring of a prediction, for `eval` and
+/// the browser.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    pub verdict: Verdict,
+    /// The true class's rank and probability, when the result has them (it does once the
+    /// class is pinned).
+    pub truth_rank: Option<usize>,
+    pub truth_prob: Option<f32>,
+    /// The top-1 class and its probability.
+    pub top1: usize,
+    pub top1_prob: f32,
+    /// p(true class) minus the highest probability of another class.
+    pub margin: Option<f32>,
+}
+
+impl Score {
+    /// The score of `top` (best first, each with its rank) for the true class `truth`;
+    /// `None` for a result without classes.
+    pub fn of(truth: usize, top: &[Prediction]) -> Option<Self> {
+        let first = top.first()?;
+        let entry = top.iter().find(|p| p.index == truth);
+        let truth_rank = entry.map(|p| p.rank);
+        let truth_prob = entry.map(|p| p.prob);
+        let best_other = top
+            .iter()
+            .filter(|p| p.index != truth)
+            .map(|p| p.prob)
+            .fold(0.0, f32::max);
+        let verdict = match truth_rank {
+            Some(1) => Verdict::Top1,
+            Some(rank) if rank <= 5 => Verdict::Top5,
+            _ => Verdict::Miss,
+        };
+        Some(Self {
+            verdict,
+            truth_rank,
+            truth_prob,
+            top1: first.index,
+            top1_prob: first.prob,
+            margin: truth_prob.map(|p| p - best_other),
+        })
+    }
+
+    pub fn top1_correct(&self) -> bool {
+        self.verdict == Verdict::Top1
+    }
+
+    pub fn top5_correct(&self) -> bool {
+        self.verdict != Verdict::Miss
+    }
+
+    /// −log p(true class): how surprised the model is by the label.
+    pub fn loss(&self) -> Option<f32> {
+        self.truth_prob.map(|p| -p.max(f32::MIN_POSITIVE).ln())
     }
 }
 
@@ -163,10 +211,16 @@ mod tests {
                 prob: 0.1,
             })
             .collect();
-        assert_eq!(Verdict::of(10, &top), Verdict::Top1);
-        assert_eq!(Verdict::of(50, &top), Verdict::Top5);
-        assert_eq!(Verdict::of(60, &top), Verdict::Miss, "pinned at rank 40");
-        assert_eq!(Verdict::of(7, &top), Verdict::Miss, "absent");
+        let verdict = |truth| Score::of(truth, &top).unwrap().verdict;
+        assert_eq!(verdict(10), Verdict::Top1);
+        assert_eq!(verdict(50), Verdict::Top5);
+        assert_eq!(verdict(60), Verdict::Miss, "pinned at rank 40");
+        assert_eq!(verdict(7), Verdict::Miss, "absent");
+        let pinned = Score::of(60, &top).unwrap();
+        assert_eq!((pinned.truth_rank, pinned.top1), (Some(40), 10));
+        assert!(!pinned.top5_correct() && Score::of(50, &top).unwrap().top5_correct());
+        assert_eq!(Score::of(7, &top).unwrap().truth_prob, None);
+        assert_eq!(Score::of(7, &[]), None);
     }
 
     #[test]

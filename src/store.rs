@@ -11,11 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use half::f16;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::{ImageKey, Record, TruthRecord};
 use crate::model::cam::{BBox, CamGrid};
 use crate::model::preprocess::Region;
 use crate::model::{Analysis, Prediction, ResizeMode, labels};
@@ -32,49 +32,38 @@ const RECORD_VERSION: u8 = 1;
 /// The tables' layout, in SQLite's `user_version`: a store of another layout is set aside.
 const SCHEMA_VERSION: i64 = 1;
 
-/// The thresholds of the localisation sweep (Choe et al., CVPR 2020): 0.00, 0.01, … 0.99 of
-/// the CAM's maximum.
-pub const SWEEP_STEPS: usize = 100;
-
-/// Everything kept of one analysis.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    /// The photo's size (after EXIF orientation).
-    pub size: (u32, u32),
-    pub analysis: Analysis,
-    /// The box of the top-1 class's CAM at the paper's threshold, in original pixels.
-    pub top1_box: Option<BBox>,
-    /// When the analysis was made for a labelled image: its class (in `analysis.top`, with its
-    /// rank, even outside the top 5) and the box of its CAM at each sweep threshold.
-    pub truth: Option<TruthRecord>,
+/// A row's file key: the file's absolute path (so any working folder finds it), size and
+/// modification time.
+struct FileRow {
+    path: String,
+    size: i64,
+    modified_ns: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct TruthRecord {
-    pub class: usize,
-    /// `SWEEP_STEPS` boxes, at threshold `i / SWEEP_STEPS`.
-    pub boxes: Vec<Option<BBox>>,
-}
-
-/// An image file as it is now: the part of the key that changes when the file does.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct FileId {
-    pub path: String,
-    pub size: u64,
-    pub modified_ns: i64,
-}
-
-impl FileId {
-    /// The identity of `path` on disk now (its absolute path, so any working folder finds it).
-    pub fn of(path: &Path) -> std::io::Result<Self> {
-        let meta = std::fs::metadata(path)?;
-        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        Ok(Self {
+impl FileRow {
+    /// The row key of `key`; `None` when the file could not be read.
+    fn of(key: &ImageKey) -> Option<Self> {
+        let modified = key.modified?;
+        let real = std::fs::canonicalize(&key.path).unwrap_or_else(|_| key.path.clone());
+        Some(Self {
             path: real.to_string_lossy().into_owned(),
-            size: meta.len(),
-            modified_ns: nanos(meta.modified().ok()),
+            size: key.size as i64,
+            modified_ns: nanos(Some(modified)),
         })
     }
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot read {}", .path.display())]
+    Weights {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the result store failed")]
+    Sql(#[from] rusqlite::Error),
 }
 
 fn nanos(time: Option<SystemTime>) -> i64 {
@@ -218,36 +207,44 @@ impl Store {
     }
 
     /// The SHA-256 of the weights file at `path`, computed once per version of the file.
-    pub fn weights_id(&self, path: &Path) -> anyhow::Result<String> {
-        let file = FileId::of(path).with_context(|| format!("cannot read {}", path.display()))?;
+    pub fn weights_id(&self, path: &Path) -> Result<String, StoreError> {
+        let unreadable = |source| StoreError::Weights {
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::metadata(path).map_err(unreadable)?;
+        let file = FileRow::of(&ImageKey::of(path))
+            .ok_or_else(|| unreadable(std::io::Error::other("its modification time is unknown")))?;
         let known: Option<String> = self
             .conn
             .query_row(
                 "SELECT sha256 FROM weights WHERE path = ?1 AND size = ?2 AND modified_ns = ?3",
-                params![file.path, file.size as i64, file.modified_ns],
+                params![file.path, file.size, file.modified_ns],
                 |r| r.get(0),
             )
             .optional()?;
         if let Some(sha) = known {
             return Ok(sha);
         }
-        let sha = crate::model::fetch::sha256_file(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let sha = crate::model::fetch::sha256_file(path).map_err(unreadable)?;
         self.conn.execute(
             "INSERT OR REPLACE INTO weights VALUES (?1, ?2, ?3, ?4)",
-            params![file.path, file.size as i64, file.modified_ns, sha],
+            params![file.path, file.size, file.modified_ns, sha],
         )?;
         Ok(sha)
     }
 
-    /// The stored record of `file` for these weights and mode, if any. A row of another
+    /// The stored record of `key` for these weights and mode, if any. A row of another
     /// record layout, or one that cannot be decoded, counts as missing.
     pub fn get(
         &self,
-        file: &FileId,
+        key: &ImageKey,
         weights: &str,
         resize: ResizeMode,
-    ) -> anyhow::Result<Option<Record>> {
+    ) -> Result<Option<Record>, StoreError> {
+        let Some(file) = FileRow::of(key) else {
+            return Ok(None);
+        };
         let mut query = self.conn.prepare_cached(
             "SELECT record FROM results
              WHERE path = ?1 AND size = ?2 AND modified_ns = ?3 AND weights = ?4 AND resize = ?5",
@@ -256,7 +253,7 @@ impl Store {
             .query_row(
                 params![
                     file.path,
-                    file.size as i64,
+                    file.size,
                     file.modified_ns,
                     weights,
                     mode_name(resize)
@@ -267,14 +264,18 @@ impl Store {
         Ok(blob.and_then(|b| decode(&b)))
     }
 
-    /// Stores `record`, replacing an older one of the same key, in one transaction.
+    /// Stores `record`, replacing an older one of the same key, in one transaction. A file
+    /// that could not be read has no key: nothing is stored.
     pub fn put(
         &self,
-        file: &FileId,
+        key: &ImageKey,
         weights: &str,
         resize: ResizeMode,
         record: &Record,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), StoreError> {
+        let Some(file) = FileRow::of(key) else {
+            return Ok(());
+        };
         let mut insert = self.conn.prepare_cached(
             "INSERT OR REPLACE INTO results
              (path, size, modified_ns, weights, resize, truth, record)
@@ -282,7 +283,7 @@ impl Store {
         )?;
         insert.execute(params![
             file.path,
-            file.size as i64,
+            file.size,
             file.modified_ns,
             weights,
             mode_name(resize),
@@ -293,14 +294,14 @@ impl Store {
     }
 
     /// How many results the store holds.
-    pub fn len(&self) -> anyhow::Result<u64> {
+    pub fn len(&self) -> Result<u64, StoreError> {
         let n: i64 = self
             .conn
             .query_row("SELECT COUNT(*) FROM results", [], |r| r.get(0))?;
         Ok(n as u64)
     }
 
-    pub fn is_empty(&self) -> anyhow::Result<bool> {
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
 }
@@ -487,10 +488,10 @@ mod tests {
     fn a_record_comes_back_as_it_went_in() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.sqlite")).unwrap();
-        let file = FileId {
+        let file = ImageKey {
             path: "/photos/chelsea.png".into(),
             size: 10,
-            modified_ns: 5,
+            modified: Some(UNIX_EPOCH + Duration::from_nanos(5)),
         };
         assert_eq!(store.get(&file, "w", ResizeMode::Full).unwrap(), None);
         store.put(&file, "w", ResizeMode::Full, &record()).unwrap();
@@ -501,8 +502,8 @@ mod tests {
         // Another mode, other weights or a changed file are other keys.
         assert_eq!(store.get(&file, "w", ResizeMode::Center).unwrap(), None);
         assert_eq!(store.get(&file, "v", ResizeMode::Full).unwrap(), None);
-        let touched = FileId {
-            modified_ns: 6,
+        let touched = ImageKey {
+            modified: Some(UNIX_EPOCH + Duration::from_nanos(6)),
             ..file
         };
         assert_eq!(store.get(&touched, "w", ResizeMode::Full).unwrap(), None);

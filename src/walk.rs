@@ -21,6 +21,8 @@ pub struct FolderEntry {
     pub kind: EntryKind,
     pub path: PathBuf,
     pub name: OsString,
+    /// Its size in bytes (a folder's as the file system gives it).
+    pub size: u64,
     pub modified: Option<SystemTime>,
 }
 
@@ -60,6 +62,7 @@ pub fn read_folder(dir: &Path) -> std::io::Result<Vec<FolderEntry>> {
             kind,
             path,
             name,
+            size: meta.len(),
             modified: meta.modified().ok(),
         });
     }

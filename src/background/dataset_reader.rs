@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::background::inference::ImageKey;
+use crate::analysis::ImageKey;
 use crate::dataset::{self, Dataset, LabelSource};
-use crate::jobs;
+use crate::jobs::{self, Panicked};
 use crate::log;
 use crate::walk::{self, EntryKind};
 
@@ -29,16 +29,28 @@ pub struct LoadedDataset {
 /// Reads the ground truth of `root` (as `camview eval` does: `labels` and `boxes` when
 /// given, else class folders). `Ok(None)`: the folder has no labels, so it is browsed as
 /// folders only.
+/// Why a folder is not reviewed as a dataset.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Its labels or boxes cannot be used; the error says which and why.
+    #[error(transparent)]
+    Unusable(Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot read it again")]
+    Start(#[source] std::io::Error),
+    #[error(transparent)]
+    Bug(#[from] Panicked),
+}
+
 pub fn load(
     root: &Path,
     labels: Option<&Path>,
     boxes: Option<&Path>,
-) -> Result<Option<LoadedDataset>, String> {
+) -> Result<Option<LoadedDataset>, ReadError> {
     if labels.is_none() && boxes.is_none() && !has_class_folder(root) {
         // Not a dataset: no need to walk what may be a whole home folder.
         return Ok(None);
     }
-    let dataset = Dataset::load(root, labels, boxes).map_err(|e| format!("{e:#}"))?;
+    let dataset = Dataset::load(root, labels, boxes).map_err(|e| ReadError::Unusable(e.into()))?;
     if dataset.source == LabelSource::None && boxes.is_none() {
         return Ok(None);
     }
@@ -69,7 +81,7 @@ fn has_class_folder(root: &Path) -> bool {
 /// has no labels (`Ok(None)` from [`load`]): then nothing is said.
 pub fn spawn(
     source: &DatasetSource,
-    done: impl FnOnce(Result<Box<LoadedDataset>, String>) + Send + 'static,
+    done: impl FnOnce(Result<Box<LoadedDataset>, ReadError>) + Send + 'static,
 ) -> std::io::Result<()> {
     let source = source.clone();
     jobs::spawn_contained("camview-dataset", move || {

@@ -2,46 +2,19 @@
 //! weights, and answers analysis requests by message; the newest request always wins.
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
-use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use candle_core::Device;
-use image::RgbImage;
-
-use crate::analysis;
-use crate::jobs::{self, Closed, Mailbox, Worker, contain_panic};
+use super::sweep::Sweep;
+use crate::analysis::{self, AnalysisError, ImageKey, Record, TruthRecord};
+use crate::jobs::{Closed, Mailbox, Worker};
 use crate::log;
 use crate::model::cam::BBox;
 use crate::model::fetch::Progress;
-use crate::model::preprocess;
-use crate::model::{Analysis, Classifier, ResizeMode};
-use crate::pipeline;
+use crate::model::{Analysis, Classifier};
 use crate::provision::{ModelConfig, Step, provision};
-use crate::store::{FileId, Record, Store, TruthRecord, open_or_recover};
-
-/// Number of classes (and CAMs) the browser shows.
-pub const TOP_K: usize = analysis::TOP_K;
-
-/// Identifies one version of one image file: a result is reused only while the file's
-/// modification time is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ImageKey {
-    pub path: PathBuf,
-    pub modified: Option<SystemTime>,
-}
-
-impl ImageKey {
-    /// The key of `path` as it is on disk now.
-    pub fn of(path: &Path) -> Self {
-        Self {
-            path: path.to_path_buf(),
-            modified: std::fs::metadata(path).and_then(|m| m.modified()).ok(),
-        }
-    }
-}
+use crate::results::{Results, Target};
 
 /// Where the model stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,14 +67,6 @@ impl Analysed {
     }
 }
 
-/// An image of a labelled folder, for the background sweep.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    pub key: ImageKey,
-    /// Its true class: pinned in its result (rank, probability and CAM even outside the top 5).
-    pub truth: Option<usize>,
-}
-
 /// How far the background sweep has got.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SweepProgress {
@@ -116,14 +81,14 @@ pub struct SweepProgress {
 #[derive(Debug, Clone)]
 pub enum WorkerEvent {
     Model(ModelStatus),
-    /// The result for one image; errors are already formatted with their cause chain.
+    /// The result for one image.
     Analysis {
         key: ImageKey,
-        result: Result<Analysed, String>,
+        result: Result<Analysed, AnalysisError>,
     },
     /// Results of the background sweep (many at once when they come from the store).
     Swept {
-        results: Vec<(ImageKey, Result<Analysed, String>)>,
+        results: Vec<(ImageKey, Result<Analysed, AnalysisError>)>,
         progress: SweepProgress,
     },
     /// Something the user should know that is no error of the image shown (the result store
@@ -172,12 +137,13 @@ impl InferenceWorker {
 }
 
 /// Starts the inference thread: it loads (or, for the default path, fetches) the weights,
-/// opens the result store at `store` (when given), then serves requests, from the store
-/// where it can. Every event goes to `notify`, which returns false once nobody listens.
+/// opens the result store at `store` (when given), then serves requests through the results
+/// service, from the store where it can. Every event goes to `notify` (also from the sweep's
+/// pipeline), which returns false once nobody listens.
 pub fn spawn(
     model: ModelConfig,
     store: Option<PathBuf>,
-    notify: impl Fn(WorkerEvent) -> bool + Send + 'static,
+    notify: impl Fn(WorkerEvent) -> bool + Send + Sync + 'static,
 ) -> std::io::Result<InferenceWorker> {
     let worker = Worker::spawn("camview-inference", move |inbox| {
         serve(&model, store.as_deref(), inbox, &notify);
@@ -187,24 +153,27 @@ pub fn spawn(
 
 fn serve(
     model: &ModelConfig,
-    store: Option<&Path>,
+    store: Option<&std::path::Path>,
     inbox: &Mailbox<Job>,
-    notify: &dyn Fn(WorkerEvent) -> bool,
+    notify: &(dyn Fn(WorkerEvent) -> bool + Sync),
 ) {
     let Some(classifier) = load_model(model, notify) else {
         return;
     };
-    let results = Results::open(store, model, notify);
+    let (results, notes) = Results::open(store, &model.weights, model.resize);
+    for note in notes {
+        notify(WorkerEvent::Note(note));
+    }
     let mut sweep = Sweep::default();
+    let waiting = || inbox.has_job();
     loop {
         let job = match inbox.try_take() {
             Err(Closed) => return,
             Ok(Some(job)) => job,
-            // Nothing asked: the sweep goes on, one step at a time, so a request waits for
-            // one image at most.
+            // Nothing asked: the sweep goes on, a step at a time, and each step stops before
+            // its next forward pass once a request waits.
             Ok(None) if sweep.has_work() => {
-                let step = sweep.step(&classifier, model, &results, inbox);
-                if !step.is_none_or(notify) {
+                if !sweep.step(&classifier, &results, &waiting, notify) {
                     return;
                 }
                 continue;
@@ -223,10 +192,23 @@ fn serve(
             Some(Request::Sweep(_)) | None => Vec::new(),
         };
         for key in keys {
-            let truth = sweep.truth_of(&key.path);
-            let result = contain_panic(|| analyze(&classifier, model, &results, &key.path, truth));
-            sweep.answered(&key.path);
-            if !notify(WorkerEvent::Analysis { key, result }) {
+            let target = Target {
+                truth: sweep.truth_of(&key.path),
+                key,
+            };
+            let started = Instant::now();
+            let result = results.get_or_analyse(&classifier, &target);
+            log::debug(&format!(
+                "result of {} in {:?}",
+                target.key.path.display(),
+                started.elapsed()
+            ));
+            sweep.answered(&target.key.path);
+            let event = WorkerEvent::Analysis {
+                key: target.key,
+                result: result.map(Analysed::from),
+            };
+            if !notify(event) {
                 return;
             }
             // Newer work waits: drop the rest of a prefetch list.
@@ -235,344 +217,6 @@ fn serve(
             }
         }
     }
-}
-
-/// Most results read from the store sent in one event: one event per result would keep the
-/// UI busy re-sorting a large list.
-const STORED_PER_EVENT: usize = 512;
-
-/// The background sweep of a labelled folder: what is left to do, and how fast it goes.
-#[derive(Default)]
-struct Sweep {
-    targets: Arc<Vec<Target>>,
-    /// Index of the next target to look at.
-    next: usize,
-    truths: HashMap<PathBuf, usize>,
-    /// Images already answered (the selected one, neighbours) that the sweep skips.
-    answered: HashSet<PathBuf>,
-    done: usize,
-    /// When the first image was analysed, and how many have been since.
-    analysing_since: Option<(Instant, usize)>,
-    /// The next photo, being prepared beside the forward pass.
-    ahead: Option<Ahead>,
-}
-
-/// A photo being decoded and resized on a thread of its own.
-struct Ahead {
-    path: PathBuf,
-    thread: std::thread::JoinHandle<Prepared>,
-}
-
-impl Ahead {
-    fn start(path: &Path, model: &ModelConfig, device: &Device) -> Option<Self> {
-        let (owned, model, device) = (path.to_path_buf(), model.clone(), device.clone());
-        let thread = jobs::spawn_contained_with("camview-prepare", move || {
-            contain_panic(|| prepare(&owned, &model, &device))
-        })
-        .ok()?;
-        Some(Self {
-            path: path.to_path_buf(),
-            thread,
-        })
-    }
-
-    /// The prepared photo, if it is the one at `path`.
-    fn result_for(self, path: &Path) -> Option<Prepared> {
-        let prepared = self.thread.join().ok()?;
-        (self.path == path).then_some(prepared)
-    }
-}
-
-impl Sweep {
-    fn start(&mut self, targets: Arc<Vec<Target>>) {
-        self.truths = targets
-            .iter()
-            .filter_map(|t| Some((t.key.path.clone(), t.truth?)))
-            .collect();
-        self.targets = targets;
-        self.next = 0;
-        self.answered.clear();
-        self.done = 0;
-        self.analysing_since = None;
-        self.ahead = None;
-    }
-
-    fn has_work(&self) -> bool {
-        self.next < self.targets.len()
-    }
-
-    fn truth_of(&self, path: &Path) -> Option<usize> {
-        self.truths.get(path).copied()
-    }
-
-    fn answered(&mut self, path: &Path) {
-        self.answered.insert(path.to_path_buf());
-    }
-
-    /// Results from the store for as long as it has them (up to [`STORED_PER_EVENT`]), or
-    /// else one image analysed; `None` when everything left had been answered already.
-    fn step(
-        &mut self,
-        classifier: &Classifier,
-        model: &ModelConfig,
-        results: &Results,
-        inbox: &Mailbox<Job>,
-    ) -> Option<WorkerEvent> {
-        let mut swept = Vec::new();
-        while self.has_work() && swept.len() < STORED_PER_EVENT {
-            let target = &self.targets[self.next];
-            if self.answered.contains(&target.key.path) {
-                self.next += 1;
-                self.done += 1;
-                continue;
-            }
-            let file = FileId::of(&target.key.path).ok();
-            let stored = file
-                .as_ref()
-                .and_then(|f| results.get(f, model.resize, target.truth));
-            match stored {
-                Some(found) => swept.push((target.key.clone(), Ok(found))),
-                // One analysis per event, and none once results are at hand to send.
-                None if !swept.is_empty() => break,
-                None if sweep_batch(classifier.device()) > 1 => {
-                    self.analyse_batch(classifier, model, results, &mut swept);
-                    break;
-                }
-                None => {
-                    let key = target.key.clone();
-                    let truth = target.truth;
-                    self.analysing_since.get_or_insert((Instant::now(), 0));
-                    let ready = self.ahead.take().and_then(|a| a.result_for(&key.path));
-                    // The next photo is decoded while this one goes through the network.
-                    self.ahead = self
-                        .targets
-                        .get(self.next + 1)
-                        .filter(|t| !self.answered.contains(&t.key.path))
-                        .and_then(|t| Ahead::start(&t.key.path, model, classifier.device()));
-                    let result = contain_panic(|| {
-                        analyze_with(classifier, model, results, &key.path, truth, ready)
-                    });
-                    if let Some((_, count)) = &mut self.analysing_since {
-                        *count += 1;
-                    }
-                    swept.push((key, result));
-                    self.next += 1;
-                    self.done += 1;
-                    break;
-                }
-            }
-            self.next += 1;
-            self.done += 1;
-            if inbox.has_job() {
-                break;
-            }
-        }
-        if swept.is_empty() && self.has_work() {
-            return None;
-        }
-        let per_second = self.analysing_since.and_then(|(since, count)| {
-            let seconds = since.elapsed().as_secs_f64();
-            (count >= 3 && seconds > 0.0).then(|| count as f64 / seconds)
-        });
-        if !self.has_work() {
-            let analysed = self.analysing_since.map_or(0, |(_, n)| n);
-            log::debug(&format!(
-                "sweep done: {} images, {analysed} analysed ({:.1} images/s)",
-                self.targets.len(),
-                per_second.unwrap_or(0.0)
-            ));
-        }
-        Some(WorkerEvent::Swept {
-            results: swept,
-            progress: SweepProgress {
-                done: self.done,
-                total: self.targets.len(),
-                per_second,
-            },
-        })
-    }
-}
-
-/// Set to the images the background sweep analyses per step on a GPU-sized scale: decoded
-/// on every core and run through the network in batches ([`pipeline`]). The default is 64
-/// on a GPU, and 1 on the CPU, where one photo is decoded beside the forward pass instead
-/// and a request waits for one image at most.
-pub const SWEEP_BATCH_ENV: &str = "CAMVIEW_SWEEP_BATCH";
-
-fn sweep_batch(device: &Device) -> usize {
-    std::env::var(SWEEP_BATCH_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n >= 1)
-        .unwrap_or(if device.is_cuda() { 64 } else { 1 })
-}
-
-impl Sweep {
-    /// Analyses the next [`sweep_batch`] images that need the network in one pipeline run;
-    /// stored results met on the way are sent along.
-    fn analyse_batch(
-        &mut self,
-        classifier: &Classifier,
-        model: &ModelConfig,
-        results: &Results,
-        swept: &mut Vec<(ImageKey, Result<Analysed, String>)>,
-    ) {
-        let batch = sweep_batch(classifier.device());
-        let mut picked = Vec::new();
-        while self.has_work() && picked.len() < batch {
-            let target = &self.targets[self.next];
-            if !self.answered.contains(&target.key.path) {
-                let stored = FileId::of(&target.key.path)
-                    .ok()
-                    .and_then(|f| results.get(&f, model.resize, target.truth));
-                match stored {
-                    Some(found) => swept.push((target.key.clone(), Ok(found))),
-                    None => picked.push(self.next),
-                }
-            }
-            self.next += 1;
-            self.done += 1;
-        }
-        let jobs: Vec<pipeline::Job> = picked
-            .iter()
-            .map(|&i| pipeline::Job {
-                path: self.targets[i].key.path.clone(),
-                pinned: self.targets[i].truth,
-            })
-            .collect();
-        self.analysing_since.get_or_insert((Instant::now(), 0));
-        let started = Instant::now();
-        // The boxes are found on the pipeline's last stage; the store (one connection, not
-        // shared between threads) is written here afterwards.
-        let mut records: Vec<Option<Result<Record, String>>> = vec![None; jobs.len()];
-        let cells = &mut records;
-        let ran = pipeline::analyse_all(classifier, &jobs, model.resize, analysis::TOP_K, {
-            let jobs = &jobs;
-            move |j, outcome| {
-                cells[j] = Some(outcome.and_then(|(analysis, size)| {
-                    contain_panic(|| Ok(analysis::record(analysis, size, jobs[j].pinned)))
-                }));
-                ControlFlow::Continue(())
-            }
-        });
-        for (&i, record) in picked.iter().zip(records) {
-            let target = &self.targets[i];
-            let record = match (&ran, record) {
-                (_, Some(record)) => record,
-                (Err(e), None) => Err(format!("cannot start the analysis: {e}")),
-                (Ok(()), None) => Err("not analysed".into()),
-            };
-            if let (Ok(record), Ok(file)) = (&record, FileId::of(&target.key.path)) {
-                results.put(&file, model.resize, record);
-            }
-            swept.push((target.key.clone(), record.map(Analysed::from)));
-        }
-        if let Some((_, count)) = &mut self.analysing_since {
-            *count += picked.len();
-        }
-        log::debug(&format!(
-            "sweep: {} images analysed in one batch run in {:?}",
-            picked.len(),
-            started.elapsed()
-        ));
-    }
-}
-
-/// The result store as the worker uses it: with the weights' identity, once known.
-struct Results {
-    store: Option<(Store, String)>,
-}
-
-impl Results {
-    fn open(
-        path: Option<&Path>,
-        model: &ModelConfig,
-        notify: &dyn Fn(WorkerEvent) -> bool,
-    ) -> Self {
-        let Some(path) = path else {
-            return Self { store: None };
-        };
-        let (store, note) = open_or_recover(path);
-        let mut notes: Vec<String> = note.into_iter().collect();
-        let store = store.and_then(|store| match store.weights_id(&model.weights) {
-            Ok(id) => Some((store, id)),
-            Err(e) => {
-                notes.push(format!("results are not kept: {e:#}"));
-                None
-            }
-        });
-        for note in notes {
-            notify(WorkerEvent::Note(note));
-        }
-        Self { store }
-    }
-
-    /// The stored result, if it is of these weights and mode and pins `truth` (any result
-    /// serves an image without one).
-    fn get(&self, file: &FileId, resize: ResizeMode, truth: Option<usize>) -> Option<Analysed> {
-        let (store, weights) = self.store.as_ref()?;
-        let record = store.get(file, weights, resize).ok()??;
-        let pinned = record.truth.as_ref().map(|t| t.class);
-        (truth.is_none() || pinned == truth).then(|| record.into())
-    }
-
-    fn put(&self, file: &FileId, resize: ResizeMode, record: &Record) {
-        if let Some((store, weights)) = &self.store
-            && let Err(e) = store.put(file, weights, resize, record)
-        {
-            log::debug(&format!("cannot store the result of {}: {e:#}", file.path));
-        }
-    }
-}
-
-fn analyze(
-    classifier: &Classifier,
-    model: &ModelConfig,
-    results: &Results,
-    path: &Path,
-    truth: Option<usize>,
-) -> Result<Analysed, String> {
-    analyze_with(classifier, model, results, path, truth, None)
-}
-
-/// A photo decoded and made ready for the network, or why it could not be.
-type Prepared = Result<(RgbImage, preprocess::Prepared), String>;
-
-fn prepare(path: &Path, model: &ModelConfig, device: &Device) -> Prepared {
-    analysis::prepare(path, model.resize, device).map_err(|e| format!("{e:#}"))
-}
-
-/// Like [`analyze`], with the photo already prepared when `ready` has it.
-fn analyze_with(
-    classifier: &Classifier,
-    model: &ModelConfig,
-    results: &Results,
-    path: &Path,
-    truth: Option<usize>,
-    ready: Option<Prepared>,
-) -> Result<Analysed, String> {
-    let started = Instant::now();
-    let file = FileId::of(path).ok();
-    if let Some(found) = file
-        .as_ref()
-        .and_then(|f| results.get(f, model.resize, truth))
-    {
-        log::debug(&format!("analysis of {} from the store", path.display()));
-        return Ok(found);
-    }
-    let (img, prepared) = ready.unwrap_or_else(|| prepare(path, model, classifier.device()))?;
-    let record = analysis::analyse(classifier, img.dimensions(), &prepared, truth)
-        .map_err(|e| format!("{e:#}"))?;
-    if let Some(file) = &file {
-        results.put(file, model.resize, &record);
-    }
-    log::debug(&format!(
-        "analysis of {} in {:?} (forward {:?})",
-        path.display(),
-        started.elapsed(),
-        record.analysis.elapsed
-    ));
-    Ok(record.into())
 }
 
 /// Loads the classifier through [`provision`], reporting every step; `None` means the model

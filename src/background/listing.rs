@@ -2,11 +2,11 @@
 //! folder of 50 000 images takes 0.3 s to list from a warm cache and 2 s from a cold one
 //! (more over a network file system), and the screen must answer keys meanwhile.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::background::inference::ImageKey;
-use crate::jobs::{Mailbox, Worker, contain_panic};
+use crate::analysis::ImageKey;
+use crate::jobs::{Mailbox, Panicked, Worker, contain_panic};
 use crate::text::printable;
 use crate::walk;
 
@@ -49,16 +49,24 @@ pub struct ListRequest {
 #[derive(Debug, Clone)]
 pub struct Listing {
     pub ticket: u64,
-    pub result: Result<Vec<Entry>, String>,
+    pub result: Result<Vec<Entry>, ListError>,
+}
+
+/// Why a folder could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ListError {
+    #[error(transparent)]
+    Unreadable(Arc<std::io::Error>),
+    #[error(transparent)]
+    Bug(#[from] Panicked),
 }
 
 impl ListRequest {
     /// Reads the folder (this is the slow part: one `stat` per entry).
     pub fn run(self) -> Listing {
         let dir = self.dir;
-        let result = contain_panic(|| {
-            read_folder(&dir).map_err(|e| printable(OsString::from(format!("{e}")).as_os_str()))
-        });
+        let result =
+            contain_panic(|| read_folder(&dir).map_err(|e| ListError::Unreadable(Arc::new(e))));
         Listing {
             ticket: self.ticket,
             result,
@@ -99,6 +107,7 @@ fn read_folder(dir: &Path) -> std::io::Result<Vec<Entry>> {
         .map(|e| {
             let key = ImageKey {
                 path: e.path.clone(),
+                size: e.size,
                 modified: e.modified,
             };
             Entry::new(e.kind, e.path, printable(&e.name), key)

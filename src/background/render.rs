@@ -8,16 +8,16 @@ use image::RgbImage;
 use ratatui::layout::Size;
 use ratatui_image::protocol::Protocol;
 
-use crate::background::inference::ImageKey;
-use crate::jobs::{Mailbox, Worker, contain_panic};
+use crate::analysis::ImageKey;
+use crate::jobs::{Mailbox, Panicked, Worker, contain_panic};
 use crate::log;
 use crate::model::Analysis;
 use crate::model::cam::BBox;
-use crate::model::preprocess::load_rgb;
+use crate::model::preprocess::{ImageError, load_rgb};
 use crate::overlay::scale;
 use crate::overlay::{self, Style, View};
 use crate::term::Graphics;
-use crate::term::place::{Placement, encode, placement};
+use crate::term::place::{EncodeError, Placement, encode, placement};
 
 /// One picture to prepare for the image pane.
 #[derive(Debug, Clone)]
@@ -52,12 +52,23 @@ impl std::fmt::Debug for Rendered {
     }
 }
 
+/// Why a picture could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Image(Arc<ImageError>),
+    #[error(transparent)]
+    Encode(Arc<EncodeError>),
+    #[error(transparent)]
+    Bug(#[from] Panicked),
+}
+
 /// The answer to a [`RenderRequest`].
 #[derive(Debug, Clone)]
 pub struct RenderEvent {
     pub ticket: u64,
     pub key: ImageKey,
-    pub result: Result<Rendered, String>,
+    pub result: Result<Rendered, RenderError>,
 }
 
 /// Decoded photos kept for quick re-rendering (style changes, going back).
@@ -147,7 +158,7 @@ struct Studio {
 
 impl Studio {
     /// The picture for `request`, from the cache or made now.
-    fn picture(&mut self, request: &RenderRequest) -> Result<Rendered, String> {
+    fn picture(&mut self, request: &RenderRequest) -> Result<Rendered, RenderError> {
         let started = Instant::now();
         if let Some(done) = self.pictures.get(request) {
             return Ok(done);
@@ -204,12 +215,11 @@ fn render(
     graphics: &Graphics,
     cache: &mut Vec<CachedPhoto>,
     request: &RenderRequest,
-) -> Result<Rendered, String> {
+) -> Result<Rendered, RenderError> {
     let at = match cache.iter().position(|c| c.key == request.key) {
         Some(i) => i,
         None => {
-            let photo =
-                load_rgb(&request.key.path).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+            let photo = load_rgb(&request.key.path).map_err(|e| RenderError::Image(Arc::new(e)))?;
             if cache.len() >= PHOTO_CACHE {
                 cache.remove(0);
             }
@@ -244,7 +254,8 @@ fn render(
     }
     entry.fitted = Some((size, fitted));
     cache.push(entry);
-    let protocol = encode(&graphics.picker, picture, cells)?;
+    let protocol =
+        encode(&graphics.picker, picture, cells).map_err(|e| RenderError::Encode(Arc::new(e)))?;
     Ok(Rendered { protocol, original })
 }
 
@@ -260,6 +271,7 @@ mod tests {
             ticket: 1,
             key: ImageKey {
                 path: "a.png".into(),
+                size: 0,
                 modified: None,
             },
             analysis: None,

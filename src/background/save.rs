@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::jobs::Panicked;
 use crate::model::Analysis;
 use crate::model::cam::BBox;
-use crate::model::preprocess::load_rgb;
+use crate::model::preprocess::{ImageError, load_rgb};
 use crate::overlay::{self, Style, View};
 
 /// What to save and where.
@@ -21,6 +22,20 @@ pub struct SaveRequest {
     pub dir: PathBuf,
     /// Truth boxes drawn with the CAM box, in photo pixels.
     pub truth_boxes: Vec<BBox>,
+}
+
+/// Why a picture was not saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// The photo cannot be read again; the error names it.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("cannot save the picture")]
+    Write(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot start saving")]
+    Start(#[source] std::io::Error),
+    #[error(transparent)]
+    Bug(#[from] Panicked),
 }
 
 impl SaveRequest {
@@ -55,9 +70,9 @@ impl SaveRequest {
 
     /// Decodes the photo again, draws the picture at its full size and writes it; returns
     /// where it went, or why it could not.
-    pub fn run(self) -> Result<PathBuf, String> {
+    pub fn run(self) -> Result<PathBuf, SaveError> {
         let out = self.destination();
-        let img = load_rgb(&self.photo).map_err(|e| format!("{e:#}"))?;
+        let img = load_rgb(&self.photo)?;
         let mut picture = overlay::render(
             &img,
             img.dimensions(),
@@ -68,8 +83,7 @@ impl SaveRequest {
         if self.style.bbox && self.style.view != View::Grid {
             overlay::draw_truth_boxes(&mut picture, img.dimensions(), &self.truth_boxes);
         }
-        overlay::write_png(&picture, &out)
-            .map_err(|e| format!("cannot save {}: {e:#}", out.display()))?;
+        overlay::write_png(&picture, &out).map_err(|e| SaveError::Write(e.into()))?;
         Ok(out)
     }
 }

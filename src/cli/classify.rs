@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::ModelArgs;
 use crate::model::Prediction;
 use crate::overlay;
-use crate::pipeline::{self, Job};
+use crate::pipeline::{self, Job, Run};
 use crate::text::printable_path;
 use crate::walk;
 
@@ -89,8 +89,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<i32> {
     pipeline::analyse_all(
         &classifier,
         jobs_ref,
-        args.model.resize,
-        top,
+        Run::new(&classifier, args.model.resize, top),
         move |job, outcome| {
             let path = &jobs_ref[job].path;
             let result = match outcome {
@@ -103,7 +102,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<i32> {
                         bbox,
                     })
                 }
-                Err(e) => Err((path.clone(), anyhow::anyhow!(e))),
+                Err(e) => Err((path.clone(), anyhow::Error::new(e))),
             };
             out.ready.insert(item_of_job[job], result);
             out.write_ready(args)

@@ -14,15 +14,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::{ModelArgs, StoreArgs};
-use crate::analysis::{self, truth_box_at_paper_threshold};
+use crate::analysis::{
+    self, AnalysisError, ImageKey, Record, SWEEP_STEPS, truth_box_at_paper_threshold,
+};
 use crate::dataset::{Dataset, Item, LabelSource};
-use crate::jobs;
+use crate::model::Classifier;
 use crate::model::cam::BBox;
 use crate::model::labels;
-use crate::model::{Classifier, ResizeMode};
-use crate::pipeline::{self, Job};
-use crate::scoring::{self, IOU_HIT, best_iou};
-use crate::store::{FileId, Record, SWEEP_STEPS, Store};
+use crate::pipeline::Run;
+use crate::results::{Results, Target};
+use crate::scoring::{self, IOU_HIT, Score, best_iou};
 use crate::text::printable_path;
 
 #[derive(Debug, Args)]
@@ -60,24 +61,28 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
         eprintln!("camview: {warning}");
     }
     let classifier = args.model.load_classifier()?;
-    let store = match args.store.open() {
-        Some(store) => {
-            let weights = store.weights_id(&args.model.weights)?;
-            Some(Kept { store, weights })
-        }
-        None => None,
-    };
-    let resize = args.model.resize;
-    let mut results = stored_results(&dataset, store.as_ref(), resize);
-    analyse_missing(&dataset, &classifier, store, resize, &mut results)?;
+    let store = args.store.path();
+    let (results, notes) = Results::open(store.as_deref(), &args.model.weights, args.model.resize);
+    for note in notes {
+        eprintln!("camview: {note}");
+    }
+    let targets: Vec<Target> = dataset
+        .items
+        .iter()
+        .map(|item| Target {
+            key: ImageKey::of(&item.path),
+            truth: item.truth.as_ref().map(|t| t.class),
+        })
+        .collect();
+    let mut records: Vec<Option<Result<Record, AnalysisError>>> =
+        targets.iter().map(|t| results.stored(t).map(Ok)).collect();
+    analyse_missing(&dataset, &classifier, &results, &targets, &mut records)?;
 
     let outcomes: Vec<Outcome> = dataset
         .items
         .iter()
-        .zip(results)
-        .map(|(item, result)| {
-            Outcome::of(item, result.unwrap_or_else(|| Err("not analysed".into())))
-        })
+        .zip(records)
+        .map(|(item, record)| Outcome::of(item, record.unwrap_or(Err(AnalysisError::Unfinished))))
         .collect();
     let summary = Summary::of(&outcomes);
     let stdout = std::io::stdout();
@@ -97,87 +102,41 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
     Ok(i32::from(summary.failed > 0))
 }
 
-/// The store, with the identity of the weights in use.
-struct Kept {
-    store: Store,
-    weights: String,
-}
-
-type Results = Vec<Option<Result<Record, String>>>;
-
-/// The results the store already holds for these files, weights, mode and labels.
-fn stored_results(dataset: &Dataset, kept: Option<&Kept>, resize: ResizeMode) -> Results {
-    dataset
-        .items
-        .iter()
-        .map(|item| {
-            let kept = kept?;
-            let file = FileId::of(&item.path).ok()?;
-            let record = kept.store.get(&file, &kept.weights, resize).ok()??;
-            let wanted = item.truth.as_ref().map(|t| t.class);
-            (record.truth.as_ref().map(|t| t.class) == wanted).then_some(Ok(record))
-        })
-        .collect()
-}
-
-/// Analyses the images `results` lacks, storing each result as it comes (through
-/// [`pipeline`]: decoding, forward passes and the CAM boxes with the store's write overlap).
+/// Analyses the images the store lacks (`records` without one) through the results service,
+/// which stores each as it comes, so an interrupted run loses only the images in flight.
 fn analyse_missing(
     dataset: &Dataset,
     classifier: &Classifier,
-    kept: Option<Kept>,
-    resize: ResizeMode,
-    results: &mut Results,
+    results: &Results,
+    targets: &[Target],
+    records: &mut [Option<Result<Record, AnalysisError>>],
 ) -> anyhow::Result<()> {
-    let todo: Vec<usize> = (0..dataset.items.len())
-        .filter(|&i| results[i].is_none())
+    let todo: Vec<usize> = (0..targets.len())
+        .filter(|&i| records[i].is_none())
         .collect();
-    let jobs: Vec<Job> = todo
-        .iter()
-        .map(|&i| Job {
-            path: dataset.items[i].path.clone(),
-            pinned: dataset.items[i].truth.as_ref().map(|t| t.class),
-        })
-        .collect();
+    let missing: Vec<Target> = todo.iter().map(|&i| targets[i].clone()).collect();
     let count = todo.len();
     let started = std::time::Instant::now();
     let bar = progress(count as u64);
     let mut finished = Vec::with_capacity(count);
-    // The closure runs on the pipeline's last stage: it owns the store (a connection may move
-    // between threads but not be shared) and borrows the rest.
-    let (done, bar, todo, jobs) = (&mut finished, &bar, &todo, &jobs);
-    pipeline::analyse_all(
-        classifier,
-        jobs,
-        resize,
-        analysis::TOP_K,
-        move |job, outcome| {
-            let i = todo[job];
-            let item = &dataset.items[i];
-            let truth = jobs[job].pinned;
-            let result = outcome.and_then(|(analysis, size)| {
-                jobs::contain_panic(|| Ok(analysis::record(analysis, size, truth)))
+    let run = Run::new(classifier, results.resize(), analysis::TOP_K);
+    results.analyse(classifier, &missing, run, |j, fresh| {
+        let i = todo[j];
+        if let Some(e) = &fresh.not_stored {
+            bar.suspend(|| {
+                eprintln!(
+                    "camview: cannot store the result of {}: {}",
+                    dataset.items[i].relative,
+                    crate::model::chain(e)
+                );
             });
-            if let (Ok(record), Some(kept)) = (&result, &kept) {
-                let stored = FileId::of(&item.path)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|file| kept.store.put(&file, &kept.weights, resize, record));
-                if let Err(e) = stored {
-                    bar.suspend(|| {
-                        eprintln!(
-                            "camview: cannot store the result of {}: {e:#}",
-                            item.relative
-                        );
-                    });
-                }
-            }
-            done.push((i, result));
-            bar.inc(1);
-            ControlFlow::Continue(())
-        },
-    )?;
-    for (i, result) in finished {
-        results[i] = Some(result);
+        }
+        finished.push((i, fresh.record));
+        bar.inc(1);
+        ControlFlow::Continue(())
+    })?;
+    for (i, record) in finished {
+        records[i] = Some(record);
     }
     bar.finish_and_clear();
     let stored = dataset.items.len() - count;
@@ -206,12 +165,9 @@ fn progress(total: u64) -> ProgressBar {
 /// What one image came to.
 struct Outcome<'a> {
     item: &'a Item,
-    record: Result<Record, String>,
-    /// With a label and a result:
-    top1_correct: Option<bool>,
-    top5_correct: Option<bool>,
-    truth_rank: Option<usize>,
-    truth_prob: Option<f32>,
+    record: Result<Record, AnalysisError>,
+    /// With a label and a result: how the prediction scores.
+    score: Option<Score>,
     /// With boxes too: the top-1 CAM box's best IoU with a truth box of the true class.
     iou: Option<f64>,
     loc_correct: Option<bool>,
@@ -221,14 +177,11 @@ struct Outcome<'a> {
 }
 
 impl<'a> Outcome<'a> {
-    fn of(item: &'a Item, record: Result<Record, String>) -> Self {
+    fn of(item: &'a Item, record: Result<Record, AnalysisError>) -> Self {
         let mut o = Outcome {
             item,
             record,
-            top1_correct: None,
-            top5_correct: None,
-            truth_rank: None,
-            truth_prob: None,
+            score: None,
             iou: None,
             loc_correct: None,
             gt_known_correct: None,
@@ -237,23 +190,31 @@ impl<'a> Outcome<'a> {
         let (Some(truth), Ok(record)) = (&item.truth, &o.record) else {
             return o;
         };
-        let top = &record.analysis.top;
-        let entry = top.iter().find(|p| p.index == truth.class);
-        o.truth_rank = entry.map(|p| p.rank);
-        o.truth_prob = entry.map(|p| p.prob);
-        o.top1_correct = Some(top.first().is_some_and(|p| p.index == truth.class));
-        o.top5_correct = Some(o.truth_rank.is_some_and(|r| r <= 5));
+        o.score = Score::of(truth.class, &record.analysis.top);
         let Some(iou) = best_iou(truth, record.top1_box) else {
             return o;
         };
         let hits = |b: Option<BBox>| best_iou(truth, b).is_some_and(|iou| iou >= IOU_HIT);
         o.iou = Some(iou);
-        o.loc_correct = Some(o.top1_correct == Some(true) && iou >= IOU_HIT);
+        o.loc_correct = Some(o.top1_correct() == Some(true) && iou >= IOU_HIT);
         if let Some(t) = &record.truth {
             o.gt_known_correct = Some(hits(truth_box_at_paper_threshold(t)));
             o.sweep_hits = Some(t.boxes.iter().map(|b| hits(*b)).collect());
         }
         o
+    }
+
+    fn top1_correct(&self) -> Option<bool> {
+        self.score.map(|s| s.top1_correct())
+    }
+
+    fn top5_correct(&self) -> Option<bool> {
+        self.score.map(|s| s.top5_correct())
+    }
+
+    /// The error, with its causes, when the image has no result.
+    fn error(&self) -> Option<String> {
+        self.record.as_ref().err().map(|e| crate::model::chain(e))
     }
 }
 
@@ -300,8 +261,8 @@ impl Summary {
             images: outcomes.len(),
             unlabelled: outcomes.iter().filter(|o| o.item.truth.is_none()).count(),
             failed: outcomes.iter().filter(|o| o.record.is_err()).count(),
-            top1: fraction(outcomes.iter().filter_map(|o| o.top1_correct)),
-            top5: fraction(outcomes.iter().filter_map(|o| o.top5_correct)),
+            top1: fraction(outcomes.iter().filter_map(Outcome::top1_correct)),
+            top5: fraction(outcomes.iter().filter_map(Outcome::top5_correct)),
             boxed: outcomes.iter().filter(|o| o.iou.is_some()).count(),
             loc_top1: fraction(outcomes.iter().filter_map(|o| o.loc_correct)),
             loc_gt_known: fraction(outcomes.iter().filter_map(|o| o.gt_known_correct)),
@@ -331,7 +292,7 @@ struct JsonImage<'a> {
     iou: Option<f64>,
     loc_correct: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
+    error: Option<String>,
 }
 
 fn json_image<'a>(o: &'a Outcome) -> JsonImage<'a> {
@@ -345,16 +306,16 @@ fn json_image<'a>(o: &'a Outcome) -> JsonImage<'a> {
         }),
         // The top five; a true class ranked lower is given by truth_rank and truth_prob.
         top: record.map(|r| &r.analysis.top[..r.analysis.top.len().min(analysis::TOP_K)]),
-        truth_rank: o.truth_rank,
-        truth_prob: o.truth_prob,
-        top1_correct: o.top1_correct,
-        top5_correct: o.top5_correct,
+        truth_rank: o.score.and_then(|s| s.truth_rank),
+        truth_prob: o.score.and_then(|s| s.truth_prob),
+        top1_correct: o.top1_correct(),
+        top5_correct: o.top5_correct(),
         bbox: record
             .and_then(|r| r.top1_box)
             .map(|b| [b.x0, b.y0, b.x1, b.y1]),
         iou: o.iou,
         loc_correct: o.loc_correct,
-        error: o.record.as_ref().err().map(String::as_str),
+        error: o.error(),
     }
 }
 
@@ -401,13 +362,16 @@ fn write_csv(out: &mut impl Write, outcomes: &[Outcome]) -> std::io::Result<()> 
             opt(top1.map(|p| p.index.to_string())),
             opt(top1.map(|p| p.label.clone())),
             opt(top1.map(|p| format!("{:.6}", p.prob))),
-            opt(o.truth_rank.map(|r| r.to_string())),
-            opt(o.truth_prob.map(|p| format!("{p:.6}"))),
-            opt(o.top1_correct.map(|b| b.to_string())),
-            opt(o.top5_correct.map(|b| b.to_string())),
+            opt(o.score.and_then(|s| s.truth_rank).map(|r| r.to_string())),
+            opt(o
+                .score
+                .and_then(|s| s.truth_prob)
+                .map(|p| format!("{p:.6}"))),
+            opt(o.top1_correct().map(|b| b.to_string())),
+            opt(o.top5_correct().map(|b| b.to_string())),
             opt(o.iou.map(|v| format!("{v:.4}"))),
             opt(o.loc_correct.map(|b| b.to_string())),
-            opt(o.record.as_ref().err().cloned()),
+            opt(o.error()),
         ])?;
     }
     w.flush()
@@ -447,20 +411,21 @@ fn write_report(
         s.failed,
         s.boxed
     )?;
-    let counted = outcomes.iter().filter(|o| o.top1_correct.is_some()).count();
-    let hits =
-        |f: fn(&Outcome) -> Option<bool>| outcomes.iter().filter(|o| f(o) == Some(true)).count();
+    let counted = outcomes.iter().filter(|o| o.score.is_some()).count();
+    let hits = |f: &dyn Fn(&Outcome<'_>) -> Option<bool>| {
+        outcomes.iter().filter(|o| f(o) == Some(true)).count()
+    };
     writeln!(
         out,
         "top-1 accuracy  {:>8}  ({} / {counted})",
         percent(s.top1),
-        hits(|o| o.top1_correct)
+        hits(&|o| o.top1_correct())
     )?;
     writeln!(
         out,
         "top-5 accuracy  {:>8}  ({} / {counted})",
         percent(s.top5),
-        hits(|o| o.top5_correct)
+        hits(&|o| o.top5_correct())
     )?;
     if s.boxed > 0 {
         writeln!(
@@ -489,7 +454,7 @@ fn write_report(
     write_per_class(out, outcomes)?;
     write_confusions(out, outcomes, confusions)?;
     for o in outcomes {
-        if let Err(e) = &o.record {
+        if let Some(e) = o.error() {
             writeln!(out, "failed: {}: {e}", printable_path(&o.item.path))?;
         }
     }

@@ -45,7 +45,7 @@ pub fn print_picture(picture: RgbImage, protocol: Protocol) -> anyhow::Result<&'
     let room = Size::new(cols.max(1), rows.saturating_sub(2).max(1));
     let Placement { cells, pixels } = place::placement(&graphics, picture.dimensions(), room);
     let picture = crate::overlay::scale(&picture, pixels);
-    let image = place::encode(picker, picture, cells).map_err(anyhow::Error::msg)?;
+    let image = place::encode(picker, picture, cells)?;
     if picker.protocol_type() == ProtocolType::Halfblocks {
         print_text(&image, cells)?;
     } else {

@@ -48,16 +48,21 @@ pub fn placement(graphics: &Graphics, original: (u32, u32), room: Size) -> Place
     Placement { cells, pixels }
 }
 
+/// The picture could not be encoded for the terminal's protocol.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode the picture for the terminal")]
+pub struct EncodeError(#[source] ratatui_image::errors::Errors);
+
 /// Encodes `picture`, already scaled to its [`Placement`]'s pixels, for `picker`'s protocol
 /// in `cells` (the encoders only ever shrink a picture).
-pub fn encode(picker: &Picker, picture: RgbImage, cells: Size) -> Result<Protocol, String> {
+pub fn encode(picker: &Picker, picture: RgbImage, cells: Size) -> Result<Protocol, EncodeError> {
     let picture = DynamicImage::ImageRgb8(picture);
     let protocol = if picker.protocol_type() == ProtocolType::Halfblocks {
         Halfblocks::new(picture, cells).map(Protocol::Halfblocks)
     } else {
         picker.new_protocol(picture, cells, Resize::Fit(None))
     };
-    protocol.map_err(|e| format!("cannot encode the picture for the terminal: {e}"))
+    protocol.map_err(EncodeError)
 }
 
 /// The largest picture, in pixels, that `cells` can show.

@@ -6,32 +6,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crossterm::event::{
-    Event, KeyCode, KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind,
-};
-use ratatui::buffer::Buffer;
-use ratatui::layout::{Constraint, Layout, Position, Rect, Size};
-use ratatui::style::Color;
-use ratatui::text::Span;
-use ratatui::widgets::{Block, Widget};
+use crossterm::event::{Event, KeyEventKind};
+use ratatui::layout::Size;
 
-use super::files::{Entry, EntryKind, FileList, ListRequest, Listing};
-use super::image_pane::{ImageBody, ImagePane};
-use super::keys::{self, Action, Context};
-use super::predictions::{PredictionsBody, PredictionsPane};
-use super::review::{Mark, Review};
-use super::status::StatusLine;
-use super::{help, status};
-use crate::background;
-pub use crate::background::Command;
-use crate::background::dataset_reader::LoadedDataset;
-use crate::background::inference::{Analysed, ImageKey, ModelStatus, Request, TOP_K, WorkerEvent};
-use crate::background::render::{RenderEvent, RenderRequest, Rendered};
-use crate::background::save::SaveRequest;
-use crate::model::Analysis;
-use crate::model::cam::BBox;
-use crate::overlay::{Style, View};
-use crate::scoring::{self, Verdict};
+use super::files::{FileList, ListRequest};
+use super::review::Review;
+use super::status::{self, Notice};
+use crate::analysis::ImageKey;
+use crate::background::inference::{Analysed, ModelStatus};
+use crate::background::render::Rendered;
+use crate::model::{Analysis, chain};
+use crate::overlay::Style;
 use crate::text::printable;
 
 mod event;
@@ -43,6 +28,7 @@ mod selection;
 mod view;
 
 pub use super::status::{MIN_HEIGHT, MIN_WIDTH};
+pub use crate::background::Command;
 pub use event::AppEvent;
 pub use layout::Panes;
 
@@ -94,7 +80,7 @@ pub struct App {
     /// Where `s` writes.
     save_dir: PathBuf,
     /// The outcome of the last save (the message, or the error), until the next key.
-    notice: Option<Result<String, String>>,
+    notice: Option<Notice>,
     commands: Vec<Command>,
     quit: bool,
 }
@@ -214,13 +200,15 @@ impl App {
                     self.selection_changed();
                 }
             }
-            AppEvent::Saved(result) => {
-                self.notice =
-                    Some(result.map(|path| format!("saved {}", status::shown_path(&path))));
+            AppEvent::Saved(Ok(path)) => {
+                let saved = format!("saved {}", status::shown_path(&path));
+                self.notice = Some(Notice::Done(saved));
             }
+            AppEvent::Saved(Err(e)) => self.notice = Some(Notice::Problem(escaped(&chain(&e)))),
             AppEvent::Dataset(Ok(loaded)) => self.review_dataset(*loaded),
             AppEvent::Dataset(Err(e)) => {
-                self.notice = Some(Err(format!("not reviewed as a dataset: {}", escaped(&e))));
+                let why = escaped(&chain(&e));
+                self.notice = Some(Notice::Problem(format!("not reviewed as a dataset: {why}")));
             }
             AppEvent::Tick => self.ticks = self.ticks.wrapping_add(1),
             AppEvent::Protocol(name) => self.protocol = name,
@@ -239,6 +227,7 @@ fn escaped(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::background::inference::Request;
 
     #[test]
     fn a_new_browser_reads_its_folder_before_anything_else() {

@@ -140,7 +140,7 @@ impl FileList {
             }
             Err(e) => {
                 self.entries.clear();
-                self.error = Some(e);
+                self.error = Some(printable(std::ffi::OsStr::new(&e.to_string())));
             }
         }
         self.visible = self.passing_filter();

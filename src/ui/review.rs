@@ -7,9 +7,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::background::inference::{Analysed, ImageKey, SweepProgress, Target};
+use crate::analysis::{AnalysisError, ImageKey};
+use crate::background::inference::{Analysed, SweepProgress};
 use crate::dataset::{Dataset, Item, Truth};
-use crate::scoring::{self, ClassScore, Confusion, Verdict};
+use crate::results::Target;
+use crate::scoring::{self, ClassScore, Confusion, Score, Verdict};
 use crate::text::printable;
 use crate::walk::EntryKind;
 
@@ -85,43 +87,6 @@ impl Order {
             Self::Loss => "by loss ↓",
             Self::Margin => "by margin ↑",
         }
-    }
-}
-
-/// What one labelled image's result says.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Score {
-    pub verdict: Verdict,
-    pub top1: usize,
-    pub top1_prob: f32,
-    /// p(true class), when the result has it (it does once the class is pinned).
-    pub truth_prob: Option<f32>,
-    /// p(true class) minus the highest probability of another class.
-    pub margin: Option<f32>,
-}
-
-impl Score {
-    fn of(truth: usize, result: &Analysed) -> Option<Self> {
-        let top = &result.analysis.top;
-        let first = top.first()?;
-        let truth_prob = top.iter().find(|p| p.index == truth).map(|p| p.prob);
-        let best_other = top
-            .iter()
-            .filter(|p| p.index != truth)
-            .map(|p| p.prob)
-            .fold(0.0, f32::max);
-        Some(Self {
-            verdict: Verdict::of(truth, top),
-            top1: first.index,
-            top1_prob: first.prob,
-            truth_prob,
-            margin: truth_prob.map(|p| p - best_other),
-        })
-    }
-
-    /// −log p(true class): how surprised the model is by the label.
-    pub fn loss(&self) -> Option<f32> {
-        self.truth_prob.map(|p| -p.max(f32::MIN_POSITIVE).ln())
     }
 }
 
@@ -241,7 +206,7 @@ impl Review {
     }
 
     /// Takes in the result for `path`; true when the image is one of the dataset's.
-    pub fn record(&mut self, path: &Path, result: Result<&Analysed, ()>) -> bool {
+    pub fn record(&mut self, path: &Path, result: Result<&Analysed, &AnalysisError>) -> bool {
         let Some(i) = self.item_at(path) else {
             return false;
         };
@@ -249,8 +214,10 @@ impl Review {
             return true;
         };
         self.marks[i] = match result {
-            Ok(analysed) => Score::of(truth.class, analysed).map_or(Mark::Failed, Mark::Scored),
-            Err(()) => Mark::Failed,
+            Ok(analysed) => {
+                Score::of(truth.class, &analysed.analysis.top).map_or(Mark::Failed, Mark::Scored)
+            }
+            Err(_) => Mark::Failed,
         };
         true
     }
@@ -412,6 +379,7 @@ mod tests {
             .iter()
             .map(|i| ImageKey {
                 path: i.path.clone(),
+                size: 0,
                 modified: None,
             })
             .collect();

@@ -16,6 +16,15 @@ use crate::scoring::IOU_HIT;
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 15;
 
+/// A message on the status line until the next key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Something done (a save), in green.
+    Done(String),
+    /// Something wrong or missing, in red.
+    Problem(String),
+}
+
 /// What the status line shows: the App's state reduced to this line's needs.
 #[derive(Debug)]
 pub struct StatusLine<'a> {
@@ -31,7 +40,7 @@ pub struct StatusLine<'a> {
     /// Why the image cannot be shown or analysed.
     pub error: Option<&'a str>,
     /// The outcome of the last save, until the next key.
-    pub notice: Option<&'a Result<String, String>>,
+    pub notice: Option<&'a Notice>,
     /// The IoU of the shown CAM box with the truth box, in a dataset with boxes.
     pub iou: Option<f64>,
     /// The background sweep, in a dataset.
@@ -76,11 +85,11 @@ impl StatusLine<'_> {
             spans.push(Span::raw(format!("error: {error}")).fg(Color::Red));
         }
         match self.notice {
-            Some(Ok(done)) => {
+            Some(Notice::Done(done)) => {
                 spans.push(sep());
                 spans.push(Span::raw(done.clone()).fg(Color::Green));
             }
-            Some(Err(why)) => {
+            Some(Notice::Problem(why)) => {
                 spans.push(sep());
                 spans.push(Span::raw(why.clone()).fg(Color::Red));
             }

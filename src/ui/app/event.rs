@@ -1,7 +1,16 @@
 //! What flows into the browser: [`AppEvent`]s, through [`App::update`]; what flows out are
 //! [`Command`]s for the background threads.
 
-use super::*;
+use std::path::PathBuf;
+
+use crossterm::event::Event;
+
+use crate::background;
+use crate::background::dataset_reader::{LoadedDataset, ReadError};
+use crate::background::inference::WorkerEvent;
+use crate::background::listing::Listing;
+use crate::background::render::RenderEvent;
+use crate::background::save::SaveError;
 
 /// Everything the event loop feeds into [`App::update`].
 #[derive(Debug)]
@@ -15,10 +24,10 @@ pub enum AppEvent {
     /// A folder's entries from the listing thread.
     Listed(Listing),
     /// Where a saved picture went, or why it could not be saved.
-    Saved(Result<PathBuf, String>),
+    Saved(Result<PathBuf, SaveError>),
     /// The folder's ground truth, read in the background: the folder is then reviewed as
     /// a dataset (or why its labels could not be read).
-    Dataset(Result<Box<LoadedDataset>, String>),
+    Dataset(Result<Box<LoadedDataset>, ReadError>),
     /// Time passes (animates the spinner while something is in progress).
     Tick,
     /// The graphics protocol the terminal was found to speak, for the status line.

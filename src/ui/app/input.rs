@@ -1,6 +1,11 @@
 //! Keys and the mouse: a key is looked up in the key table ([`super::super::keys`]) and its [`Action`] done here.
 
-use super::*;
+use crossterm::event::{KeyCode, KeyEvent, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::layout::{Position, Size};
+use ratatui::widgets::Block;
+
+use super::{App, Command};
+use crate::ui::keys::{self, Action, Context};
 
 /// Alpha moved by `steps` tenths, kept within 0..=1 and on the tenths.
 fn step_alpha(alpha: f32, steps: i32) -> f32 {

@@ -1,6 +1,11 @@
 //! Where each pane goes: the one layout used for drawing, mouse hits and the picture's size.
 
-use super::*;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::widgets::Block;
+
+use super::App;
+use crate::analysis::TOP_K;
+use crate::ui::status::{MIN_HEIGHT, MIN_WIDTH};
 
 /// Where each pane goes on a screen of a given size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

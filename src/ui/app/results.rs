@@ -1,12 +1,24 @@
 //! What the workers send back (results, pictures) and what the browser asks of them next.
 
-use super::*;
+use std::sync::Arc;
+
+use ratatui::layout::Rect;
+
+use super::{AnalysisState, App, Command, escaped};
+use crate::analysis::{AnalysisError, ImageKey};
+use crate::background::inference::{Analysed, ModelStatus, Request, WorkerEvent};
+use crate::background::render::{RenderEvent, RenderRequest};
+use crate::background::save::SaveRequest;
+use crate::model::{Analysis, chain};
+use crate::overlay::View;
+use crate::ui::review::Review;
+use crate::ui::status::{self, Notice};
 
 impl App {
     pub(super) fn on_worker(&mut self, event: WorkerEvent) {
         match event {
             WorkerEvent::Model(status) => self.model = status,
-            WorkerEvent::Note(note) => self.notice = Some(Err(note)),
+            WorkerEvent::Note(note) => self.notice = Some(Notice::Problem(note)),
             WorkerEvent::Analysis { key, result } => {
                 if self.take_result(key, result) {
                     self.prefetch_neighbours();
@@ -48,9 +60,13 @@ impl App {
 
     /// Keeps one image's result; true when it is the selected image's (whose picture is
     /// then asked for).
-    pub(super) fn take_result(&mut self, key: ImageKey, result: Result<Analysed, String>) -> bool {
+    pub(super) fn take_result(
+        &mut self,
+        key: ImageKey,
+        result: Result<Analysed, AnalysisError>,
+    ) -> bool {
         if let Some(review) = &mut self.review {
-            review.record(&key.path, result.as_ref().map_err(|_| ()));
+            review.record(&key.path, result.as_ref());
         }
         let is_current = self.current.as_ref().is_some_and(|c| c.key == key);
         let state = match result {
@@ -60,7 +76,7 @@ impl App {
                 AnalysisState::Done(analysis)
             }
             Err(e) => {
-                let e = escaped(&e);
+                let e = escaped(&crate::model::chain(&e));
                 self.failures.insert(key.clone(), e.clone());
                 AnalysisState::Failed(e)
             }
@@ -88,7 +104,7 @@ impl App {
                 self.shown = Some((event.key, rendered));
                 self.prepare_neighbours();
             }
-            Err(e) => current.image_error = Some(escaped(&e)),
+            Err(e) => current.image_error = Some(escaped(&chain(&e))),
         }
     }
 
@@ -192,10 +208,14 @@ impl App {
         match request {
             Some(request) => {
                 let to = status::shown_path(&request.destination());
-                self.notice = Some(Ok(format!("saving {to}…")));
+                self.notice = Some(Notice::Done(format!("saving {to}…")));
                 self.commands.push(Command::Save(request));
             }
-            None => self.notice = Some(Err("nothing to save yet: no analysed image".into())),
+            None => {
+                self.notice = Some(Notice::Problem(
+                    "nothing to save yet: no analysed image".into(),
+                ));
+            }
         }
     }
 }

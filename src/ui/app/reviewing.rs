@@ -1,6 +1,15 @@
 //! Reviewing a labelled folder: the dataset's list, its order and filters, misses and the ground truth.
 
-use super::*;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{App, Command, escaped};
+use crate::background::dataset_reader::LoadedDataset;
+use crate::background::inference::Request;
+use crate::model::cam::BBox;
+use crate::scoring;
+use crate::ui::review::Review;
+use crate::ui::status::Notice;
 
 impl App {
     /// The folder's labels are in: the file pane becomes the flat list of its images, the
@@ -13,7 +22,7 @@ impl App {
                 0 => String::new(),
                 n => format!(" (and {n} more: `camview eval` lists them all)"),
             };
-            self.notice = Some(Err(format!("{}{more}", escaped(first))));
+            self.notice = Some(Notice::Problem(format!("{}{more}", escaped(first))));
         }
         let mut review = Review::new(loaded.dataset, loaded.keys);
         self.cache
@@ -98,7 +107,9 @@ impl App {
             .find(|&row| is_miss(row));
         match found {
             Some(row) => self.select(row),
-            None => self.notice = Some(Err("no top-1 miss in this list (yet)".into())),
+            None => {
+                self.notice = Some(Notice::Problem("no top-1 miss in this list (yet)".into()));
+            }
         }
     }
 

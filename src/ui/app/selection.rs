@@ -1,6 +1,12 @@
 //! Moving through the files and the classes of the predictions table.
 
-use super::*;
+use std::sync::Arc;
+
+use super::{AnalysisState, App, Command, Current};
+use crate::analysis::TOP_K;
+use crate::background::inference::{ModelStatus, Request};
+use crate::overlay::Style;
+use crate::ui::files::EntryKind;
 
 impl App {
     pub(super) fn page_rows(&self) -> isize {

@@ -1,6 +1,25 @@
 //! What drawing reads: each pane's view of the state, and `impl Widget for &App`.
 
-use super::*;
+use std::sync::Arc;
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::Color;
+use ratatui::text::Span;
+use ratatui::widgets::Widget;
+
+use super::{AnalysisState, App};
+use crate::background::inference::ModelStatus;
+use crate::background::render::Rendered;
+use crate::model::Analysis;
+use crate::overlay::View;
+use crate::scoring::Verdict;
+use crate::ui::files::{self, Entry, EntryKind};
+use crate::ui::image_pane::{ImageBody, ImagePane};
+use crate::ui::predictions::{PredictionsBody, PredictionsPane};
+use crate::ui::review::Mark;
+use crate::ui::status::{self, StatusLine};
+use crate::ui::{help, summary};
 
 /// A class's label, for the file pane's border.
 fn label(class: usize) -> String {
@@ -20,7 +39,7 @@ impl Widget for &App {
             return;
         };
         let mark = |entry: &Entry| self.mark(entry);
-        let look = crate::ui::files::Look {
+        let look = files::Look {
             title: self.review.as_ref().filter(|r| r.flat).map(|r| {
                 let c = r.counts();
                 format!(
@@ -37,7 +56,7 @@ impl Widget for &App {
             }),
             mark: &mark,
         };
-        crate::ui::files::draw(&self.files, &look, panes.files, buf);
+        files::draw(&self.files, &look, panes.files, buf);
         self.image_pane().draw(panes.image, buf);
         self.predictions_pane().draw(panes.predictions, buf);
         self.status_line().draw(panes.status, buf);
@@ -48,7 +67,7 @@ impl Widget for &App {
                 height: panes.image.height + panes.predictions.height,
                 ..panes.image
             };
-            crate::ui::summary::draw(review, selected, right, buf);
+            summary::draw(review, selected, right, buf);
         }
         if self.help {
             help::draw(self.review.is_some(), area, buf);

@@ -1,0 +1,160 @@
+//! The results service, one for `camview eval` and the browser: read what the result store
+//! holds, analyse what it lacks through [`pipeline`], store that. A result is reused only for
+//! the same file version, weights and resize mode, and, for a labelled image, when it pins
+//! the true class.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::analysis::{self, AnalysisError, ImageKey, Record};
+use crate::jobs;
+use crate::model::{Classifier, ResizeMode};
+use crate::pipeline::{self, Run};
+use crate::store::{Store, StoreError, open_or_recover};
+
+/// An image to analyse, with its true class when it is labelled: that class is pinned in its
+/// result (rank, probability and CAM even outside the top 5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub key: ImageKey,
+    pub truth: Option<usize>,
+}
+
+/// A result analysed now.
+#[derive(Debug)]
+pub struct Fresh {
+    pub record: Result<Record, AnalysisError>,
+    /// Why the record could not be kept, when it could not.
+    pub not_stored: Option<StoreError>,
+}
+
+/// The result store as the service uses it (or none), for one set of weights and one resize
+/// mode.
+pub struct Results {
+    kept: Option<Kept>,
+    resize: ResizeMode,
+}
+
+struct Kept {
+    /// One connection, used from the pipeline's last stage and the caller's thread in turn.
+    store: Mutex<Store>,
+    /// The weights' identity (their SHA-256).
+    weights: String,
+}
+
+impl Results {
+    /// Results kept nowhere: everything is analysed afresh.
+    pub fn unkept(resize: ResizeMode) -> Self {
+        Self { kept: None, resize }
+    }
+
+    /// The results of the weights at `weights` kept in the store at `store` (when given).
+    /// The notes say what the user should know: a store set aside, or none to be had.
+    pub fn open(store: Option<&Path>, weights: &Path, resize: ResizeMode) -> (Self, Vec<String>) {
+        let Some(path) = store else {
+            return (Self::unkept(resize), Vec::new());
+        };
+        let (store, note) = open_or_recover(path);
+        let mut notes: Vec<String> = note.into_iter().collect();
+        let kept = store.and_then(|store| match store.weights_id(weights) {
+            Ok(weights) => Some(Kept {
+                store: Mutex::new(store),
+                weights,
+            }),
+            Err(e) => {
+                notes.push(format!("results are not kept: {}", crate::model::chain(&e)));
+                None
+            }
+        });
+        (Self { kept, resize }, notes)
+    }
+
+    pub fn resize(&self) -> ResizeMode {
+        self.resize
+    }
+
+    /// The stored result for `target`, if there is one that serves it. A store that cannot
+    /// be read counts as holding nothing.
+    pub fn stored(&self, target: &Target) -> Option<Record> {
+        let kept = self.kept.as_ref()?;
+        let store = kept.store.lock().unwrap_or_else(|e| e.into_inner());
+        let record = store.get(&target.key, &kept.weights, self.resize).ok()??;
+        record.serves(target.truth).then_some(record)
+    }
+
+    fn put(&self, key: &ImageKey, record: &Record) -> Result<(), StoreError> {
+        let Some(kept) = &self.kept else {
+            return Ok(());
+        };
+        let store = kept.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.put(key, &kept.weights, self.resize, record)
+    }
+
+    /// Analyses `targets` (`run.batch` to a forward pass) and stores each result, handing it
+    /// with its target's index to `done` as it comes; `done` returning `Break`, or
+    /// `run.stop`, ends the run. The store is not asked first: see [`Results::stored`].
+    pub fn analyse(
+        &self,
+        classifier: &Classifier,
+        targets: &[Target],
+        run: Run,
+        mut done: impl FnMut(usize, Fresh) -> ControlFlow<()> + Send,
+    ) -> std::io::Result<()> {
+        let jobs: Vec<pipeline::Job> = targets
+            .iter()
+            .map(|t| pipeline::Job {
+                path: t.key.path.clone(),
+                pinned: t.truth,
+            })
+            .collect();
+        let run = Run {
+            resize: self.resize,
+            top: analysis::TOP_K,
+            ..run
+        };
+        // The boxes are found on the pipeline's last stage, and the record stored there.
+        pipeline::analyse_all(classifier, &jobs, run, |i, outcome| {
+            let target = &targets[i];
+            let record = outcome.and_then(|(analysis, size)| {
+                jobs::contain_panic(|| Ok(analysis::record(analysis, size, target.truth)))
+            });
+            let not_stored = match &record {
+                Ok(record) => self.put(&target.key, record).err(),
+                Err(_) => None,
+            };
+            done(i, Fresh { record, not_stored })
+        })
+    }
+
+    /// The result for one target: from the store, or else analysed now and stored.
+    pub fn get_or_analyse(
+        &self,
+        classifier: &Classifier,
+        target: &Target,
+    ) -> Result<Record, AnalysisError> {
+        if let Some(found) = self.stored(target) {
+            return Ok(found);
+        }
+        let mut fresh = None;
+        let run = Run::new(classifier, self.resize, analysis::TOP_K);
+        let ran = self.analyse(classifier, std::slice::from_ref(target), run, |_, f| {
+            fresh = Some(f);
+            ControlFlow::Continue(())
+        });
+        match (fresh, ran) {
+            (Some(fresh), _) => {
+                if let Some(e) = fresh.not_stored {
+                    crate::log::debug(&format!(
+                        "cannot store the result of {}: {}",
+                        target.key.path.display(),
+                        crate::model::chain(&e)
+                    ));
+                }
+                fresh.record
+            }
+            (None, Err(e)) => Err(AnalysisError::Start(std::sync::Arc::new(e))),
+            (None, Ok(())) => Err(AnalysisError::Unfinished),
+        }
+    }
+}
