@@ -1,0 +1,119 @@
+//! The pipeline's runs and the results service over it, with the genuine model: a run stops
+//! where it is told to, and the service keeps and finds results by file, weights, mode and
+//! true class.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use camview::analysis::{ImageKey, Record, TOP_K};
+use camview::model::ResizeMode;
+use camview::pipeline::{self, Job, Run};
+use camview::results::{Results, Target};
+
+use crate::common::{classifier, photo, weights_path};
+
+/// A run told to stop before its second forward pass gives one result and ends, though its
+/// decoder has more photos ready than the channel to the forward pass holds.
+#[test]
+fn a_run_stops_before_its_next_forward_pass() {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let jobs: Vec<Job> = (0..6)
+            .map(|_| Job {
+                path: photo("chelsea"),
+                pinned: None,
+            })
+            .collect();
+        let asked = AtomicUsize::new(0);
+        let stop = || asked.fetch_add(1, Ordering::SeqCst) >= 1;
+        let run = Run {
+            batch: 1,
+            stop: &stop,
+            ..Run::new(classifier(), ResizeMode::Full, TOP_K)
+        };
+        let mut answered = Vec::new();
+        let ran = pipeline::analyse_all(classifier(), &jobs, run, |i, outcome| {
+            answered.push((i, outcome.is_ok()));
+            ControlFlow::Continue(())
+        });
+        let _ = tx.send((ran.is_ok(), answered));
+    });
+    let (ran, answered) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the run ends instead of waiting for its decoder");
+    assert!(ran);
+    assert_eq!(answered, [(0, true)]);
+}
+
+/// What the service analyses it stores; a labelled image is served only by a result that
+/// pins its true class, and a changed file by none.
+#[test]
+fn the_service_stores_what_it_analyses_and_serves_it_by_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("chelsea.png");
+    std::fs::copy(photo("chelsea"), &image).unwrap();
+    let store = dir.path().join("results.sqlite");
+    let (results, notes) = Results::open(Some(&store), weights_path(), ResizeMode::Full);
+    assert!(notes.is_empty(), "{notes:?}");
+    let unlabelled = Target {
+        key: ImageKey::of(&image),
+        truth: None,
+    };
+    // Class 0 (tench) is far from the top 5 of a cat.
+    let labelled = Target {
+        truth: Some(0),
+        ..unlabelled.clone()
+    };
+    assert!(results.stored(&unlabelled).is_none());
+    let record = results.get_or_analyse(classifier(), &unlabelled).unwrap();
+    assert_eq!(record.analysis.top[0].label, "Egyptian cat");
+    assert_eq!(results.stored(&unlabelled).map(kept), Some(kept(record)));
+    assert!(
+        results.stored(&labelled).is_none(),
+        "the stored result does not pin class 0"
+    );
+    let pinned = results.get_or_analyse(classifier(), &labelled).unwrap();
+    let tench = pinned.analysis.top.iter().find(|p| p.index == 0).unwrap();
+    assert!(tench.rank > TOP_K);
+    assert_eq!(
+        results.stored(&labelled).map(kept),
+        Some(kept(pinned.clone()))
+    );
+    assert_eq!(
+        results.stored(&unlabelled).map(kept),
+        Some(kept(pinned)),
+        "any result serves an image without a label"
+    );
+    // Another store of the same weights finds it too; a touched file is another version.
+    drop(results);
+    let (again, _) = Results::open(Some(&store), weights_path(), ResizeMode::Full);
+    assert!(again.stored(&labelled).is_some());
+    assert!(
+        Results::open(Some(&store), weights_path(), ResizeMode::Center)
+            .0
+            .stored(&labelled)
+            .is_none(),
+        "another resize mode"
+    );
+    std::fs::write(&image, std::fs::read(photo("chelsea")).unwrap()).unwrap();
+    let file = std::fs::File::options().append(true).open(&image).unwrap();
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    let touched = Target {
+        key: ImageKey::of(&image),
+        truth: Some(0),
+    };
+    assert!(again.stored(&touched).is_none());
+}
+
+/// What a stored record keeps exactly (its CAMs are kept in half precision).
+fn kept(record: Record) -> impl PartialEq + std::fmt::Debug {
+    (
+        record.analysis.top,
+        record.top1_box,
+        record.truth,
+        record.size,
+    )
+}
