@@ -115,25 +115,12 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
         term::protocol_name(&graphics.picker).to_string(),
     ));
     let mut shown = ShownPicture::new(&graphics.picker);
-    // Terminal events arrive on their own thread so the loop waits on one channel. The
-    // picker's query is done, so nothing else reads stdin.
-    let input = tx.clone();
-    std::thread::Builder::new()
-        .name("camview-input".into())
-        .spawn(move || {
-            while let Ok(event) = crossterm::event::read() {
-                if input.send(AppEvent::Input(event)).is_err() {
-                    break;
-                }
-            }
-        })?;
+    // The picker's query is done, so nothing else reads stdin.
+    spawn_input(tx)?;
     background.start_renderer(graphics)?;
-    drop(tx);
     let mut key_at: Option<Instant> = None;
     loop {
-        for command in app.take_commands() {
-            background.dispatch(command);
-        }
+        dispatch(&mut app, &mut background);
         let drawing = Instant::now();
         if shown.moves_to(app.picture_area()) {
             // Erase the old picture's pixels: the whole screen is drawn again.
@@ -165,12 +152,31 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
         }
         if app.should_quit() {
             // A save asked for just before `q` still happens (the other work is dropped).
-            for command in app.take_commands() {
-                background.dispatch(command);
-            }
+            dispatch(&mut app, &mut background);
             break;
         }
     }
+    Ok(())
+}
+
+/// Hands the work the app recorded to the background threads.
+fn dispatch(app: &mut App, background: &mut Background) {
+    for command in app.take_commands() {
+        background.dispatch(command);
+    }
+}
+
+/// Terminal events arrive on a thread of their own, so the loop waits on one channel.
+fn spawn_input(events: mpsc::Sender<AppEvent>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("camview-input".into())
+        .spawn(move || {
+            while let Ok(event) = crossterm::event::read() {
+                if events.send(AppEvent::Input(event)).is_err() {
+                    break;
+                }
+            }
+        })?;
     Ok(())
 }
 
