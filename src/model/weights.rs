@@ -78,6 +78,9 @@ pub enum WeightError {
         #[source]
         source: candle_core::Error,
     },
+    /// The tensors make no ResNet camview runs.
+    #[error(transparent)]
+    NotResNet(#[from] super::architecture::NotResNet),
     #[error("cannot write weights file {path}")]
     Write {
         path: PathBuf,
@@ -86,21 +89,62 @@ pub enum WeightError {
     },
 }
 
+/// The naming scheme a checkpoint's tensors came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Naming {
+    /// torchvision's (and timm's): `conv1`, `layer1.0.conv1`, `fc`.
+    #[default]
+    Torchvision,
+    /// transformers' `ResNetForImageClassification`: `resnet.embedder…`, `classifier.1`;
+    /// rewritten into torchvision's when read.
+    Transformers,
+}
+
 /// A named set of f32 tensors on the CPU, plus the layout the file declared (if any).
 #[derive(Debug, Default)]
 pub struct Weights {
     tensors: HashMap<String, Tensor>,
     /// Layout recorded in the file's metadata, if the file says.
     pub declared_arch: Option<Arch>,
+    /// The names the file used (the tensors here always have torchvision's).
+    pub naming: Naming,
 }
 
 impl Weights {
     /// Wraps tensors already in memory.
+    /// transformers' ResNet names are rewritten into torchvision's.
     pub fn from_tensors(tensors: HashMap<String, Tensor>, declared_arch: Option<Arch>) -> Self {
+        let transformers = tensors
+            .keys()
+            .any(|n| n.starts_with("resnet.embedder.") || n.starts_with("embedder.embedder."));
+        if !transformers {
+            return Self {
+                tensors,
+                declared_arch,
+                naming: Naming::Torchvision,
+            };
+        }
+        let tensors = tensors
+            .into_iter()
+            .map(|(name, t)| {
+                let name = super::architecture::torchvision_name(&name).unwrap_or(name);
+                (name, t)
+            })
+            .collect();
         Self {
             tensors,
             declared_arch,
+            naming: Naming::Transformers,
         }
+    }
+
+    /// Every tensor's name and shape.
+    pub fn shapes(&self) -> super::architecture::Shapes {
+        self.tensors
+            .iter()
+            .map(|(name, t)| (name.clone(), t.dims().to_vec()))
+            .collect()
     }
 
     /// Reads a `.safetensors` file or a PyTorch `.pth`/`.pt`/`.bin` state dict (chosen by
@@ -111,6 +155,12 @@ impl Weights {
             source,
         };
         let file = std::fs::File::open(path).map_err(read_err)?;
+        if file.metadata().map_err(read_err)?.is_dir() {
+            return Err(WeightError::Format {
+                path: path.to_path_buf(),
+                reason: "it is a folder, not a file".into(),
+            });
+        }
         // Mapped, not read: the tensors are copied out of the page cache once, instead of
         // the whole file first being copied into a buffer of its own.
         // SAFETY: the map is read-only and dropped before this function returns. Were the file

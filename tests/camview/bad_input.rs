@@ -283,7 +283,7 @@ fn a_missing_tensor_is_named_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     for once in [
         "short.safetensors",
-        "is not a usable ResNet-50",
+        "is not a usable ResNet",
         "tensor `fc.bias` is missing",
         "camview weights fetch",
     ] {
