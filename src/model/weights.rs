@@ -9,8 +9,11 @@ use candle_core::{DType, Device, Tensor};
 
 /// The weights in a folder that has a `models/` (a checkout of camview), relative to it.
 pub const LOCAL_WEIGHTS: &str = "models/resnet50.safetensors";
-/// Environment variable that overrides the default location.
+/// Environment variable that overrides the default location (the older name of
+/// [`MODEL_ENV`], still read).
 pub const WEIGHTS_ENV: &str = "CAMVIEW_WEIGHTS";
+/// Environment variable that names the model (a checkpoint file or a model folder).
+pub const MODEL_ENV: &str = "CAMVIEW_MODEL";
 /// Safetensors metadata key in which camview records the layout of a file it writes.
 pub const ARCH_KEY: &str = "architecture";
 
@@ -316,6 +319,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// The model unless `--model` or `$CAMVIEW_MODEL` say otherwise: `$CAMVIEW_WEIGHTS` when set,
+/// else [`default_path`].
+pub fn default_model_path() -> PathBuf {
+    std::env::var_os(WEIGHTS_ENV).map_or_else(default_path, PathBuf::from)
 }
 
 /// Where the weights live unless `--weights` or `$CAMVIEW_WEIGHTS` say otherwise:

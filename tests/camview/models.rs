@@ -394,3 +394,101 @@ fn predictions_are_named_by_the_models_own_classes() {
             .all(|p| p.label == ["a", "b", "c", "d", "e", "f"][p.index])
     );
 }
+
+fn camview(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_camview"))
+        .args(args)
+        .env_remove("CAMVIEW_MODEL")
+        .env_remove("CAMVIEW_WEIGHTS")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn model_info_says_what_was_found_and_where_from() {
+    let folder = fixture("timm_resnetd");
+    let out = camview(&["model", "info", folder.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "(timm folder, `resnet50d`)",
+        "network        ResNet-14-D: bottleneck blocks 1-1-1-1, widths 2-4-6-8, 32 features, 3 classes",
+        "classes        3: scratch, dent, clean (",
+        "preprocessing  mean [0.5, 0.4, 0.3], std [0.2, 0.25, 0.3], bicubic, input 64 px, center crop 0.9 (shorter side to 71) (",
+    ] {
+        assert!(text.contains(line), "`{line}` in:\n{text}");
+    }
+    let hf = fixture("hf_bottleneck");
+    let out = camview(&["model", "info", hf.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ResNet-14 (v1): bottleneck"), "{text}");
+    assert!(text.contains("(transformers names)"), "{text}");
+    assert!(text.contains("preprocessor_config.json)"), "{text}");
+}
+
+#[test]
+fn the_model_options_check_their_values() {
+    let folder = fixture("timm_resnetd");
+    let photo = crate::common::photo("chelsea");
+    let dir = tempfile::tempdir().unwrap();
+    let two = dir.path().join("two.txt");
+    std::fs::write(&two, "a\nb\n").unwrap();
+    let out = camview(&[
+        "classify",
+        "--model",
+        folder.to_str().unwrap(),
+        "--classes",
+        two.to_str().unwrap(),
+        photo.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("two.txt names 2 classes, but the model's head has 3"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let three = dir.path().join("three.txt");
+    std::fs::write(&three, "[\"x\", \"y\", \"z\"]").unwrap();
+    let out = camview(&[
+        "classify",
+        "--json",
+        "--weights",
+        folder.to_str().unwrap(),
+        "--classes",
+        three.to_str().unwrap(),
+        photo.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels: Vec<&str> = line["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 3);
+    assert!(
+        labels.iter().all(|l| ["x", "y", "z"].contains(l)),
+        "{labels:?}"
+    );
+
+    for (flag, value, says) in [
+        ("--mean", "1,2", "has 2 numbers, not three"),
+        ("--std", "a,b,c", "is not three numbers"),
+        ("--std", "0.2,0,0.2", "a standard deviation must be above 0"),
+    ] {
+        let out = camview(&[
+            "classify",
+            "--model",
+            folder.to_str().unwrap(),
+            flag,
+            value,
+            photo.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+}
