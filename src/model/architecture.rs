@@ -375,12 +375,14 @@ fn identify(shapes: &Shapes) -> String {
     if first.is_empty() {
         return "no tensors".into();
     }
-    format!(
-        "{} tensors starting {}{}",
-        shapes.len(),
-        quote_list(&first),
-        if shapes.len() > 3 { ", …" } else { "" }
-    )
+    match shapes.len() {
+        1 => format!("1 tensor, {}", quote_list(&first)),
+        n => format!(
+            "{n} tensors starting {}{}",
+            quote_list(&first),
+            if n > 3 { ", …" } else { "" }
+        ),
+    }
 }
 
 /// The torchvision name of a transformers `ResNetForImageClassification` (or `ResNetModel`)
@@ -579,7 +581,7 @@ mod tests {
         let e = Architecture::recognise(&odd, Arch::V1_5, None).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "it holds 1 tensors starting `a`: camview reads ResNet, ResNeXt and Wide ResNet \
+            "it holds 1 tensor, `a`: camview reads ResNet, ResNeXt and Wide ResNet \
              checkpoints from torchvision, timm and transformers"
         );
     }

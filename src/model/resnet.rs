@@ -316,6 +316,21 @@ impl Residual {
                 },
             })
         } else {
+            // A shortcut convolution where the shapes need none would be left out silently.
+            if let Some(name) = ["downsample.0.weight", "downsample.1.weight"]
+                .iter()
+                .map(|t| format!("{prefix}.{t}"))
+                .find(|name| w.contains(name))
+            {
+                return Err(WeightError::Shape {
+                    expected: format!(
+                        "no shortcut convolution in a block from {in_c} to {out_c} channels at \
+                         stride 1"
+                    ),
+                    found: w.get(&name, &[])?.dims().to_vec(),
+                    tensor: name,
+                });
+            }
             None
         };
         Ok(Self { convs, downsample })
@@ -641,7 +656,7 @@ impl ResNet {
                 }
                 nhwc::max_pool_3x3_s2(&y)?
             };
-            for block in self.stages[..2].iter().flatten() {
+            for block in self.stages.iter().take(2).flatten() {
                 x = block.forward_fast(&x)?;
             }
             Ok(x)
@@ -655,7 +670,7 @@ impl ResNet {
         } else {
             early(input)?
         };
-        for block in self.stages[2..].iter().flatten() {
+        for block in self.stages.iter().skip(2).flatten() {
             x = block.forward_fast(&x)?;
         }
         let logits = self.classify_fast(&nhwc::global_avg_pool(&x)?)?;

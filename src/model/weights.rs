@@ -142,6 +142,11 @@ impl Weights {
         }
     }
 
+    /// Whether a tensor of this name is here.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
     /// Every tensor's name and shape.
     pub fn shapes(&self) -> super::architecture::Shapes {
         self.tensors

@@ -492,3 +492,22 @@ fn the_model_options_check_their_values() {
         assert!(err.contains(says), "{flag} {value}: {err}");
     }
 }
+
+#[test]
+fn a_shortcut_convolution_where_none_belongs_is_an_error() {
+    let (description, weights) = model_dir::open(&fixture("basic.pth"), None).unwrap();
+    let mut tensors: HashMap<String, Tensor> = weights
+        .names()
+        .into_iter()
+        .map(|n| (n.to_string(), weights.get(n, &[]).unwrap()))
+        .collect();
+    // Stage 1's second block keeps its shape: it has no shortcut convolution to load.
+    let extra = Tensor::zeros((4, 4, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
+    tensors.insert("layer1.1.downsample.0.weight".into(), extra);
+    let odd = camview::model::weights::Weights::from_tensors(tensors, None);
+    let e = ResNet::with_both_paths(&odd, &description.architecture).unwrap_err();
+    assert!(
+        e.to_string().contains("`layer1.1.downsample.0.weight` has shape [4, 4, 1, 1], expected no shortcut convolution"),
+        "{e}"
+    );
+}
