@@ -511,3 +511,64 @@ fn a_shortcut_convolution_where_none_belongs_is_an_error() {
         "{e}"
     );
 }
+
+/// Full-depth networks of the real constructors' shapes, with random weights and batch-norm
+/// statistics: the fast path against candle's conv2d (ResNeXt-50's 32 groups of 4 to 32
+/// channels, timm's ResNet-50-D, transformers' ResNet-50, ResNet-18).
+#[test]
+fn full_depth_networks_run_alike_on_both_paths() {
+    let all = real_shapes();
+    // A fixed pseudo-random sequence (xorshift), so that a failure repeats.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    for key in [
+        "torchvision.resnext50_32x4d",
+        "timm.resnet50d",
+        "transformers.resnet-50",
+        "torchvision.resnet18",
+    ] {
+        let tensors: HashMap<String, Tensor> = all[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|pair| {
+                let name = pair[0].as_str().unwrap().to_string();
+                let shape: Vec<usize> = serde_json::from_value(pair[1].clone()).unwrap();
+                let count: usize = shape.iter().product();
+                let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+                let values: Vec<f32> = (0..count)
+                    .map(|_| {
+                        let u = next();
+                        if name.ends_with("running_var") {
+                            0.5 + u
+                        } else if name.ends_with("running_mean") || name.ends_with("bias") {
+                            0.2 * (u - 0.5)
+                        } else if shape.len() == 1 {
+                            0.5 + u
+                        } else {
+                            (u - 0.5) * (24.0 / fan_in as f32).sqrt()
+                        }
+                    })
+                    .collect();
+                (name, Tensor::from_vec(values, shape, &Device::Cpu).unwrap())
+            })
+            .collect();
+        let weights = camview::model::weights::Weights::from_tensors(tensors, None);
+        let arch = Architecture::recognise(&weights.shapes(), Arch::V1_5, None).unwrap();
+        let model = ResNet::with_both_paths(&weights, &arch).unwrap();
+        let x = output("input.odd");
+        let fast = model.forward_fast(x).unwrap();
+        let generic = model.forward_generic(x).unwrap();
+        let scale = max_abs(&generic.logits);
+        let d = max_abs_diff(&fast.logits, &generic.logits) / scale;
+        eprintln!("{key}: logits (max {scale:.3}) agree within {d:.2e} of their maximum");
+        assert!(d <= 1e-4, "{key}: logits off by {d} of {scale}");
+        let d = max_abs_diff(&fast.features, &generic.features) / max_abs(&generic.features);
+        assert!(d <= 1e-4, "{key}: features off by {d}");
+    }
+}
