@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use camview::analysis;
 use camview::model::Arch;
 use camview::model::preprocess::load_rgb;
-use camview::model::resnet::ResNet50;
+use camview::model::resnet::ResNet;
 use camview::model::weights::Weights;
 use camview::model::{Classifier, ResizeMode};
 use camview::overlay::{self, Style};
@@ -31,7 +31,7 @@ fn engine(c: &mut Criterion) {
     // candle's conv2d path needs its own copy of the weights on the CPU.
     let file = Weights::load(&weights()).expect("genuine weights");
     let arch = file.declared_arch.unwrap_or(Arch::V1_5);
-    let reference = ResNet50::load_with_both_paths(&file, arch).expect("genuine weights");
+    let reference = ResNet::load_with_both_paths(&file, arch).expect("genuine weights");
 
     let mut g = c.benchmark_group("preprocess");
     g.bench_function("decode coffee.png 600x400", |b| {

@@ -5,6 +5,7 @@ mod bench;
 mod cam;
 mod classify;
 mod eval;
+mod model;
 mod weights;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::model::classifier::{DeviceChoice, Precision};
-use crate::model::weights::{WEIGHTS_ENV, default_path};
+use crate::model::weights::{MODEL_ENV, default_model_path, default_path};
 use crate::model::{Arch, Classifier, ResizeMode};
 use crate::provision::{ModelConfig, Step, provision};
 use crate::term::Protocol;
@@ -84,10 +85,31 @@ impl BrowseArgs {
 /// Options that choose the model and its input.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Weights file (safetensors or PyTorch .pth with torchvision names). The default is
-    /// models/ in a folder that has one, else the user's cache; fetched there if missing.
-    #[arg(long, env = WEIGHTS_ENV, value_name = "FILE", default_value_os_t = default_path())]
+    /// The model: a ResNet, ResNeXt or Wide ResNet checkpoint (safetensors, .pth/.pt/.bin) or a
+    /// model folder from timm's save_for_hf or transformers' save_pretrained. The default is
+    /// models/ in a folder that has one, else the user's cache ($CAMVIEW_WEIGHTS, the older
+    /// name, is read too); genuine ImageNet ResNet-50 weights are fetched there if missing.
+    #[arg(
+        long = "model",
+        visible_alias = "weights",
+        env = MODEL_ENV,
+        value_name = "PATH",
+        default_value_os_t = default_model_path()
+    )]
     pub weights: PathBuf,
+    /// Class names, as many as the model has: one a line, `wnid name` lines, a JSON list, or
+    /// a JSON object from index to name [default: the model folder's, else ImageNet's for
+    /// 1000 classes, else `class N`].
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<PathBuf>,
+    /// Channel means of the input's normalisation, R,G,B on 0..1 values [default: the model
+    /// folder's, else ImageNet's].
+    #[arg(long, value_name = "R,G,B", value_parser = parse_channels)]
+    pub mean: Option<[f64; 3]>,
+    /// Channel standard deviations of the input's normalisation, R,G,B [default: the model
+    /// folder's, else ImageNet's].
+    #[arg(long, value_name = "R,G,B", value_parser = parse_channels)]
+    pub std: Option<[f64; 3]>,
     /// Stride layout of a weights file that does not record it [default: resnet50-v1.5].
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
@@ -111,6 +133,9 @@ impl ModelArgs {
             weights: self.weights.clone(),
             fetch_if_missing: self.weights == default_path(),
             arch: self.arch,
+            classes: self.classes.clone(),
+            mean: self.mean,
+            std: self.std,
             resize: self.resize,
             device: self.device,
             precision: self.precision,
@@ -137,6 +162,17 @@ impl ModelArgs {
         )?;
         Ok(classifier)
     }
+}
+
+/// Three numbers, one a channel: `0.5,0.4,0.3`.
+fn parse_channels(s: &str) -> Result<[f64; 3], String> {
+    let values: Vec<f64> = s
+        .split(',')
+        .map(|v| v.trim().parse::<f64>().ok().filter(|v| v.is_finite()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("`{s}` is not three numbers R,G,B (e.g. 0.485,0.456,0.406)"))?;
+    <[f64; 3]>::try_from(values)
+        .map_err(|v| format!("`{s}` has {} numbers, not three (R,G,B)", v.len()))
 }
 
 /// Where results are kept between runs.
@@ -179,6 +215,9 @@ pub enum Command {
     /// Get, import or inspect weights.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
+    /// Inspect a model file or folder.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
 }
 
 /// Runs a non-interactive command; returns the process exit code.
@@ -189,5 +228,6 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args).map(|()| 0),
         Command::Weights(cmd) => weights::run(cmd).map(|()| 0),
+        Command::Model(cmd) => model::run(&cmd).map(|()| 0),
     }
 }

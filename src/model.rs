@@ -1,11 +1,15 @@
-//! The engine: ResNet-50 in candle, its weights, image preprocessing, ImageNet labels and
-//! Class Activation Maps. Nothing here knows about the terminal UI.
+//! The engine: the ResNet family in candle, its weights and model folders, image
+//! preprocessing, class names and Class Activation Maps. Nothing here knows about the
+//! terminal UI.
 
+pub mod architecture;
 pub mod cam;
+pub mod classes;
 pub mod classifier;
 pub mod fetch;
 pub mod kernels;
 pub mod labels;
+pub mod model_dir;
 pub mod preprocess;
 pub mod resnet;
 #[cfg(test)]
@@ -13,8 +17,11 @@ mod test_data;
 pub mod tfjs;
 pub mod weights;
 
+pub use architecture::Architecture;
+pub use classes::Classes;
 pub use classifier::{Analysis, Classifier, Prediction};
-pub use preprocess::ResizeMode;
+pub use model_dir::ModelDescription;
+pub use preprocess::{Preprocessing, ResizeMode};
 pub use weights::Arch;
 
 /// An error and its causes on one line, `error: cause: cause`, as anyhow's `{:#}` prints them:

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::model::classes::{Classes, ClassesError};
 use crate::model::classifier::{DeviceChoice, DeviceError, LoadError, Precision};
 use crate::model::fetch::{self, FetchError, Progress, Source};
 use crate::model::{Arch, Classifier, ResizeMode, chain};
@@ -17,6 +18,11 @@ pub struct ModelConfig {
     pub fetch_if_missing: bool,
     /// The stride layout of a file that does not record it.
     pub arch: Option<Arch>,
+    /// A class file naming the model's classes (`--classes`), over the folder's names.
+    pub classes: Option<PathBuf>,
+    /// The input normalisation's means and standard deviations, over the model's own.
+    pub mean: Option<[f64; 3]>,
+    pub std: Option<[f64; 3]>,
     pub resize: ResizeMode,
     /// Where the forward pass runs.
     pub device: DeviceChoice,
@@ -52,6 +58,11 @@ pub enum ProvisionError {
     /// The cause names the file.
     #[error("{} (get genuine weights with `camview weights fetch`)", chain(.0))]
     Load(Box<LoadError>),
+    /// A class file that cannot name the model's classes; the error names the file.
+    #[error(transparent)]
+    Classes(#[from] ClassesError),
+    #[error("--std {0:?}: a standard deviation must be above 0")]
+    BadStd([f64; 3]),
 }
 
 /// Resolves, fetches if need be, and loads the model of `config`.
@@ -75,6 +86,22 @@ pub fn provision(
     if let Some(note) = note {
         on_step(Step::Precision(note));
     }
-    Classifier::load_as(&config.weights, config.arch, device, format)
-        .map_err(|e| ProvisionError::Load(Box::new(e)))
+    let mut classifier = Classifier::load_as(&config.weights, config.arch, device, format)
+        .map_err(|e| ProvisionError::Load(Box::new(e)))?;
+    if let Some(path) = &config.classes {
+        let classes = Classes::from_file(path, classifier.model().classes())?;
+        classifier.set_classes(classes)?;
+    }
+    if config.mean.is_some() || config.std.is_some() {
+        let mut pre = classifier.description().preprocessing.clone();
+        if let Some(std) = config.std {
+            if std.iter().any(|&s| s <= 0.0) {
+                return Err(ProvisionError::BadStd(std));
+            }
+            pre.std = std;
+        }
+        pre.mean = config.mean.unwrap_or(pre.mean);
+        classifier.set_preprocessing(pre);
+    }
+    Ok(classifier)
 }

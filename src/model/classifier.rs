@@ -1,5 +1,5 @@
-//! The engine the CLI and the UI worker share: a loaded ResNet-50 that turns an image into its
-//! top-k predictions and their raw CAMs in one forward pass.
+//! The engine the CLI and the UI worker share: a loaded ResNet that turns an image into its
+//! top-k predictions (named by its [`Classes`]) and their raw CAMs in one forward pass.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -8,19 +8,21 @@ use candle_core::{D, Device, Tensor};
 use image::RgbImage;
 
 use super::cam::CamGrid;
+use super::classes::{Classes, ClassesError};
 use super::kernels::packed_gemm::{self, Bf16Kernel, Format};
-use super::labels;
+use super::model_dir::{self, ModelDescription, ModelError};
 use super::preprocess::{self, Prepared, ResizeMode};
-use super::resnet::ResNet50;
-use super::weights::{Arch, WeightError, Weights};
+use super::resnet::ResNet;
+use super::weights::{Arch, WeightError};
 
 /// One ranked class.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Prediction {
     /// 1-based rank.
     pub rank: usize,
-    /// ImageNet class index.
+    /// Class index (the classifier's output).
     pub index: usize,
+    /// The class's name in the model's [`Classes`].
     pub label: String,
     /// Softmax probability.
     pub prob: f32,
@@ -41,14 +43,18 @@ pub struct Analysis {
     pub elapsed: Duration,
 }
 
-/// Why a weights file gives no classifier.
+/// Why a model file or folder gives no classifier.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file cannot be read as weights at all; its error names the file.
     #[error(transparent)]
     File(#[from] WeightError),
-    /// The file reads, but its tensors do not make a ResNet-50.
-    #[error("{} is not a usable ResNet-50", .path.display())]
+    /// The folder, its config or its tensors make no ResNet camview runs; the error names
+    /// the file.
+    #[error(transparent)]
+    Model(ModelError),
+    /// The file reads, but its tensors do not make the ResNet they seemed to.
+    #[error("{} is not a usable ResNet", .path.display())]
     NotResNet {
         path: PathBuf,
         // Boxed, as the path beside it would make every `Result` of a load too large.
@@ -68,17 +74,28 @@ pub enum AnalyzeError {
     Candle(#[from] candle_core::Error),
 }
 
-/// A ResNet-50 ready to classify, on one device.
+impl From<ModelError> for LoadError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Weights(e) => Self::File(e),
+            e => Self::Model(e),
+        }
+    }
+}
+
+/// A ResNet ready to classify, on one device.
 #[derive(Debug)]
 pub struct Classifier {
-    model: ResNet50,
+    model: ResNet,
     device: Device,
     format: Format,
+    description: ModelDescription,
 }
 
 impl Classifier {
-    /// Loads weights from `path`. The layout is what the file declares, else `arch`, else v1.5
-    /// (the layout of torchvision and timm files).
+    /// Loads the model at `path`: a checkpoint file or a model folder (see
+    /// [`model_dir::open`]). The stride layout is what the folder or file declares, else
+    /// `arch`, else v1.5 (the layout of torchvision, timm and transformers files).
     pub fn load(path: &Path, arch: Option<Arch>, device: Device) -> Result<Self, LoadError> {
         Self::load_as(path, arch, device, Format::F32)
     }
@@ -90,20 +107,42 @@ impl Classifier {
         device: Device,
         format: Format,
     ) -> Result<Self, LoadError> {
-        let weights = Weights::load(path)?;
-        let arch = weights.declared_arch.or(arch).unwrap_or(Arch::V1_5);
+        let (description, weights) = model_dir::open(path, arch)?;
         let format = if device.is_cpu() { format } else { Format::F32 };
-        let model = ResNet50::load_as(&weights, arch, &device, format).map_err(|source| {
-            LoadError::NotResNet {
+        let model = ResNet::from_architecture(&weights, &description.architecture, &device, format)
+            .map_err(|source| LoadError::NotResNet {
                 path: path.to_path_buf(),
                 source: Box::new(source),
-            }
-        })?;
+            })?;
         Ok(Self {
             model,
             device,
             format,
+            description,
         })
+    }
+
+    /// What was loaded: the architecture, the class names and the preprocessing, each with
+    /// where it came from.
+    pub fn description(&self) -> &ModelDescription {
+        &self.description
+    }
+
+    /// The names of the model's classes.
+    pub fn classes(&self) -> &Classes {
+        &self.description.classes
+    }
+
+    /// Names the classes with `classes` (a `--classes` file, an ImageFolder's folders): as
+    /// many as the head has, else an error naming both numbers.
+    pub fn set_classes(&mut self, classes: Classes) -> Result<(), ClassesError> {
+        self.description.classes = classes.checked(self.model.classes())?;
+        Ok(())
+    }
+
+    /// Replaces the model's preprocessing (`--mean`, `--std`).
+    pub fn set_preprocessing(&mut self, preprocessing: preprocess::Preprocessing) {
+        self.description.preprocessing = preprocessing;
     }
 
     /// Where and in what precision the network runs, for status lines: `cpu`, `cpu bf16`,
@@ -138,7 +177,7 @@ impl Classifier {
         }
     }
 
-    pub fn model(&self) -> &ResNet50 {
+    pub fn model(&self) -> &ResNet {
         &self.model
     }
 
@@ -146,9 +185,10 @@ impl Classifier {
         &self.device
     }
 
-    /// Resizes and normalises `img` for this classifier's device.
+    /// Resizes and normalises `img` as the model's preprocessing says, for this classifier's
+    /// device.
     pub fn prepare(&self, img: &RgbImage, mode: ResizeMode) -> candle_core::Result<Prepared> {
-        preprocess::prepare(img, mode, &self.device)
+        preprocess::prepare_for(img, mode, &self.description.preprocessing, &self.device)
     }
 
     /// Runs the network on a prepared image and returns its `k` best classes with CAMs; a
@@ -220,7 +260,7 @@ impl Classifier {
     }
 
     /// Top-`k` (plus `pinned`) and their raw CAMs from one image's logits (1 × classes) and
-    /// layer-4 features (1 × 2048 × h × w).
+    /// last-stage features (1 × channels × h × w).
     fn top_k_of(
         &self,
         logits: &Tensor,
@@ -239,11 +279,12 @@ impl Classifier {
                 classes: probs.len(),
             });
         }
-        let mut top = top_k(&probs, k);
+        let classes = self.classes();
+        let mut top = top_k_named(&probs, k, classes);
         if let Some(class) = pinned
             && !top.iter().any(|p| p.index == class)
         {
-            top.push(prediction(&probs, class));
+            top.push(prediction(&probs, class, classes));
         }
         let classes: Vec<u32> = top.iter().map(|p| p.index as u32).collect();
         let cams = self.model.cams(features, &classes)?;
@@ -265,26 +306,33 @@ fn ranks_above(probs: &[f32], a: usize, b: usize) -> bool {
     probs[a] > probs[b] || (probs[a] == probs[b] && a < b)
 }
 
-/// The `k` most probable classes, best first (ties keep the lower index first).
+/// The `k` most probable classes, best first (ties keep the lower index first), named as
+/// ImageNet's when there are 1000 of them.
 pub fn top_k(probs: &[f32], k: usize) -> Vec<Prediction> {
+    top_k_named(probs, k, &Classes::for_head(probs.len()))
+}
+
+/// The `k` most probable classes, best first (ties keep the lower index first), named by
+/// `classes`.
+pub fn top_k_named(probs: &[f32], k: usize, classes: &Classes) -> Vec<Prediction> {
     let mut order: Vec<usize> = (0..probs.len()).collect();
     order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
     order
         .into_iter()
         .take(k)
-        .map(|index| prediction(probs, index))
+        .map(|index| prediction(probs, index, classes))
         .collect()
 }
 
 /// Class `index` with its true rank among all classes.
-fn prediction(probs: &[f32], index: usize) -> Prediction {
+fn prediction(probs: &[f32], index: usize, classes: &Classes) -> Prediction {
     let above = (0..probs.len())
         .filter(|&other| ranks_above(probs, other, index))
         .count();
     Prediction {
         rank: above + 1,
         index,
-        label: labels::label(index),
+        label: classes.label(index),
         prob: probs[index],
     }
 }
@@ -455,8 +503,14 @@ mod tests {
         let top: Vec<(usize, usize)> = top_k(&probs, 3).iter().map(|p| (p.rank, p.index)).collect();
         assert_eq!(top, [(1, 1), (2, 3), (3, 0)]);
         // Outside the top 3, a class keeps its place in the full ranking.
-        assert_eq!(prediction(&probs, 4).rank, 5);
-        assert_eq!(prediction(&probs, 2).rank, 4);
-        assert_eq!(prediction(&probs, 1).rank, 1);
+        let classes = Classes::numbered(probs.len());
+        assert_eq!(prediction(&probs, 4, &classes).rank, 5);
+        assert_eq!(prediction(&probs, 2, &classes).rank, 4);
+        assert_eq!(prediction(&probs, 1, &classes).rank, 1);
+        assert_eq!(
+            top_k(&probs, 1)[0].label,
+            "class 1",
+            "not ImageNet's goldfish"
+        );
     }
 }

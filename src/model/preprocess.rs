@@ -1,5 +1,6 @@
 //! Image in, tensor out: bounded decoding with EXIF orientation, the three resize modes, and
-//! ImageNet normalisation.
+//! normalisation, as a model's [`Preprocessing`] says (ImageNet's unless its folder says
+//! otherwise).
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,111 @@ pub const FULL_MAX_SIDE: u32 = 1344;
 const MAX_DIMENSION: u32 = 16_384;
 /// Largest allocation a decoder may make (a decompression bomb fails here, not in the OOM killer).
 const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Pillow's resampling filters that models are trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    /// A triangle filter (torchvision's default, and camview's before model folders).
+    #[default]
+    Bilinear,
+    /// Keys' cubic with a = −0.5 (timm's and transformers' usual choice).
+    Bicubic,
+}
+
+impl Interpolation {
+    /// From the names timm (`bicubic`) and Pillow's enum values transformers records
+    /// (`2` bilinear, `3` bicubic) use; `None` for any other filter.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "bilinear" | "linear" | "2" => Some(Self::Bilinear),
+            "bicubic" | "cubic" | "3" => Some(Self::Bicubic),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bilinear => "bilinear",
+            Self::Bicubic => "bicubic",
+        }
+    }
+}
+
+/// How the libraries round the resized size and the crop's offset, which moves the input by
+/// a pixel: each model is matched to the transform it was evaluated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    /// camview's own for ImageNet ResNet-50 (and its golden files): the longer side rounded
+    /// to nearest, the crop offset `round(margin / 2)` half to even.
+    #[default]
+    Nearest,
+    /// torchvision's `Resize` and `CenterCrop` (timm's eval transform): the longer side
+    /// truncated, the offset `round(margin / 2)`.
+    Torchvision,
+    /// transformers' image processors: the longer side truncated, the offset `margin // 2`.
+    Transformers,
+}
+
+/// What a model expects of its input: the preprocessing it was trained and evaluated with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Preprocessing {
+    /// Channel means (RGB, on 0..1 values).
+    pub mean: [f64; 3],
+    /// Channel standard deviations (RGB, on 0..1 values).
+    pub std: [f64; 3],
+    pub interpolation: Interpolation,
+    /// `center` mode resizes the shorter side to `input_size / crop_pct` (truncated), then
+    /// crops `input_size` × `input_size` from the middle.
+    pub crop_pct: f64,
+    /// The side the network was trained on (`full` resizes the shorter side to it, `squash`
+    /// both sides).
+    pub input_size: u32,
+    pub rounding: Rounding,
+}
+
+impl Default for Preprocessing {
+    /// ImageNet ResNet-50's, as camview has always applied it.
+    fn default() -> Self {
+        Self {
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            interpolation: Interpolation::Bilinear,
+            crop_pct: f64::from(TRAIN_SIDE) / f64::from(CENTER_RESIZE),
+            input_size: TRAIN_SIDE,
+            rounding: Rounding::Nearest,
+        }
+    }
+}
+
+impl Preprocessing {
+    /// The shorter side `center` mode resizes to before its crop.
+    pub fn center_resize(&self) -> u32 {
+        // timm and transformers both take `int(size / crop_pct)`; a crop_pct outside (0, 1]
+        // would crop nothing or more than the image.
+        let crop_pct = if self.crop_pct > 0.0 && self.crop_pct <= 1.0 {
+            self.crop_pct
+        } else {
+            1.0
+        };
+        ((f64::from(self.input_size) / crop_pct) + 1e-9).floor() as u32
+    }
+
+    /// One line for `model info`: `mean [..], std [..], bicubic, crop 0.875 of 224`.
+    pub fn summary(&self) -> String {
+        let three = |v: [f64; 3]| format!("[{}, {}, {}]", v[0], v[1], v[2]);
+        format!(
+            "mean {}, std {}, {}, input {} px, center crop {} (shorter side to {})",
+            three(self.mean),
+            three(self.std),
+            self.interpolation.name(),
+            self.input_size,
+            self.crop_pct,
+            self.center_resize()
+        )
+    }
+}
 
 /// How an image becomes the network's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
@@ -149,28 +255,58 @@ pub struct Prepared {
     pub region: Region,
 }
 
-/// Input size for an image of `width` × `height` in `mode`, before any crop.
+/// Input size for an image of `width` × `height` in `mode`, before any crop, for ImageNet
+/// ResNet-50.
 pub fn resized_size(width: u32, height: u32, mode: ResizeMode) -> (u32, u32) {
-    let shorter_to = |target: u32| {
+    resized_size_for(width, height, mode, &Preprocessing::default())
+}
+
+/// Input size for an image of `width` × `height` in `mode`, before any crop, for a model
+/// preprocessed as `pre` says.
+pub fn resized_size_for(
+    width: u32,
+    height: u32,
+    mode: ResizeMode,
+    pre: &Preprocessing,
+) -> (u32, u32) {
+    let shorter_to = |target: u32, rounding: Rounding| {
         let (w, h) = (f64::from(width), f64::from(height));
-        let scale = f64::from(target) / w.min(h);
-        let scale = scale
-            .min(f64::from(FULL_MAX_SIDE) / w.max(h).max(1.0))
-            .max(0.0);
+        let capped = f64::from(FULL_MAX_SIDE) / w.max(h).max(1.0);
+        let scale = (f64::from(target) / w.min(h)).min(capped).max(0.0);
         let side = |v: f64| ((v * scale).round() as u32).max(1);
-        (side(w), side(h))
+        if rounding == Rounding::Nearest || scale == capped {
+            return (side(w), side(h));
+        }
+        // torchvision and transformers: the shorter side exactly, the longer
+        // `int(size * long / short)`.
+        let long = |long: f64, short: f64| ((f64::from(target) * long / short) as u32).max(1);
+        if width <= height {
+            (target, long(h, w))
+        } else {
+            (long(w, h), target)
+        }
     };
     match mode {
-        ResizeMode::Squash => (TRAIN_SIDE, TRAIN_SIDE),
-        ResizeMode::Full => shorter_to(TRAIN_SIDE),
-        ResizeMode::Center => shorter_to(CENTER_RESIZE),
+        ResizeMode::Squash => (pre.input_size, pre.input_size),
+        ResizeMode::Full => shorter_to(pre.input_size, Rounding::Nearest),
+        ResizeMode::Center => shorter_to(pre.center_resize(), pre.rounding),
     }
 }
 
-/// Resizes, crops and normalises `img` into the network's input.
+/// Resizes, crops and normalises `img` into ImageNet ResNet-50's input.
 pub fn prepare(img: &RgbImage, mode: ResizeMode, device: &Device) -> candle_core::Result<Prepared> {
-    let (input, region) = network_pixels(img, mode);
-    let tensor = normalise(&input, device)?;
+    prepare_for(img, mode, &Preprocessing::default(), device)
+}
+
+/// Resizes, crops and normalises `img` into the input of a model preprocessed as `pre` says.
+pub fn prepare_for(
+    img: &RgbImage,
+    mode: ResizeMode,
+    pre: &Preprocessing,
+    device: &Device,
+) -> candle_core::Result<Prepared> {
+    let (input, region) = network_pixels_for(img, mode, pre);
+    let tensor = normalise_with(&input, pre.mean, pre.std, device)?;
     Ok(Prepared {
         tensor,
         input: input.dimensions(),
@@ -178,13 +314,23 @@ pub fn prepare(img: &RgbImage, mode: ResizeMode, device: &Device) -> candle_core
     })
 }
 
-/// The pixels the network sees, before normalisation, and where they sit in `img`: the same
-/// as torchvision's transforms on a PIL image (`Resize` with PIL's bilinear filter, then
+/// The pixels ImageNet ResNet-50 sees, before normalisation, and where they sit in `img`: the
+/// same as torchvision's transforms on a PIL image (`Resize` with PIL's bilinear filter, then
 /// `CenterCrop` in `center` mode).
 pub fn network_pixels(img: &RgbImage, mode: ResizeMode) -> (RgbImage, Region) {
+    network_pixels_for(img, mode, &Preprocessing::default())
+}
+
+/// [`network_pixels`] for a model preprocessed as `pre` says: its filter, input size and crop
+/// fraction.
+pub fn network_pixels_for(
+    img: &RgbImage,
+    mode: ResizeMode,
+    pre: &Preprocessing,
+) -> (RgbImage, Region) {
     let (w, h) = img.dimensions();
-    let (rw, rh) = resized_size(w, h, mode);
-    let resized = resize_bilinear(img, rw, rh);
+    let (rw, rh) = resized_size_for(w, h, mode, pre);
+    let resized = resize(img, rw, rh, pre.interpolation);
     let full = Region {
         x0: 0.0,
         y0: 0.0,
@@ -194,9 +340,12 @@ pub fn network_pixels(img: &RgbImage, mode: ResizeMode) -> (RgbImage, Region) {
     match mode {
         ResizeMode::Full | ResizeMode::Squash => (resized, full),
         ResizeMode::Center => {
-            let side = TRAIN_SIDE.min(rw).min(rh);
-            let left = centre_offset(rw - side);
-            let top = centre_offset(rh - side);
+            let side = pre.input_size.min(rw).min(rh);
+            let offset = |margin: u32| match pre.rounding {
+                Rounding::Transformers => margin / 2,
+                Rounding::Nearest | Rounding::Torchvision => centre_offset(margin),
+            };
+            let (left, top) = (offset(rw - side), offset(rh - side));
             let crop = image::imageops::crop_imm(&resized, left, top, side, side).to_image();
             let (sx, sy) = (w as f32 / rw as f32, h as f32 / rh as f32);
             let region = Region {
@@ -227,6 +376,13 @@ fn centre_offset(margin: u32) -> u32 {
 /// axis, weights in 22-bit fixed point and a rounding to bytes between the passes; every
 /// step follows Pillow's `Resample.c`, so the bytes come out the same.
 pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    resize(img, width, height, Interpolation::Bilinear)
+}
+
+/// Resizes exactly as Pillow's `Image.resize(size, filter)` does, for its bilinear and
+/// bicubic filters (see [`resize_bilinear`]; bicubic is Keys' cubic with a = −0.5 over two
+/// input pixels each side, widened the same way when shrinking).
+pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Interpolation) -> RgbImage {
     let (w, h) = img.dimensions();
     if (w, h) == (width, height) {
         return img.clone();
@@ -234,7 +390,7 @@ pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (w, h, width, height) = (w as usize, h as usize, width as usize, height as usize);
     let mut pixels: Vec<u8> = img.as_raw().clone();
     if width != w {
-        let taps = Taps::new(w, width);
+        let taps = Taps::new(w, width, filter);
         let mut out = vec![0u8; width * h * 3];
         out.par_chunks_mut(width * 3)
             .zip(pixels.par_chunks(w * 3))
@@ -255,7 +411,7 @@ pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
         pixels = out;
     }
     if height != h {
-        let taps = Taps::new(h, height);
+        let taps = Taps::new(h, height, filter);
         let row = width * 3;
         let mut out = vec![0u8; row * height];
         out.par_chunks_mut(row).enumerate().for_each(|(y, dst)| {
@@ -290,11 +446,16 @@ struct Taps {
 }
 
 impl Taps {
-    fn new(input: usize, output: usize) -> Self {
+    fn new(input: usize, output: usize, filter: Interpolation) -> Self {
         let scale = input as f64 / output as f64;
         let filter_scale = scale.max(1.0);
-        // The triangle reaches one input pixel each side, widened when shrinking.
-        let support = filter_scale;
+        // The triangle reaches one input pixel each side, the cubic two, widened when
+        // shrinking.
+        let (reach, kernel): (f64, fn(f64) -> f64) = match filter {
+            Interpolation::Bilinear => (1.0, triangle),
+            Interpolation::Bicubic => (2.0, cubic),
+        };
+        let support = reach * filter_scale;
         let span = support.ceil() as usize * 2 + 1;
         let mut first = Vec::with_capacity(output);
         let mut count = Vec::with_capacity(output);
@@ -308,8 +469,9 @@ impl Taps {
             let n = hi.saturating_sub(lo);
             let mut total = 0.0;
             for (x, w) in real[..n].iter_mut().enumerate() {
-                let t = (((x + lo) as f64 - centre + 0.5) / filter_scale).abs();
-                *w = if t < 1.0 { 1.0 - t } else { 0.0 };
+                // Times the reciprocal, as Pillow computes it (a division can differ in the
+                // last bit).
+                *w = kernel(((x + lo) as f64 - centre + 0.5) * (1.0 / filter_scale));
                 total += *w;
             }
             for (w, f) in real[..n].iter().zip(fixed.iter_mut()) {
@@ -341,6 +503,25 @@ impl Taps {
     }
 }
 
+/// Pillow's `bilinear_filter`.
+fn triangle(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 { 1.0 - x } else { 0.0 }
+}
+
+/// Pillow's `bicubic_filter`: Keys' cubic convolution with a = −0.5.
+fn cubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
 /// Half of the last bit, so that the shift in [`to_byte`] rounds.
 const ROUNDING: i32 = 1 << (WEIGHT_BITS - 1);
 
@@ -349,15 +530,25 @@ fn to_byte(sum: i32) -> u8 {
     (sum >> WEIGHT_BITS).clamp(0, 255) as u8
 }
 
-/// RGB bytes → 1 × 3 × H × W, (x/255 − mean)/std.
+/// RGB bytes → 1 × 3 × H × W, (x/255 − mean)/std with ImageNet's mean and std.
 pub fn normalise(img: &RgbImage, device: &Device) -> candle_core::Result<Tensor> {
+    normalise_with(img, IMAGENET_MEAN, IMAGENET_STD, device)
+}
+
+/// RGB bytes → 1 × 3 × H × W, (x/255 − mean)/std.
+pub fn normalise_with(
+    img: &RgbImage,
+    mean: [f64; 3],
+    std: [f64; 3],
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let (w, h) = img.dimensions();
     let plane = (w * h) as usize;
     let mut data = vec![0f32; 3 * plane];
     for (i, px) in img.pixels().enumerate() {
         for c in 0..3 {
             let v = f64::from(px[c]) / 255.0;
-            data[c * plane + i] = ((v - IMAGENET_MEAN[c]) / IMAGENET_STD[c]) as f32;
+            data[c * plane + i] = ((v - mean[c]) / std[c]) as f32;
         }
     }
     Tensor::from_vec(data, (1, 3, h as usize, w as usize), device)

@@ -1,9 +1,12 @@
-//! ResNet-50 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016) in candle,
-//! built as a struct so that Class Activation Maps need no second forward pass: `forward`
-//! returns both the layer-4 feature map and the logits, and `fc_weight` exposes the classifier.
+//! The ResNet family (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016;
+//! ResNeXt, Wide ResNet, timm's `d` variants) in candle, built as a struct so that Class
+//! Activation Maps need no second forward pass: `forward` returns both the last stage's feature
+//! map and the logits, and `fc_weight` exposes the classifier. Which network it is comes from
+//! its tensors ([`Architecture::recognise`]).
 //!
 //! Tensor names mirror torchvision (`conv1`, `bn1`, `layer1.0.conv1`, …,
-//! `layerN.0.downsample.{0,1}`, `fc`). Batch norm runs in inference mode; since its statistics
+//! `layerN.0.downsample.{0,1}`, `fc`; timm's deep stem `conv1.{0,1,3,4,6}` and pooled shortcut
+//! `downsample.{1,2}`; transformers' names are rewritten into these when read). Batch norm runs in inference mode; since its statistics
 //! are frozen it is folded into the preceding convolution at load time (w' = w·γ/σ,
 //! b' = β − μ·γ/σ), which is the same function with one pass over each activation fewer.
 //!
@@ -15,20 +18,19 @@ use candle_core::{D, Device, Module, Storage, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 use rayon::prelude::*;
 
+use super::architecture::{Architecture, Block, Shortcut, Stem};
 use super::kernels::fastconv::PackedConv;
 use super::kernels::nhwc;
 use super::kernels::packed_gemm::{Epilogue, Format, PANEL, PackedMatrix};
 use super::weights::{Arch, WeightError, Weights};
 
-/// Blocks per stage of ResNet-50.
-const BLOCKS: [usize; 4] = [3, 4, 6, 3];
-/// Bottleneck width of each stage (the 3×3 conv's channel count); outputs are 4× that.
-const WIDTHS: [usize; 4] = [64, 128, 256, 512];
-/// torchvision's batch-norm epsilon (our importer rewrites Keras' 1e-3 into this).
+/// The batch-norm epsilon of torchvision, timm and transformers (our importer rewrites Keras'
+/// 1e-3 into this).
 const BN_EPS: f64 = 1e-5;
-/// Channels of the layer-4 feature map, the input of the classifier.
+/// Channels of ImageNet ResNet-50's layer-4 feature map (ResNet-18/34: 512; see
+/// [`Architecture::feature_channels`]).
 pub const FEATURE_CHANNELS: usize = 2048;
-/// Total stride from input pixels to layer-4 cells.
+/// Total stride from input pixels to last-stage cells of every torchvision and timm ResNet.
 pub const FEATURE_STRIDE: usize = 32;
 /// Input pixels the fast path's stem and stages 1–2 take in one pass: a batch of larger
 /// total goes through them in groups of whole images.
@@ -42,7 +44,8 @@ pub const MIN_INPUT_SIDE: usize = 32;
 /// Output of one forward pass.
 #[derive(Debug)]
 pub struct Forward {
-    /// Layer-4 features, N × 2048 × ⌈H/32⌉ × ⌈W/32⌉ (after the last ReLU).
+    /// Last-stage features, N × C × ⌈H/32⌉ × ⌈W/32⌉ (after the last ReLU; C = 2048 for
+    /// ResNet-50).
     pub features: Tensor,
     /// Class scores before softmax, N × classes.
     pub logits: Tensor,
@@ -83,19 +86,42 @@ struct ConvBn {
     packed: Option<PackedConv>,
 }
 
+/// A convolution's shape: output and input channels, kernel side, groups.
+#[derive(Debug, Clone, Copy)]
+struct ConvShape {
+    out_c: usize,
+    in_c: usize,
+    kernel: usize,
+    groups: usize,
+}
+
+impl ConvShape {
+    fn new(out_c: usize, in_c: usize, kernel: usize) -> Self {
+        Self {
+            out_c,
+            in_c,
+            kernel,
+            groups: 1,
+        }
+    }
+}
+
 impl ConvBn {
-    #[allow(clippy::too_many_arguments)]
     fn load(
         w: &Weights,
-        conv: &str,
-        bn: &str,
-        shape: (usize, usize, usize),
+        (conv, bn): (&str, &str),
+        shape: ConvShape,
         stride: usize,
-        padding: usize,
         paths: Paths,
     ) -> Result<Self, WeightError> {
-        let (out_c, in_c, k) = shape;
-        let weight = w.get(&format!("{conv}.weight"), &[out_c, in_c, k, k])?;
+        let ConvShape {
+            out_c,
+            in_c,
+            kernel: k,
+            groups,
+        } = shape;
+        let padding = k / 2;
+        let weight = w.get(&format!("{conv}.weight"), &[out_c, in_c / groups, k, k])?;
         let gamma = w.get(&format!("{bn}.weight"), &[out_c])?;
         let beta = w.get(&format!("{bn}.bias"), &[out_c])?;
         let mean = w.get(&format!("{bn}.running_mean"), &[out_c])?;
@@ -135,7 +161,16 @@ impl ConvBn {
         };
         let packed = paths.fast().map(|format| {
             let shape = (out_c, in_c, k);
-            PackedConv::from_oihw(raw, &scale, shape, bias.clone(), stride, padding, format)
+            PackedConv::grouped(
+                raw,
+                &scale,
+                shape,
+                groups,
+                bias.clone(),
+                stride,
+                padding,
+                format,
+            )
         });
         let conv = if !paths.generic() {
             None
@@ -143,16 +178,17 @@ impl ConvBn {
             let config = Conv2dConfig {
                 padding,
                 stride,
+                groups,
                 ..Default::default()
             };
-            let per_output = in_c * k * k;
+            let per_output = in_c / groups * k * k;
             let folded: Vec<f32> = raw
                 .chunks_exact(per_output)
                 .zip(&scale)
                 .flat_map(|(row, &s)| row.iter().map(move |&v| (f64::from(v) * s) as f32))
                 .collect();
-            let weight =
-                Tensor::from_vec(folded, (out_c, in_c, k, k), &Device::Cpu).map_err(candle_err)?;
+            let weight = Tensor::from_vec(folded, (out_c, in_c / groups, k, k), &Device::Cpu)
+                .map_err(candle_err)?;
             let bias = Tensor::from_vec(bias, out_c, &Device::Cpu).map_err(candle_err)?;
             Some(Conv2d::new(weight, Some(bias), config))
         };
@@ -182,88 +218,175 @@ impl ConvBn {
     }
 }
 
-/// The bottleneck block: 1×1 reduce, 3×3, 1×1 expand, plus the shortcut.
-#[derive(Debug)]
-struct Bottleneck {
-    reduce: ConvBn,
-    spatial: ConvBn,
-    expand: ConvBn,
-    downsample: Option<ConvBn>,
+/// Where a block starts, as its stage gives it.
+struct BlockSpec {
+    prefix: String,
+    in_c: usize,
+    width: usize,
+    out_c: usize,
+    stride: usize,
 }
 
-impl Bottleneck {
+/// A block's shortcut where it changes the shape: a 1×1 convolution, after a 2×2 average pool
+/// in timm's `avg_down` blocks that stride.
+#[derive(Debug)]
+struct Downsample {
+    pool: bool,
+    conv: ConvBn,
+}
+
+/// A residual block: its convolutions in order (basic: 3×3, 3×3; bottleneck: 1×1 reduce, 3×3,
+/// 1×1 expand), ReLU after each, the last one's after adding the shortcut.
+#[derive(Debug)]
+struct Residual {
+    convs: Vec<ConvBn>,
+    downsample: Option<Downsample>,
+}
+
+impl Residual {
     fn load(
         w: &Weights,
-        prefix: &str,
-        in_c: usize,
-        width: usize,
-        stride: usize,
-        arch: Arch,
+        spec: &BlockSpec,
+        arch: &Architecture,
         paths: Paths,
     ) -> Result<Self, WeightError> {
-        let out_c = width * 4;
-        // v1 (the original MSRA / Keras model) strides in the first 1×1 conv; v1.5
-        // (torchvision, timm) strides in the 3×3, which keeps more information.
-        let (reduce_stride, spatial_stride) = match arch {
-            Arch::V1 => (stride, 1),
-            Arch::V1_5 => (1, stride),
+        let BlockSpec {
+            prefix,
+            in_c,
+            width,
+            out_c,
+            stride,
+        } = spec;
+        let (in_c, width, out_c, stride) = (*in_c, *width, *out_c, *stride);
+        let conv_bn = |i: usize, shape, stride| {
+            let (conv, bn) = (format!("{prefix}.conv{i}"), format!("{prefix}.bn{i}"));
+            ConvBn::load(w, (&conv, &bn), shape, stride, paths)
         };
-        let conv_bn = |i: usize, shape, stride, pad| {
-            ConvBn::load(
-                w,
-                &format!("{prefix}.conv{i}"),
-                &format!("{prefix}.bn{i}"),
-                shape,
-                stride,
-                pad,
-                paths,
-            )
+        let convs = match arch.block {
+            Block::Basic => vec![
+                conv_bn(1, ConvShape::new(width, in_c, 3), stride)?,
+                conv_bn(2, ConvShape::new(out_c, width, 3), 1)?,
+            ],
+            Block::Bottleneck => {
+                // v1 (the original MSRA / Keras model) strides in the first 1×1 conv; v1.5
+                // (torchvision, timm) strides in the 3×3, which keeps more information.
+                let (reduce_stride, spatial_stride) = match arch.layout {
+                    Arch::V1 => (stride, 1),
+                    Arch::V1_5 => (1, stride),
+                };
+                let spatial = ConvShape {
+                    groups: arch.groups,
+                    ..ConvShape::new(width, width, 3)
+                };
+                vec![
+                    conv_bn(1, ConvShape::new(width, in_c, 1), reduce_stride)?,
+                    conv_bn(2, spatial, spatial_stride)?,
+                    conv_bn(3, ConvShape::new(out_c, width, 1), 1)?,
+                ]
+            }
         };
         let downsample = if stride != 1 || in_c != out_c {
-            Some(ConvBn::load(
-                w,
-                &format!("{prefix}.downsample.0"),
-                &format!("{prefix}.downsample.1"),
-                (out_c, in_c, 1),
-                stride,
-                0,
-                paths,
-            )?)
+            let shape = ConvShape::new(out_c, in_c, 1);
+            Some(match arch.shortcut {
+                Shortcut::Conv => Downsample {
+                    pool: false,
+                    conv: ConvBn::load(
+                        w,
+                        (
+                            &format!("{prefix}.downsample.0"),
+                            &format!("{prefix}.downsample.1"),
+                        ),
+                        shape,
+                        stride,
+                        paths,
+                    )?,
+                },
+                Shortcut::AvgPool => Downsample {
+                    pool: stride != 1,
+                    conv: ConvBn::load(
+                        w,
+                        (
+                            &format!("{prefix}.downsample.1"),
+                            &format!("{prefix}.downsample.2"),
+                        ),
+                        shape,
+                        1,
+                        paths,
+                    )?,
+                },
+            })
         } else {
+            // A shortcut convolution where the shapes need none would be left out silently.
+            if let Some(name) = ["downsample.0.weight", "downsample.1.weight"]
+                .iter()
+                .map(|t| format!("{prefix}.{t}"))
+                .find(|name| w.contains(name))
+            {
+                return Err(WeightError::Shape {
+                    expected: format!(
+                        "no shortcut convolution in a block from {in_c} to {out_c} channels at \
+                         stride 1"
+                    ),
+                    found: w.get(&name, &[])?.dims().to_vec(),
+                    tensor: name,
+                });
+            }
             None
         };
-        Ok(Self {
-            reduce: conv_bn(1, (width, in_c, 1), reduce_stride, 0)?,
-            spatial: conv_bn(2, (width, width, 3), spatial_stride, 1)?,
-            expand: conv_bn(3, (out_c, width, 1), 1, 0)?,
-            downsample,
-        })
+        Ok(Self { convs, downsample })
     }
 
-    /// NHWC on the CPU; the residual add and last ReLU ride in the expand conv's GEMM.
+    /// NHWC on the CPU; the residual add and last ReLU ride in the last conv's GEMM.
     fn forward_fast(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = {
-            let reduced = self.reduce.fast()?.forward(x, None, true)?;
-            self.spatial.fast()?.forward(&reduced, None, true)?
-        };
+        let (last, inner) = self.convs.split_last().expect("a block has convolutions");
+        let mut y = x.clone();
+        for conv in inner {
+            y = conv.fast()?.forward(&y, None, true)?;
+        }
         let shortcut = match &self.downsample {
-            Some(down) => down.fast()?.forward(x, None, false)?,
+            Some(Downsample { pool: true, conv }) => {
+                conv.fast()?
+                    .forward(&nhwc::avg_pool_2x2_s2_ceil(x)?, None, false)?
+            }
+            Some(Downsample { pool: false, conv }) => conv.fast()?.forward(x, None, false)?,
             None => x.clone(),
         };
-        self.expand.fast()?.forward(&y, Some(&shortcut), true)
+        last.fast()?.forward(&y, Some(&shortcut), true)
     }
 
     /// NCHW with candle's convolution.
     fn forward_generic(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.reduce.generic()?.forward(x)?.relu()?;
-        let y = self.spatial.generic()?.forward(&y)?.relu()?;
-        let y = self.expand.generic()?.forward(&y)?;
+        let (last, inner) = self.convs.split_last().expect("a block has convolutions");
+        let mut y = x.clone();
+        for conv in inner {
+            y = conv.generic()?.forward(&y)?.relu()?;
+        }
+        let y = last.generic()?.forward(&y)?;
         let shortcut = match &self.downsample {
-            Some(down) => down.generic()?.forward(x)?,
+            Some(Downsample { pool: true, conv }) => {
+                conv.generic()?.forward(&avg_pool_2x2_s2_ceil(x)?)?
+            }
+            Some(Downsample { pool: false, conv }) => conv.generic()?.forward(x)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
     }
+
+    fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        self.convs
+            .iter_mut()
+            .chain(self.downsample.as_mut().map(|d| &mut d.conv))
+    }
+}
+
+/// Average pooling 2×2/2 in ceil mode, padding not counted, on any device: an odd side is
+/// padded by repeating its last row or column, whose average with itself is itself, so a
+/// window cut by the edge averages what it covers.
+fn avg_pool_2x2_s2_ceil(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let x = x.pad_with_same(D::Minus2, 0, h % 2)?;
+    let x = x.pad_with_same(D::Minus1, 0, w % 2)?;
+    x.avg_pool2d(2)
 }
 
 /// The classifier packed for the micro-kernel, its classes padded with zero columns to whole
@@ -316,21 +439,23 @@ impl PackedClassifier {
     }
 }
 
-/// ImageNet ResNet-50 with access to its layer-4 features and classifier.
+/// A ResNet with access to its last stage's features and classifier.
 #[derive(Debug)]
-pub struct ResNet50 {
-    stem: ConvBn,
-    stages: Vec<Vec<Bottleneck>>,
+pub struct ResNet {
+    /// The stem's convolutions (one, or timm's deep stem's three), ReLU after each.
+    stem: Vec<ConvBn>,
+    stages: Vec<Vec<Residual>>,
     fc_weight: Tensor,
     fc_bias: Tensor,
     /// The classifier for the fast path (`None`: candle's matmul).
     fc_packed: Option<PackedClassifier>,
-    arch: Arch,
+    architecture: Architecture,
 }
 
-impl ResNet50 {
-    /// Builds the network from torchvision-named weights laid out as `arch`, holding the
-    /// weights in the form `device` runs: the fast path on the CPU, candle's conv2d elsewhere.
+impl ResNet {
+    /// Builds the network that the torchvision-named weights `w` describe, its bottlenecks
+    /// laid out as `arch`, holding the weights in the form `device` runs: the fast path on the
+    /// CPU, candle's conv2d elsewhere.
     pub fn load(w: &Weights, arch: Arch, device: &Device) -> Result<Self, WeightError> {
         Self::load_as(w, arch, device, Format::F32)
     }
@@ -343,67 +468,90 @@ impl ResNet50 {
         device: &Device,
         format: Format,
     ) -> Result<Self, WeightError> {
+        let architecture = Architecture::recognise(&w.shapes(), arch, None)?;
+        Self::from_architecture(w, &architecture, device, format)
+    }
+
+    /// The network `architecture` from the weights `w`, in `format` on the CPU.
+    pub fn from_architecture(
+        w: &Weights,
+        architecture: &Architecture,
+        device: &Device,
+        format: Format,
+    ) -> Result<Self, WeightError> {
         let paths = if device.is_cpu() {
             Paths::Fast(format)
         } else {
             Paths::Generic
         };
-        Self::load_paths(w, arch, device, paths)
+        Self::load_paths(w, architecture, device, paths)
     }
 
     /// A CPU network that can run both [`Self::forward_fast`] and [`Self::forward_generic`],
     /// to compare them (twice the weight memory).
     pub fn load_with_both_paths(w: &Weights, arch: Arch) -> Result<Self, WeightError> {
-        Self::load_paths(w, arch, &Device::Cpu, Paths::Both(Format::F32))
+        let architecture = Architecture::recognise(&w.shapes(), arch, None)?;
+        Self::with_both_paths(w, &architecture)
+    }
+
+    /// [`Self::load_with_both_paths`] of a recognised `architecture`.
+    pub fn with_both_paths(w: &Weights, architecture: &Architecture) -> Result<Self, WeightError> {
+        Self::load_paths(w, architecture, &Device::Cpu, Paths::Both(Format::F32))
     }
 
     fn load_paths(
         w: &Weights,
-        arch: Arch,
+        arch: &Architecture,
         device: &Device,
         paths: Paths,
     ) -> Result<Self, WeightError> {
-        let stem = ConvBn::load(w, "conv1", "bn1", (64, 3, 7), 2, 3, paths)?;
+        let stem = match arch.stem {
+            Stem::Plain { kernel } => {
+                let shape = ConvShape::new(arch.stem_channels, 3, kernel);
+                vec![ConvBn::load(w, ("conv1", "bn1"), shape, 2, paths)?]
+            }
+            Stem::Deep { widths: [a, b] } => vec![
+                ConvBn::load(w, ("conv1.0", "conv1.1"), ConvShape::new(a, 3, 3), 2, paths)?,
+                ConvBn::load(w, ("conv1.3", "conv1.4"), ConvShape::new(b, a, 3), 1, paths)?,
+                ConvBn::load(
+                    w,
+                    ("conv1.6", "bn1"),
+                    ConvShape::new(arch.stem_channels, b, 3),
+                    1,
+                    paths,
+                )?,
+            ],
+        };
         // Every block is independent: fold and pack them on all cores (load time is a
         // first-frame cost in the UI).
         let mut specs = Vec::new();
-        let mut in_c = 64;
-        for (stage, (&blocks, &width)) in BLOCKS.iter().zip(&WIDTHS).enumerate() {
+        let mut in_c = arch.stem_channels;
+        for (stage, &blocks) in arch.depths.iter().enumerate() {
             for block in 0..blocks {
-                let stride = if block == 0 && stage > 0 { 2 } else { 1 };
-                specs.push((
-                    stage,
-                    format!("layer{}.{block}", stage + 1),
+                let stride = if block == 0 { arch.strides[stage] } else { 1 };
+                let out_c = arch.outputs[stage];
+                let spec = BlockSpec {
+                    prefix: format!("layer{}.{block}", stage + 1),
                     in_c,
-                    width,
+                    width: arch.widths[stage],
+                    out_c,
                     stride,
-                ));
-                in_c = width * 4;
+                };
+                specs.push((stage, spec));
+                in_c = out_c;
             }
         }
         let loaded = specs
             .par_iter()
-            .map(|(stage, prefix, in_c, width, stride)| {
-                Bottleneck::load(w, prefix, *in_c, *width, *stride, arch, paths)
-                    .map(|b| (*stage, b))
-            })
+            .map(|(stage, spec)| Residual::load(w, spec, arch, paths).map(|b| (*stage, b)))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut stages: Vec<Vec<Bottleneck>> =
-            BLOCKS.iter().map(|&n| Vec::with_capacity(n)).collect();
+        let mut stages: Vec<Vec<Residual>> =
+            arch.depths.iter().map(|&n| Vec::with_capacity(n)).collect();
         for (stage, block) in loaded {
             stages[stage].push(block);
         }
-        let fc_weight = w.get("fc.weight", &[])?;
-        let classes = match fc_weight.dims() {
-            [classes, FEATURE_CHANNELS] => *classes,
-            dims => {
-                return Err(WeightError::Shape {
-                    tensor: "fc.weight".into(),
-                    expected: format!("[classes, {FEATURE_CHANNELS}]"),
-                    found: dims.to_vec(),
-                });
-            }
-        };
+        let classes = arch.classes;
+        let fc_weight = w.get("fc.weight", &[classes, arch.feature_channels()])?;
         let fc_bias = w.get("fc.bias", &[classes])?;
         let fc_packed = match paths.fast() {
             None => None,
@@ -428,7 +576,7 @@ impl ResNet50 {
             fc_weight: on_device(fc_weight, "fc.weight")?,
             fc_bias: on_device(fc_bias, "fc.bias")?,
             fc_packed,
-            arch,
+            architecture: arch.clone(),
         };
         if !device.is_cpu() {
             model.move_convs(device)?;
@@ -444,15 +592,14 @@ impl ResNet50 {
             })?;
             Ok(())
         };
-        mv(&mut self.stem, "conv1")?;
+        for conv in &mut self.stem {
+            mv(conv, "conv1")?;
+        }
         for (s, layer) in self.stages.iter_mut().enumerate() {
             for (b, block) in layer.iter_mut().enumerate() {
                 let p = format!("layer{}.{b}", s + 1);
-                mv(&mut block.reduce, &p)?;
-                mv(&mut block.spatial, &p)?;
-                mv(&mut block.expand, &p)?;
-                if let Some(d) = &mut block.downsample {
-                    mv(d, &p)?;
+                for conv in block.convs_mut() {
+                    mv(conv, &p)?;
                 }
             }
         }
@@ -503,14 +650,13 @@ impl ResNet50 {
             // are freed before stage 1, not kept by shadowing until the end (for the largest
             // inputs it is the biggest buffer of the pass).
             let mut x = {
-                let stem = self.stem.fast()?;
-                nhwc::max_pool_3x3_s2(&stem.forward(
-                    &nhwc::to_channels_last(input)?,
-                    None,
-                    true,
-                )?)?
+                let mut y = nhwc::to_channels_last(input)?;
+                for conv in &self.stem {
+                    y = conv.fast()?.forward(&y, None, true)?;
+                }
+                nhwc::max_pool_3x3_s2(&y)?
             };
-            for block in self.stages[..2].iter().flatten() {
+            for block in self.stages.iter().take(2).flatten() {
                 x = block.forward_fast(&x)?;
             }
             Ok(x)
@@ -524,7 +670,7 @@ impl ResNet50 {
         } else {
             early(input)?
         };
-        for block in self.stages[2..].iter().flatten() {
+        for block in self.stages.iter().skip(2).flatten() {
             x = block.forward_fast(&x)?;
         }
         let logits = self.classify_fast(&nhwc::global_avg_pool(&x)?)?;
@@ -535,7 +681,10 @@ impl ResNet50 {
     /// The portable path: candle's NCHW convolutions, on any device (on the CPU, only for a
     /// network from [`Self::load_with_both_paths`]).
     pub fn forward_generic(&self, input: &Tensor) -> candle_core::Result<Forward> {
-        let x = self.stem.generic()?.forward(input)?.relu()?;
+        let mut x = input.clone();
+        for conv in &self.stem {
+            x = conv.generic()?.forward(&x)?.relu()?;
+        }
         // Max pooling 3×3/2 with padding 1. Inputs are post-ReLU (≥ 0), so zero padding
         // gives the same maxima as the −∞ padding torchvision uses.
         let x = x
@@ -552,7 +701,7 @@ impl ResNet50 {
         })
     }
 
-    /// The fc layer on globally pooled features (N × 2048 → N × classes).
+    /// The fc layer on globally pooled features (N × channels → N × classes).
     fn classify(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
         pooled
             .matmul(&self.fc_weight.t()?)?
@@ -568,7 +717,7 @@ impl ResNet50 {
     }
 
     /// Raw class activation maps, `classes.len()` × h × w, for one image's features
-    /// (1 × 2048 × h × w): CAM_c(x, y) = Σ_k w_fc[c, k] · f_k(x, y). No bias, no ReLU.
+    /// (1 × channels × h × w): CAM_c(x, y) = Σ_k w_fc[c, k] · f_k(x, y). No bias, no ReLU.
     pub fn cams(&self, features: &Tensor, classes: &[u32]) -> candle_core::Result<Tensor> {
         let (_, channels, h, w) = features.dims4()?;
         let idx = Tensor::new(classes, features.device())?;
@@ -579,12 +728,23 @@ impl ResNet50 {
 
     /// Which stride layout the network was built with.
     pub fn arch(&self) -> Arch {
-        self.arch
+        self.architecture.layout
+    }
+
+    /// What the network is.
+    pub fn architecture(&self) -> &Architecture {
+        &self.architecture
+    }
+
+    /// Outputs of the classifier.
+    pub fn classes(&self) -> usize {
+        self.architecture.classes
     }
 }
 
-/// Spatial size of the layer-4 map for an input of `side` pixels: every strided layer
-/// rounds up, five of them in total.
+/// Spatial size of the layer-4 map of a torchvision or timm ResNet for an input of `side`
+/// pixels: every strided layer rounds up, five of them in total (see
+/// [`Architecture::feature_side`] for any other).
 pub fn feature_side(side: usize) -> usize {
     let mut s = side;
     // conv1 (7×7/2, pad 3), max pool (3×3/2, pad 1), then layers 2–4 (stride 2 each).

@@ -9,8 +9,11 @@ use candle_core::{DType, Device, Tensor};
 
 /// The weights in a folder that has a `models/` (a checkout of camview), relative to it.
 pub const LOCAL_WEIGHTS: &str = "models/resnet50.safetensors";
-/// Environment variable that overrides the default location.
+/// Environment variable that overrides the default location (the older name of
+/// [`MODEL_ENV`], still read).
 pub const WEIGHTS_ENV: &str = "CAMVIEW_WEIGHTS";
+/// Environment variable that names the model (a checkpoint file or a model folder).
+pub const MODEL_ENV: &str = "CAMVIEW_MODEL";
 /// Safetensors metadata key in which camview records the layout of a file it writes.
 pub const ARCH_KEY: &str = "architecture";
 
@@ -78,6 +81,9 @@ pub enum WeightError {
         #[source]
         source: candle_core::Error,
     },
+    /// The tensors make no ResNet camview runs.
+    #[error(transparent)]
+    NotResNet(#[from] super::architecture::NotResNet),
     #[error("cannot write weights file {path}")]
     Write {
         path: PathBuf,
@@ -86,21 +92,67 @@ pub enum WeightError {
     },
 }
 
+/// The naming scheme a checkpoint's tensors came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Naming {
+    /// torchvision's (and timm's): `conv1`, `layer1.0.conv1`, `fc`.
+    #[default]
+    Torchvision,
+    /// transformers' `ResNetForImageClassification`: `resnet.embedder…`, `classifier.1`;
+    /// rewritten into torchvision's when read.
+    Transformers,
+}
+
 /// A named set of f32 tensors on the CPU, plus the layout the file declared (if any).
 #[derive(Debug, Default)]
 pub struct Weights {
     tensors: HashMap<String, Tensor>,
     /// Layout recorded in the file's metadata, if the file says.
     pub declared_arch: Option<Arch>,
+    /// The names the file used (the tensors here always have torchvision's).
+    pub naming: Naming,
 }
 
 impl Weights {
     /// Wraps tensors already in memory.
+    /// transformers' ResNet names are rewritten into torchvision's.
     pub fn from_tensors(tensors: HashMap<String, Tensor>, declared_arch: Option<Arch>) -> Self {
+        let transformers = tensors
+            .keys()
+            .any(|n| n.starts_with("resnet.embedder.") || n.starts_with("embedder.embedder."));
+        if !transformers {
+            return Self {
+                tensors,
+                declared_arch,
+                naming: Naming::Torchvision,
+            };
+        }
+        let tensors = tensors
+            .into_iter()
+            .map(|(name, t)| {
+                let name = super::architecture::torchvision_name(&name).unwrap_or(name);
+                (name, t)
+            })
+            .collect();
         Self {
             tensors,
             declared_arch,
+            naming: Naming::Transformers,
         }
+    }
+
+    /// Whether a tensor of this name is here.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Every tensor's name and shape.
+    pub fn shapes(&self) -> super::architecture::Shapes {
+        self.tensors
+            .iter()
+            .map(|(name, t)| (name.clone(), t.dims().to_vec()))
+            .collect()
     }
 
     /// Reads a `.safetensors` file or a PyTorch `.pth`/`.pt`/`.bin` state dict (chosen by
@@ -111,6 +163,12 @@ impl Weights {
             source,
         };
         let file = std::fs::File::open(path).map_err(read_err)?;
+        if file.metadata().map_err(read_err)?.is_dir() {
+            return Err(WeightError::Format {
+                path: path.to_path_buf(),
+                reason: "it is a folder, not a file".into(),
+            });
+        }
         // Mapped, not read: the tensors are copied out of the page cache once, instead of
         // the whole file first being copied into a buffer of its own.
         // SAFETY: the map is read-only and dropped before this function returns. Were the file
@@ -266,6 +324,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// The model unless `--model` or `$CAMVIEW_MODEL` say otherwise: `$CAMVIEW_WEIGHTS` when set,
+/// else [`default_path`].
+pub fn default_model_path() -> PathBuf {
+    std::env::var_os(WEIGHTS_ENV).map_or_else(default_path, PathBuf::from)
 }
 
 /// Where the weights live unless `--weights` or `$CAMVIEW_WEIGHTS` say otherwise:

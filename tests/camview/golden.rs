@@ -226,7 +226,7 @@ fn any_input_size_from_32_pixels_works() {
 fn the_v1_weights_in_a_v1_5_graph_give_different_numbers() {
     // The layout matters: the same file read as v1.5 must not reproduce the reference.
     let weights = camview::model::weights::Weights::load(crate::common::weights_path()).unwrap();
-    let wrong = camview::model::resnet::ResNet50::load(
+    let wrong = camview::model::resnet::ResNet::load(
         &weights,
         camview::model::Arch::V1_5,
         &candle_core::Device::Cpu,
@@ -258,7 +258,7 @@ fn fast_cpu_path_equals_candle_conv2d_path_for_both_layouts() {
         .narrow(3, 0, 301)
         .unwrap();
     for arch in [camview::model::Arch::V1, camview::model::Arch::V1_5] {
-        let model = camview::model::resnet::ResNet50::load_with_both_paths(&weights, arch).unwrap();
+        let model = camview::model::resnet::ResNet::load_with_both_paths(&weights, arch).unwrap();
         let fast = model.forward_fast(&input).unwrap();
         let generic = model.forward_generic(&input).unwrap();
         assert_eq!(fast.features.dims(), generic.features.dims(), "{arch}");

@@ -10,6 +10,7 @@ mod fetch;
 mod golden;
 mod importer;
 mod labelled;
+mod models;
 mod results;
 mod ui_screens;
 mod ui_tmux;

@@ -94,9 +94,90 @@ pub struct PackedConv {
     pad: usize,
     in_c: usize,
     out_c: usize,
+    /// A grouped convolution's weights, one block-diagonal matrix per cluster of groups
+    /// (empty for an ordinary convolution).
+    clusters: Vec<WeightMatrix>,
+    /// Groups of input and output channels that only meet each other (1: an ordinary
+    /// convolution).
+    groups: usize,
+}
+
+/// Output channels a cluster of a grouped convolution's groups should reach: one panel of the
+/// micro-kernel. Fewer would leave the kernel's columns idle; more multiplies zeros.
+const CLUSTER_WIDTH: usize = 16;
+
+/// How many of `groups` groups of `per_group` output channels each to multiply together: the
+/// fewest whose outputs fill whole panels of [`CLUSTER_WIDTH`], so that the block-diagonal
+/// matrix of a cluster wastes as few multiplies on its zeros as the kernel allows
+/// (ResNeXt-50 32×4d: 4 groups of 4 in stage 1, 2 of 8 in stage 2, 1 of 16 and of 32 after).
+fn groups_per_cluster(groups: usize, per_group: usize) -> usize {
+    (1..=groups)
+        .filter(|d| groups.is_multiple_of(*d))
+        .find(|d| (d * per_group).is_multiple_of(CLUSTER_WIDTH))
+        .or_else(|| {
+            (1..=groups)
+                .filter(|d| groups.is_multiple_of(*d))
+                .find(|d| d * per_group >= CLUSTER_WIDTH)
+        })
+        .unwrap_or(groups)
 }
 
 impl PackedConv {
+    /// Packs a grouped convolution: a row-major O × (I / `groups`) × k × k weight (`shape` =
+    /// (O, I, k)), its folded batch-norm `scale` and its O biases. The groups are multiplied
+    /// in clusters ([`groups_per_cluster`]), each one GEMM with a block-diagonal weight over
+    /// its clusters' input channels; with one group this is [`Self::from_oihw`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn grouped(
+        weight: &[f32],
+        scale: &[f64],
+        (out_c, in_c, k): (usize, usize, usize),
+        groups: usize,
+        bias: Vec<f32>,
+        stride: usize,
+        pad: usize,
+        format: Format,
+    ) -> Self {
+        if groups <= 1 {
+            return Self::from_oihw(weight, scale, (out_c, in_c, k), bias, stride, pad, format);
+        }
+        assert!(
+            in_c.is_multiple_of(groups) && out_c.is_multiple_of(groups),
+            "channels in groups"
+        );
+        let (in_per_group, out_per_group) = (in_c / groups, out_c / groups);
+        assert_eq!(weight.len(), out_c * in_per_group * k * k, "weight size");
+        let per_cluster = groups_per_cluster(groups, out_per_group);
+        let (cluster_in, cluster_out) = (per_cluster * in_per_group, per_cluster * out_per_group);
+        let clusters = (0..groups / per_cluster)
+            .map(|cluster| {
+                // Rows ordered (tap, c_in) over the cluster's input channels, like its taps.
+                let at = |row: usize, col: usize| {
+                    let (tap, ci) = (row / cluster_in, row % cluster_in);
+                    if ci / in_per_group != col / out_per_group {
+                        return 0.0;
+                    }
+                    let o = cluster * cluster_out + col;
+                    let w = weight[(o * in_per_group + ci % in_per_group) * k * k + tap];
+                    (f64::from(w) * scale[o]) as f32
+                };
+                WeightMatrix::from_fn(format, k * k * cluster_in, cluster_out, at)
+            })
+            .collect();
+        Self {
+            matrix: None,
+            winograd: None,
+            bias,
+            kernel: k,
+            stride,
+            pad,
+            in_c,
+            out_c,
+            clusters,
+            groups,
+        }
+    }
+
     /// Packs a row-major O × I × k × k weight (`shape` = (O, I, k)) and its O biases.
     #[allow(clippy::too_many_arguments)]
     pub fn from_oihw(
@@ -139,6 +220,8 @@ impl PackedConv {
             pad,
             in_c,
             out_c,
+            clusters: Vec::new(),
+            groups: 1,
         }
     }
 
@@ -199,7 +282,7 @@ impl PackedConv {
             input: (h, w, c),
             out_c: self.out_c,
             winograd: self.uses_winograd(dims),
-            macs: n * oh * ow * c * self.out_c * self.kernel * self.kernel,
+            macs: n * oh * ow * c * self.out_c * self.kernel * self.kernel / self.groups,
             micros: start.elapsed().as_secs_f64() * 1e6,
         };
         LAYER_TIMES
@@ -237,6 +320,12 @@ impl PackedConv {
                 r.len(),
                 rows * out_c
             );
+        }
+        if !self.clusters.is_empty() {
+            if residual.is_some() {
+                bail!("a grouped convolution takes no shortcut");
+            }
+            return Ok(self.grouped_forward(x, (n, h, w, c), relu));
         }
         let matrix = match (&self.winograd, &self.matrix) {
             (Some(winograd), _) if self.uses_winograd((n, h, w, c)) => {
@@ -347,6 +436,82 @@ impl PackedConv {
                 }
                 matrix.multiply_into(taps, depth, out, epilogue, column_bands);
             });
+        }
+    }
+
+    /// A grouped convolution: bands of output rows on all threads, as [`Self::compute_inner`]
+    /// cuts them; in each band, cluster after cluster, its taps gathered from its input
+    /// channels, multiplied into a small buffer and copied into its output columns.
+    fn grouped_forward(&self, x: &[f32], dims: Dims4, relu: bool) -> (Vec<f32>, Shape) {
+        let (n, h, w, _) = dims;
+        let (oh, ow) = self.output_size(h, w);
+        let rows = n * oh * ow;
+        let out_c = self.out_c;
+        let cluster_in = self.in_c / self.clusters.len();
+        let cluster_out = out_c / self.clusters.len();
+        let depth = self.kernel * self.kernel * cluster_in;
+        let threads = rayon::current_num_threads();
+        let band = rows
+            .div_ceil(threads)
+            .min((TAPS_BUDGET / (depth * 4)).max(64))
+            .next_multiple_of(TILE_ROWS);
+        let mut out = vec![0f32; rows * out_c];
+        out.par_chunks_mut(band * out_c)
+            .enumerate()
+            .for_each(|(i, out)| {
+                let first = i * band;
+                let count = out.len() / out_c;
+                let mut taps = vec![0f32; count * depth];
+                let mut product = vec![0f32; count * cluster_out];
+                for (j, matrix) in self.clusters.iter().enumerate() {
+                    let channels = j * cluster_in..(j + 1) * cluster_in;
+                    self.gather_channel_taps(x, dims, first, channels, &mut taps);
+                    let columns = j * cluster_out..(j + 1) * cluster_out;
+                    let epilogue = Epilogue {
+                        bias: &self.bias[columns.clone()],
+                        residual: None,
+                        relu,
+                    };
+                    matrix.multiply(&taps, depth, &mut product, epilogue);
+                    for (dst, src) in out
+                        .chunks_exact_mut(out_c)
+                        .zip(product.chunks_exact(cluster_out))
+                    {
+                        dst[columns.clone()].copy_from_slice(src);
+                    }
+                }
+            });
+        (out, Shape::from((n, oh, ow, out_c)))
+    }
+
+    /// [`Self::gather_taps`] of the input channels `channels` only: one row of k·k·|channels|
+    /// values per output pixel.
+    fn gather_channel_taps(
+        &self,
+        x: &[f32],
+        (_, h, w, c): Dims4,
+        first: usize,
+        channels: std::ops::Range<usize>,
+        taps: &mut [f32],
+    ) {
+        let (k, s, p) = (self.kernel, self.stride, self.pad);
+        let (oh, ow) = self.output_size(h, w);
+        let width = channels.len();
+        for (i, pixel) in taps.chunks_exact_mut(k * k * width).enumerate() {
+            let index = first + i;
+            let (b, oy, ox) = (index / (oh * ow), (index / ow) % oh, index % ow);
+            for (tap, dst) in pixel.chunks_exact_mut(width).enumerate() {
+                let (ky, kx) = (tap / k, tap % k);
+                let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
+                let ix = (ox * s + kx).checked_sub(p).filter(|&ix| ix < w);
+                match (iy, ix) {
+                    (Some(iy), Some(ix)) => {
+                        let at = ((b * h + iy) * w + ix) * c + channels.start;
+                        dst.copy_from_slice(&x[at..at + width]);
+                    }
+                    _ => dst.fill(0.0),
+                }
+            }
         }
     }
 
@@ -509,5 +674,68 @@ mod tests {
                 .unwrap();
             assert!(max_abs_diff(&got, &want) < 1e-4, "case {i} with residual");
         }
+    }
+
+    /// Grouped convolutions against candle's conv2d with the same groups: ResNeXt's 32 groups
+    /// of 4 (clustered 4 at a time) and of 8, groups of odd widths that fill no panel, a
+    /// stride, a batch and enough rows for several bands.
+    #[test]
+    fn grouped_conv_matches_candle_conv2d() {
+        let cases = [
+            // (n, c_in, h, w, c_out, groups, stride)
+            (1, 128, 9, 7, 128, 32, 1),
+            (2, 256, 6, 5, 256, 32, 2),
+            (1, 24, 9, 11, 24, 4, 1),
+            (1, 12, 5, 3, 12, 3, 2),
+            (2, 64, 23, 21, 64, 8, 1),
+        ];
+        for (i, &(n, c, h, w, o, groups, s)) in cases.iter().enumerate() {
+            let x = noise(&[n, c, h, w], i as u32 + 400);
+            let weight = noise(&[o, c / groups, 3, 3], i as u32 + 500);
+            let bias = noise(&[o], i as u32 + 600);
+            let config = candle_nn::Conv2dConfig {
+                padding: 1,
+                stride: s,
+                groups,
+                ..Default::default()
+            };
+            let want = candle_nn::Conv2d::new(weight.clone(), Some(bias.clone()), config)
+                .forward(&x)
+                .unwrap()
+                .relu()
+                .unwrap();
+            let flat = weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let packed = PackedConv::grouped(
+                &flat,
+                &vec![1.0; o],
+                (o, c, 3),
+                groups,
+                bias.to_vec1::<f32>().unwrap(),
+                s,
+                1,
+                Format::F32,
+            );
+            assert_eq!(packed.groups, groups, "case {i}");
+            let x_nhwc = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+            let got = packed
+                .forward(&x_nhwc, None, true)
+                .unwrap()
+                .permute((0, 3, 1, 2))
+                .unwrap();
+            assert_eq!(got.dims(), want.dims(), "case {i}");
+            assert!(max_abs_diff(&got, &want) < 1e-4, "case {i}");
+        }
+    }
+
+    #[test]
+    fn groups_are_clustered_to_fill_whole_panels() {
+        // ResNeXt-50 32x4d's stages: 4, 8, 16, 32 output channels a group.
+        assert_eq!(groups_per_cluster(32, 4), 4);
+        assert_eq!(groups_per_cluster(32, 8), 2);
+        assert_eq!(groups_per_cluster(32, 16), 1);
+        assert_eq!(groups_per_cluster(64, 4), 4, "101_64x4d");
+        // No cluster fills whole panels: the fewest groups that fill one.
+        assert_eq!(groups_per_cluster(4, 6), 4);
+        assert_eq!(groups_per_cluster(3, 4), 3);
     }
 }

@@ -132,6 +132,45 @@ impl CustomOp1 for MaxPool {
     }
 }
 
+/// Average pooling 2×2, stride 2, ceil mode, padding not counted (timm's `avg_down`
+/// shortcut) over an NHWC tensor: a window cut by the image's edge averages what it covers.
+pub fn avg_pool_2x2_s2_ceil(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&AvgPool)
+}
+
+struct AvgPool;
+
+impl CustomOp1 for AvgPool {
+    fn name(&self) -> &'static str {
+        "camview-avg-pool-2x2-s2-ceil"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, (n, h, w, c)) = dense4(storage, layout)?;
+        let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+        let mut out = vec![0f32; n * oh * ow * c];
+        out.par_chunks_mut(ow * c)
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (b, oy) = (row / oh, row % oh);
+                let ys = 2 * oy..(2 * oy + 2).min(h);
+                for ox in 0..ow {
+                    let pixel = &mut out[ox * c..(ox + 1) * c];
+                    let xs = 2 * ox..(2 * ox + 2).min(w);
+                    for iy in ys.clone() {
+                        for ix in xs.clone() {
+                            let src = &x[((b * h + iy) * w + ix) * c..][..c];
+                            pixel.iter_mut().zip(src).for_each(|(o, v)| *o += v);
+                        }
+                    }
+                    let scale = 1.0 / (ys.len() * xs.len()) as f32;
+                    pixel.iter_mut().for_each(|o| *o *= scale);
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +257,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn avg_pool_averages_what_each_window_covers() {
+        // 3 × 3 → 2 × 2: the right column and bottom row windows are cut by the edge.
+        let x = Tensor::from_vec(
+            (1..=9).map(|v| v as f32).collect::<Vec<_>>(),
+            (1, 3, 3, 1),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let got = avg_pool_2x2_s2_ceil(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(got, [3.0, 4.5, 7.5, 9.0]);
     }
 }
