@@ -77,32 +77,50 @@ where() {
     *) echo "the system" ;;
     esac
 }
+# Where one library is: the driver's libcuda.so.1 only from the system.
+find_lib() {
+    local lib=$1 d
+    if [ "$lib" != libcuda.so.1 ]; then
+        for d in "${candidates[@]}"; do [ -e "$d/$lib" ] && echo "$d/$lib" && return; done
+    fi
+    ldconfig -p 2>/dev/null | awk -v l="$lib" '$1 == l { print $NF; exit }' | grep . && return
+    ldd "$camview" | awk -v l="$lib" '$1 == l && $3 ~ /^\// { print $3 }'
+}
 libdirs=()
 missing=0
-# The binary's CUDA libraries, as the loader names them (ldd lists those it cannot find too).
-for lib in $(ldd "$camview" | awk '$1 ~ /^lib(cuda|cudart|cublas|cublasLt|curand|nvrtc)\.so/ { print $1 }'); do
-    found=
-    for d in "${candidates[@]}"; do [ -e "$d/$lib" ] && found=$d/$lib && break; done
-    [ -n "$found" ] || found=$(ldconfig -p 2>/dev/null | awk -v l="$lib" '$1 == l { print $NF; exit }')
-    [ -n "$found" ] || found=$(ldd "$camview" | awk -v l="$lib" '$1 == l && $3 ~ /^\// { print $3 }')
-    if [ -z "$found" ] && [ "$lib" = libcuda.so.1 ] && [ "$device" = cpu ]; then
-        found=$PWD/$pack/nodriver/libcuda.so.1
-        echo "  $lib: no NVIDIA driver here; the stand-in $found (the dry run only)"
-    elif [ -z "$found" ]; then
-        echo "  $lib: NOT FOUND (searched ${candidates[*]} and the loader's cache)"
-        missing=1
-        continue
-    else
-        echo "  $lib: $found ($(where "$found"))"
-    fi
-    libdirs+=("$(dirname "$found")")
+seen=" "
+given_path=${LD_LIBRARY_PATH:-}
+# The binary's CUDA libraries as the loader names them, found in two rounds: a library found
+# in the first shows the loader its own (libcublas: libcublasLt).
+for round in 1 2; do
+    for lib in $(ldd "$camview" | awk '$1 ~ /^lib(cuda|cudart|cublas|cublasLt|curand|nvrtc)\.so/ { print $1 }'); do
+        case $seen in *" $lib "*) continue ;; esac
+        seen="$seen$lib "
+        found=$(find_lib "$lib")
+        if [ -z "$found" ] && [ "$lib" = libcuda.so.1 ] && [ "$device" = cpu ]; then
+            found=$PWD/$pack/nodriver/libcuda.so.1
+            echo "  $lib: no NVIDIA driver here; the stand-in $found (the dry run only)"
+        elif [ -z "$found" ] && [ "$lib" = libcuda.so.1 ]; then
+            echo "  $lib: NOT FOUND: the NVIDIA driver's library is not in the loader's cache"
+            missing=1
+            continue
+        elif [ -z "$found" ]; then
+            echo "  $lib: NOT FOUND (searched ${candidates[*]} and the loader's cache)"
+            missing=1
+            continue
+        else
+            echo "  $lib: $found ($(where "$found"))"
+        fi
+        libdirs+=("$(dirname "$found")")
+    done
+    [ ${#libdirs[@]} = 0 ] && continue
+    LD_LIBRARY_PATH=$(printf '%s\n' "${libdirs[@]}" | awk '!seen[$0]++' | paste -sd:)${given_path:+:$given_path}
+    export LD_LIBRARY_PATH
 done
 [ "$missing" = 0 ] || {
     echo "gpu-check: CUDA libraries missing; CUDA_LIB=DIR names a folder that has them" >&2
     exit 1
 }
-LD_LIBRARY_PATH=$(printf '%s\n' "${libdirs[@]}" | awk '!seen[$0]++' | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export LD_LIBRARY_PATH
 ldd "$camview" >"$raw/ldd.txt"
 if grep -q 'not found' "$raw/ldd.txt"; then
     grep 'not found' "$raw/ldd.txt"
