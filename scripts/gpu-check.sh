@@ -129,9 +129,13 @@ if grep -q 'not found' "$raw/ldd.txt"; then
 fi
 echo "  ldd: every library found"
 if [ "$device" = cuda ]; then
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$raw/gpu.txt" 2>&1 ||
+    nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader >"$raw/gpu.txt" 2>&1 ||
         echo "(nvidia-smi: none here)" >"$raw/gpu.txt"
     sed 's/^/  /' "$raw/gpu.txt"
+    # The kernels run only on the compute capability they were built for.
+    built=$(grep -o 'compute capability [0-9]*' "$pack/MANIFEST" | grep -o '[0-9]*$' || true)
+    here=$(head -1 "$raw/gpu.txt" | awk -F', ' '{ print $NF }' | tr -d .)
+    [ "$built" = "$here" ] || echo "  WARNING: the pack was built for compute capability $built, this GPU has $here: rebuild with CUDA_COMPUTE_CAP=$here scripts/gpu-pack.sh"
 fi
 "$python" -c 'import torch, torchvision; print("  torch", torch.__version__, "torchvision", torchvision.__version__, "cuda", torch.version.cuda)'
 
