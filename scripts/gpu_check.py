@@ -27,6 +27,7 @@ import math
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -264,7 +265,8 @@ def parity(args):
     model = load_model(args.weights, args.device)
     rows, ok = [], True
     pixels_checked = pixels_equal = 0
-    args.photos = as_png(args.photos, Path(args.out) / "photos")
+    converted = tempfile.TemporaryDirectory()
+    args.photos = as_png(args.photos, Path(converted.name))
     for mode in MODES:
         here = run_camview(args.camview, args.weights, args.device, mode, args.photos)
         cpu = (here if args.device == "cpu"
