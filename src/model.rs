@@ -2,6 +2,7 @@
 //! Class Activation Maps. Nothing here knows about the terminal UI.
 
 pub mod cam;
+pub mod cam_methods;
 pub mod classifier;
 pub mod fetch;
 pub mod kernels;

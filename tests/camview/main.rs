@@ -3,6 +3,7 @@
 
 mod bad_dataset;
 mod bad_input;
+mod cam_methods;
 mod cli;
 mod common;
 mod eval;
