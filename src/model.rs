@@ -4,6 +4,7 @@
 pub mod cam;
 pub mod cam_methods;
 pub mod classifier;
+pub mod faithfulness;
 pub mod fetch;
 pub mod kernels;
 pub mod labels;
