@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use camview::analysis;
 use camview::model::Arch;
+use camview::model::cam_methods::{CamMethod, ClassHead, FeatureMap, class_map, score_cam_inputs};
 use camview::model::preprocess::load_rgb;
 use camview::model::resnet::ResNet;
 use camview::model::weights::Weights;
@@ -85,6 +86,41 @@ fn engine(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // The CAM family, one class's map from the same features (CAM's row above is five maps
+    // through candle's matmul; here each method's own arithmetic, the copy out included).
+    let (_, channels, height, width) = out.features.dims4().unwrap();
+    let class = 967;
+    let head_row = classifier.model().fc_weight().get(class).unwrap();
+    let weights = head_row.to_vec1::<f32>().unwrap();
+    let logit = out
+        .logits
+        .get(0)
+        .unwrap()
+        .get(class)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    for method in CamMethod::ALL
+        .into_iter()
+        .filter(|m| !m.needs_forward_passes())
+    {
+        g.bench_function(format!("{} map 7x11", method.name()), |b| {
+            b.iter(|| {
+                let values = out
+                    .features
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let features = FeatureMap::new(channels, height, width, &values);
+                let head = ClassHead {
+                    weights: &weights,
+                    logit,
+                };
+                class_map(method, &features, head).unwrap()
+            })
+        });
+    }
     g.bench_function("bbox at 600x400", |b| {
         b.iter(|| overlay::bbox(&analysis, 0, img.dimensions()))
     });
@@ -110,6 +146,27 @@ fn engine(c: &mut Criterion) {
     g.bench_function("render 300x200 prefitted", |b| {
         b.iter(|| overlay::render(&small, original, Some(&analysis), 0, Style::default()))
     });
+    g.finish();
+
+    let values = out
+        .features
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let features = FeatureMap::new(channels, height, width, &values);
+    let mut g = c.benchmark_group("scorecam");
+    g.sample_size(10);
+    g.bench_function(
+        "scorecam: 16 of 2048 channels' masked passes 224x336",
+        |b| {
+            b.iter(|| {
+                let inputs =
+                    score_cam_inputs(&prepared.tensor, &features, 0..16, &Device::Cpu).unwrap();
+                classifier.model().forward(&inputs).unwrap().logits
+            })
+        },
+    );
     g.finish();
 }
 

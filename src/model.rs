@@ -4,8 +4,10 @@
 
 pub mod architecture;
 pub mod cam;
+pub mod cam_methods;
 pub mod classes;
 pub mod classifier;
+pub mod faithfulness;
 pub mod fetch;
 pub mod kernels;
 pub mod labels;

@@ -726,6 +726,11 @@ impl ResNet {
         rows.matmul(&flat)?.reshape((classes.len(), h, w))
     }
 
+    /// The classifier's weights, classes × feature channels (what the CAM family reads).
+    pub fn fc_weight(&self) -> &Tensor {
+        &self.fc_weight
+    }
+
     /// Which stride layout the network was built with.
     pub fn arch(&self) -> Arch {
         self.architecture.layout

@@ -10,7 +10,8 @@ use camview::model::preprocess::{load_rgb, network_pixels};
 use candle_core::{D, Tensor};
 
 use crate::common::{
-    MODES, PHOTOS, classifier, golden, golden_input, photo, read_npy, reference_json, weights_path,
+    MODES, PHOTOS, classifier, golden, golden_input, pearson, photo, read_npy, reference_json,
+    weights_path,
 };
 
 const LOGIT_TOL: f32 = 1e-4;
@@ -387,18 +388,4 @@ fn top_classes(logits: &[f32], k: usize) -> Vec<u32> {
     order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
     order.truncate(k);
     order
-}
-
-fn pearson(a: &[f32], b: &[f32]) -> f64 {
-    let n = a.len() as f64;
-    let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-    let (ma, mb) = (mean(a), mean(b));
-    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x) - ma, f64::from(y) - mb);
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa * bb).sqrt()
 }

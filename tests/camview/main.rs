@@ -3,9 +3,11 @@
 
 mod bad_dataset;
 mod bad_input;
+mod cam_methods;
 mod cli;
 mod common;
 mod eval;
+mod faithfulness;
 mod fetch;
 mod golden;
 mod importer;

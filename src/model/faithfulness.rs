@@ -1,0 +1,531 @@
+//! How faithful a map is to the model: the model's confidence in a class when the input is
+//! changed where the map says it looks.
+//!
+//! - **Confidence change** when the input is multiplied by the map (Chattopadhay et al.,
+//!   Grad-CAM++, WACV 2018): its average drop max(−change, 0) / before and its increase
+//!   (change > 0) over a dataset; computed as pytorch-grad-cam's `cam_mult_image.py` does.
+//! - **ROAD** (Rong et al., ICML 2022): the pixels the map ranks most (or least) relevant are
+//!   removed and filled in by noisy linear imputation — each removed pixel the weighted mean of
+//!   its eight neighbours, solved for all of them at once — and the confidence change read, as
+//!   pytorch-grad-cam's `road.py` does (its percentile: "most relevant first at 80" keeps the
+//!   80 % below the map's 80th percentile and imputes the rest).
+//! - **Deletion and insertion** (Petsiuk et al., RISE, BMVC 2018): pixels removed from the
+//!   image (set to 0 in the normalised input), or inserted into a blurred copy, most salient
+//!   first, a step at a time; the area under the confidence curve.
+//!
+//! Inputs are normalised network inputs, channel-major (3 × H × W); maps are H × W in 0..1 at
+//! the input's size ([`upsample_like_opencv`] brings a layer-4 grid there as pytorch-grad-cam
+//! does). The model is reached through a `score` function: a batch of inputs (n × 3 × H × W)
+//! → the class's probability for each.
+
+use candle_core::{Device, Tensor};
+
+/// The model's confidence in one class for each input of a batch.
+pub type Score<'a> = dyn FnMut(&Tensor) -> candle_core::Result<Vec<f32>> + 'a;
+
+/// A network input, channel-major.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub values: &'a [f32],
+}
+
+impl Input<'_> {
+    fn pixels(&self) -> usize {
+        self.height * self.width
+    }
+
+    fn tensor(&self, batch: Vec<f32>, device: &Device) -> candle_core::Result<Tensor> {
+        let n = batch.len() / (self.channels * self.pixels());
+        Tensor::from_vec(batch, (n, self.channels, self.height, self.width), device)
+    }
+}
+
+/// A layer-4 map scaled to 0..1 brought to `width` × `height` the way pytorch-grad-cam does:
+/// OpenCV's bilinear resize (pixel centres aligned, edges clamped), then min–max scaling again
+/// (ε = 1e-7 in the span, as the library's `scale_cam_image`).
+pub fn upsample_like_opencv(
+    grid: &[f32],
+    grid_width: usize,
+    grid_height: usize,
+    width: usize,
+    height: usize,
+) -> Vec<f32> {
+    let taps = |out: usize, src: usize| -> Vec<(usize, usize, f32)> {
+        let scale = src as f64 / out as f64;
+        (0..out)
+            .map(|o| {
+                let f = ((o as f64 + 0.5) * scale - 0.5) as f32;
+                let mut s = f.floor() as isize;
+                let mut frac = f - s as f32;
+                if s < 0 {
+                    s = 0;
+                    frac = 0.0;
+                }
+                if s as usize >= src - 1 {
+                    s = src as isize - 1;
+                    frac = 0.0;
+                }
+                let s = s as usize;
+                (s, (s + 1).min(src - 1), frac)
+            })
+            .collect()
+    };
+    let rows = taps(height, grid_height);
+    let cols = taps(width, grid_width);
+    let mut map = Vec::with_capacity(width * height);
+    for &(r0, r1, fy) in &rows {
+        for &(c0, c1, fx) in &cols {
+            let top = grid[r0 * grid_width + c0] * (1.0 - fx) + grid[r0 * grid_width + c1] * fx;
+            let bottom = grid[r1 * grid_width + c0] * (1.0 - fx) + grid[r1 * grid_width + c1] * fx;
+            map.push(top * (1.0 - fy) + bottom * fy);
+        }
+    }
+    let lo = map.iter().copied().fold(f32::INFINITY, f32::min);
+    map.iter_mut().for_each(|v| *v -= lo);
+    let hi = map.iter().copied().fold(0f32, f32::max);
+    map.iter_mut().for_each(|v| *v /= 1e-7 + hi);
+    map
+}
+
+/// The confidence change when the input is multiplied by the map: after − before.
+pub fn cam_mult_image(
+    input: Input,
+    map: &[f32],
+    device: &Device,
+    score: &mut Score,
+) -> candle_core::Result<f32> {
+    let pixels = input.pixels();
+    let mut batch = input.values.to_vec();
+    batch.extend(
+        input
+            .values
+            .chunks(pixels)
+            .flat_map(|plane| plane.iter().zip(map).map(|(v, m)| v * m)),
+    );
+    let scores = score(&input.tensor(batch, device)?)?;
+    Ok(scores[1] - scores[0])
+}
+
+/// Which pixels ROAD removes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    MostRelevantFirst,
+    LeastRelevantFirst,
+}
+
+/// ROAD's confidence change for each percentile (pytorch-grad-cam's meaning, see the module
+/// docs), the removed pixels imputed with `noise` × N(0, 1) added (pytorch-grad-cam: 0.01;
+/// 0 for a deterministic result) from a generator seeded with `seed`.
+pub fn road(
+    input: Input,
+    map: &[f32],
+    order: Order,
+    percentiles: &[f64],
+    noise: f32,
+    seed: u64,
+    device: &Device,
+    score: &mut Score,
+) -> candle_core::Result<Vec<f32>> {
+    let ranked: Vec<f32> = match order {
+        Order::MostRelevantFirst => map.to_vec(),
+        Order::LeastRelevantFirst => map.iter().map(|m| 1.0 - m).collect(),
+    };
+    let mut normal = Normal::new(seed);
+    let mut batch = input.values.to_vec();
+    for &p in percentiles {
+        let threshold = percentile(&ranked, p);
+        let keep: Vec<bool> = ranked.iter().map(|&v| v < threshold).collect();
+        batch.extend(impute(input, &keep, noise, &mut normal));
+    }
+    let scores = score(&input.tensor(batch, device)?)?;
+    Ok(scores[1..].iter().map(|s| s - scores[0]).collect())
+}
+
+/// numpy's `percentile` (linear interpolation between the closest ranks).
+pub fn percentile(values: &[f32], p: f64) -> f32 {
+    let mut sorted: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
+    sorted.sort_by(f64::total_cmp);
+    let rank = p / 100.0 * (sorted.len() - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = rank.ceil() as usize;
+    (sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)) as f32
+}
+
+/// ROAD's neighbours and their weights: the four sides count twice the four corners.
+const NEIGHBOURS: [((isize, isize), f64); 8] = [
+    ((1, 1), 1.0 / 12.0),
+    ((0, 1), 1.0 / 6.0),
+    ((-1, 1), 1.0 / 12.0),
+    ((1, -1), 1.0 / 12.0),
+    ((0, -1), 1.0 / 6.0),
+    ((-1, -1), 1.0 / 12.0),
+    ((1, 0), 1.0 / 6.0),
+    ((-1, 0), 1.0 / 6.0),
+];
+
+/// The input with every pixel not kept replaced by the weighted mean of its neighbours inside
+/// the image — one linear system for all of them, solved by conjugate gradients (the system
+/// is symmetric and diagonally dominant) — plus noise.
+fn impute(input: Input, keep: &[bool], noise: f32, normal: &mut Normal) -> Vec<f32> {
+    let (h, w) = (input.height as isize, input.width as isize);
+    let unknown: Vec<usize> = (0..keep.len()).filter(|&i| !keep[i]).collect();
+    let mut slot = vec![usize::MAX; keep.len()];
+    for (n, &i) in unknown.iter().enumerate() {
+        slot[i] = n;
+    }
+    // Each unknown's neighbours: (unknown slot or known pixel, weight), and its diagonal.
+    let mut links: Vec<Vec<(Result<usize, usize>, f64)>> = Vec::with_capacity(unknown.len());
+    let mut diagonal = Vec::with_capacity(unknown.len());
+    for &i in &unknown {
+        let (y, x) = ((i as isize) / w, (i as isize) % w);
+        let mut own = Vec::with_capacity(8);
+        let mut sum = 0.0;
+        for ((dy, dx), weight) in NEIGHBOURS {
+            let (ny, nx) = (y + dy, x + dx);
+            if ny < 0 || nx < 0 || ny >= h || nx >= w {
+                continue;
+            }
+            let j = (ny * w + nx) as usize;
+            sum += weight;
+            own.push((if keep[j] { Err(j) } else { Ok(slot[j]) }, weight));
+        }
+        links.push(own);
+        diagonal.push(sum);
+    }
+    let pixels = input.pixels();
+    let mut out = input.values.to_vec();
+    for (plane, image) in out.chunks_mut(pixels).zip(input.values.chunks(pixels)) {
+        // M x = b with M = diag(sum) − W_unknown, b = W_known · image.
+        let b: Vec<f64> = links
+            .iter()
+            .map(|own| {
+                own.iter()
+                    .filter_map(|&(to, weight)| to.err().map(|j| weight * f64::from(image[j])))
+                    .sum()
+            })
+            .collect();
+        let apply = |x: &[f64]| -> Vec<f64> {
+            links
+                .iter()
+                .zip(&diagonal)
+                .zip(x)
+                .map(|((own, d), xi)| {
+                    d * xi
+                        - own
+                            .iter()
+                            .filter_map(|&(to, weight)| to.ok().map(|s| weight * x[s]))
+                            .sum::<f64>()
+                })
+                .collect()
+        };
+        let solution = conjugate_gradients(apply, &b);
+        for (&i, value) in unknown.iter().zip(solution) {
+            plane[i] = value as f32;
+        }
+    }
+    if noise != 0.0 {
+        for plane in out.chunks_mut(pixels) {
+            for &i in &unknown {
+                plane[i] += noise * normal.sample();
+            }
+        }
+    }
+    out
+}
+
+/// Solves M x = b for a symmetric positive-definite M given as a product.
+fn conjugate_gradients(apply: impl Fn(&[f64]) -> Vec<f64>, b: &[f64]) -> Vec<f64> {
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let mut x = vec![0f64; b.len()];
+    let mut r = b.to_vec();
+    let mut p = r.clone();
+    let mut rr = dot(&r, &r);
+    let goal = 1e-24 * dot(b, b).max(f64::MIN_POSITIVE);
+    for _ in 0..10 * b.len().max(1) {
+        if rr <= goal {
+            break;
+        }
+        let mp = apply(&p);
+        let step = rr / dot(&p, &mp);
+        for ((xi, ri), (pi, mpi)) in x.iter_mut().zip(r.iter_mut()).zip(p.iter().zip(&mp)) {
+            *xi += step * pi;
+            *ri -= step * mpi;
+        }
+        let next = dot(&r, &r);
+        let keep = next / rr;
+        rr = next;
+        for (pi, ri) in p.iter_mut().zip(&r) {
+            *pi = ri + keep * *pi;
+        }
+    }
+    x
+}
+
+/// Standard normal samples from a seeded generator (splitmix64, Box–Muller).
+struct Normal {
+    state: u64,
+    spare: Option<f32>,
+}
+
+impl Normal {
+    fn new(seed: u64) -> Self {
+        Self {
+            state: seed,
+            spare: None,
+        }
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // 53 random bits in (0, 1].
+        ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    fn sample(&mut self) -> f32 {
+        if let Some(s) = self.spare.take() {
+            return s;
+        }
+        let radius = (-2.0 * self.uniform().ln()).sqrt();
+        let angle = std::f64::consts::TAU * self.uniform();
+        self.spare = Some((radius * angle.sin()) as f32);
+        (radius * angle.cos()) as f32
+    }
+}
+
+/// RISE's deletion and insertion curves: the confidence after each step of `step` pixels,
+/// first point the untouched start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curves {
+    pub deletion: Vec<f32>,
+    pub insertion: Vec<f32>,
+}
+
+impl Curves {
+    /// Area under a curve drawn over 0..1 (trapezoids, as RISE's `auc`).
+    pub fn area(curve: &[f32]) -> f32 {
+        if curve.len() < 2 {
+            return curve.first().copied().unwrap_or(0.0);
+        }
+        let sum: f32 = curve.iter().sum();
+        (sum - curve[0] / 2.0 - curve[curve.len() - 1] / 2.0) / (curve.len() - 1) as f32
+    }
+}
+
+/// RISE's blur for insertion's start: an 11 × 11 Gaussian of σ = 5, zero padding outside.
+fn blurred(input: Input) -> Vec<f32> {
+    const SIDE: usize = 11;
+    const SIGMA: f64 = 5.0;
+    let half = (SIDE / 2) as isize;
+    // A sampled, normalised Gaussian, separable. (RISE makes its kernel by Gaussian-filtering
+    // a point inside the 11 × 11 window, which folds the tails back in: slightly flatter.)
+    let taps: Vec<f64> = (-half..=half)
+        .map(|i| (-(i * i) as f64 / (2.0 * SIGMA * SIGMA)).exp())
+        .collect();
+    let total: f64 = taps.iter().sum();
+    let taps: Vec<f64> = taps.iter().map(|t| t / total).collect();
+    let (h, w) = (input.height as isize, input.width as isize);
+    let mut out = Vec::with_capacity(input.values.len());
+    for plane in input.values.chunks(input.pixels()) {
+        let mut across = vec![0f64; plane.len()];
+        for y in 0..h {
+            for x in 0..w {
+                across[(y * w + x) as usize] = (-half..=half)
+                    .filter(|d| (0..w).contains(&(x + d)))
+                    .map(|d| taps[(d + half) as usize] * f64::from(plane[(y * w + x + d) as usize]))
+                    .sum();
+            }
+        }
+        for y in 0..h {
+            for x in 0..w {
+                let v: f64 = (-half..=half)
+                    .filter(|d| (0..h).contains(&(y + d)))
+                    .map(|d| taps[(d + half) as usize] * across[((y + d) * w + x) as usize])
+                    .sum();
+                out.push(v as f32);
+            }
+        }
+    }
+    out
+}
+
+/// Deletion (pixels set to 0, the mean colour once normalised) and insertion (pixels copied
+/// into a blurred input), most salient first, `step` pixels a step, scored `batch` inputs at
+/// a time. `progress(done, total)` after each batch; `Break` stops and gives `None`.
+#[allow(clippy::too_many_arguments)]
+pub fn deletion_insertion(
+    input: Input,
+    map: &[f32],
+    step: usize,
+    batch: usize,
+    device: &Device,
+    score: &mut Score,
+    progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+) -> candle_core::Result<Option<Curves>> {
+    let pixels = input.pixels();
+    let step = step.max(1);
+    let mut order: Vec<usize> = (0..pixels).collect();
+    // Most salient first; equal saliency in pixel order.
+    order.sort_by(|&a, &b| map[b].total_cmp(&map[a]).then(a.cmp(&b)));
+    let steps = pixels.div_ceil(step);
+    let blur = blurred(input);
+    let total = 2 * (steps + 1);
+    let mut done = 0;
+    let mut curves = Vec::with_capacity(2);
+    for (start, finish) in [
+        (input.values.to_vec(), vec![0f32; input.values.len()]),
+        (blur, input.values.to_vec()),
+    ] {
+        let mut current = start;
+        let mut curve = Vec::with_capacity(steps + 1);
+        let mut pending = Vec::new();
+        for i in 0..=steps {
+            if i > 0 {
+                for &p in &order[(i - 1) * step..(i * step).min(pixels)] {
+                    for c in 0..input.channels {
+                        current[c * pixels + p] = finish[c * pixels + p];
+                    }
+                }
+            }
+            pending.extend_from_slice(&current);
+            if pending.len() == batch.max(1) * current.len() || i == steps {
+                let scored = std::mem::take(&mut pending);
+                let n = scored.len() / current.len();
+                curve.extend(score(&input.tensor(scored, device)?)?);
+                done += n;
+                if progress(done, total).is_break() {
+                    return Ok(None);
+                }
+            }
+        }
+        curves.push(curve);
+    }
+    let insertion = curves.pop().unwrap_or_default();
+    let deletion = curves.pop().unwrap_or_default();
+    Ok(Some(Curves {
+        deletion,
+        insertion,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numpy_percentiles() {
+        let v = [4.0, 1.0, 3.0, 2.0];
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert_eq!(percentile(&v, 100.0), 4.0);
+        assert!((percentile(&v, 50.0) - 2.5).abs() < 1e-6);
+        assert!((percentile(&v, 20.0) - 1.6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn imputed_pixels_are_the_weighted_mean_of_their_neighbours() {
+        let (h, w) = (6, 7);
+        let values: Vec<f32> = (0..2 * h * w)
+            .map(|i| ((i * 37) % 11) as f32 / 3.0)
+            .collect();
+        let input = Input {
+            channels: 2,
+            height: h,
+            width: w,
+            values: &values,
+        };
+        let keep: Vec<bool> = (0..h * w)
+            .map(|i| !(i % 5 == 0 || i == 8 || i == 9))
+            .collect();
+        let out = impute(input, &keep, 0.0, &mut Normal::new(0));
+        for c in 0..2 {
+            let plane = &out[c * h * w..(c + 1) * h * w];
+            for i in (0..h * w).filter(|&i| !keep[i]) {
+                let (y, x) = ((i / w) as isize, (i % w) as isize);
+                let (mut sum, mut weights) = (0f64, 0f64);
+                for ((dy, dx), weight) in NEIGHBOURS {
+                    let (ny, nx) = (y + dy, x + dx);
+                    if (0..h as isize).contains(&ny) && (0..w as isize).contains(&nx) {
+                        sum += weight * f64::from(plane[(ny * w as isize + nx) as usize]);
+                        weights += weight;
+                    }
+                }
+                assert!(
+                    (f64::from(plane[i]) - sum / weights).abs() < 1e-5,
+                    "pixel {i}"
+                );
+            }
+            for i in (0..h * w).filter(|&i| keep[i]) {
+                assert_eq!(plane[i], values[c * h * w + i]);
+            }
+        }
+    }
+
+    #[test]
+    fn normal_samples_look_normal() {
+        let mut normal = Normal::new(7);
+        let samples: Vec<f64> = (0..20000).map(|_| f64::from(normal.sample())).collect();
+        let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+        let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / samples.len() as f64;
+        assert!(mean.abs() < 0.03, "{mean}");
+        assert!((var - 1.0).abs() < 0.05, "{var}");
+    }
+
+    #[test]
+    fn opencv_upsampling_keeps_a_flat_map_and_interpolates_between_centres() {
+        // 2 × 1 grid → 4 × 1: pixel centres at 0.25, 0.75, 1.25, 1.75 of the grid's cells.
+        let map = upsample_like_opencv(&[0.0, 1.0], 2, 1, 4, 1);
+        // Before min–max: 0, 0.25, 0.75, 1 (the outer pixels clamp to the edge cells).
+        let expected = [0.0, 0.25, 0.75, 1.0];
+        for (m, e) in map.iter().zip(expected) {
+            assert!((m - e).abs() < 1e-6, "{map:?}");
+        }
+    }
+
+    #[test]
+    fn deletion_and_insertion_walk_from_start_to_finish_in_saliency_order() {
+        let (h, w) = (3, 4);
+        let values: Vec<f32> = (0..3 * h * w).map(|i| 1.0 + (i % 7) as f32).collect();
+        let input = Input {
+            channels: 3,
+            height: h,
+            width: w,
+            values: &values,
+        };
+        let map: Vec<f32> = (0..h * w).map(|i| ((i * 5) % 12) as f32 / 11.0).collect();
+        // A stand-in model: the confidence is the input's sum.
+        let mut score = |x: &Tensor| -> candle_core::Result<Vec<f32>> {
+            x.flatten_from(1)?.sum(1)?.to_vec1::<f32>()
+        };
+        let mut calls = 0;
+        let curves =
+            deletion_insertion(input, &map, 5, 2, &Device::Cpu, &mut score, &mut |_, _| {
+                calls += 1;
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap()
+            .unwrap();
+        // 12 pixels, 5 a step: 3 steps, 4 points a curve.
+        assert_eq!(curves.deletion.len(), 4);
+        assert_eq!(curves.insertion.len(), 4);
+        assert_eq!(calls, 4, "two batches of two points a curve");
+        let total: f32 = values.iter().sum();
+        assert!((curves.deletion[0] - total).abs() < 1e-3);
+        assert!(curves.deletion[3].abs() < 1e-3);
+        assert!((curves.insertion[3] - total).abs() < 1e-3);
+        // The first deletion step removes the five most salient pixels.
+        let mut order: Vec<usize> = (0..h * w).collect();
+        order.sort_by(|&a, &b| map[b].total_cmp(&map[a]).then(a.cmp(&b)));
+        let removed: f32 = order[..5]
+            .iter()
+            .map(|&p| (0..3).map(|c| values[c * h * w + p]).sum::<f32>())
+            .sum();
+        assert!((curves.deletion[1] - (total - removed)).abs() < 1e-3);
+        assert!((Curves::area(&[1.0, 0.0]) - 0.5).abs() < 1e-6);
+    }
+}

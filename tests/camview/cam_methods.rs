@@ -1,0 +1,101 @@
+//! The CAM family against pytorch-grad-cam 1.5's own implementations
+//! (`tests/fixtures/cam_methods/make_cam_methods.py`): the genuine ResNet-50, the golden
+//! `center` inputs, the top-1 class, maps compared on the 7 × 7 layer-4 grid after the
+//! library's scaling (ReLU, min–max), which is what `CamGrid::normalised` does.
+
+use camview::model::cam_methods::{CamMethod, ClassHead, FeatureMap, class_map};
+use candle_core::{D, IndexOp};
+
+use crate::common::{PHOTOS, classifier, golden_input, pearson, root};
+
+/// Correlation with the reference that a map must reach (the methods' maps differ from each
+/// other by more: CAM's against Grad-CAM++'s, LayerCAM's, Ablation-CAM's and EigenCAM's on
+/// these photos correlate 0.63–0.99).
+const MIN_CORRELATION: f64 = 0.999;
+/// The largest difference allowed at any cell of the scaled maps (0..1).
+const MAX_DIFFERENCE: f32 = 1e-3;
+
+fn reference() -> serde_json::Value {
+    let path = root().join("tests/fixtures/cam_methods/cam_methods.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// camview's method each reference map is checked against: Grad-CAM, HiResCAM and
+/// XGrad-CAM are CAM up to a positive factor with a linear head (`cam_methods`' docs).
+fn ours(reference_name: &str) -> CamMethod {
+    match reference_name {
+        "gradcam" | "hirescam" | "xgradcam" => CamMethod::Cam,
+        other => CamMethod::from_name(other).unwrap_or_else(|| panic!("no method {other}")),
+    }
+}
+
+#[test]
+fn every_method_matches_pytorch_grad_cam_on_every_photo() {
+    let reference = reference();
+    let model = classifier().model();
+    let mut checked = 0;
+    for photo in PHOTOS {
+        let want = &reference["photos"][photo];
+        let class = want["class"].as_u64().unwrap() as usize;
+        let out = model
+            .forward(&golden_input(&format!("{photo}.center")))
+            .unwrap();
+        let logits = out.logits.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+        let top1 = out
+            .logits
+            .argmax(D::Minus1)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap()[0];
+        assert_eq!(top1 as usize, class, "{photo}: the reference's top-1");
+        let (_, channels, height, width) = out.features.dims4().unwrap();
+        let values = out
+            .features
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let features = FeatureMap::new(channels, height, width, &values);
+        let weights = model
+            .fc_weight()
+            .i(class)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let head = ClassHead {
+            weights: &weights,
+            logit: logits[class],
+        };
+        for (name, rows) in want["maps"].as_object().unwrap() {
+            let method = ours(name);
+            if method.needs_forward_passes() {
+                continue;
+            }
+            let expected: Vec<f32> = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|row| row.as_array().unwrap().iter())
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let got = class_map(method, &features, head).unwrap().normalised();
+            let correlation = pearson(&got, &expected);
+            let worst = got
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            println!("{photo} {name}: correlation {correlation:.6}, max difference {worst:.2e}");
+            assert!(
+                correlation >= MIN_CORRELATION,
+                "{photo} {name}: correlation {correlation} with pytorch-grad-cam"
+            );
+            assert!(
+                worst <= MAX_DIFFERENCE,
+                "{photo} {name}: a cell differs by {worst} from pytorch-grad-cam's"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= PHOTOS.len() * 6, "only {checked} maps checked");
+}
