@@ -9,7 +9,8 @@
 #   2. make seeded random ResNet-50 weights with torchvision (scripts/gpu_check.py weights);
 #   3. parity: camview's probabilities and CAMs on the GPU against PyTorch's on the same GPU
 #      and weights (no TF32), for the photos of images/ in each resize mode, and against
-#      camview on the CPU (scripts/gpu_check.py parity);
+#      camview on the CPU (scripts/gpu_check.py parity); then the same against PyTorch for a
+#      ResNet-18 and a ResNeXt-50 (basic blocks, grouped convolutions), `squash` mode;
 #   4. speed: `camview bench` at batch 1 and 64 beside PyTorch eager (f32, and channels-last
 #      bf16 autocast), `eval` and `classify` throughput on a folder of copies of the photos;
 #   5. one markdown table; with OUT set, the raw numbers and the table in $OUT.
@@ -149,7 +150,7 @@ step "parity: camview on $device against PyTorch on $device and against camview 
 parity_status=0
 BOUND=400 bounded "$python" scripts/gpu_check.py parity --camview "$camview" --weights "$weights" \
     --device "$device" --out "$raw" "${images[@]}" || parity_status=$?
-worst=$("$python" - "$raw/parity.json" <<'PY' 2>/dev/null || true
+worst=$("$python" - "$raw/parity-resnet50.json" <<'PY' 2>/dev/null || true
 import json, sys
 p = json.load(open(sys.argv[1]))
 w = p["worst"]
@@ -157,6 +158,27 @@ print(p["inputs"], p["passed"], *(f"{w[s][k]:.1e}" for s in ("vs_torch", "vs_cam
 PY
 )
 read -r parity_n parity_ok torch_logits torch_cams cpu_logits cpu_cams <<<"$worst" || true
+
+# The rest of the family camview runs: a basic-block network and a grouped one, one resize
+# mode each (the modes are the same code for every network).
+family=()
+for arch in resnet18 resnext50_32x4d; do
+    step "parity: $arch (squash), seeded random weights"
+    arch_weights=$work/$arch.safetensors
+    arch_status=0
+    bounded "$python" scripts/gpu_check.py weights --arch "$arch" "$arch_weights" "${images[@]}" &&
+        BOUND=300 bounded "$python" scripts/gpu_check.py parity --arch "$arch" --modes squash \
+            --camview "$camview" --weights "$arch_weights" --device "$device" --out "$raw" \
+            "${images[@]}" || arch_status=$?
+    result=$("$python" - "$raw/parity-$arch.json" <<'PY' 2>/dev/null || echo "-"
+import json, sys
+p = json.load(open(sys.argv[1]))
+w = p["worst"]["vs_torch"]
+print(f"{p['passed']}/{p['inputs']}: {w['logits']:.1e}, {w['cam_all']:.1e}")
+PY
+    )
+    if [ "$arch_status" = 0 ]; then family+=("$arch passed, $result"); else family+=("$arch FAILED, $result"); parity_status=1; fi
+done
 
 step "speed: camview bench, PyTorch eager"
 field() { grep -o " $1=[0-9.]*" | tail -1 | cut -d= -f2; }
@@ -215,6 +237,7 @@ wall=$(elapsed)
     echo "| $device ($gpu) | camview | PyTorch eager f32 | camview / PyTorch | PyTorch bf16 channels-last | goal |"
     echo "|---|---|---|---|---|---|"
     echo "| parity with PyTorch: logits, CAMs (largest difference / largest value) | $verdict: $(or_dash "${torch_logits:-}"), $(or_dash "${torch_cams:-}") | | | | ≤ 1e-3 |"
+    echo "| parity of the family with PyTorch (squash) | $(IFS=';'; echo "${family[*]}") | | | | ≤ 1e-3 |"
     echo "| parity with camview on the CPU | $(or_dash "${cpu_logits:-}"), $(or_dash "${cpu_cams:-}")$([ "$device" = cpu ] && echo ' (the same device)') | | | | ≤ 1e-3 |"
     echo "| batch 1 latency (ms) | $(ms "$cam_b1") | $(ms "$torch_b1") | $(ratio "$cam_b1" "$torch_b1") | $(ms "$bf16_b1") | ≤ 0.8 |"
     echo "| batch 64 (ms a batch) | $(ms "$cam_b64") | $(ms "$torch_b64") | $(ratio "$cam_b64" "$torch_b64") | $(ms "$bf16_b64") | ≤ 1.0 |"

@@ -16,7 +16,7 @@ torchvision's ResNet-50 with the same weights on the same DEVICE (strict f32: no
 same pixels (Pillow's bilinear resize and torchvision's centre crop, which camview reproduces
 byte for byte; photos other than PNG decoded once by Pillow and given to both as PNG), and
 camview on DEVICE against camview on the CPU. Prints one line per input
-and a verdict; writes DIR/parity.json. Exit status 1 when a check fails.
+and a verdict; writes DIR/parity-ARCH.json. Exit status 1 when a check fails.
 
 `torch-bench`: PyTorch eager on the weights, f32 (no TF32) and channels-last bf16 autocast;
 one JSON line of median milliseconds a batch.
@@ -88,7 +88,7 @@ def make_weights(args):
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    model = torchvision.models.resnet50(weights=None)
+    model = getattr(torchvision.models, args.arch)(weights=None)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
         # Batch-norm scales and shifts away from torchvision's 1 and 0 …
@@ -112,17 +112,17 @@ def make_weights(args):
     save_file(state, args.out, metadata={"architecture": "resnet50-v1.5"})
     var = torch.cat([bn.running_var for bn in bns])
     mean = torch.cat([bn.running_mean for bn in bns])
-    print(f"weights: torchvision {torchvision.__version__} resnet50, seed {args.seed}, "
+    print(f"weights: torchvision {torchvision.__version__} {args.arch}, seed {args.seed}, "
           f"{len(state)} tensors -> {args.out}; BN running_var {var.min():.3g}..{var.max():.3g}, "
           f"running_mean {mean.min():.3g}..{mean.max():.3g}")
 
 
-def load_model(weights, device):
+def load_model(weights, device, arch="resnet50"):
     import torch
     import torchvision
     from safetensors.torch import load_file
 
-    model = torchvision.models.resnet50(weights=None)
+    model = getattr(torchvision.models, arch)(weights=None)
     keys = model.load_state_dict(load_file(weights), strict=False)
     missing = [k for k in keys.missing_keys if "num_batches" not in k]
     if missing or keys.unexpected_keys:
@@ -262,12 +262,12 @@ def parity(args):
     import torch
 
     strict_f32(torch)
-    model = load_model(args.weights, args.device)
+    model = load_model(args.weights, args.device, args.arch)
     rows, ok = [], True
     pixels_checked = pixels_equal = 0
     converted = tempfile.TemporaryDirectory()
     args.photos = as_png(args.photos, Path(converted.name))
-    for mode in MODES:
+    for mode in args.modes.split(","):
         here = run_camview(args.camview, args.weights, args.device, mode, args.photos)
         cpu = (here if args.device == "cpu"
                else run_camview(args.camview, args.weights, "cpu", mode, args.photos))
@@ -296,6 +296,7 @@ def parity(args):
              for side in ("vs_torch", "vs_camview_cpu")}
     summary = {
         "device": args.device,
+        "arch": args.arch,
         "torch": torch.__version__,
         "tolerance": TOLERANCE,
         "inputs": len(rows),
@@ -305,7 +306,7 @@ def parity(args):
         "rows": rows,
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "parity.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (Path(args.out) / f"parity-{args.arch}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"pixels fed to PyTorch equal to the golden inputs: {pixels_equal}/{pixels_checked}")
     print(f"parity: {summary['passed']}/{len(rows)} inputs within {TOLERANCE:g}; worst vs PyTorch "
           f"logits {worst['vs_torch']['logits']:.1e} cams {worst['vs_torch']['cam_all']:.1e}; "
@@ -354,6 +355,8 @@ def main():
     w = sub.add_parser("weights")
     w.add_argument("out")
     w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--arch", default="resnet50",
+                   help="a torchvision constructor: resnet50, resnet18, resnext50_32x4d, ...")
     w.add_argument("--passes", type=int, default=4)
     w.add_argument("--batch", type=int, default=8)
     w.add_argument("photos", nargs="+", help="photographs for the batch-norm statistics")
@@ -362,6 +365,8 @@ def main():
     p.add_argument("--weights", required=True)
     p.add_argument("--device", required=True, choices=["cuda", "cpu"])
     p.add_argument("--out", required=True)
+    p.add_argument("--arch", default="resnet50", help="the constructor the weights were made with")
+    p.add_argument("--modes", default=",".join(MODES), help="resize modes, comma-separated")
     p.add_argument("photos", nargs="+")
     b = sub.add_parser("torch-bench")
     b.add_argument("--weights", required=True)

@@ -12,7 +12,7 @@ use image::RgbImage;
 use crate::jobs::Panicked;
 use crate::model::cam::{self, BBOX_THRESHOLD, BBox};
 use crate::model::classifier::AnalyzeError;
-use crate::model::preprocess::{self, ImageError, Prepared, load_rgb};
+use crate::model::preprocess::{ImageError, Prepared, load_rgb};
 use crate::model::{Analysis, Classifier, ResizeMode};
 use crate::overlay;
 
@@ -108,16 +108,17 @@ impl From<AnalyzeError> for AnalysisError {
 /// threshold sweep costs in proportion to the map's pixels.
 const BOX_MAP_SIDE: u32 = 160;
 
-/// Decodes and prepares `path` for the network on `device` (the part that can run beside a
-/// forward pass).
+/// Decodes and prepares `path` for `classifier`: its preprocessing, on its device (the part
+/// that can run beside a forward pass).
 pub fn prepare(
     path: &Path,
     resize: ResizeMode,
-    device: &candle_core::Device,
+    classifier: &Classifier,
 ) -> Result<(RgbImage, Prepared), AnalysisError> {
     let img = load_rgb(path).map_err(|e| AnalysisError::Image(Arc::new(e)))?;
-    let prepared =
-        preprocess::prepare(&img, resize, device).map_err(|e| AnalysisError::Input(Arc::new(e)))?;
+    let prepared = classifier
+        .prepare(&img, resize)
+        .map_err(|e| AnalysisError::Input(Arc::new(e)))?;
     Ok((img, prepared))
 }
 

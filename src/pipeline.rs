@@ -85,7 +85,7 @@ pub fn analyse_all(
                         let Some(job) = jobs.get(index) else {
                             return;
                         };
-                        let prepared = decode(&job.path, resize, device);
+                        let prepared = decode(&job.path, resize, classifier);
                         if to_forward.send((index, prepared)).is_err() {
                             return;
                         }
@@ -130,8 +130,8 @@ pub fn analyse_all(
     })
 }
 
-fn decode(path: &Path, resize: ResizeMode, device: &candle_core::Device) -> Decoded {
-    jobs::contain_panic(|| analysis::prepare(path, resize, device))
+fn decode(path: &Path, resize: ResizeMode, classifier: &Classifier) -> Decoded {
+    jobs::contain_panic(|| analysis::prepare(path, resize, classifier))
 }
 
 /// One forward pass over `batch`, each image's outcome with its job's index.

@@ -1,7 +1,8 @@
 //! The results service, one for `camview eval` and the browser: read what the result store
 //! holds, analyse what it lacks through [`pipeline`], store that. A result is reused only for
-//! the same file version, weights and resize mode, and, for a labelled image, when it pins
-//! the true class.
+//! the same file version, model (weights, and its preprocessing and class names where they
+//! are not ImageNet's) and resize mode, and, for a labelled image, when it pins the true
+//! class.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -9,7 +10,8 @@ use std::sync::Mutex;
 
 use crate::analysis::{self, AnalysisError, ImageKey, Record};
 use crate::jobs;
-use crate::model::{Classifier, ResizeMode};
+use crate::model::preprocess::Preprocessing;
+use crate::model::{Classes, Classifier, ResizeMode};
 use crate::pipeline::{self, Run};
 use crate::store::{Store, StoreError, open_or_recover};
 
@@ -39,8 +41,11 @@ pub struct Results {
 struct Kept {
     /// One connection, used from the pipeline's last stage and the caller's thread in turn.
     store: Mutex<Store>,
-    /// The weights' identity (their SHA-256).
+    /// The model's identity: its weights' SHA-256, and a digest of its preprocessing and
+    /// class names where they are not ImageNet's.
     weights: String,
+    /// The model's class names, given to stored records (the store keeps class indices).
+    classes: Classes,
 }
 
 impl Results {
@@ -49,18 +54,24 @@ impl Results {
         Self { kept: None, resize }
     }
 
-    /// The results of the weights at `weights` kept in the store at `store` (when given).
-    /// The notes say what the user should know: a store set aside, or none to be had.
-    pub fn open(store: Option<&Path>, weights: &Path, resize: ResizeMode) -> (Self, Vec<String>) {
+    /// The results of `classifier`'s model kept in the store at `store` (when given). The
+    /// notes say what the user should know: a store set aside, or none to be had.
+    pub fn open(
+        store: Option<&Path>,
+        classifier: &Classifier,
+        resize: ResizeMode,
+    ) -> (Self, Vec<String>) {
         let Some(path) = store else {
             return (Self::unkept(resize), Vec::new());
         };
         let (store, note) = open_or_recover(path);
         let mut notes: Vec<String> = note.into_iter().collect();
-        let kept = store.and_then(|store| match store.weights_id(weights) {
-            Ok(weights) => Some(Kept {
+        let description = classifier.description();
+        let kept = store.and_then(|store| match store.weights_id(&description.weights) {
+            Ok(sha) => Some(Kept {
                 store: Mutex::new(store),
-                weights,
+                weights: model_identity(sha, &description.preprocessing, classifier.classes()),
+                classes: classifier.classes().clone(),
             }),
             Err(e) => {
                 notes.push(format!("results are not kept: {}", crate::model::chain(&e)));
@@ -79,7 +90,10 @@ impl Results {
     pub fn stored(&self, target: &Target) -> Option<Record> {
         let kept = self.kept.as_ref()?;
         let store = kept.store.lock().unwrap_or_else(|e| e.into_inner());
-        let record = store.get(&target.key, &kept.weights, self.resize).ok()??;
+        let mut record = store.get(&target.key, &kept.weights, self.resize).ok()??;
+        for prediction in &mut record.analysis.top {
+            prediction.label = kept.classes.label(prediction.index);
+        }
         record.serves(target.truth).then_some(record)
     }
 
@@ -157,4 +171,25 @@ impl Results {
             (None, Ok(())) => Err(AnalysisError::Unfinished),
         }
     }
+}
+
+/// The store's key for a model: the weights' SHA-256 alone for ImageNet's preprocessing and
+/// names (so results stored before models of one's own keep serving), else with a digest of
+/// what the model was given, since other means, crops or names give other results.
+fn model_identity(weights_sha: String, preprocessing: &Preprocessing, classes: &Classes) -> String {
+    if *preprocessing == Preprocessing::default() && *classes == Classes::imagenet() {
+        return weights_sha;
+    }
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    digest.update(serde_json::to_vec(preprocessing).unwrap_or_default());
+    for name in classes.names() {
+        digest.update(name.as_bytes());
+        digest.update([0]);
+    }
+    let digest: String = digest.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{weights_sha}+{digest}")
 }

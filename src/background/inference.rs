@@ -160,7 +160,7 @@ fn serve(
     let Some(classifier) = load_model(model, notify) else {
         return;
     };
-    let (results, notes) = Results::open(store, &model.weights, model.resize);
+    let (results, notes) = Results::open(store, &classifier, model.resize);
     for note in notes {
         notify(WorkerEvent::Note(note));
     }

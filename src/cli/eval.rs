@@ -62,7 +62,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
     }
     let classifier = args.model.load_classifier()?;
     let store = args.store.path();
-    let (results, notes) = Results::open(store.as_deref(), &args.model.weights, args.model.resize);
+    let (results, notes) = Results::open(store.as_deref(), &classifier, args.model.resize);
     for note in notes {
         eprintln!("camview: {note}");
     }

@@ -116,16 +116,27 @@ pub enum Order {
     LeastRelevantFirst,
 }
 
+/// The noise ROAD adds to imputed pixels: `amount` × N(0, 1) (pytorch-grad-cam: 0.01; 0 for
+/// a deterministic result), from a generator seeded with `seed`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Noise {
+    pub amount: f32,
+    pub seed: u64,
+}
+
+impl Noise {
+    /// pytorch-grad-cam's amount.
+    pub const ROAD: f32 = 0.01;
+}
+
 /// ROAD's confidence change for each percentile (pytorch-grad-cam's meaning, see the module
-/// docs), the removed pixels imputed with `noise` × N(0, 1) added (pytorch-grad-cam: 0.01;
-/// 0 for a deterministic result) from a generator seeded with `seed`.
+/// docs), the removed pixels imputed with `noise` added.
 pub fn road(
     input: Input,
     map: &[f32],
     order: Order,
     percentiles: &[f64],
-    noise: f32,
-    seed: u64,
+    noise: Noise,
     device: &Device,
     score: &mut Score,
 ) -> candle_core::Result<Vec<f32>> {
@@ -133,12 +144,12 @@ pub fn road(
         Order::MostRelevantFirst => map.to_vec(),
         Order::LeastRelevantFirst => map.iter().map(|m| 1.0 - m).collect(),
     };
-    let mut normal = Normal::new(seed);
+    let mut normal = Normal::new(noise.seed);
     let mut batch = input.values.to_vec();
     for &p in percentiles {
         let threshold = percentile(&ranked, p);
         let keep: Vec<bool> = ranked.iter().map(|&v| v < threshold).collect();
-        batch.extend(impute(input, &keep, noise, &mut normal));
+        batch.extend(impute(input, &keep, noise.amount, &mut normal));
     }
     let scores = score(&input.tensor(batch, device)?)?;
     Ok(scores[1..].iter().map(|s| s - scores[0]).collect())
@@ -358,7 +369,6 @@ fn blurred(input: Input) -> Vec<f32> {
 /// Deletion (pixels set to 0, the mean colour once normalised) and insertion (pixels copied
 /// into a blurred input), most salient first, `step` pixels a step, scored `batch` inputs at
 /// a time. `progress(done, total)` after each batch; `Break` stops and gives `None`.
-#[allow(clippy::too_many_arguments)]
 pub fn deletion_insertion(
     input: Input,
     map: &[f32],

@@ -3,7 +3,9 @@
 //! `center` inputs, the top-1 class's probability, CAM's and Grad-CAM++'s maps.
 
 use camview::model::cam_methods::{CamMethod, ClassHead, FeatureMap, class_map};
-use camview::model::faithfulness::{Input, Order, cam_mult_image, road, upsample_like_opencv};
+use camview::model::faithfulness::{
+    Input, Noise, Order, cam_mult_image, road, upsample_like_opencv,
+};
 use candle_core::{D, Device, IndexOp, Tensor};
 
 use crate::common::{classifier, golden_input, root};
@@ -104,8 +106,10 @@ fn confidence_change_and_road_match_pytorch_grad_cam() {
                     &map,
                     order,
                     &percentiles,
-                    0.0,
-                    0,
+                    Noise {
+                        amount: 0.0,
+                        seed: 0,
+                    },
                     &device,
                     &mut score,
                 )
@@ -115,8 +119,10 @@ fn confidence_change_and_road_match_pytorch_grad_cam() {
                     &map,
                     order,
                     &percentiles,
-                    0.01,
-                    1,
+                    Noise {
+                        amount: Noise::ROAD,
+                        seed: 1,
+                    },
                     &device,
                     &mut score,
                 )

@@ -8,9 +8,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use camview::analysis::{ImageKey, Record, TOP_K};
-use camview::model::ResizeMode;
+use camview::model::classes::ClassSource;
+use camview::model::preprocess::Preprocessing;
+use camview::model::{Classes, Classifier, ResizeMode};
 use camview::pipeline::{self, Job, Run};
 use camview::results::{Results, Target};
+use candle_core::Device;
 
 use crate::common::{classifier, photo, weights_path};
 
@@ -55,7 +58,7 @@ fn the_service_stores_what_it_analyses_and_serves_it_by_truth() {
     let image = dir.path().join("chelsea.png");
     std::fs::copy(photo("chelsea"), &image).unwrap();
     let store = dir.path().join("results.sqlite");
-    let (results, notes) = Results::open(Some(&store), weights_path(), ResizeMode::Full);
+    let (results, notes) = Results::open(Some(&store), classifier(), ResizeMode::Full);
     assert!(notes.is_empty(), "{notes:?}");
     let unlabelled = Target {
         key: ImageKey::of(&image),
@@ -88,10 +91,10 @@ fn the_service_stores_what_it_analyses_and_serves_it_by_truth() {
     );
     // Another store of the same weights finds it too; a touched file is another version.
     drop(results);
-    let (again, _) = Results::open(Some(&store), weights_path(), ResizeMode::Full);
+    let (again, _) = Results::open(Some(&store), classifier(), ResizeMode::Full);
     assert!(again.stored(&labelled).is_some());
     assert!(
-        Results::open(Some(&store), weights_path(), ResizeMode::Center)
+        Results::open(Some(&store), classifier(), ResizeMode::Center)
             .0
             .stored(&labelled)
             .is_none(),
@@ -116,4 +119,63 @@ fn kept(record: Record) -> impl PartialEq + std::fmt::Debug {
         record.truth,
         record.size,
     )
+}
+
+/// The same weights with other class names or another normalisation are another model: the
+/// store keeps their results apart, and a stored result carries the model's own names.
+#[test]
+fn a_model_given_other_names_or_means_has_results_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("chelsea.png");
+    std::fs::copy(photo("chelsea"), &image).unwrap();
+    let store = dir.path().join("results.sqlite");
+    let target = Target {
+        key: ImageKey::of(&image),
+        truth: None,
+    };
+    let (imagenet, _) = Results::open(Some(&store), classifier(), ResizeMode::Full);
+    let first = imagenet.get_or_analyse(classifier(), &target).unwrap();
+    drop(imagenet);
+
+    let mut renamed = Classifier::load(weights_path(), None, Device::Cpu).unwrap();
+    let names: Vec<String> = (0..1000).map(|i| format!("kind {i}")).collect();
+    renamed
+        .set_classes(Classes::new(
+            names,
+            None,
+            ClassSource::File("kinds.txt".into()),
+        ))
+        .unwrap();
+    let (results, _) = Results::open(Some(&store), &renamed, ResizeMode::Full);
+    assert!(
+        results.stored(&target).is_none(),
+        "other names: another model's results"
+    );
+    let record = results.get_or_analyse(&renamed, &target).unwrap();
+    assert_eq!(record.analysis.top[0].index, first.analysis.top[0].index);
+    drop(results);
+    let (again, _) = Results::open(Some(&store), &renamed, ResizeMode::Full);
+    let stored = again.stored(&target).expect("stored for the renamed model");
+    assert_eq!(
+        stored.analysis.top[0].label,
+        format!("kind {}", first.analysis.top[0].index),
+        "a stored result is named by the model's classes"
+    );
+
+    let mut shifted = Classifier::load(weights_path(), None, Device::Cpu).unwrap();
+    shifted.set_preprocessing(Preprocessing {
+        mean: [0.5, 0.5, 0.5],
+        ..Preprocessing::default()
+    });
+    let (results, _) = Results::open(Some(&store), &shifted, ResizeMode::Full);
+    assert!(
+        results.stored(&target).is_none(),
+        "other means: another model's results"
+    );
+    let record = results.get_or_analyse(&shifted, &target).unwrap();
+    assert_ne!(
+        kept(record),
+        kept(first),
+        "the model's own normalisation reaches the input"
+    );
 }

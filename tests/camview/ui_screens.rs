@@ -280,7 +280,7 @@ fn cpu_model(weights: PathBuf) -> ModelConfig {
 /// What the inference worker answers for `path`, `truth` pinned when given.
 fn analyze(path: &Path, truth: Option<usize>) -> Result<Analysed, AnalysisError> {
     let c = classifier();
-    let (img, prepared) = analysis::prepare(path, ResizeMode::Full, c.device())?;
+    let (img, prepared) = analysis::prepare(path, ResizeMode::Full, c)?;
     let mut record = analysis::analyse(c, img.dimensions(), &prepared, truth).unwrap();
     record.analysis.elapsed = ELAPSED;
     Ok(record.into())
