@@ -237,61 +237,51 @@ pub fn eigen_cam(features: &FeatureMap) -> CamGrid {
     features.grid(projection)
 }
 
-/// The largest eigenvalue of a symmetric n × n matrix and its unit eigenvector, by cyclic
-/// Jacobi rotations (exact to rounding for the few hundred cells a layer-4 map has).
+/// The largest eigenvalue of a symmetric positive semi-definite n × n matrix and its unit
+/// eigenvector, by power iteration (n² a step: a few milliseconds where Jacobi rotations took
+/// n³ a sweep, 17 ms for a 7 × 11 map and seconds for the largest). It converges at the rate
+/// λ₂/λ₁; where the two are nearly equal the leading direction is not defined by the map
+/// either, and any vector of that plane is as good an answer.
 fn leading_eigenpair(matrix: &[f64], n: usize) -> (f64, Vec<f64>) {
-    let mut a = matrix.to_vec();
-    let mut v = vec![0f64; n * n];
-    for i in 0..n {
-        v[i * n + i] = 1.0;
+    let product = |v: &[f64]| -> Vec<f64> {
+        matrix
+            .chunks(n)
+            .map(|row| row.iter().zip(v).map(|(a, b)| a * b).sum())
+            .collect()
+    };
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    // Start from the matrix's row sums (plus a ramp, in case they vanish): not orthogonal to
+    // the leading direction unless by an exact coincidence.
+    let mut v: Vec<f64> = matrix
+        .chunks(n)
+        .enumerate()
+        .map(|(i, row)| row.iter().sum::<f64>() + 1e-3 * (i + 1) as f64)
+        .collect();
+    let length = norm(&v);
+    if length == 0.0 || !length.is_finite() {
+        return (0.0, vec![0.0; n]);
     }
-    let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-    for _sweep in 0..64 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j] * a[i * n + j])
-            .sum::<f64>()
-            .sqrt();
-        if off <= 1e-14 * scale {
+    v.iter_mut().for_each(|x| *x /= length);
+    let mut value = 0.0;
+    for _ in 0..10_000 {
+        let next = product(&v);
+        let length = norm(&next);
+        if length == 0.0 {
+            return (0.0, v);
+        }
+        let next: Vec<f64> = next.into_iter().map(|x| x / length).collect();
+        let moved = next
+            .iter()
+            .zip(&v)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        v = next;
+        value = length;
+        if moved < 1e-13 {
             break;
         }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq == 0.0 {
-                    continue;
-                }
-                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
-                let sign = if theta >= 0.0 { 1.0 } else { -1.0 };
-                let t = sign / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for r in 0..n {
-                    let arp = a[r * n + p];
-                    let arq = a[r * n + q];
-                    a[r * n + p] = c * arp - s * arq;
-                    a[r * n + q] = s * arp + c * arq;
-                }
-                for r in 0..n {
-                    let apr = a[p * n + r];
-                    let aqr = a[q * n + r];
-                    a[p * n + r] = c * apr - s * aqr;
-                    a[q * n + r] = s * apr + c * aqr;
-                }
-                for r in 0..n {
-                    let vrp = v[r * n + p];
-                    let vrq = v[r * n + q];
-                    v[r * n + p] = c * vrp - s * vrq;
-                    v[r * n + q] = s * vrp + c * vrq;
-                }
-            }
-        }
     }
-    let best = (0..n)
-        .max_by(|&i, &j| a[i * n + i].total_cmp(&a[j * n + j]))
-        .unwrap_or(0);
-    let vector = (0..n).map(|r| v[r * n + best]).collect();
-    (a[best * n + best], vector)
+    (value, v)
 }
 
 /// Score-CAM's masks for channels `range` of the map: each channel upsampled to the input's
@@ -411,10 +401,10 @@ mod tests {
 
     #[test]
     fn the_leading_eigenpair_is_found() {
-        // A symmetric matrix with known spectrum: Q diag(5, 2, -1) Qᵀ for a rotation Q.
+        // A symmetric matrix with known spectrum: Q diag(5, 2, 0.5) Qᵀ for a rotation Q.
         let (c, s) = (0.6f64, 0.8f64);
         let q = [c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0];
-        let d = [5.0, 2.0, -1.0];
+        let d = [5.0, 2.0, 0.5];
         let mut m = [0f64; 9];
         for i in 0..3 {
             for j in 0..3 {
