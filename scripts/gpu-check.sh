@@ -237,7 +237,7 @@ wall=$(elapsed)
     echo "| $device ($gpu) | camview | PyTorch eager f32 | camview / PyTorch | PyTorch bf16 channels-last | goal |"
     echo "|---|---|---|---|---|---|"
     echo "| parity with PyTorch: logits, CAMs (largest difference / largest value) | $verdict: $(or_dash "${torch_logits:-}"), $(or_dash "${torch_cams:-}") | | | | ≤ 1e-3 |"
-    echo "| parity of the family with PyTorch (squash) | $(IFS=';'; echo "${family[*]}") | | | | ≤ 1e-3 |"
+    echo "| parity of the family with PyTorch (squash) | $(printf '%s; ' "${family[@]}" | sed 's/; $//') | | | | ≤ 1e-3 |"
     echo "| parity with camview on the CPU | $(or_dash "${cpu_logits:-}"), $(or_dash "${cpu_cams:-}")$([ "$device" = cpu ] && echo ' (the same device)') | | | | ≤ 1e-3 |"
     echo "| batch 1 latency (ms) | $(ms "$cam_b1") | $(ms "$torch_b1") | $(ratio "$cam_b1" "$torch_b1") | $(ms "$bf16_b1") | ≤ 0.8 |"
     echo "| batch 64 (ms a batch) | $(ms "$cam_b64") | $(ms "$torch_b64") | $(ratio "$cam_b64" "$torch_b64") | $(ms "$bf16_b64") | ≤ 1.0 |"
