@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::ModelArgs;
 use crate::model::cam::Colormap;
+use crate::model::cam_methods::CamMethod;
 use crate::model::preprocess::load_rgb;
 use crate::overlay::{self, Style, View};
 use crate::term::Protocol;
@@ -21,6 +22,10 @@ pub struct CamArgs {
     /// Show the CAM of ImageNet class IDX (0–999) whatever its rank.
     #[arg(long = "class", value_name = "IDX")]
     pub class: Option<usize>,
+    /// How the map is made: CAM, or another method of the CAM family (Score-CAM runs a
+    /// forward pass for each of the network's feature channels).
+    #[arg(long, env = "CAMVIEW_METHOD", value_enum, default_value_t = CamMethod::Cam)]
+    pub method: CamMethod,
     /// Colour scale of the heat map.
     #[arg(long, value_enum, default_value_t = Colormap::Jet)]
     pub colormap: Colormap,
@@ -43,6 +48,9 @@ pub struct CamArgs {
     pub model: ModelArgs,
 }
 
+/// Score-CAM's masked inputs a forward pass.
+const SCORE_CAM_BATCH: usize = 16;
+
 fn parse_alpha(s: &str) -> Result<f32, String> {
     let a: f32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if (0.0..=1.0).contains(&a) {
@@ -63,12 +71,40 @@ pub fn run(args: &CamArgs) -> anyhow::Result<()> {
     let rank = usize::from(args.rank);
     // The grid shows the top five whatever the rank asked for.
     let top = if args.grid { rank.max(5) } else { rank };
-    let analysis = classifier.analyze(&prepared, top, args.class)?;
+    let mut analysis = classifier.analyze(&prepared, top, args.class)?;
     let index = match args.class {
         Some(class) => analysis.top.iter().position(|p| p.index == class),
         None => Some(rank - 1),
     }
     .context("the requested class has no CAM")?;
+    if args.method != CamMethod::Cam {
+        // The maps drawn: the chosen class's, or every one the grid shows.
+        let shown: Vec<usize> = if args.grid {
+            (0..analysis.top.len()).collect()
+        } else {
+            vec![index]
+        };
+        let classes: Vec<usize> = shown.iter().map(|&i| analysis.top[i].index).collect();
+        let mut progress = |done: usize, total: usize| {
+            eprint!("\r{}: {done}/{total} masked passes", args.method.name());
+            if done == total {
+                eprintln!();
+            }
+            std::ops::ControlFlow::Continue(())
+        };
+        let maps = classifier
+            .method_maps(
+                &prepared,
+                &classes,
+                args.method,
+                SCORE_CAM_BATCH,
+                &mut progress,
+            )?
+            .context("the map was not finished")?;
+        for (i, map) in shown.into_iter().zip(maps) {
+            analysis.cams[i] = map;
+        }
+    }
     let chosen = &analysis.top[index];
     let style = Style {
         view: if args.grid { View::Grid } else { View::Overlay },
@@ -78,12 +114,13 @@ pub fn run(args: &CamArgs) -> anyhow::Result<()> {
     };
     let picture = overlay::render(&img, img.dimensions(), Some(&analysis), index, style);
     let caption = format!(
-        "{}: rank {} {} ({}) {:.2} %",
+        "{}: rank {} {} ({}) {:.2} %, {}",
         args.image.display(),
         chosen.rank,
         chosen.label,
         chosen.index,
-        chosen.prob * 100.0
+        chosen.prob * 100.0,
+        args.method.name()
     );
     match &args.output {
         Some(out) => {

@@ -31,19 +31,25 @@ use candle_core::{Device, Tensor};
 use super::cam::CamGrid;
 
 /// How a class's map is made from the layer-4 features.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 pub enum CamMethod {
     /// Zhou et al., CVPR 2016 (equal, once scaled, to Grad-CAM, HiResCAM and XGrad-CAM here).
+    #[default]
     Cam,
     /// Chattopadhay et al., WACV 2018.
+    #[value(name = "gradcam++")]
     GradCamPlusPlus,
     /// Jiang et al., IEEE TIP 2021.
+    #[value(name = "layercam")]
     LayerCam,
     /// Desai and Ramaswamy, WACV 2020.
+    #[value(name = "ablationcam")]
     AblationCam,
     /// Muhammad and Yeasin, IJCNN 2020 (the same map for every class).
+    #[value(name = "eigencam")]
     EigenCam,
     /// Wang et al., CVPR workshops 2020 (one forward pass a channel).
+    #[value(name = "scorecam")]
     ScoreCam,
 }
 

@@ -8,6 +8,7 @@ use candle_core::{D, Device, Tensor};
 use image::RgbImage;
 
 use super::cam::CamGrid;
+use super::cam_methods::{CamMethod, ClassHead, FeatureMap, class_map, score_cam};
 use super::classes::{Classes, ClassesError};
 use super::kernels::packed_gemm::{self, Bf16Kernel, Format};
 use super::model_dir::{self, ModelDescription, ModelError};
@@ -246,6 +247,59 @@ impl Classifier {
             a.elapsed = share;
         }
         Ok(analyses)
+    }
+
+    /// The raw maps of `method` for `classes` of one prepared image (CAM's are what
+    /// [`Self::analyze`] gives). All but Score-CAM come from one forward pass; Score-CAM adds
+    /// a pass a feature channel, `batch` at a time, calling `progress(done, total)` after
+    /// each batch: `Break` stops it and gives `None`.
+    pub fn method_maps(
+        &self,
+        prepared: &Prepared,
+        classes: &[usize],
+        method: CamMethod,
+        batch: usize,
+        progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+    ) -> Result<Option<Vec<CamGrid>>, AnalyzeError> {
+        let out = self.model.forward(&prepared.tensor)?;
+        let (_, channels, height, width) = out.features.dims4()?;
+        let values = out.features.flatten_all()?.to_vec1::<f32>()?;
+        let features = FeatureMap::new(channels, height, width, &values);
+        let logits = out.logits.squeeze(0)?.to_vec1::<f32>()?;
+        let mut maps = Vec::with_capacity(classes.len());
+        for &class in classes {
+            if class >= logits.len() {
+                return Err(AnalyzeError::NoSuchClass {
+                    class,
+                    classes: logits.len(),
+                });
+            }
+            let weights = self.model.fc_weight().get(class)?.to_vec1::<f32>()?;
+            let head = ClassHead {
+                weights: &weights,
+                logit: logits[class],
+            };
+            let map = match class_map(method, &features, head) {
+                Some(map) => map,
+                None => {
+                    let forward = |x: &Tensor| Ok(self.model.forward(x)?.logits);
+                    let passes = score_cam(
+                        &prepared.tensor,
+                        &features,
+                        class,
+                        batch,
+                        forward,
+                        &mut *progress,
+                    )?;
+                    match passes {
+                        Some(map) => map,
+                        None => return Ok(None),
+                    }
+                }
+            };
+            maps.push(map);
+        }
+        Ok(Some(maps))
     }
 
     /// Forward pass on a 1 × 3 × H × W tensor, then top-`k` (plus `pinned`) and their raw CAMs.

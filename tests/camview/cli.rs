@@ -414,3 +414,80 @@ fn default_weights_are_in_models_or_else_in_the_users_cache() {
         "{text}"
     );
 }
+
+/// `cam --method` draws that method's map: the engine's (checked against pytorch-grad-cam in
+/// `cam_methods`), a class-agnostic map alike for every rank, and an unknown name refused.
+#[test]
+fn cam_draws_the_method_asked_for() {
+    use camview::model::cam_methods::CamMethod;
+    use camview::overlay::{self, Style};
+
+    let dir = tempfile::tempdir().unwrap();
+    let chelsea = photo("chelsea");
+    let draw = |method: &str, rank: &str| {
+        let out = dir.path().join(format!("{method}-{rank}.png"));
+        let run = camview(&[
+            "cam",
+            chelsea.to_str().unwrap(),
+            "--method",
+            method,
+            "--rank",
+            rank,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+        assert!(run.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(method),
+            "the caption names the method: {stderr}"
+        );
+        image::open(&out).unwrap().to_rgb8()
+    };
+    let layercam = draw("layercam", "1");
+    let cam = draw("cam", "1");
+    assert_ne!(layercam, cam, "LayerCAM's map is not CAM's");
+    assert_ne!(cam, draw("cam", "2"), "CAM differs from class to class");
+    assert_eq!(
+        draw("eigencam", "1"),
+        draw("eigencam", "2"),
+        "EigenCAM is the same map for every class"
+    );
+
+    // The picture is the engine's LayerCAM map drawn as every CAM is.
+    let classifier = crate::common::classifier();
+    let img = camview::model::preprocess::load_rgb(&chelsea).unwrap();
+    let prepared = classifier
+        .prepare(&img, camview::model::ResizeMode::Full)
+        .unwrap();
+    let mut analysis = classifier.analyze(&prepared, 1, None).unwrap();
+    let classes = [analysis.top[0].index];
+    let maps = classifier
+        .method_maps(&prepared, &classes, CamMethod::LayerCam, 16, &mut |_, _| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap()
+        .unwrap();
+    analysis.cams[0] = maps[0].clone();
+    // `cam`'s defaults: an overlay, jet, alpha 0.5, no box.
+    let expected = overlay::render(&img, img.dimensions(), Some(&analysis), 0, Style::default());
+    assert!(
+        expected == layercam,
+        "cam --method layercam draws the engine's map"
+    );
+
+    let run = camview(&[
+        "cam",
+        chelsea.to_str().unwrap(),
+        "--method",
+        "nosuch",
+        "-o",
+        "x.png",
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("gradcam++") && stderr.contains("scorecam"),
+        "{stderr}"
+    );
+}
