@@ -141,9 +141,9 @@ fn eval_reads_class_folders_named_by_a_timm_folders_classes() {
 #[test]
 fn eval_names_a_numbered_models_classes_after_the_sorted_folders() {
     // basic.pth is a bare checkpoint with a 7-class head: nothing names its classes. Seven
-    // folders, in code point order `Zinc` before `apple` (Python's sorted(), as
-    // torchvision's ImageFolder numbers them), and `10` before `9`.
-    let folders = ["apple", "Zinc", "9", "10", "pear", "fig", "kiwi"];
+    // folders (three of them empty), in code point order `Zinc` before `apple` (Python's
+    // sorted(), as torchvision's ImageFolder numbers them), and `10` before `9`.
+    let folders = ["apple", "Zinc", "9", "fig", "10", "pear", "kiwi"];
     let sorted = ["10", "9", "Zinc", "apple", "fig", "kiwi", "pear"];
     let (dir, truth) = image_folder(&folders);
     let root = dir.path().join("data");
