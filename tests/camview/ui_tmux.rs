@@ -474,16 +474,34 @@ fn a_true_class_below_the_top_5_is_shown_and_chosen_by_key_and_click() {
 
 /// The browser on an ImageFolder whose folders name a model nothing else names (basic.pth,
 /// a bare checkpoint with a 7-class head; torchvision's sorted-folder rule): the status line
-/// says so, every verdict mark is what `camview eval --json` says of the image, `m` lists
-/// exactly the misses, and the summary's confusions are the folders' names.
+/// says so, and the review is what `camview eval --json` says (see [`review_own_folder`]).
 #[test]
 fn reviews_an_image_folder_named_by_its_folders_for_an_own_model() {
+    review_own_folder(
+        "basic.pth",
+        &["apple", "Zinc", "9", "fig", "10", "pear", "kiwi"],
+        Some("the model's 7 classes are named after the sorted class"),
+    );
+}
+
+/// The same with a timm folder whose config names its 3 classes, the folders written as a
+/// user might.
+#[test]
+fn reviews_an_image_folder_named_by_a_timm_folders_classes() {
+    review_own_folder("timm_resnetd", &["Scratch", "dent", "clean", "dent"], None);
+}
+
+/// The browser with `tests/fixtures/models/{model}` on the sample photos copied into
+/// `folders` (the i-th photo into the i-th folder; more folders stay empty): every verdict
+/// mark is what `camview eval --json` says of the image, whose top-1 accuracy the title
+/// gives, `m` lists exactly the misses, and the summary's confusions are named by the
+/// model's classes; `note` is the status line's, if any.
+fn review_own_folder(model: &str, folders: &[&str], note: Option<&str>) {
     if !tmux_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let folders = ["apple", "Zinc", "9", "fig", "10", "pear", "kiwi"];
     for folder in folders {
         std::fs::create_dir_all(data.join(folder)).unwrap();
     }
@@ -498,7 +516,7 @@ fn reviews_an_image_folder_named_by_its_folders_for_an_own_model() {
         std::fs::copy(&from, data.join(&rel)).unwrap();
         rels.push(rel);
     }
-    let model = root().join("tests/fixtures/models/basic.pth");
+    let model = root().join("tests/fixtures/models").join(model);
     // The reference: eval's verdicts on the same folder.
     let out = Command::new(env!("CARGO_BIN_EXE_camview"))
         .args(["eval", "--json", "--no-store", "--model"])
@@ -530,6 +548,9 @@ fn reviews_an_image_folder_named_by_its_folders_for_an_own_model() {
     };
     let n = rels.len();
     let top1 = rels.iter().filter(|r| verdict(r).0).count();
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["top1"].as_f64().unwrap(), top1 as f64 / n as f64);
+    assert_eq!(summary["unlabelled"], 0, "{summary}");
     let top5 = rels.iter().filter(|r| verdict(r).1).count();
 
     let command = format!(
@@ -544,10 +565,9 @@ fn reviews_an_image_folder_named_by_its_folders_for_an_own_model() {
     ));
     let title = format!("top-1 {top1}/{n} · top-5 {top5}/{n}");
     let screen = session.wait_for(&title, Duration::from_secs(120), |s| s.contains(&title));
-    assert!(
-        status_line(&screen).contains("the model's 7 classes are named after the sorted class"),
-        "{screen}"
-    );
+    if let Some(note) = note {
+        assert!(status_line(&screen).contains(note), "{screen}");
+    }
     for rel in &rels {
         let (right, in_top5, _) = verdict(rel);
         let mark = if right {
