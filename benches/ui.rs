@@ -83,6 +83,7 @@ fn ui(c: &mut Criterion) {
     let mut app = App::new(&images, "halfblocks", Size::new(120, 40));
     app.update(AppEvent::Worker(WorkerEvent::Model(ModelStatus::Ready {
         device: "cpu".into(),
+        classes: Arc::new(classifier.classes().clone()),
     })));
     settle(&mut app, &classifier, &renderer, &rx);
     // Analyse the second image too, so moving between them hits the cache.

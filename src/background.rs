@@ -13,13 +13,14 @@ pub mod save;
 mod sweep;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::jobs;
+use crate::model::Classes;
 use crate::provision::ModelConfig;
 use crate::term::Graphics;
 use dataset_reader::{DatasetSource, LoadedDataset, ReadError};
-use inference::{InferenceWorker, Request, WorkerEvent};
+use inference::{InferenceWorker, ModelStatus, Request, WorkerEvent};
 use listing::{ListRequest, Lister, Listing};
 use render::{RenderEvent, RenderRequest, Renderer};
 use save::{SaveError, SaveRequest};
@@ -35,7 +36,8 @@ pub enum Command {
     Prepare(Vec<RenderRequest>),
     /// Write the picture shown as a PNG.
     Save(SaveRequest),
-    /// Read the folder's ground truth again (answered by [`Event::Dataset`]).
+    /// Read the folder's ground truth again (answered by [`Event::Dataset`]; once the model
+    /// is ready, as its classes are what the truth is read against).
     ReadDataset,
 }
 
@@ -66,12 +68,38 @@ pub struct Background {
     renderer: Option<Renderer>,
     notify: Notify,
     saves: Vec<std::thread::JoinHandle<()>>,
-    dataset: DatasetSource,
+    dataset: Arc<DatasetReading>,
+}
+
+/// The folder whose ground truth is read, and the model's classes once it is ready: the
+/// truth is read against them, so not before.
+struct DatasetReading {
+    source: DatasetSource,
+    classes: Mutex<Option<Arc<Classes>>>,
+}
+
+impl DatasetReading {
+    /// Reads the ground truth on a thread of its own, if the model's classes are known.
+    fn read(&self, notify: &Notify) -> std::io::Result<()> {
+        let classes = self
+            .classes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(classes) = classes else {
+            return Ok(());
+        };
+        let to = Arc::clone(notify);
+        dataset_reader::spawn(&self.source, classes, move |loaded| {
+            to(Event::Dataset(loaded));
+        })
+    }
 }
 
 impl Background {
-    /// Starts the inference worker (the model loads at once), the folder lister and the
-    /// reading of `dataset`'s ground truth; every report goes to `notify`.
+    /// Starts the inference worker (the model loads at once), the folder lister and, once
+    /// the model is ready, the reading of `dataset`'s ground truth against its classes;
+    /// every report goes to `notify`.
     pub fn start(
         model: ModelConfig,
         store: Option<PathBuf>,
@@ -79,8 +107,31 @@ impl Background {
         notify: impl Fn(Event) -> bool + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
         let notify: Notify = Arc::new(notify);
+        // Without a labels file, class folders may name a model nothing else names.
+        let class_folders = dataset.labels.is_none().then(|| dataset.root.clone());
+        let dataset = Arc::new(DatasetReading {
+            source: dataset,
+            classes: Mutex::new(None),
+        });
         let to = Arc::clone(&notify);
-        let inference = inference::spawn(model, store, move |e| to(Event::Inference(e)))?;
+        let reading = Arc::clone(&dataset);
+        let inference = inference::spawn(model, store, class_folders, move |e| {
+            let ready = match &e {
+                WorkerEvent::Model(ModelStatus::Ready { classes, .. }) => Some(Arc::clone(classes)),
+                _ => None,
+            };
+            let listening = to(Event::Inference(e));
+            if let Some(classes) = ready {
+                *reading
+                    .classes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(classes);
+                if let Err(e) = reading.read(&to) {
+                    to(Event::Dataset(Err(ReadError::Start(e))));
+                }
+            }
+            listening
+        })?;
         let to = Arc::clone(&notify);
         let lister = Lister::spawn(move |l| to(Event::Listed(l)))?;
         let background = Self {
@@ -91,7 +142,6 @@ impl Background {
             saves: Vec::new(),
             dataset,
         };
-        background.read_dataset()?;
         Ok(background)
     }
 
@@ -141,10 +191,7 @@ impl Background {
     }
 
     fn read_dataset(&self) -> std::io::Result<()> {
-        let to = Arc::clone(&self.notify);
-        dataset_reader::spawn(&self.dataset, move |loaded| {
-            to(Event::Dataset(loaded));
-        })
+        self.dataset.read(&self.notify)
     }
 }
 

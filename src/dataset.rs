@@ -1,4 +1,5 @@
-//! Ground truth for a folder of images: which ImageNet class each image shows, and where.
+//! Ground truth for a folder of images: which of the model's classes each image shows, and
+//! where.
 //! Found by itself from class folders (`DIR/<class>/<image>`, the ImageNet layout and
 //! torchvision's ImageFolder), or read from a labels file (`path,label` CSV, or ImageNet's
 //! `LOC_val_solution.csv` with its boxes); boxes also from Pascal VOC XML files (the ILSVRC
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::model::labels;
+use crate::model::classes::{ClassSource, Classes};
 use crate::walk;
 
 /// A truth box in original-image pixels, both ends included (as VOC and ILSVRC write them).
@@ -63,12 +64,19 @@ pub struct Dataset {
     /// of their image, box files that cannot be read, a labels file that names no image
     /// here. For the user to see (`eval` prints them, the browser shows them).
     pub warnings: Vec<String>,
+    /// The model's classes, which the truth's class indices are of.
+    pub classes: Classes,
 }
 
 impl Dataset {
-    /// Walks `root` and finds its ground truth: `labels` when given, else class folders;
-    /// `boxes`, a folder of VOC XML files, adds boxes.
-    pub fn load(root: &Path, labels: Option<&Path>, boxes: Option<&Path>) -> anyhow::Result<Self> {
+    /// Walks `root` and finds its ground truth against the model's `classes`: `labels`
+    /// when given, else class folders; `boxes`, a folder of VOC XML files, adds boxes.
+    pub fn load(
+        root: &Path,
+        labels: Option<&Path>,
+        boxes: Option<&Path>,
+        classes: &Classes,
+    ) -> anyhow::Result<Self> {
         let mut items = Vec::new();
         let mut unreadable = Vec::new();
         walk::images_under(root, &mut |found| match found {
@@ -85,13 +93,13 @@ impl Dataset {
         let mut warnings = Vec::new();
         let source = match labels {
             Some(file) => {
-                apply_labels_file(file, root, &mut items, &mut warnings)?;
+                apply_labels_file(file, root, &mut items, &mut warnings, classes)?;
                 LabelSource::File(file.to_path_buf())
             }
-            None => apply_class_folders(&mut items)?,
+            None => apply_class_folders(&mut items, classes)?,
         };
         if let Some(dir) = boxes {
-            apply_voc_boxes(dir, &mut items, &mut warnings)?;
+            apply_voc_boxes(dir, &mut items, &mut warnings, classes)?;
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -99,6 +107,7 @@ impl Dataset {
             source,
             unreadable,
             warnings,
+            classes: classes.clone(),
         })
     }
 }
@@ -111,32 +120,45 @@ fn relative_name(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
-/// Why a class name could not be turned into an ImageNet class.
+/// Why a class name could not be turned into one of the model's classes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClassError {
-    #[error("`{name}` is not an ImageNet-1k class (nearest: {})", .nearest.join(", "))]
-    Unknown { name: String, nearest: Vec<String> },
-    #[error("`{name}` names {} ImageNet classes: {}; use the WordNet ID", .choices.len(), .choices.join(" or "))]
-    Ambiguous { name: String, choices: Vec<String> },
+    #[error("`{name}` is not {among} (nearest: {})", .nearest.join(", "))]
+    Unknown {
+        name: String,
+        /// `an ImageNet-1k class`, `one of the model's 3 classes (…)`.
+        among: String,
+        nearest: Vec<String>,
+    },
+    #[error("`{name}` names {} of the model's classes: {}; use the {hint}", .choices.len(), .choices.join(" or "))]
+    Ambiguous {
+        name: String,
+        choices: Vec<String>,
+        /// `WordNet ID`, or `class index` where the classes have none.
+        hint: &'static str,
+    },
 }
 
-/// The class a label names: a WordNet ID (`n02124075`), an ImageNet-1k label (case, spaces,
-/// underscores and hyphens ignored: `egyptian_cat`), the synonyms of LOC_synset_mapping.txt
-/// (`tabby, tabby cat`) or a class index (`285`).
-pub fn resolve_class(name: &str) -> Result<usize, ClassError> {
+/// The class of `classes` a label names: a WordNet ID (`n02124075`, where the classes have
+/// them), a class name (exactly, else with case, spaces, underscores and hyphens ignored:
+/// `egyptian_cat`; else the first of LOC_synset_mapping.txt's synonyms, `tabby, tabby cat`)
+/// or a class index (`285`). Names come before indices: a class folder named `10` is the
+/// class named `10` (as torchvision's sorted folders number it), not the eleventh.
+pub fn resolve_class(name: &str, classes: &Classes) -> Result<usize, ClassError> {
     let name = name.trim();
-    if let Some(index) = labels::index_of_wnid(name) {
+    if let Some(index) = classes.index_of_wnid(name) {
         return Ok(index);
     }
-    if let Ok(index) = name.parse::<usize>()
-        && index < labels::count()
-    {
-        return Ok(index);
+    let exact: Vec<usize> = (0..classes.len())
+        .filter(|&i| classes.names()[i] == name)
+        .collect();
+    if let [one] = exact.as_slice() {
+        return Ok(*one);
     }
     let key = normalise(name);
     let named = |key: &str| -> Vec<usize> {
-        (0..labels::count())
-            .filter(|&i| normalise(&labels::label(i)) == key)
+        (0..classes.len())
+            .filter(|&i| normalise(&classes.names()[i]) == key)
             .collect()
     };
     let mut matches = named(&key);
@@ -147,26 +169,40 @@ pub fn resolve_class(name: &str) -> Result<usize, ClassError> {
     {
         matches = named(&normalise(first));
     }
+    if matches.is_empty()
+        && let Ok(index) = name.parse::<usize>()
+        && index < classes.len()
+    {
+        return Ok(index);
+    }
     match matches.as_slice() {
         [one] => Ok(*one),
         [] => Err(ClassError::Unknown {
             name: name.to_string(),
-            nearest: nearest(&key),
+            among: match classes.source() {
+                ClassSource::ImageNet => "an ImageNet-1k class".to_string(),
+                source => format!("one of the model's {} classes ({source})", classes.len()),
+            },
+            nearest: nearest(&key, classes),
         }),
         many => Err(ClassError::Ambiguous {
             name: name.to_string(),
-            choices: many.iter().map(|&i| described(i)).collect(),
+            choices: many.iter().map(|&i| described(classes, i)).collect(),
+            hint: if classes.wnid(0).is_some() {
+                "WordNet ID"
+            } else {
+                "class index"
+            },
         }),
     }
 }
 
-/// `n02124075 (285, Egyptian cat)`.
-fn described(index: usize) -> String {
-    format!(
-        "{} ({index}, {})",
-        labels::wnid(index).unwrap_or("?"),
-        labels::label(index)
-    )
+/// `n02124075 (285, Egyptian cat)`, or `1 (dent)` without WordNet IDs.
+fn described(classes: &Classes, index: usize) -> String {
+    match classes.wnid(index) {
+        Some(wnid) => format!("{wnid} ({index}, {})", classes.label(index)),
+        None => format!("{index} ({})", classes.label(index)),
+    }
 }
 
 fn normalise(name: &str) -> String {
@@ -176,25 +212,85 @@ fn normalise(name: &str) -> String {
         .collect()
 }
 
-/// The three labels closest to `key` in edit distance.
-fn nearest(key: &str) -> Vec<String> {
-    let mut scored: Vec<(usize, usize)> = (0..labels::count())
-        .map(|i| (strsim::levenshtein(key, &normalise(&labels::label(i))), i))
+/// The three class names closest to `key` in edit distance.
+fn nearest(key: &str, classes: &Classes) -> Vec<String> {
+    let mut scored: Vec<(usize, usize)> = (0..classes.len())
+        .map(|i| (strsim::levenshtein(key, &normalise(&classes.names()[i])), i))
         .collect();
     scored.sort_unstable();
-    scored.iter().take(3).map(|&(_, i)| described(i)).collect()
+    scored
+        .iter()
+        .take(3)
+        .map(|&(_, i)| described(classes, i))
+        .collect()
+}
+
+/// What torchvision ImageFolder's rule makes of a folder for a model nothing names the
+/// classes of, and the one-line note that says so.
+#[derive(Debug, Clone)]
+pub struct FolderClasses {
+    /// The sorted folder names, when there are as many as the model's head has classes.
+    pub classes: Option<Classes>,
+    pub note: String,
+}
+
+/// torchvision ImageFolder's rule: when nothing names the model's classes (`class N`), the
+/// folders right below `root` sorted by code point (Python's `sorted()`, as ImageFolder
+/// does; hidden folders skipped, as everywhere in camview) are the classes, the i-th
+/// folder class i, if there are as many as the head has classes. `None` when the classes
+/// are named or `root` has no folder; a note naming both numbers when the counts differ.
+pub fn folder_classes(root: &Path, model: &Classes) -> Option<FolderClasses> {
+    if *model.source() != ClassSource::Numbered {
+        return None;
+    }
+    let mut folders: Vec<String> = walk::read_folder(root)
+        .ok()?
+        .into_iter()
+        .filter(|e| e.kind == walk::EntryKind::Folder)
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect();
+    if folders.is_empty() {
+        return None;
+    }
+    // Rust orders strings by their UTF-8 bytes, which is code point order.
+    folders.sort();
+    let (count, head) = (folders.len(), model.len());
+    if count != head {
+        return Some(FolderClasses {
+            classes: None,
+            note: format!(
+                "{} has {count} class folders but the model's head has {head} classes, and \
+                 nothing names them: the folders do not name the classes (--classes FILE does)",
+                root.display()
+            ),
+        });
+    }
+    let note = format!(
+        "the model's {head} classes are named after the sorted class folders of {} \
+         (torchvision's ImageFolder rule): {}",
+        root.display(),
+        folders.join(", ")
+    );
+    Some(FolderClasses {
+        classes: Some(Classes::new(
+            folders,
+            None,
+            ClassSource::Folders(root.to_path_buf()),
+        )),
+        note,
+    })
 }
 
 /// Class folders: the first folder below the root names each image's class. Used when every
 /// such folder is a class; when none is, the images are unlabelled (an ordinary tree of
 /// photos); a mixture is an error naming the folder that is not a class.
-fn apply_class_folders(items: &mut [Item]) -> anyhow::Result<LabelSource> {
+fn apply_class_folders(items: &mut [Item], model: &Classes) -> anyhow::Result<LabelSource> {
     let mut classes: HashMap<String, Result<usize, ClassError>> = HashMap::new();
     for item in items.iter() {
         if let Some((folder, _)) = item.relative.split_once('/') {
             classes
                 .entry(folder.to_string())
-                .or_insert_with(|| resolve_class(folder));
+                .or_insert_with(|| resolve_class(folder, model));
         }
     }
     if classes.is_empty()
@@ -235,6 +331,7 @@ fn apply_labels_file(
     root: &Path,
     items: &mut [Item],
     warnings: &mut Vec<String>,
+    classes: &Classes,
 ) -> anyhow::Result<()> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -262,13 +359,14 @@ fn apply_labels_file(
         }
         let at = |e: &dyn std::fmt::Display| format!("{}: line {line}: {e}", file.display());
         let (class, boxes) = if loc_format {
-            let boxes = parse_prediction_string(value).map_err(|e| anyhow::anyhow!(at(&e)))?;
+            let boxes =
+                parse_prediction_string(value, classes).map_err(|e| anyhow::anyhow!(at(&e)))?;
             let Some(first) = boxes.first() else {
                 bail!(at(&"no box in the prediction string"));
             };
             (first.class, boxes)
         } else {
-            let class = resolve_class(value).map_err(|e| anyhow::anyhow!(at(&e)))?;
+            let class = resolve_class(value, classes).map_err(|e| anyhow::anyhow!(at(&e)))?;
             (class, Vec::new())
         };
         let key = key.replace('\\', "/");
@@ -278,8 +376,8 @@ fn apply_labels_file(
             bail!(
                 "{}: lines {before} and {line} both label {key}, as {} and as {}",
                 file.display(),
-                described(*other),
-                described(class)
+                described(classes, *other),
+                described(classes, class)
             );
         }
         rows.insert(key, (line, class, boxes));
@@ -299,7 +397,7 @@ fn apply_labels_file(
         let from = format!("{}: line {line}", file.display());
         item.truth = Some(Truth {
             class: *class,
-            boxes: usable_boxes(&item.path, written, &from, warnings),
+            boxes: usable_boxes(&item.path, written, &from, warnings, classes),
         });
     }
     if matched.is_empty() && !rows.is_empty() {
@@ -326,14 +424,16 @@ struct WrittenBox {
     y1: f64,
 }
 
-impl std::fmt::Display for WrittenBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Self { x0, y0, x1, y1, .. } = self;
-        write!(f, "{} ({x0}, {y0})–({x1}, {y1})", described(self.class))
-    }
-}
-
 impl WrittenBox {
+    /// `n02124075 (285, Egyptian cat) (10, 20)–(300, 200)`.
+    fn described(&self, classes: &Classes) -> String {
+        let Self { x0, y0, x1, y1, .. } = self;
+        format!(
+            "{} ({x0}, {y0})–({x1}, {y1})",
+            described(classes, self.class)
+        )
+    }
+
     /// The box on an image of `size` (when it could be read), or why it is none: a
     /// coordinate that is not a number, a minimum above its maximum, or no pixel inside
     /// the image. A box that only overhangs the image is clipped to it: annotators often
@@ -372,6 +472,7 @@ fn usable_boxes(
     written: &[WrittenBox],
     from: &str,
     warnings: &mut Vec<String>,
+    classes: &Classes,
 ) -> Vec<TruthBox> {
     if written.is_empty() {
         return Vec::new();
@@ -382,14 +483,17 @@ fn usable_boxes(
         .iter()
         .filter_map(|b| {
             b.on_image(size)
-                .map_err(|why| warnings.push(format!("{from}: box {b} not used: {why}")))
+                .map_err(|why| {
+                    let b = b.described(classes);
+                    warnings.push(format!("{from}: box {b} not used: {why}"));
+                })
                 .ok()
         })
         .collect()
 }
 
 /// `wnid x0 y0 x1 y1` repeated.
-fn parse_prediction_string(text: &str) -> Result<Vec<WrittenBox>, String> {
+fn parse_prediction_string(text: &str, classes: &Classes) -> Result<Vec<WrittenBox>, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
     if !words.len().is_multiple_of(5) {
         return Err(format!("`{text}`: expected groups of `wnid x0 y0 x1 y1`"));
@@ -397,8 +501,15 @@ fn parse_prediction_string(text: &str) -> Result<Vec<WrittenBox>, String> {
     words
         .chunks(5)
         .map(|w| {
-            let class = labels::index_of_wnid(w[0])
-                .ok_or_else(|| format!("`{}` is not an ImageNet-1k WordNet ID", w[0]))?;
+            let class = classes
+                .index_of_wnid(w[0])
+                .ok_or_else(|| match classes.source() {
+                    ClassSource::ImageNet => format!("`{}` is not an ImageNet-1k WordNet ID", w[0]),
+                    source => format!(
+                        "`{}` is the WordNet ID of none of the model's classes ({source})",
+                        w[0]
+                    ),
+                })?;
             let n = |s: &str| {
                 s.parse::<f64>()
                     .map_err(|_| format!("`{s}` is not a coordinate"))
@@ -422,6 +533,7 @@ fn apply_voc_boxes(
     dir: &Path,
     items: &mut [Item],
     warnings: &mut Vec<String>,
+    classes: &Classes,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(dir.is_dir(), "--boxes {}: not a folder", dir.display());
     for item in items.iter_mut() {
@@ -434,7 +546,7 @@ fn apply_voc_boxes(
         }
         let written = std::fs::read_to_string(&xml)
             .map_err(anyhow::Error::from)
-            .and_then(|text| parse_voc(&text));
+            .and_then(|text| parse_voc(&text, classes));
         let written = match written {
             Ok(written) if !written.is_empty() => written,
             Ok(_) => continue,
@@ -447,7 +559,8 @@ fn apply_voc_boxes(
                 continue;
             }
         };
-        let boxes = usable_boxes(&item.path, &written, &xml.display().to_string(), warnings);
+        let from = xml.display().to_string();
+        let boxes = usable_boxes(&item.path, &written, &from, warnings, classes);
         match &mut item.truth {
             Some(truth) => truth.boxes = boxes,
             None => {
@@ -462,7 +575,7 @@ fn apply_voc_boxes(
 }
 
 /// The objects of a VOC annotation: `<object><name>wnid</name><bndbox><xmin>…`.
-fn parse_voc(text: &str) -> anyhow::Result<Vec<WrittenBox>> {
+fn parse_voc(text: &str, classes: &Classes) -> anyhow::Result<Vec<WrittenBox>> {
     let doc = roxmltree::Document::parse(text)?;
     let child = |node: roxmltree::Node<'_, '_>, name: &str| {
         node.children()
@@ -474,7 +587,7 @@ fn parse_voc(text: &str) -> anyhow::Result<Vec<WrittenBox>> {
     let mut boxes = Vec::new();
     for object in doc.descendants().filter(|n| n.has_tag_name("object")) {
         let name = child(object, "name").context("an <object> without <name>")?;
-        let class = resolve_class(&name)?;
+        let class = resolve_class(&name, classes)?;
         let bndbox = object
             .children()
             .find(|c| c.has_tag_name("bndbox"))
@@ -500,20 +613,24 @@ fn parse_voc(text: &str) -> anyhow::Result<Vec<WrittenBox>> {
 mod tests {
     use super::*;
 
+    fn imagenet() -> Classes {
+        Classes::imagenet()
+    }
+
     #[test]
     fn classes_are_named_by_wordnet_id_label_or_index() {
-        assert_eq!(resolve_class("n02124075"), Ok(285));
-        assert_eq!(resolve_class("egyptian_cat"), Ok(285));
-        assert_eq!(resolve_class("Egyptian Cat"), Ok(285));
-        assert_eq!(resolve_class("285"), Ok(285));
-        let Err(ClassError::Ambiguous { choices, .. }) = resolve_class("crane") else {
+        assert_eq!(resolve_class("n02124075", &imagenet()), Ok(285));
+        assert_eq!(resolve_class("egyptian_cat", &imagenet()), Ok(285));
+        assert_eq!(resolve_class("Egyptian Cat", &imagenet()), Ok(285));
+        assert_eq!(resolve_class("285", &imagenet()), Ok(285));
+        let Err(ClassError::Ambiguous { choices, .. }) = resolve_class("crane", &imagenet()) else {
             panic!("crane is a bird and a machine");
         };
         assert_eq!(
             choices,
             ["n02012849 (134, crane)", "n03126707 (517, crane)"]
         );
-        let Err(e @ ClassError::Unknown { .. }) = resolve_class("egyptain cat") else {
+        let Err(e @ ClassError::Unknown { .. }) = resolve_class("egyptain cat", &imagenet()) else {
             panic!("a typo is unknown");
         };
         assert!(
@@ -521,16 +638,17 @@ mod tests {
                 .contains("nearest: n02124075 (285, Egyptian cat)"),
             "{e}"
         );
-        assert!(resolve_class("1000").is_err());
+        assert!(resolve_class("1000", &imagenet()).is_err());
     }
 
     #[test]
     fn loc_solution_rows_give_the_class_and_every_box() {
-        let boxes = parse_prediction_string("n01751748 1 2 30 40 n01751748 5 6 70 80").unwrap();
+        let boxes = parse_prediction_string("n01751748 1 2 30 40 n01751748 5 6 70 80", &imagenet())
+            .unwrap();
         assert_eq!(boxes.len(), 2);
         assert_eq!((boxes[1].class, boxes[1].x1, boxes[1].y1), (65, 70.0, 80.0));
-        assert!(parse_prediction_string("n01751748 1 2 30").is_err());
-        assert!(parse_prediction_string("n99999999 1 2 3 4").is_err());
+        assert!(parse_prediction_string("n01751748 1 2 30", &imagenet()).is_err());
+        assert!(parse_prediction_string("n99999999 1 2 3 4", &imagenet()).is_err());
     }
 
     #[test]
@@ -539,7 +657,7 @@ mod tests {
             <object><name>n02124075</name><bndbox><xmin>10</xmin><ymin>20</ymin>\
             <xmax>300</xmax><ymax>200</ymax></bndbox></object></annotation>";
         assert_eq!(
-            parse_voc(xml).unwrap(),
+            parse_voc(xml, &imagenet()).unwrap(),
             [WrittenBox {
                 class: 285,
                 x0: 10.0,
@@ -549,7 +667,11 @@ mod tests {
             }]
         );
         assert!(
-            parse_voc("<annotation><object><name>n02124075</name></object></annotation>").is_err()
+            parse_voc(
+                "<annotation><object><name>n02124075</name></object></annotation>",
+                &imagenet()
+            )
+            .is_err()
         );
     }
 
@@ -580,15 +702,87 @@ mod tests {
 
     #[test]
     fn loc_synset_mapping_synonyms_name_their_class() {
-        assert_eq!(resolve_class("tabby, tabby cat"), Ok(281));
+        assert_eq!(resolve_class("tabby, tabby cat", &imagenet()), Ok(281));
         assert_eq!(
-            resolve_class("great white shark, white shark, man-eater, man-eating shark"),
+            resolve_class(
+                "great white shark, white shark, man-eater, man-eating shark",
+                &imagenet()
+            ),
             Ok(2)
         );
         // The first synonym decides; `crane` stays ambiguous (a bird and a machine).
         assert!(matches!(
-            resolve_class("crane"),
+            resolve_class("crane", &imagenet()),
             Err(ClassError::Ambiguous { .. })
         ));
+    }
+
+    fn own(names: &[&str]) -> Classes {
+        Classes::new(
+            names.iter().map(|n| n.to_string()).collect(),
+            None,
+            ClassSource::File("classes.txt".into()),
+        )
+    }
+
+    #[test]
+    fn an_own_models_classes_are_named_by_name_forgivingly_or_by_index() {
+        let classes = own(&["scratch", "dent", "clean"]);
+        assert_eq!(resolve_class("dent", &classes), Ok(1));
+        assert_eq!(resolve_class(" Clean ", &classes), Ok(2));
+        assert_eq!(resolve_class("2", &classes), Ok(2));
+        let e = resolve_class("scrath", &classes).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`scrath` is not one of the model's 3 classes (classes.txt) \
+             (nearest: 0 (scratch), 1 (dent), 2 (clean))"
+        );
+        // ImageNet's names are no class of this model.
+        assert!(resolve_class("Egyptian cat", &classes).is_err());
+        assert!(resolve_class("n02124075", &classes).is_err());
+        assert!(resolve_class("3", &classes).is_err());
+        let twins = own(&["Hot-Dog", "hot dog", "bun"]);
+        assert_eq!(resolve_class("hot dog", &twins), Ok(1), "exact first");
+        let e = resolve_class("hotdog", &twins).unwrap_err().to_string();
+        assert!(e.contains("use the class index"), "{e}");
+    }
+
+    #[test]
+    fn a_folder_named_by_a_number_is_that_name_before_that_index() {
+        // As torchvision's ImageFolder numbers folders 0, 1, 10, 2: `10` is class 2.
+        let classes = own(&["0", "1", "10", "2"]);
+        assert_eq!(resolve_class("10", &classes), Ok(2));
+        assert_eq!(resolve_class("2", &classes), Ok(3));
+    }
+
+    #[test]
+    fn imagefolders_rule_names_numbered_classes_after_the_sorted_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        for folder in ["scratch", "dent", "Zinc", ".cache"] {
+            std::fs::create_dir(dir.path().join(folder)).unwrap();
+        }
+        std::fs::write(dir.path().join("loose.png"), b"").unwrap();
+        let found = folder_classes(dir.path(), &Classes::numbered(3)).unwrap();
+        let classes = found.classes.unwrap();
+        // Code point order, as Python's sorted(): upper case before lower; hidden skipped.
+        assert_eq!(classes.names(), ["Zinc", "dent", "scratch"]);
+        assert_eq!(
+            *classes.source(),
+            ClassSource::Folders(dir.path().to_path_buf())
+        );
+        assert!(found.note.contains("ImageFolder"), "{}", found.note);
+        let other = folder_classes(dir.path(), &Classes::numbered(5)).unwrap();
+        assert!(other.classes.is_none());
+        assert!(
+            other
+                .note
+                .contains("has 3 class folders but the model's head has 5 classes"),
+            "{}",
+            other.note
+        );
+        // Named classes are the model's own: no rule.
+        assert!(folder_classes(dir.path(), &own(&["a", "b", "c"])).is_none());
+        let empty = tempfile::tempdir().unwrap();
+        assert!(folder_classes(empty.path(), &Classes::numbered(3)).is_none());
     }
 }

@@ -9,6 +9,7 @@ use crate::analysis::ImageKey;
 use crate::dataset::{self, Dataset, LabelSource};
 use crate::jobs::{self, Panicked};
 use crate::log;
+use crate::model::Classes;
 use crate::walk::{self, EntryKind};
 
 /// Where a folder's ground truth comes from: the folder, and the labels and boxes given.
@@ -45,12 +46,14 @@ pub fn load(
     root: &Path,
     labels: Option<&Path>,
     boxes: Option<&Path>,
+    classes: &Classes,
 ) -> Result<Option<LoadedDataset>, ReadError> {
-    if labels.is_none() && boxes.is_none() && !has_class_folder(root) {
+    if labels.is_none() && boxes.is_none() && !has_class_folder(root, classes) {
         // Not a dataset: no need to walk what may be a whole home folder.
         return Ok(None);
     }
-    let dataset = Dataset::load(root, labels, boxes).map_err(|e| ReadError::Unusable(e.into()))?;
+    let dataset =
+        Dataset::load(root, labels, boxes, classes).map_err(|e| ReadError::Unusable(e.into()))?;
     if dataset.source == LabelSource::None && boxes.is_none() {
         return Ok(None);
     }
@@ -65,22 +68,24 @@ pub fn load(
     }))
 }
 
-/// True when a folder right below `root` is named after an ImageNet class.
-fn has_class_folder(root: &Path) -> bool {
+/// True when a folder right below `root` is named after one of `classes`.
+fn has_class_folder(root: &Path, classes: &Classes) -> bool {
     walk::read_folder(root).is_ok_and(|entries| {
         entries.iter().any(|e| {
             e.kind == EntryKind::Folder
                 && e.name
                     .to_str()
-                    .is_some_and(|n| dataset::resolve_class(n).is_ok())
+                    .is_some_and(|n| dataset::resolve_class(n, classes).is_ok())
         })
     })
 }
 
-/// Reads `source` on a thread of its own and hands the outcome to `done`, unless the folder
-/// has no labels (`Ok(None)` from [`load`]): then nothing is said.
+/// Reads `source` against the model's `classes` on a thread of its own and hands the
+/// outcome to `done`, unless the folder has no labels (`Ok(None)` from [`load`]): then
+/// nothing is said.
 pub fn spawn(
     source: &DatasetSource,
+    classes: Arc<Classes>,
     done: impl FnOnce(Result<Box<LoadedDataset>, ReadError>) + Send + 'static,
 ) -> std::io::Result<()> {
     let source = source.clone();
@@ -91,6 +96,7 @@ pub fn spawn(
                 &source.root,
                 source.labels.as_deref(),
                 source.boxes.as_deref(),
+                &classes,
             )
         });
         log::debug(&format!("dataset read in {:?}", started.elapsed()));

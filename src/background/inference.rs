@@ -2,17 +2,18 @@
 //! weights, and answers analysis requests by message; the newest request always wins.
 
 use std::cell::Cell;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::sweep::Sweep;
 use crate::analysis::{self, AnalysisError, ImageKey, Record, TruthRecord};
+use crate::dataset;
 use crate::jobs::{Closed, Mailbox, Worker};
 use crate::log;
 use crate::model::cam::BBox;
 use crate::model::fetch::Progress;
-use crate::model::{Analysis, Classifier};
+use crate::model::{Analysis, Classes, Classifier};
 use crate::provision::{ModelConfig, Step, provision};
 use crate::results::{Results, Target};
 
@@ -27,8 +28,12 @@ pub enum ModelStatus {
         done: u64,
         total: Option<u64>,
     },
-    /// Ready to classify, on `device`.
-    Ready { device: String },
+    /// Ready to classify, on `device`; its outputs are `classes` (what a dataset's truth is
+    /// read against).
+    Ready {
+        device: String,
+        classes: Arc<Classes>,
+    },
     /// No model: browsing works, predictions do not. The message says why and what to do.
     Unavailable(String),
 }
@@ -137,27 +142,37 @@ impl InferenceWorker {
 }
 
 /// Starts the inference thread: it loads (or, for the default path, fetches) the weights,
-/// opens the result store at `store` (when given), then serves requests through the results
-/// service, from the store where it can. Every event goes to `notify` (also from the sweep's
-/// pipeline), which returns false once nobody listens.
+/// names the classes after the sorted folders of `class_folders` when nothing names them
+/// (torchvision's ImageFolder rule, see [`dataset::folder_classes`]), opens the result store
+/// at `store` (when given), then serves requests through the results service, from the
+/// store where it can. Every event goes to `notify` (also from the sweep's pipeline), which
+/// returns false once nobody listens.
 pub fn spawn(
     model: ModelConfig,
     store: Option<PathBuf>,
+    class_folders: Option<PathBuf>,
     notify: impl Fn(WorkerEvent) -> bool + Send + Sync + 'static,
 ) -> std::io::Result<InferenceWorker> {
     let worker = Worker::spawn("camview-inference", move |inbox| {
-        serve(&model, store.as_deref(), inbox, &notify);
+        serve(
+            &model,
+            store.as_deref(),
+            class_folders.as_deref(),
+            inbox,
+            &notify,
+        );
     })?;
     Ok(InferenceWorker { worker })
 }
 
 fn serve(
     model: &ModelConfig,
-    store: Option<&std::path::Path>,
+    store: Option<&Path>,
+    class_folders: Option<&Path>,
     inbox: &Mailbox<Job>,
     notify: &(dyn Fn(WorkerEvent) -> bool + Sync),
 ) {
-    let Some(classifier) = load_model(model, notify) else {
+    let Some(classifier) = load_model(model, class_folders, notify) else {
         return;
     };
     let (results, notes) = Results::open(store, &classifier, model.resize);
@@ -219,9 +234,14 @@ fn serve(
     }
 }
 
-/// Loads the classifier through [`provision`], reporting every step; `None` means the model
-/// is unavailable (already reported) or nobody listens.
-fn load_model(model: &ModelConfig, notify: &dyn Fn(WorkerEvent) -> bool) -> Option<Classifier> {
+/// Loads the classifier through [`provision`], reporting every step, and names its classes
+/// after `class_folders` where nothing else names them; `None` means the model is
+/// unavailable (already reported) or nobody listens.
+fn load_model(
+    model: &ModelConfig,
+    class_folders: Option<&Path>,
+    notify: &dyn Fn(WorkerEvent) -> bool,
+) -> Option<Classifier> {
     let progress = ForwardProgress {
         notify,
         phase: Cell::new(String::new()),
@@ -238,15 +258,25 @@ fn load_model(model: &ModelConfig, notify: &dyn Fn(WorkerEvent) -> bool) -> Opti
         Step::Fetching | Step::Fetched(_) => {}
     });
     match loaded {
-        Ok(classifier) => {
+        Ok(mut classifier) => {
             log::debug(&format!("model ready in {:?}", started.elapsed()));
+            if let Some(found) =
+                class_folders.and_then(|root| dataset::folder_classes(root, classifier.classes()))
+            {
+                let note = match found.classes.map(|c| classifier.set_classes(c)) {
+                    Some(Err(e)) => e.to_string(),
+                    _ => found.note,
+                };
+                notify(WorkerEvent::Note(note));
+            }
             let mut device = classifier.describe();
             if let Some(note) = precision_note {
                 log::debug(&note);
                 // The status line has room for a hint only; the log has the sentence.
                 device.push_str(" f32 (no bf16 here)");
             }
-            notify(WorkerEvent::Model(ModelStatus::Ready { device })).then_some(classifier)
+            let classes = Arc::new(classifier.classes().clone());
+            notify(WorkerEvent::Model(ModelStatus::Ready { device, classes })).then_some(classifier)
         }
         Err(e) => {
             notify(WorkerEvent::Model(ModelStatus::Unavailable(e.to_string())));

@@ -17,10 +17,10 @@ use super::{ModelArgs, StoreArgs};
 use crate::analysis::{
     self, AnalysisError, ImageKey, Record, SWEEP_STEPS, truth_box_at_paper_threshold,
 };
-use crate::dataset::{Dataset, Item, LabelSource};
+use crate::dataset::{self, Dataset, Item, LabelSource};
+use crate::model::Classes;
 use crate::model::Classifier;
 use crate::model::cam::BBox;
-use crate::model::labels;
 use crate::pipeline::Run;
 use crate::results::{Results, Target};
 use crate::scoring::{self, IOU_HIT, Score, best_iou};
@@ -28,8 +28,9 @@ use crate::text::printable_path;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The dataset: class folders DIR/<class>/<image> (WordNet ID, label or index), or any
-    /// folder of images with --labels.
+    /// The dataset: class folders DIR/<class>/<image> (the model's class names, WordNet IDs or
+    /// indices; the sorted folders name a model nothing else names), or any folder of images
+    /// with --labels.
     pub dir: PathBuf,
     /// Labels file: `path,label` CSV, or ImageNet's LOC_val_solution.csv (boxes included).
     #[arg(long, value_name = "FILE")]
@@ -53,14 +54,29 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
-    let dataset = Dataset::load(&args.dir, args.labels.as_deref(), args.boxes.as_deref())?;
+    let mut classifier = args.model.load_classifier()?;
+    // Class folders name a model's classes when nothing else does (torchvision's rule),
+    // before the store is keyed by the names.
+    if args.labels.is_none()
+        && let Some(found) = dataset::folder_classes(&args.dir, classifier.classes())
+    {
+        eprintln!("camview: {}", found.note);
+        if let Some(classes) = found.classes {
+            classifier.set_classes(classes)?;
+        }
+    }
+    let dataset = Dataset::load(
+        &args.dir,
+        args.labels.as_deref(),
+        args.boxes.as_deref(),
+        classifier.classes(),
+    )?;
     for (dir, why) in &dataset.unreadable {
         eprintln!("camview: cannot read {}: {why}", dir.display());
     }
     for warning in &dataset.warnings {
         eprintln!("camview: {warning}");
     }
-    let classifier = args.model.load_classifier()?;
     let store = args.store.path();
     let (results, notes) = Results::open(store.as_deref(), &classifier, args.model.resize);
     for note in notes {
@@ -88,9 +104,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let written = if args.json {
-        write_json(&mut out, &outcomes, &summary)
+        write_json(&mut out, &outcomes, &summary, &dataset.classes)
     } else if args.csv {
-        write_csv(&mut out, &outcomes)
+        write_csv(&mut out, &outcomes, &dataset.classes)
     } else {
         write_report(&mut out, &dataset, &outcomes, &summary, args.top_confusions)
     };
@@ -273,16 +289,17 @@ impl Summary {
 }
 
 #[derive(Serialize)]
-struct JsonTruth {
+struct JsonTruth<'a> {
     index: usize,
     label: String,
-    wnid: &'static str,
+    /// Empty where the model's classes have no WordNet IDs.
+    wnid: &'a str,
 }
 
 #[derive(Serialize)]
 struct JsonImage<'a> {
     path: String,
-    truth: Option<JsonTruth>,
+    truth: Option<JsonTruth<'a>>,
     top: Option<&'a [crate::model::Prediction]>,
     truth_rank: Option<usize>,
     truth_prob: Option<f32>,
@@ -295,14 +312,14 @@ struct JsonImage<'a> {
     error: Option<String>,
 }
 
-fn json_image<'a>(o: &'a Outcome) -> JsonImage<'a> {
+fn json_image<'a>(o: &'a Outcome, classes: &'a Classes) -> JsonImage<'a> {
     let record = o.record.as_ref().ok();
     JsonImage {
         path: printable_path(&o.item.path),
         truth: o.item.truth.as_ref().map(|t| JsonTruth {
             index: t.class,
-            label: labels::label(t.class),
-            wnid: labels::wnid(t.class).unwrap_or(""),
+            label: classes.label(t.class),
+            wnid: classes.wnid(t.class).unwrap_or(""),
         }),
         // The top five; a true class ranked lower is given by truth_rank and truth_prob.
         top: record.map(|r| &r.analysis.top[..r.analysis.top.len().min(analysis::TOP_K)]),
@@ -323,14 +340,15 @@ fn write_json(
     out: &mut impl Write,
     outcomes: &[Outcome],
     summary: &Summary,
+    classes: &Classes,
 ) -> std::io::Result<()> {
     for o in outcomes {
-        writeln!(out, "{}", serde_json::to_string(&json_image(o))?)?;
+        writeln!(out, "{}", serde_json::to_string(&json_image(o, classes))?)?;
     }
     writeln!(out, "{}", serde_json::json!({ "summary": summary }))
 }
 
-fn write_csv(out: &mut impl Write, outcomes: &[Outcome]) -> std::io::Result<()> {
+fn write_csv(out: &mut impl Write, outcomes: &[Outcome], classes: &Classes) -> std::io::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     let opt = |v: Option<String>| v.unwrap_or_default();
     w.write_record([
@@ -356,9 +374,9 @@ fn write_csv(out: &mut impl Write, outcomes: &[Outcome]) -> std::io::Result<()> 
             printable_path(&o.item.path),
             opt(truth.map(|t| t.class.to_string())),
             opt(truth
-                .and_then(|t| labels::wnid(t.class))
+                .and_then(|t| classes.wnid(t.class))
                 .map(str::to_string)),
-            opt(truth.map(|t| labels::label(t.class))),
+            opt(truth.map(|t| classes.label(t.class))),
             opt(top1.map(|p| p.index.to_string())),
             opt(top1.map(|p| p.label.clone())),
             opt(top1.map(|p| format!("{:.6}", p.prob))),
@@ -381,12 +399,12 @@ fn percent(v: Option<f64>) -> String {
     v.map_or_else(|| "—".to_string(), |v| format!("{:.1} %", v * 100.0))
 }
 
-fn class_name(index: usize) -> String {
-    format!(
-        "{} {}",
-        labels::wnid(index).unwrap_or("?"),
-        labels::label(index)
-    )
+/// `n02124075 Egyptian cat`, or the name alone where the classes have no WordNet IDs.
+fn class_name(classes: &Classes, index: usize) -> String {
+    match classes.wnid(index) {
+        Some(wnid) => format!("{wnid} {}", classes.label(index)),
+        None => classes.label(index),
+    }
 }
 
 fn write_report(
@@ -451,8 +469,8 @@ fn write_report(
             )?;
         }
     }
-    write_per_class(out, outcomes)?;
-    write_confusions(out, outcomes, confusions)?;
+    write_per_class(out, outcomes, &dataset.classes)?;
+    write_confusions(out, outcomes, confusions, &dataset.classes)?;
     for o in outcomes {
         if let Some(e) = o.error() {
             writeln!(out, "failed: {}: {e}", printable_path(&o.item.path))?;
@@ -462,7 +480,11 @@ fn write_report(
 }
 
 /// Images and top-1 accuracy per true class, worst first.
-fn write_per_class(out: &mut impl Write, outcomes: &[Outcome]) -> std::io::Result<()> {
+fn write_per_class(
+    out: &mut impl Write,
+    outcomes: &[Outcome],
+    names: &Classes,
+) -> std::io::Result<()> {
     let classes = scoring::per_class(top1_pairs(outcomes));
     if !classes.is_empty() {
         writeln!(out, "per class (worst first):")?;
@@ -473,7 +495,7 @@ fn write_per_class(out: &mut impl Write, outcomes: &[Outcome]) -> std::io::Resul
                 c.accuracy() * 100.0,
                 c.top1_hits,
                 c.images,
-                class_name(c.class)
+                class_name(names, c.class)
             )?;
         }
     }
@@ -494,6 +516,7 @@ fn write_confusions(
     out: &mut impl Write,
     outcomes: &[Outcome],
     confusions: usize,
+    classes: &Classes,
 ) -> std::io::Result<()> {
     let pairs = scoring::confusions(top1_pairs(outcomes));
     if confusions > 0 && !pairs.is_empty() {
@@ -503,8 +526,8 @@ fn write_confusions(
                 out,
                 "  {:>4}  {} → {}",
                 c.images,
-                class_name(c.truth),
-                class_name(c.predicted)
+                class_name(classes, c.truth),
+                class_name(classes, c.predicted)
             )?;
         }
     }

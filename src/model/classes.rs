@@ -16,6 +16,9 @@ pub enum ClassSource {
     Config(PathBuf),
     /// A class file (`--classes`).
     File(PathBuf),
+    /// The sorted class folders of a dataset (torchvision ImageFolder's rule), for a model
+    /// nothing else names.
+    Folders(PathBuf),
     /// Nothing names them: `class 0`, `class 1`, …
     Numbered,
 }
@@ -26,6 +29,7 @@ impl fmt::Display for ClassSource {
             Self::ImageNet => f.write_str("built-in ImageNet-1k names"),
             Self::Config(path) => write!(f, "{}", path.display()),
             Self::File(path) => write!(f, "{}", path.display()),
+            Self::Folders(root) => write!(f, "the sorted class folders of {}", root.display()),
             Self::Numbered => f.write_str("no names given: numbered"),
         }
     }

@@ -339,6 +339,7 @@ mod tests {
             source: LabelSource::ClassFolders,
             unreadable: Vec::new(),
             warnings: Vec::new(),
+            classes: crate::model::Classes::imagenet(),
         })
     }
 

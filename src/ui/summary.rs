@@ -9,7 +9,6 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Widget};
 
 use super::review::Review;
-use crate::model::labels;
 
 /// Draws the summary of `review` into `area`, the confusion at `selected` highlighted.
 pub fn draw(review: &Review, selected: usize, area: Rect, buf: &mut Buffer) {
@@ -33,6 +32,7 @@ pub fn draw(review: &Review, selected: usize, area: Rect, buf: &mut Buffer) {
     let inner = block.inner(area);
     block.render(area, buf);
 
+    let names = &review.dataset.classes;
     let confusions = review.confusions();
     let classes = review.per_class();
     let rows = usize::from(inner.height);
@@ -61,8 +61,8 @@ pub fn draw(review: &Review, selected: usize, area: Rect, buf: &mut Buffer) {
             "{} {:>4}  {} → {}",
             if chosen { "▶" } else { " " },
             confusion.images,
-            labels::label(confusion.truth),
-            labels::label(confusion.predicted)
+            names.label(confusion.truth),
+            names.label(confusion.predicted)
         );
         let style = if chosen {
             Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)
@@ -81,7 +81,7 @@ pub fn draw(review: &Review, selected: usize, area: Rect, buf: &mut Buffer) {
                 class.top1_hits,
                 class.images
             )),
-            Span::raw(labels::label(class.class)),
+            Span::raw(names.label(class.class)),
         ]));
     }
     Paragraph::new(lines).render(inner, buf);

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use camview::dataset::{Dataset, TruthBox};
+use camview::model::Classes;
 use serde_json::Value;
 
 use crate::common::{photo, weights_path};
@@ -61,7 +62,13 @@ fn boxes_that_are_no_box_of_their_image_are_named_and_not_used() {
         ),
     )
     .unwrap();
-    let dataset = Dataset::load(&d.root(), None, Some(&d.dir.path().join("boxes"))).unwrap();
+    let dataset = Dataset::load(
+        &d.root(),
+        None,
+        Some(&d.dir.path().join("boxes")),
+        &Classes::imagenet(),
+    )
+    .unwrap();
     let chelsea = dataset
         .items
         .iter()
@@ -165,7 +172,7 @@ fn a_labels_file_that_names_no_image_here_says_so() {
         "path,label\nval/cat-1.png,Egyptian cat\nval/cup-7.jpg,espresso\n",
     )
     .unwrap();
-    let dataset = Dataset::load(&d.root(), Some(&labels), None).unwrap();
+    let dataset = Dataset::load(&d.root(), Some(&labels), None, &Classes::imagenet()).unwrap();
     assert!(dataset.items.iter().all(|i| i.truth.is_none()));
     let [note] = dataset.warnings.as_slice() else {
         panic!("{:#?}", dataset.warnings);
@@ -186,7 +193,7 @@ fn a_labels_file_that_names_no_image_here_says_so() {
     )
     .unwrap();
     assert!(
-        Dataset::load(&d.root(), Some(&labels), None)
+        Dataset::load(&d.root(), Some(&labels), None, &Classes::imagenet())
             .unwrap()
             .warnings
             .is_empty()
@@ -205,7 +212,7 @@ fn an_image_labelled_twice_differently_is_an_error_naming_both_lines() {
         "path,label\nchelsea.png,tabby\nother.png,ski\nchelsea.png,Egyptian cat\n",
     )
     .unwrap();
-    let e = Dataset::load(dir.path(), Some(&labels), None).unwrap_err();
+    let e = Dataset::load(dir.path(), Some(&labels), None, &Classes::imagenet()).unwrap_err();
     assert_eq!(
         format!("{e:#}"),
         format!(
@@ -215,7 +222,7 @@ fn an_image_labelled_twice_differently_is_an_error_naming_both_lines() {
         )
     );
     std::fs::write(&labels, "chelsea.png,tabby\nchelsea.png,n02123045\n").unwrap();
-    let dataset = Dataset::load(dir.path(), Some(&labels), None).unwrap();
+    let dataset = Dataset::load(dir.path(), Some(&labels), None, &Classes::imagenet()).unwrap();
     assert_eq!(dataset.items[0].truth.as_ref().unwrap().class, 281);
 }
 
@@ -227,7 +234,7 @@ fn loc_synset_mapping_labels_are_that_class() {
     std::fs::copy(photo("chelsea"), dir.path().join("chelsea.png")).unwrap();
     let labels = dir.path().join("labels.csv");
     std::fs::write(&labels, "chelsea.png,\"tabby, tabby cat\"\n").unwrap();
-    let dataset = Dataset::load(dir.path(), Some(&labels), None).unwrap();
+    let dataset = Dataset::load(dir.path(), Some(&labels), None, &Classes::imagenet()).unwrap();
     assert_eq!(dataset.items[0].truth.as_ref().unwrap().class, 281);
 
     let folders = tempfile::tempdir().unwrap();
@@ -239,7 +246,7 @@ fn loc_synset_mapping_labels_are_that_class() {
         .join("great white shark, white shark, man-eater");
     std::fs::create_dir(&shark).unwrap();
     std::fs::copy(photo("coffee"), shark.join("s.png")).unwrap();
-    let dataset = Dataset::load(folders.path(), None, None).unwrap();
+    let dataset = Dataset::load(folders.path(), None, None, &Classes::imagenet()).unwrap();
     let mut classes: Vec<_> = dataset
         .items
         .iter()

@@ -13,6 +13,7 @@ mod golden;
 mod importer;
 mod labelled;
 mod models;
+mod own_classes;
 mod results;
 mod ui_screens;
 mod ui_tmux;

@@ -12,8 +12,8 @@ use camview::analysis::{AnalysisError, ImageKey};
 use camview::background::dataset_reader;
 use camview::background::inference::{Analysed, ModelStatus, Request, SweepProgress, WorkerEvent};
 use camview::background::render::{RenderEvent, Renderer};
-use camview::model::ResizeMode;
 use camview::model::preprocess::load_rgb;
+use camview::model::{Classes, ResizeMode};
 use camview::provision::ModelConfig;
 use camview::results::Target;
 use camview::ui::app::{AnalysisState, App, AppEvent, Command};
@@ -143,6 +143,7 @@ impl Harness {
         self.model_ready = true;
         self.event(AppEvent::Worker(WorkerEvent::Model(ModelStatus::Ready {
             device: "cpu".into(),
+            classes: Arc::new(Classes::imagenet()),
         })));
     }
 
@@ -628,7 +629,8 @@ fn the_worker_loads_the_model_and_answers_only_the_newest_request() {
     let (tx, rx) = mpsc::channel();
     let model = cpu_model(crate::common::weights_path().to_path_buf());
     let worker =
-        camview::background::inference::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
+        camview::background::inference::spawn(model, None, None, move |e| tx.send(e).is_ok())
+            .unwrap();
     // Both are posted while the model loads: the second replaces the first.
     worker.send(Request::Analyze(ImageKey::of(&crate::common::photo(
         "chelsea",
@@ -674,7 +676,8 @@ fn the_worker_says_how_to_get_weights_when_an_explicit_file_is_missing() {
         "target/ui-fixtures/no-such-weights.safetensors",
     ));
     let _worker =
-        camview::background::inference::spawn(model, None, move |e| tx.send(e).is_ok()).unwrap();
+        camview::background::inference::spawn(model, None, None, move |e| tx.send(e).is_ok())
+            .unwrap();
     let event = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let WorkerEvent::Model(ModelStatus::Unavailable(why)) = event else {
         panic!("expected the model to be unavailable, got {event:?}");
@@ -796,10 +799,11 @@ fn the_worker_keeps_results_in_the_store_and_reads_them_back() {
     let model = cpu_model(crate::common::weights_path().to_path_buf());
     let analyse = |model: ModelConfig| {
         let (tx, rx) = mpsc::channel();
-        let worker = camview::background::inference::spawn(model, Some(store.clone()), move |e| {
-            tx.send(e).is_ok()
-        })
-        .unwrap();
+        let worker =
+            camview::background::inference::spawn(model, Some(store.clone()), None, move |e| {
+                tx.send(e).is_ok()
+            })
+            .unwrap();
         worker.send(Request::Analyze(ImageKey::of(&photo)));
         loop {
             match rx
@@ -829,7 +833,7 @@ fn reviewing(width: u16, height: u16) -> Harness {
     let dir = DIR.get_or_init(|| fixture("labelled", crate::labelled::build_at));
     let data = dir.join("data");
     let mut h = Harness::new(&data, width, height);
-    let loaded = dataset_reader::load(&data, None, Some(&dir.join("boxes")))
+    let loaded = dataset_reader::load(&data, None, Some(&dir.join("boxes")), &Classes::imagenet())
         .unwrap()
         .expect("class folders are labels");
     h.event(AppEvent::Dataset(Ok(Box::new(loaded))));
@@ -966,9 +970,14 @@ fn the_review_list_filters_orders_and_jumps_between_misses() {
     h.key(KeyCode::Char('r'));
     assert_eq!(h.dataset_reads, 1);
     let dir = PathBuf::from("target/ui-fixtures/labelled");
-    let again = dataset_reader::load(&dir.join("data"), None, Some(&dir.join("boxes")))
-        .unwrap()
-        .unwrap();
+    let again = dataset_reader::load(
+        &dir.join("data"),
+        None,
+        Some(&dir.join("boxes")),
+        &Classes::imagenet(),
+    )
+    .unwrap()
+    .unwrap();
     h.event(AppEvent::Dataset(Ok(Box::new(again))));
     assert!(h.line_with("top-1 2/5").contains("top-5 5/5"));
     assert!(h.line_with("▶ 812/rocket.jpg").starts_with("\"│5"));
@@ -1014,7 +1023,13 @@ fn labels_that_cannot_be_read_leave_the_folder_browsable_and_say_why() {
         )
         .unwrap();
     });
-    let error = dataset_reader::load(&dir, Some(&dir.join("labels.csv")), None).unwrap_err();
+    let error = dataset_reader::load(
+        &dir,
+        Some(&dir.join("labels.csv")),
+        None,
+        &Classes::imagenet(),
+    )
+    .unwrap_err();
     // Wide enough for the whole message.
     let mut h = Harness::new(&dir, 240, 30);
     h.event(AppEvent::Dataset(Err(error)));
@@ -1027,7 +1042,7 @@ fn labels_that_cannot_be_read_leave_the_folder_browsable_and_say_why() {
     );
     // A folder without class folders is no dataset, and is not walked as one.
     assert!(
-        dataset_reader::load(Path::new("images"), None, None)
+        dataset_reader::load(Path::new("images"), None, None, &Classes::imagenet())
             .unwrap()
             .is_none()
     );
@@ -1041,7 +1056,7 @@ fn labels_that_cannot_be_read_leave_the_folder_browsable_and_say_why() {
 fn a_true_class_below_the_top_5_has_the_sixth_row() {
     let dir = fixture("misfiled", crate::labelled::build_misfiled_at);
     let mut h = Harness::new(&dir, 110, 32);
-    let loaded = dataset_reader::load(&dir, None, None)
+    let loaded = dataset_reader::load(&dir, None, None, &Classes::imagenet())
         .unwrap()
         .expect("a class folder is a label");
     h.event(AppEvent::Dataset(Ok(Box::new(loaded))));
@@ -1113,7 +1128,7 @@ fn box_files_and_boxes_that_cannot_be_used_are_named_in_the_status_line() {
         .unwrap();
     });
     let data = dir.join("data");
-    let loaded = dataset_reader::load(&data, None, Some(&dir.join("boxes")))
+    let loaded = dataset_reader::load(&data, None, Some(&dir.join("boxes")), &Classes::imagenet())
         .unwrap()
         .expect("a dataset");
     assert_eq!(

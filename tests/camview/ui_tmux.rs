@@ -471,3 +471,151 @@ fn a_true_class_below_the_top_5_is_shown_and_chosen_by_key_and_click() {
     let screen = session.wait_for("exit", Duration::from_secs(10), |s| s.contains("EXITED:"));
     assert!(screen.contains("EXITED:0"), "{screen}");
 }
+
+/// The browser on an ImageFolder whose folders name a model nothing else names (basic.pth,
+/// a bare checkpoint with a 7-class head; torchvision's sorted-folder rule): the status line
+/// says so, and the review is what `camview eval --json` says (see [`review_own_folder`]).
+#[test]
+fn reviews_an_image_folder_named_by_its_folders_for_an_own_model() {
+    review_own_folder(
+        "basic.pth",
+        &["apple", "Zinc", "9", "fig", "10", "pear", "kiwi"],
+        Some("the model's 7 classes are named after the sorted class"),
+    );
+}
+
+/// The same with a timm folder whose config names its 3 classes, the folders written as a
+/// user might.
+#[test]
+fn reviews_an_image_folder_named_by_a_timm_folders_classes() {
+    review_own_folder("timm_resnetd", &["Scratch", "dent", "clean", "dent"], None);
+}
+
+/// The browser with `tests/fixtures/models/{model}` on the sample photos copied into
+/// `folders` (the i-th photo into the i-th folder; more folders stay empty): every verdict
+/// mark is what `camview eval --json` says of the image, whose top-1 accuracy the title
+/// gives, `m` lists exactly the misses, and the summary's confusions are named by the
+/// model's classes; `note` is the status line's, if any.
+fn review_own_folder(model: &str, folders: &[&str], note: Option<&str>) {
+    if !tmux_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for folder in folders {
+        std::fs::create_dir_all(data.join(folder)).unwrap();
+    }
+    let mut rels = Vec::new();
+    for (i, name) in crate::common::PHOTOS.iter().enumerate() {
+        let from = crate::common::photo(name);
+        let rel = format!(
+            "{}/{}",
+            folders[i],
+            from.file_name().unwrap().to_str().unwrap()
+        );
+        std::fs::copy(&from, data.join(&rel)).unwrap();
+        rels.push(rel);
+    }
+    let model = root().join("tests/fixtures/models").join(model);
+    // The reference: eval's verdicts on the same folder.
+    let out = Command::new(env!("CARGO_BIN_EXE_camview"))
+        .args(["eval", "--json", "--no-store", "--model"])
+        .arg(&model)
+        .arg(&data)
+        .env_remove("CAMVIEW_MODEL")
+        .env_remove("CAMVIEW_WEIGHTS")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let verdict = |rel: &str| {
+        let line = lines
+            .iter()
+            .find(|l| l["path"].as_str().unwrap().ends_with(rel))
+            .unwrap();
+        (
+            line["top1_correct"].as_bool().unwrap(),
+            line["top5_correct"].as_bool().unwrap(),
+            format!(
+                "{} → {}",
+                line["truth"]["label"].as_str().unwrap(),
+                line["top"][0]["label"].as_str().unwrap()
+            ),
+        )
+    };
+    let n = rels.len();
+    let top1 = rels.iter().filter(|r| verdict(r).0).count();
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["top1"].as_f64().unwrap(), top1 as f64 / n as f64);
+    assert_eq!(summary["unlabelled"], 0, "{summary}");
+    let top5 = rels.iter().filter(|r| verdict(r).1).count();
+
+    let command = format!(
+        "{} --model {} --protocol halfblocks --no-store {}; echo EXITED:$?; sleep 60",
+        quote(Path::new(env!("CARGO_BIN_EXE_camview"))),
+        quote(&model),
+        quote(&data),
+    );
+    let session = Session::start(&format!(
+        "env -u CAMVIEW_MODEL -u CAMVIEW_WEIGHTS sh -c {}",
+        quote(Path::new(&command))
+    ));
+    let title = format!("top-1 {top1}/{n} · top-5 {top5}/{n}");
+    let screen = session.wait_for(&title, Duration::from_secs(120), |s| s.contains(&title));
+    if let Some(note) = note {
+        assert!(status_line(&screen).contains(note), "{screen}");
+    }
+    for rel in &rels {
+        let (right, in_top5, _) = verdict(rel);
+        let mark = if right {
+            '✓'
+        } else if in_top5 {
+            '5'
+        } else {
+            '✗'
+        };
+        let row = screen
+            .lines()
+            .find(|l| l.starts_with('│') && l.contains(rel.as_str()))
+            .unwrap_or_else(|| panic!("{rel} not listed:\n{screen}"));
+        assert!(row.starts_with(&format!("│{mark}")), "{rel}: {row}");
+    }
+
+    session.keys("m");
+    let screen = session.wait_for("the misses", Duration::from_secs(10), |s| {
+        s.contains("top-1 misses · by name")
+    });
+    let mut listed: Vec<&str> = rels
+        .iter()
+        .map(String::as_str)
+        .filter(|rel| {
+            screen
+                .lines()
+                .any(|l| l.starts_with('│') && l.contains(rel))
+        })
+        .collect();
+    let mut misses: Vec<&str> = rels
+        .iter()
+        .map(String::as_str)
+        .filter(|r| !verdict(r).0)
+        .collect();
+    listed.sort();
+    misses.sort();
+    assert_eq!(listed, misses, "{screen}");
+
+    session.keys("d");
+    let screen = session.wait_for("the summary", Duration::from_secs(10), |s| {
+        s.contains("Most frequent confusions")
+    });
+    for rel in &misses {
+        let confusion = verdict(rel).2;
+        assert!(screen.contains(&confusion), "`{confusion}` in:\n{screen}");
+    }
+    session.keys("q");
+    session.keys("q");
+    let screen = session.wait_for("exit", Duration::from_secs(10), |s| s.contains("EXITED:"));
+    assert!(screen.contains("EXITED:0"), "{screen}");
+}

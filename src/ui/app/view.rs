@@ -21,11 +21,6 @@ use crate::ui::review::Mark;
 use crate::ui::status::{self, StatusLine};
 use crate::ui::{help, summary};
 
-/// A class's label, for the file pane's border.
-fn label(class: usize) -> String {
-    crate::model::labels::label(class)
-}
-
 /// The braille spinner frame for `ticks`.
 fn spinner(ticks: usize) -> char {
     const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -49,7 +44,10 @@ impl Widget for &App {
             }),
             subtitle: self.review.as_ref().filter(|r| r.flat).map(|r| {
                 let narrowed = match r.confusion {
-                    Some((truth, predicted)) => format!("{} → {}", label(truth), label(predicted)),
+                    Some((truth, predicted)) => {
+                        let classes = &r.dataset.classes;
+                        format!("{} → {}", classes.label(truth), classes.label(predicted))
+                    }
                     None => r.show.name().to_string(),
                 };
                 format!("{narrowed} · {}", r.order.name())
@@ -186,7 +184,7 @@ impl App {
             pixels: self.picture().map(|p| p.original),
             elapsed_ms: analysis.map(|a| a.elapsed.as_millis()),
             device: match &self.model {
-                ModelStatus::Ready { device } => device,
+                ModelStatus::Ready { device, .. } => device,
                 ModelStatus::Unavailable(_) => "no model",
                 _ => "model loading",
             },
