@@ -13,6 +13,7 @@ use image::RgbImage;
 
 use crate::analysis::{self, AnalysisError};
 use crate::jobs;
+use crate::model::cam_methods::CamMethod;
 use crate::model::preprocess::Prepared;
 use crate::model::{Analysis, Classifier, ResizeMode};
 
@@ -37,6 +38,8 @@ pub struct Run<'a> {
     pub batch: usize,
     /// Asked before each forward pass: true ends the run there (newer work waits).
     pub stop: &'a (dyn Fn() -> bool + Sync),
+    /// How each class's map is made (any method without passes of its own).
+    pub method: CamMethod,
 }
 
 impl Run<'_> {
@@ -47,6 +50,7 @@ impl Run<'_> {
             top,
             batch: batch_size(classifier.device()),
             stop: &|| false,
+            method: CamMethod::Cam,
         }
     }
 }
@@ -67,6 +71,7 @@ pub fn analyse_all(
         top,
         batch,
         stop,
+        method,
     } = run;
     let batch = batch.max(1);
     let (to_forward, decoded) = mpsc::sync_channel(2 * batch);
@@ -112,7 +117,7 @@ pub fn analyse_all(
         'outer: while !stop()
             && let Some(batch) = batches.next_batch()
         {
-            for item in forward(classifier, jobs, batch, top) {
+            for item in forward(classifier, jobs, batch, top, method) {
                 if to_finish.send(item).is_err() {
                     break 'outer;
                 }
@@ -140,6 +145,7 @@ fn forward(
     jobs: &[Job],
     batch: Batch,
     top: usize,
+    method: CamMethod,
 ) -> Vec<(usize, Outcome)> {
     let images = match batch {
         Batch::Failed(i, e) => return vec![(i, Err(e))],
@@ -149,7 +155,7 @@ fn forward(
     let pinned: Vec<Option<usize>> = images.iter().map(|(i, _, _)| jobs[*i].pinned).collect();
     let analysed = jobs::contain_panic(|| {
         classifier
-            .analyze_batch(&prepared, top, &pinned)
+            .analyze_batch(&prepared, top, &pinned, method)
             .map_err(AnalysisError::from)
     });
     match analysed {

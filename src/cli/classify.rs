@@ -13,6 +13,8 @@ use serde::Serialize;
 
 use super::ModelArgs;
 use crate::model::Prediction;
+use crate::model::cam_methods::CamMethod;
+use crate::model::classifier::AnalyzeError;
 use crate::overlay;
 use crate::pipeline::{self, Job, Run};
 use crate::text::printable_path;
@@ -32,6 +34,10 @@ pub struct ClassifyArgs {
     /// With --json: add each class's raw CAM grid (rows of floats, no ReLU or scaling).
     #[arg(long, requires = "json")]
     pub cam_grid: bool,
+    /// How each class's map (and so the box) is made: CAM, or another method of the CAM
+    /// family without passes of its own (Score-CAM: `camview cam --method scorecam`).
+    #[arg(long, env = "CAMVIEW_METHOD", value_enum, default_value_t = CamMethod::Cam)]
+    pub method: CamMethod,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -60,6 +66,10 @@ struct JsonError {
 }
 
 pub fn run(args: &ClassifyArgs) -> anyhow::Result<i32> {
+    if args.method.needs_forward_passes() {
+        let method = args.method.name();
+        return Err(AnalyzeError::NeedsPassesOfItsOwn { method }.into());
+    }
     let items = expand(&args.paths);
     let classifier = args.model.load_classifier()?;
     // Files go through the pipeline (decoding ahead, batches); results are written in the
@@ -89,7 +99,10 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<i32> {
     pipeline::analyse_all(
         &classifier,
         jobs_ref,
-        Run::new(&classifier, args.model.resize, top),
+        Run {
+            method: args.method,
+            ..Run::new(&classifier, args.model.resize, top)
+        },
         move |job, outcome| {
             let path = &jobs_ref[job].path;
             let result = match outcome {

@@ -71,6 +71,11 @@ pub enum AnalyzeError {
     NoSuchClass { class: usize, classes: usize },
     #[error("{images} images but {pinned} pinned classes: a batch needs one per image")]
     PinnedPerImage { images: usize, pinned: usize },
+    #[error(
+        "{method} runs a forward pass for each feature channel: it draws one image at a time \
+         (camview cam --method {method})"
+    )]
+    NeedsPassesOfItsOwn { method: &'static str },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -219,6 +224,7 @@ impl Classifier {
         prepared: &[&Prepared],
         k: usize,
         pinned: &[Option<usize>],
+        method: CamMethod,
     ) -> Result<Vec<Analysis>, AnalyzeError> {
         if prepared.len() != pinned.len() {
             return Err(AnalyzeError::PinnedPerImage {
@@ -233,7 +239,7 @@ impl Classifier {
         for (i, (p, &pin)) in prepared.iter().zip(pinned).enumerate() {
             let logits = out.logits.narrow(0, i, 1)?;
             let features = out.features.narrow(0, i, 1)?;
-            let (top, cams) = self.top_k_of(&logits, &features, k, pin)?;
+            let (top, cams) = self.top_k_of(&logits, &features, k, pin, method)?;
             analyses.push(Analysis {
                 top,
                 cams,
@@ -310,18 +316,24 @@ impl Classifier {
         pinned: Option<usize>,
     ) -> Result<(Vec<Prediction>, Vec<CamGrid>), AnalyzeError> {
         let out = self.model.forward(input)?;
-        self.top_k_of(&out.logits, &out.features, k, pinned)
+        self.top_k_of(&out.logits, &out.features, k, pinned, CamMethod::Cam)
     }
 
-    /// Top-`k` (plus `pinned`) and their raw CAMs from one image's logits (1 × classes) and
-    /// last-stage features (1 × channels × h × w).
+    /// Top-`k` (plus `pinned`) and their raw maps by `method` (any but Score-CAM) from one
+    /// image's logits (1 × classes) and last-stage features (1 × channels × h × w).
     fn top_k_of(
         &self,
         logits: &Tensor,
         features: &Tensor,
         k: usize,
         pinned: Option<usize>,
+        method: CamMethod,
     ) -> Result<(Vec<Prediction>, Vec<CamGrid>), AnalyzeError> {
+        if method.needs_forward_passes() {
+            return Err(AnalyzeError::NeedsPassesOfItsOwn {
+                method: method.name(),
+            });
+        }
         let probs = candle_nn::ops::softmax(logits, D::Minus1)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
@@ -339,6 +351,22 @@ impl Classifier {
             && !top.iter().any(|p| p.index == class)
         {
             top.push(prediction(&probs, class, classes));
+        }
+        if method != CamMethod::Cam {
+            let (_, channels, height, width) = features.dims4()?;
+            let values = features.flatten_all()?.to_vec1::<f32>()?;
+            let map = FeatureMap::new(channels, height, width, &values);
+            let logits = logits.squeeze(0)?.to_vec1::<f32>()?;
+            let mut cams = Vec::with_capacity(top.len());
+            for p in &top {
+                let weights = self.model.fc_weight().get(p.index)?.to_vec1::<f32>()?;
+                let head = ClassHead {
+                    weights: &weights,
+                    logit: logits[p.index],
+                };
+                cams.extend(class_map(method, &map, head));
+            }
+            return Ok((top, cams));
         }
         let classes: Vec<u32> = top.iter().map(|p| p.index as u32).collect();
         let cams = self.model.cams(features, &classes)?;

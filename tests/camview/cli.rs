@@ -491,3 +491,83 @@ fn cam_draws_the_method_asked_for() {
         "{stderr}"
     );
 }
+
+/// `classify --method` gives each class the method's map (here LayerCAM, as the engine makes
+/// it for one image) and its box; Score-CAM, which needs passes of its own, is refused.
+#[test]
+fn classify_gives_the_maps_of_the_method_asked_for() {
+    use camview::model::cam_methods::CamMethod;
+
+    let chelsea = photo("chelsea");
+    let text = stdout(&camview(&[
+        "classify",
+        "--json",
+        "--cam-grid",
+        "--top",
+        "2",
+        "--method",
+        "layercam",
+        chelsea.to_str().unwrap(),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let top = v["top"].as_array().unwrap();
+    let classifier = crate::common::classifier();
+    let img = camview::model::preprocess::load_rgb(&chelsea).unwrap();
+    let prepared = classifier
+        .prepare(&img, camview::model::ResizeMode::Full)
+        .unwrap();
+    let classes: Vec<usize> = top
+        .iter()
+        .map(|t| t["index"].as_u64().unwrap() as usize)
+        .collect();
+    let maps = classifier
+        .method_maps(&prepared, &classes, CamMethod::LayerCam, 16, &mut |_, _| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap()
+        .unwrap();
+    for (t, map) in top.iter().zip(&maps) {
+        let grid: Vec<f32> = t["cam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+            })
+            .collect();
+        let scale = map.values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = grid
+            .iter()
+            .zip(&map.values)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert_eq!(grid.len(), map.values.len());
+        assert!(worst <= 1e-5 * scale, "{}: {worst} of {scale}", t["label"]);
+    }
+    // LayerCAM's maps are not CAM's.
+    let cam_text = stdout(&camview(&[
+        "classify",
+        "--json",
+        "--cam-grid",
+        "--top",
+        "1",
+        chelsea.to_str().unwrap(),
+    ]));
+    let cam: serde_json::Value = serde_json::from_str(cam_text.trim()).unwrap();
+    assert_ne!(cam["top"][0]["cam"], top[0]["cam"]);
+
+    let run = camview(&[
+        "classify",
+        "--method",
+        "scorecam",
+        chelsea.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("camview cam --method scorecam"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}

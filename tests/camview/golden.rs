@@ -5,6 +5,7 @@
 use std::process::Command;
 
 use camview::model::ResizeMode;
+use camview::model::cam_methods::CamMethod;
 use camview::model::kernels::packed_gemm::{PORTABLE_ENV, kernel_available};
 use camview::model::preprocess::{load_rgb, network_pixels};
 use candle_core::{D, Tensor};
@@ -301,7 +302,7 @@ fn a_batch_gives_each_image_what_it_gets_alone() {
         .collect();
     let refs: Vec<_> = prepared.iter().collect();
     let pinned = [None, Some(281), None, Some(795)];
-    let batch = c.analyze_batch(&refs, 5, &pinned).unwrap();
+    let batch = c.analyze_batch(&refs, 5, &pinned, CamMethod::Cam).unwrap();
     for ((p, pin), together) in prepared.iter().zip(pinned).zip(&batch) {
         let alone = c.analyze(p, 5, pin).unwrap();
         assert_eq!(
