@@ -8,13 +8,17 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::Args;
+use npyz::WriterBuilder;
 use serde::Serialize;
 
 use super::ModelArgs;
 use crate::model::Prediction;
 use crate::model::cam_methods::CamMethod;
 use crate::model::classifier::AnalyzeError;
+use crate::model::faithfulness::upsample_like_opencv;
+use crate::model::weights::write_atomically;
 use crate::overlay;
 use crate::pipeline::{self, Job, Run};
 use crate::text::printable_path;
@@ -38,6 +42,11 @@ pub struct ClassifyArgs {
     /// family without passes of its own (Score-CAM: `camview cam --method scorecam`).
     #[arg(long, env = "CAMVIEW_METHOD", value_enum, default_value_t = CamMethod::Cam)]
     pub method: CamMethod,
+    /// Write each image's top-1 map (of `--method`) into DIR as a float32 .npy at the network
+    /// input's size, scaled to 0..1, named by its path below the folder given plus `.npy`
+    /// (a file given by itself: its name), as WSOL tools (wsolevaluation's `CamDataset`) read.
+    #[arg(long, value_name = "DIR")]
+    pub save_cams: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -105,8 +114,14 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<i32> {
         },
         move |job, outcome| {
             let path = &jobs_ref[job].path;
-            let result = match outcome {
-                Ok((analysis, size)) => {
+            let saved = match (&outcome, &args.save_cams) {
+                (Ok((analysis, _)), Some(dir)) => {
+                    save_map(&dir.join(saved_name(path, &args.paths)), analysis)
+                }
+                _ => Ok(()),
+            };
+            let result = match (outcome, saved) {
+                (Ok((analysis, size)), Ok(())) => {
                     let bbox = overlay::bbox(&analysis, 0, size);
                     Ok(One {
                         path: path.clone(),
@@ -115,7 +130,8 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<i32> {
                         bbox,
                     })
                 }
-                Err(e) => Err((path.clone(), anyhow::Error::new(e))),
+                (Ok(_), Err(e)) => Err((path.clone(), e.context("cannot save its map"))),
+                (Err(e), _) => Err((path.clone(), anyhow::Error::new(e))),
             };
             out.ready.insert(item_of_job[job], result);
             out.write_ready(args)
@@ -271,4 +287,45 @@ fn expand(paths: &[PathBuf]) -> Vec<Item> {
         }
     }
     items
+}
+
+/// Where `--save-cams` puts the map of `path`: its path below the folder it was found in,
+/// else its file name, with `.npy` added.
+fn saved_name(path: &Path, given: &[PathBuf]) -> PathBuf {
+    let below = given
+        .iter()
+        .filter(|g| g.is_dir())
+        .find_map(|g| path.strip_prefix(g).ok())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| path.file_name().map(PathBuf::from).unwrap_or_default());
+    let mut name = below.into_os_string();
+    name.push(".npy");
+    PathBuf::from(name)
+}
+
+/// The top-1 map at the network input's size, scaled to 0..1 (upsampled as
+/// pytorch-grad-cam does), as a float32 .npy of shape (height, width).
+fn save_map(to: &Path, analysis: &crate::model::Analysis) -> anyhow::Result<()> {
+    let grid = analysis.cams.first().context("no map")?;
+    let (width, height) = analysis.input;
+    let map = upsample_like_opencv(
+        &grid.normalised(),
+        grid.width,
+        grid.height,
+        width as usize,
+        height as usize,
+    );
+    let mut bytes = Vec::new();
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&[u64::from(height), u64::from(width)])
+        .writer(&mut bytes)
+        .begin_nd()?;
+    writer.extend(map)?;
+    writer.finish()?;
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_atomically(to, &bytes)?;
+    Ok(())
 }

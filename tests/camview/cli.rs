@@ -571,3 +571,72 @@ fn classify_gives_the_maps_of_the_method_asked_for() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+/// `classify --save-cams DIR`: each image's top-1 map as a float32 .npy at the network
+/// input's size, scaled to 0..1, named by its path below the folder given (a file given by
+/// itself: its name) — the grid `--cam-grid` prints, upsampled as pytorch-grad-cam does.
+#[test]
+fn classify_saves_each_map_where_wsol_tools_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(photos.join("cats")).unwrap();
+    std::fs::copy(photo("chelsea"), photos.join("cats/chelsea.png")).unwrap();
+    let rocket = photo("rocket");
+    let maps = dir.path().join("maps");
+    let text = stdout(&camview(&[
+        "classify",
+        "--json",
+        "--cam-grid",
+        "--top",
+        "1",
+        "--save-cams",
+        maps.to_str().unwrap(),
+        photos.to_str().unwrap(),
+        rocket.to_str().unwrap(),
+    ]));
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (line, saved, input) in [
+        (&lines[0], maps.join("cats/chelsea.png.npy"), (337, 224)),
+        (&lines[1], maps.join("rocket.jpg.npy"), (336, 224)),
+    ] {
+        let (shape, values) = read_npy(&saved);
+        assert_eq!(shape, [input.1, input.0], "{}", saved.display());
+        let grid: Vec<Vec<f32>> = line["top"][0]["cam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect();
+        let cam = camview::model::cam::CamGrid {
+            width: grid[0].len(),
+            height: grid.len(),
+            values: grid.concat(),
+        };
+        let want = camview::model::faithfulness::upsample_like_opencv(
+            &cam.normalised(),
+            cam.width,
+            cam.height,
+            input.0,
+            input.1,
+        );
+        let worst = values
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-5, "{}: {worst}", saved.display());
+        let (lo, hi) = values
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        assert!(lo.abs() < 1e-6 && (hi - 1.0).abs() < 1e-5, "{lo}..{hi}");
+    }
+}
