@@ -2,6 +2,8 @@
 //! alone, or the photo untouched, optionally with the CAM bounding box. Shared by the `cam`
 //! command and the UI's render worker.
 
+use std::path::Path;
+
 use image::{Rgb, RgbImage};
 
 use crate::model::Analysis;
@@ -299,6 +301,41 @@ pub fn write_png(picture: &RgbImage, path: &std::path::Path) -> anyhow::Result<(
         .context("cannot encode PNG")?;
     crate::model::weights::write_atomically(path, bytes.get_ref())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Map `index` of `analysis` at the network input's size, scaled to 0..1 (upsampled as
+/// pytorch-grad-cam does: OpenCV's bilinear, then min–max), written to `to` as a float32 .npy
+/// of shape (height, width) — what WSOL tools (wsolevaluation's `CamDataset`) read. Folders
+/// are made as needed; the file appears whole or not at all.
+pub fn write_map_npy(to: &Path, analysis: &Analysis, index: usize) -> std::io::Result<()> {
+    use npyz::WriterBuilder;
+
+    let grid = analysis.cams.get(index).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the analysis has no such map",
+        )
+    })?;
+    let (width, height) = analysis.input;
+    let map = crate::model::faithfulness::upsample_like_opencv(
+        &grid.normalised(),
+        grid.width,
+        grid.height,
+        width as usize,
+        height as usize,
+    );
+    let mut bytes = Vec::new();
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&[u64::from(height), u64::from(width)])
+        .writer(&mut bytes)
+        .begin_nd()?;
+    writer.extend(map)?;
+    writer.finish()?;
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::model::weights::write_atomically(to, &bytes)
 }
 
 #[cfg(test)]

@@ -8,17 +8,13 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::Args;
-use npyz::WriterBuilder;
 use serde::Serialize;
 
 use super::ModelArgs;
 use crate::model::Prediction;
 use crate::model::cam_methods::CamMethod;
 use crate::model::classifier::AnalyzeError;
-use crate::model::faithfulness::upsample_like_opencv;
-use crate::model::weights::write_atomically;
 use crate::overlay;
 use crate::pipeline::{self, Job, Run};
 use crate::text::printable_path;
@@ -116,7 +112,8 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<i32> {
             let path = &jobs_ref[job].path;
             let saved = match (&outcome, &args.save_cams) {
                 (Ok((analysis, _)), Some(dir)) => {
-                    save_map(&dir.join(saved_name(path, &args.paths)), analysis)
+                    overlay::write_map_npy(&dir.join(saved_name(path, &args.paths)), analysis, 0)
+                        .map_err(anyhow::Error::new)
                 }
                 _ => Ok(()),
             };
@@ -301,31 +298,4 @@ fn saved_name(path: &Path, given: &[PathBuf]) -> PathBuf {
     let mut name = below.into_os_string();
     name.push(".npy");
     PathBuf::from(name)
-}
-
-/// The top-1 map at the network input's size, scaled to 0..1 (upsampled as
-/// pytorch-grad-cam does), as a float32 .npy of shape (height, width).
-fn save_map(to: &Path, analysis: &crate::model::Analysis) -> anyhow::Result<()> {
-    let grid = analysis.cams.first().context("no map")?;
-    let (width, height) = analysis.input;
-    let map = upsample_like_opencv(
-        &grid.normalised(),
-        grid.width,
-        grid.height,
-        width as usize,
-        height as usize,
-    );
-    let mut bytes = Vec::new();
-    let mut writer = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&[u64::from(height), u64::from(width)])
-        .writer(&mut bytes)
-        .begin_nd()?;
-    writer.extend(map)?;
-    writer.finish()?;
-    if let Some(dir) = to.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    write_atomically(to, &bytes)?;
-    Ok(())
 }

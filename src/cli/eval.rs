@@ -21,6 +21,7 @@ use crate::dataset::{self, Dataset, Item, LabelSource};
 use crate::model::Classes;
 use crate::model::Classifier;
 use crate::model::cam::BBox;
+use crate::overlay;
 use crate::pipeline::Run;
 use crate::results::{Results, Target};
 use crate::scoring::{self, IOU_HIT, Score, best_iou};
@@ -47,6 +48,11 @@ pub struct EvalArgs {
     /// How many of the most frequent confusions to list.
     #[arg(long, value_name = "K", default_value_t = 10)]
     pub top_confusions: usize,
+    /// Write each image's map — of its true class where it is labelled (the WSOL
+    /// convention), else of the top-1 class — into DIR as a float32 .npy at the network
+    /// input's size, scaled to 0..1, at DIR/<path below the dataset folder>.npy.
+    #[arg(long, value_name = "DIR")]
+    pub save_cams: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -100,6 +106,30 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
         .zip(records)
         .map(|(item, record)| Outcome::of(item, record.unwrap_or(Err(AnalysisError::Unfinished))))
         .collect();
+    let mut unsaved = 0;
+    if let Some(dir) = &args.save_cams {
+        for (item, outcome) in dataset.items.iter().zip(&outcomes) {
+            let Ok(record) = &outcome.record else {
+                continue;
+            };
+            let top = &record.analysis.top;
+            let index = item
+                .truth
+                .as_ref()
+                .and_then(|t| top.iter().position(|p| p.index == t.class))
+                .unwrap_or(0);
+            let below = item.path.strip_prefix(&args.dir).unwrap_or(&item.path);
+            let mut name = below.as_os_str().to_os_string();
+            name.push(".npy");
+            if let Err(e) = overlay::write_map_npy(&dir.join(name), &record.analysis, index) {
+                eprintln!(
+                    "camview: cannot save the map of {}: {e}",
+                    item.path.display()
+                );
+                unsaved += 1;
+            }
+        }
+    }
     let summary = Summary::of(&outcomes);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -115,7 +145,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
     {
         return Err(e.into());
     }
-    Ok(i32::from(summary.failed > 0))
+    Ok(i32::from(summary.failed > 0 || unsaved > 0))
 }
 
 /// Analyses the images the store lacks (`records` without one) through the results service,

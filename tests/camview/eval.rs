@@ -338,3 +338,54 @@ fn a_loc_solution_file_gives_labels_and_boxes() {
         (Some(2), Some(1))
     );
 }
+
+/// `eval --save-cams DIR`: each image's map of its true class (the WSOL convention: here a
+/// coffee photo filed under tench, far below its top 5) at the network input's size, 0..1,
+/// at DIR/<path below the dataset>.npy.
+#[test]
+fn eval_saves_the_true_class_map_of_each_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("n02124075")).unwrap();
+    std::fs::create_dir_all(data.join("n01440764")).unwrap();
+    std::fs::copy(photo("chelsea"), data.join("n02124075/chelsea.png")).unwrap();
+    std::fs::copy(photo("coffee"), data.join("n01440764/coffee.png")).unwrap();
+    let maps = dir.path().join("maps");
+    let out = eval(&[
+        arg(&data),
+        "--no-store",
+        "--json",
+        "--save-cams",
+        arg(&maps),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let classifier = crate::common::classifier();
+    for (file, class) in [("n02124075/chelsea.png", 285), ("n01440764/coffee.png", 0)] {
+        let img = camview::model::preprocess::load_rgb(&data.join(file)).unwrap();
+        let prepared = classifier
+            .prepare(&img, camview::model::ResizeMode::Full)
+            .unwrap();
+        let analysis = classifier.analyze(&prepared, 5, Some(class)).unwrap();
+        let index = analysis.top.iter().position(|p| p.index == class).unwrap();
+        let grid = &analysis.cams[index];
+        let (w, h) = analysis.input;
+        let want = camview::model::faithfulness::upsample_like_opencv(
+            &grid.normalised(),
+            grid.width,
+            grid.height,
+            w as usize,
+            h as usize,
+        );
+        let (shape, got) = crate::common::read_npy(&maps.join(format!("{file}.npy")));
+        assert_eq!(shape, [h as usize, w as usize]);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-4, "{file}: {worst}");
+    }
+}
