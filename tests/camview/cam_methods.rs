@@ -3,10 +3,9 @@
 //! `center` inputs, the top-1 class, maps compared on the 7 × 7 layer-4 grid after the
 //! library's scaling (ReLU, min–max), which is what `CamGrid::normalised` does.
 
-use camview::model::cam_methods::{CamMethod, ClassHead, FeatureMap, class_map};
-use candle_core::{D, IndexOp};
+use camview::model::cam_methods::{CamMethod, ClassHead, class_map};
 
-use crate::common::{PHOTOS, classifier, golden_input, pearson, root};
+use crate::common::{Layer4, PHOTOS, golden_input, pearson, root};
 
 /// Correlation with the reference that a map must reach (the methods' maps differ from each
 /// other by more: CAM's against Grad-CAM++'s, LayerCAM's, Ablation-CAM's and EigenCAM's on
@@ -32,36 +31,18 @@ fn ours(reference_name: &str) -> CamMethod {
 #[test]
 fn every_method_matches_pytorch_grad_cam_on_every_photo() {
     let reference = reference();
-    let model = classifier().model();
     let mut checked = 0;
     for photo in PHOTOS {
         let want = &reference["photos"][photo];
         let class = want["class"].as_u64().unwrap() as usize;
-        let out = model
-            .forward(&golden_input(&format!("{photo}.center")))
+        let layer4 = Layer4::of(&golden_input(&format!("{photo}.center")));
+        let logits = &layer4.logits;
+        let top1 = (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
             .unwrap();
-        let logits = out.logits.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
-        let top1 = out
-            .logits
-            .argmax(D::Minus1)
-            .unwrap()
-            .to_vec1::<u32>()
-            .unwrap()[0];
-        assert_eq!(top1 as usize, class, "{photo}: the reference's top-1");
-        let (_, channels, height, width) = out.features.dims4().unwrap();
-        let values = out
-            .features
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let features = FeatureMap::new(channels, height, width, &values);
-        let weights = model
-            .fc_weight()
-            .i(class)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        assert_eq!(top1, class, "{photo}: the reference's top-1");
+        let features = layer4.map();
+        let weights = Layer4::head_weights(class);
         let head = ClassHead {
             weights: &weights,
             logit: logits[class],

@@ -155,3 +155,48 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     }
     ab / (aa * bb).sqrt()
 }
+
+/// One input's forward pass read back for the CAM family: layer-4 features (channel-major),
+/// logits, and the genuine model's head row of a class.
+pub struct Layer4 {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub features: Vec<f32>,
+    pub logits: Vec<f32>,
+}
+
+impl Layer4 {
+    /// The genuine model's forward pass on `input` (1 × 3 × H × W).
+    pub fn of(input: &Tensor) -> Self {
+        let out = classifier().model().forward(input).unwrap();
+        let (_, channels, height, width) = out.features.dims4().unwrap();
+        Self {
+            channels,
+            height,
+            width,
+            features: out.features.flatten_all().unwrap().to_vec1().unwrap(),
+            logits: out.logits.flatten_all().unwrap().to_vec1().unwrap(),
+        }
+    }
+
+    pub fn map(&self) -> camview::model::cam_methods::FeatureMap<'_> {
+        camview::model::cam_methods::FeatureMap::new(
+            self.channels,
+            self.height,
+            self.width,
+            &self.features,
+        )
+    }
+
+    /// The classifier's weights for `class`, one a feature channel.
+    pub fn head_weights(class: usize) -> Vec<f32> {
+        classifier()
+            .model()
+            .fc_weight()
+            .get(class)
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+}

@@ -2,13 +2,13 @@
 //! (`tests/fixtures/faithfulness/make_faithfulness.py`): the genuine ResNet-50, the golden
 //! `center` inputs, the top-1 class's probability, CAM's and Grad-CAM++'s maps.
 
-use camview::model::cam_methods::{CamMethod, ClassHead, FeatureMap, class_map};
+use camview::model::cam_methods::{CamMethod, ClassHead, class_map};
 use camview::model::faithfulness::{
     Input, Noise, Order, cam_mult_image, road, upsample_like_opencv,
 };
 use candle_core::{D, Device, IndexOp, Tensor};
 
-use crate::common::{classifier, golden_input, root};
+use crate::common::{Layer4, classifier, golden_input, root};
 
 /// How far a score (a probability) may be from the library's with the imputation's noise off.
 const EXACT_TOLERANCE: f32 = 2e-3;
@@ -35,22 +35,11 @@ fn confidence_change_and_road_match_pytorch_grad_cam() {
     for (photo, want) in reference["photos"].as_object().unwrap() {
         let class = want["class"].as_u64().unwrap() as usize;
         let x = golden_input(&format!("{photo}.center"));
-        let out = model.forward(&x).unwrap();
-        let logits = out.logits.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
-        let (_, channels, height, width) = out.features.dims4().unwrap();
-        let features = out
-            .features
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let features = FeatureMap::new(channels, height, width, &features);
-        let weights = model
-            .fc_weight()
-            .i(class)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let layer4 = Layer4::of(&x);
+        let logits = &layer4.logits;
+        let (width, height) = (layer4.width, layer4.height);
+        let features = layer4.map();
+        let weights = Layer4::head_weights(class);
         let head = ClassHead {
             weights: &weights,
             logit: logits[class],
