@@ -71,13 +71,20 @@ pub fn run(args: &CamArgs) -> anyhow::Result<()> {
     let rank = usize::from(args.rank);
     // The grid shows the top five whatever the rank asked for.
     let top = if args.grid { rank.max(5) } else { rank };
-    let mut analysis = classifier.analyze(&prepared, top, args.class)?;
+    // Every method but Score-CAM comes from the one forward pass; Score-CAM's maps are made
+    // below for the classes shown only, as each takes a pass a feature channel.
+    let first = if args.method.needs_forward_passes() {
+        CamMethod::Cam
+    } else {
+        args.method
+    };
+    let mut analysis = classifier.analyze_by(&prepared, top, args.class, first)?;
     let index = match args.class {
         Some(class) => analysis.top.iter().position(|p| p.index == class),
         None => Some(rank - 1),
     }
     .context("the requested class has no CAM")?;
-    if args.method != CamMethod::Cam {
+    if args.method != first {
         // The maps drawn: the chosen class's, or every one the grid shows.
         let shown: Vec<usize> = if args.grid {
             (0..analysis.top.len()).collect()

@@ -205,8 +205,21 @@ impl Classifier {
         k: usize,
         pinned: Option<usize>,
     ) -> Result<Analysis, AnalyzeError> {
+        self.analyze_by(prepared, k, pinned, CamMethod::Cam)
+    }
+
+    /// [`Self::analyze`] with the maps of `method` (any method without passes of its own), from
+    /// the same forward pass.
+    pub fn analyze_by(
+        &self,
+        prepared: &Prepared,
+        k: usize,
+        pinned: Option<usize>,
+        method: CamMethod,
+    ) -> Result<Analysis, AnalyzeError> {
         let start = Instant::now();
-        let (top, cams) = self.top_k_with_cams(&prepared.tensor, k, pinned)?;
+        let out = self.model.forward(&prepared.tensor)?;
+        let (top, cams) = self.top_k_of(&out.logits, &out.features, k, pinned, method)?;
         Ok(Analysis {
             top,
             cams,
@@ -268,30 +281,16 @@ impl Classifier {
         progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>,
     ) -> Result<Option<Vec<CamGrid>>, AnalyzeError> {
         let out = self.model.forward(&prepared.tensor)?;
-        let (_, channels, height, width) = out.features.dims4()?;
-        let values = out.features.flatten_all()?.to_vec1::<f32>()?;
-        let features = FeatureMap::new(channels, height, width, &values);
-        let logits = out.logits.squeeze(0)?.to_vec1::<f32>()?;
+        let read = ReadBack::of(&out.features, &out.logits)?;
         let mut maps = Vec::with_capacity(classes.len());
         for &class in classes {
-            if class >= logits.len() {
-                return Err(AnalyzeError::NoSuchClass {
-                    class,
-                    classes: logits.len(),
-                });
-            }
-            let weights = self.model.fc_weight().get(class)?.to_vec1::<f32>()?;
-            let head = ClassHead {
-                weights: &weights,
-                logit: logits[class],
-            };
-            let map = match class_map(method, &features, head) {
+            let map = match self.closed_form_map(&read, class, method)? {
                 Some(map) => map,
                 None => {
                     let forward = |x: &Tensor| Ok(self.model.forward(x)?.logits);
                     let passes = score_cam(
                         &prepared.tensor,
-                        &features,
+                        &read.map(),
                         class,
                         batch,
                         forward,
@@ -306,17 +305,6 @@ impl Classifier {
             maps.push(map);
         }
         Ok(Some(maps))
-    }
-
-    /// Forward pass on a 1 × 3 × H × W tensor, then top-`k` (plus `pinned`) and their raw CAMs.
-    pub fn top_k_with_cams(
-        &self,
-        input: &Tensor,
-        k: usize,
-        pinned: Option<usize>,
-    ) -> Result<(Vec<Prediction>, Vec<CamGrid>), AnalyzeError> {
-        let out = self.model.forward(input)?;
-        self.top_k_of(&out.logits, &out.features, k, pinned, CamMethod::Cam)
     }
 
     /// Top-`k` (plus `pinned`) and their raw maps by `method` (any but Score-CAM) from one
@@ -353,18 +341,10 @@ impl Classifier {
             top.push(prediction(&probs, class, classes));
         }
         if method != CamMethod::Cam {
-            let (_, channels, height, width) = features.dims4()?;
-            let values = features.flatten_all()?.to_vec1::<f32>()?;
-            let map = FeatureMap::new(channels, height, width, &values);
-            let logits = logits.squeeze(0)?.to_vec1::<f32>()?;
+            let read = ReadBack::of(features, logits)?;
             let mut cams = Vec::with_capacity(top.len());
             for p in &top {
-                let weights = self.model.fc_weight().get(p.index)?.to_vec1::<f32>()?;
-                let head = ClassHead {
-                    weights: &weights,
-                    logit: logits[p.index],
-                };
-                cams.extend(class_map(method, &map, head));
+                cams.extend(self.closed_form_map(&read, p.index, method)?);
             }
             return Ok((top, cams));
         }
@@ -380,6 +360,58 @@ impl Classifier {
             })
             .collect();
         Ok((top, cams))
+    }
+}
+
+impl Classifier {
+    /// Class `class`'s map by `method` from one image's read-back pass; `None` for a method
+    /// that needs passes of its own (Score-CAM).
+    fn closed_form_map(
+        &self,
+        read: &ReadBack,
+        class: usize,
+        method: CamMethod,
+    ) -> Result<Option<CamGrid>, AnalyzeError> {
+        let Some(&logit) = read.logits.get(class) else {
+            return Err(AnalyzeError::NoSuchClass {
+                class,
+                classes: read.logits.len(),
+            });
+        };
+        let weights = self.model.fc_weight().get(class)?.to_vec1::<f32>()?;
+        let head = ClassHead {
+            weights: &weights,
+            logit,
+        };
+        Ok(class_map(method, &read.map(), head))
+    }
+}
+
+/// One image's last-stage features (channel-major) and logits, read back from the device for
+/// the CAM family's arithmetic.
+struct ReadBack {
+    channels: usize,
+    height: usize,
+    width: usize,
+    features: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+impl ReadBack {
+    /// From features 1 × channels × h × w and logits 1 × classes.
+    fn of(features: &Tensor, logits: &Tensor) -> candle_core::Result<Self> {
+        let (_, channels, height, width) = features.dims4()?;
+        Ok(Self {
+            channels,
+            height,
+            width,
+            features: features.flatten_all()?.to_vec1()?,
+            logits: logits.flatten_all()?.to_vec1()?,
+        })
+    }
+
+    fn map(&self) -> FeatureMap<'_> {
+        FeatureMap::new(self.channels, self.height, self.width, &self.features)
     }
 }
 
