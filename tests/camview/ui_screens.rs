@@ -1514,3 +1514,50 @@ fn the_worker_stops_score_cam_for_a_newer_selection() {
     let maps: Vec<_> = made.1.unwrap().into_iter().map(|m| m.map).collect();
     assert_eq!(maps, engine);
 }
+
+/// A dataset under another method: the verdicts stay, `t` shows the true class's map by that
+/// method, and the IoU is that of the method's box (20 % of its map's maximum).
+#[test]
+fn a_dataset_is_reviewed_under_any_method() {
+    let mut h = reviewing(110, 32);
+    h.model_ready();
+    h.run_sweep(6);
+    h.key(KeyCode::Home);
+    h.chars("jjj");
+    assert!(h.line_with("▶ n02124075/chelsea.png").starts_with("\"│✓"));
+    let cam_iou = h.line_with("IoU").split("IoU ").nth(1).unwrap()[..4].to_string();
+    h.key(KeyCode::Char('a'));
+    h.key(KeyCode::Char('a'));
+    assert_eq!(h.app.method(), CamMethod::LayerCam);
+    assert!(
+        h.line_with("chelsea.png —")
+            .contains("LayerCAM of Egyptian cat")
+    );
+    // The marks are the classifier's: unchanged.
+    assert!(h.line_with("▶ n02124075/chelsea.png").starts_with("\"│✓"));
+    assert!(h.line_with("top-1 2/5").contains("top-5 5/5"));
+
+    let current = h.app.current().unwrap().key.path.clone();
+    let analysis = Arc::clone(h.app.analysis().unwrap());
+    let layercam = with_engine_maps(&current, &analysis, CamMethod::LayerCam);
+    let truth = h.app.truth().unwrap().clone();
+    let expected = camview::scoring::best_iou(
+        &truth,
+        Some(analysis::paper_box(&layercam, 0, (451, 300)).unwrap()),
+    )
+    .unwrap();
+    let status = h.line_with("IoU");
+    assert!(
+        status.contains(&format!("IoU {expected:.2}")),
+        "{status} (CAM's was {cam_iou}, LayerCAM's is {expected:.2})"
+    );
+
+    // A miss: `t` shows the true class's LayerCAM map.
+    h.key(KeyCode::Home);
+    h.key(KeyCode::Char('t'));
+    assert!(h.line_with("▶3").contains("space shuttle"));
+    assert!(
+        h.line_with("LayerCAM of")
+            .contains("LayerCAM of space shuttle")
+    );
+}
