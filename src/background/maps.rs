@@ -91,8 +91,8 @@ impl ReadBacks {
 }
 
 /// The maps `request` asks for, `None` when `progress` stopped Score-CAM's passes (it is
-/// called after each batch with the passes done and to do; closed-form methods call it
-/// never).
+/// called with the passes done and to do before the first batch, so the total shows at
+/// once, and after each; closed-form methods call it never).
 pub fn make(
     classifier: &Classifier,
     resize: ResizeMode,
@@ -102,6 +102,9 @@ pub fn make(
 ) -> Result<Option<Vec<MethodMap>>, AnalysisError> {
     let looked = kept.get_or_read(classifier, resize, &request.key)?;
     let maps = if request.method.needs_forward_passes() {
+        if progress(0, looked.read.map().channels).is_break() {
+            return Ok(None);
+        }
         let batch = score_cam_batch(classifier);
         let made = classifier.score_cam_maps(
             &looked.prepared,
@@ -177,7 +180,11 @@ mod tests {
             &request,
             &mut |done, total| {
                 calls.push((done, total));
-                ControlFlow::Break(())
+                if done == 0 {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
             },
         )
         .unwrap();
@@ -185,7 +192,11 @@ mod tests {
         let batch = score_cam_batch(&classifier);
         let channels = kept.0[0].read.map().channels;
         assert!(channels > batch, "the test needs more than one batch");
-        assert_eq!(calls, [(batch, channels)], "one batch, then it stopped");
+        assert_eq!(
+            calls,
+            [(0, channels), (batch, channels)],
+            "the total, one batch, then it stopped"
+        );
 
         // Left alone, it scores every channel once for both classes: the engine's maps.
         let mut calls = 0;
@@ -201,7 +212,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(calls, channels.div_ceil(batch));
+        assert_eq!(calls, 1 + channels.div_ceil(batch));
         let img = crate::model::preprocess::load_rgb(&request.key.path).unwrap();
         let prepared = classifier.prepare(&img, ResizeMode::Full).unwrap();
         let engine = classifier

@@ -1345,6 +1345,71 @@ fn the_method_key_draws_and_saves_the_engines_maps_of_that_method() {
     );
     assert!(h.line_with("chelsea.png —").contains("— CAM of tiger cat"));
     assert!(!h.screen().contains("Score-CAM"));
+
+    // Score-CAM again: asked for again. Its maps arrive (a stand-in, LayerCAM's, as its
+    // passes take minutes here), are drawn and kept: leaving the image and coming back shows
+    // them without asking again.
+    for _ in 0..5 {
+        h.key(KeyCode::Char('a'));
+    }
+    let held = h
+        .held_maps
+        .clone()
+        .expect("Score-CAM's maps asked for again");
+    let stand_in = camview::background::maps::make(
+        classifier(),
+        ResizeMode::Full,
+        &mut ReadBacks::default(),
+        &MapsRequest {
+            method: CamMethod::LayerCam,
+            ..held.clone()
+        },
+        &mut |_, _| std::ops::ControlFlow::Continue(()),
+    )
+    .unwrap()
+    .unwrap();
+    h.event(AppEvent::Worker(WorkerEvent::Maps {
+        key: held.key.clone(),
+        method: CamMethod::ScoreCam,
+        result: Ok(stand_in),
+    }));
+    let title = h.line_with("chelsea.png —");
+    assert!(title.contains("— Score-CAM of tiger cat ─"), "{title}");
+    h.key(KeyCode::Down);
+    assert!(
+        h.held_maps
+            .as_ref()
+            .is_some_and(|m| m.key.path.ends_with("coffee.png"))
+    );
+    let asked = h.requests.len();
+    h.key(KeyCode::Up);
+    assert!(
+        h.line_with("chelsea.png —")
+            .contains("— Score-CAM of Egyptian cat ─")
+    );
+    let since = &h.requests[asked..];
+    assert!(
+        matches!(since.first(), Some(Request::StopMaps))
+            && !since.iter().any(|r| matches!(r, Request::Maps(_))),
+        "coffee's passes stop, chelsea's maps are not asked again: {since:?}"
+    );
+    h.key(KeyCode::Char('s'));
+    let layercam = with_engine_maps(photo_path, &cam, CamMethod::LayerCam);
+    let saved = image::open(out.join(format!(
+        "chelsea.overlay.scorecam.{}-{}.png",
+        cam.top[0].index,
+        cam.top[0].label.replace(' ', "_")
+    )))
+    .unwrap()
+    .to_rgb8();
+    let top1 = render(
+        &photo,
+        photo.dimensions(),
+        Some(&layercam),
+        0,
+        Style::default(),
+    );
+    assert!(saved == top1, "the maps received, as received");
 }
 
 /// Waits for the worker's next event that `pick` takes, skipping model news.
@@ -1459,11 +1524,21 @@ fn the_worker_stops_score_cam_for_a_newer_selection() {
         })
     };
     worker.send(score_cam(&chelsea));
-    let (done, total) = next_worker_event(&rx, |e| match e {
-        WorkerEvent::MapsProgress { done, total, .. } => Some((done, total)),
-        _ => None,
-    });
-    assert!(done < total, "more than one batch: {done}/{total}");
+    let progress = || {
+        next_worker_event(&rx, |e| match e {
+            WorkerEvent::MapsProgress { done, total, .. } => Some((done, total)),
+            _ => None,
+        })
+    };
+    // The total first, before any pass; then the first batch.
+    let (none, total) = progress();
+    assert_eq!(none, 0);
+    go_on.send(()).unwrap();
+    let (done, _) = progress();
+    assert!(
+        0 < done && done < total,
+        "more than one batch: {done}/{total}"
+    );
     // Another image is selected while the worker waits after its first batch.
     worker.send(Request::Analyze(coffee.clone()));
     go_on.send(()).unwrap();
@@ -1489,7 +1564,8 @@ fn the_worker_stops_score_cam_for_a_newer_selection() {
         _ => None,
     });
     assert_eq!(made.0, coffee);
-    assert_eq!(reports.len(), total.div_ceil(done));
+    assert_eq!(reports.len(), 1 + total.div_ceil(done));
+    assert_eq!(reports[0], 0);
     assert_eq!(reports.last(), Some(&total));
     let classifier = camview::model::Classifier::load(
         &tiny,
