@@ -8,7 +8,7 @@ use candle_core::{D, Device, Tensor};
 use image::RgbImage;
 
 use super::cam::CamGrid;
-use super::cam_methods::{CamMethod, ClassHead, FeatureMap, class_map, score_cam};
+use super::cam_methods::{CamMethod, ClassHead, FeatureMap, class_map, score_cam_classes};
 use super::classes::{Classes, ClassesError};
 use super::kernels::packed_gemm::{self, Bf16Kernel, Format};
 use super::model_dir::{self, ModelDescription, ModelError};
@@ -270,8 +270,8 @@ impl Classifier {
 
     /// The raw maps of `method` for `classes` of one prepared image (CAM's are what
     /// [`Self::analyze`] gives). All but Score-CAM come from one forward pass; Score-CAM adds
-    /// a pass a feature channel, `batch` at a time, calling `progress(done, total)` after
-    /// each batch: `Break` stops it and gives `None`.
+    /// a pass a feature channel (for all `classes` at once), `batch` at a time, calling
+    /// `progress(done, total)` after each batch: `Break` stops it and gives `None`.
     pub fn method_maps(
         &self,
         prepared: &Prepared,
@@ -280,31 +280,51 @@ impl Classifier {
         batch: usize,
         progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>,
     ) -> Result<Option<Vec<CamGrid>>, AnalyzeError> {
-        let out = self.model.forward(&prepared.tensor)?;
-        let read = ReadBack::of(&out.features, &out.logits)?;
+        let read = self.read_back(prepared)?;
+        if method.needs_forward_passes() {
+            return self.score_cam_maps(prepared, &read, classes, batch, progress);
+        }
         let mut maps = Vec::with_capacity(classes.len());
         for &class in classes {
-            let map = match self.closed_form_map(&read, class, method)? {
-                Some(map) => map,
-                None => {
-                    let forward = |x: &Tensor| Ok(self.model.forward(x)?.logits);
-                    let passes = score_cam(
-                        &prepared.tensor,
-                        &read.map(),
-                        class,
-                        batch,
-                        forward,
-                        &mut *progress,
-                    )?;
-                    match passes {
-                        Some(map) => map,
-                        None => return Ok(None),
-                    }
-                }
-            };
-            maps.push(map);
+            maps.extend(self.closed_form_map(&read, class, method)?);
         }
         Ok(Some(maps))
+    }
+
+    /// One forward pass of a prepared image, its last-stage features and logits read back:
+    /// what the CAM family's maps are made from, so that a caller who keeps it makes any
+    /// closed-form map without another pass.
+    pub fn read_back(&self, prepared: &Prepared) -> Result<ReadBack, AnalyzeError> {
+        let out = self.model.forward(&prepared.tensor)?;
+        Ok(ReadBack::of(&out.features, &out.logits)?)
+    }
+
+    /// Score-CAM's raw maps of `classes` of the image `prepared` whose pass `read` is: one
+    /// set of masked passes, `batch` at a time, scores every class; `progress` as in
+    /// [`Self::method_maps`].
+    pub fn score_cam_maps(
+        &self,
+        prepared: &Prepared,
+        read: &ReadBack,
+        classes: &[usize],
+        batch: usize,
+        progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+    ) -> Result<Option<Vec<CamGrid>>, AnalyzeError> {
+        if let Some(&class) = classes.iter().find(|&&c| c >= read.logits.len()) {
+            return Err(AnalyzeError::NoSuchClass {
+                class,
+                classes: read.logits.len(),
+            });
+        }
+        let forward = |x: &Tensor| Ok(self.model.forward(x)?.logits);
+        Ok(score_cam_classes(
+            &prepared.tensor,
+            &read.map(),
+            classes,
+            batch,
+            forward,
+            progress,
+        )?)
     }
 
     /// Top-`k` (plus `pinned`) and their raw maps by `method` (any but Score-CAM) from one
@@ -366,7 +386,7 @@ impl Classifier {
 impl Classifier {
     /// Class `class`'s map by `method` from one image's read-back pass; `None` for a method
     /// that needs passes of its own (Score-CAM).
-    fn closed_form_map(
+    pub fn closed_form_map(
         &self,
         read: &ReadBack,
         class: usize,
@@ -388,8 +408,9 @@ impl Classifier {
 }
 
 /// One image's last-stage features (channel-major) and logits, read back from the device for
-/// the CAM family's arithmetic.
-struct ReadBack {
+/// the CAM family's arithmetic ([`Classifier::read_back`]).
+#[derive(Debug, Clone)]
+pub struct ReadBack {
     channels: usize,
     height: usize,
     width: usize,
@@ -410,7 +431,8 @@ impl ReadBack {
         })
     }
 
-    fn map(&self) -> FeatureMap<'_> {
+    /// The features as the CAM family reads them.
+    pub fn map(&self) -> FeatureMap<'_> {
         FeatureMap::new(self.channels, self.height, self.width, &self.features)
     }
 }
