@@ -60,10 +60,10 @@ pub struct EvalArgs {
     pub save_cams: Option<PathBuf>,
     /// How each class's map (and so its boxes and the localisation) is made: CAM, or another
     /// method of the CAM family without passes of its own (not Score-CAM).
-    #[arg(long, env = "CAMVIEW_METHOD", value_enum, default_value_t = CamMethod::Cam, conflicts_with = "methods")]
+    #[arg(long, env = "CAMVIEW_METHOD", value_enum, default_value_t = CamMethod::Cam)]
     pub method: CamMethod,
     /// Several methods compared in one table, e.g. cam,gradcam++,layercam (one forward pass
-    /// an image serves them all).
+    /// an image serves them all); takes the place of --method.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "M,M,…")]
     pub methods: Vec<CamMethod>,
     /// Localisation metrics: v1, camview's own (the largest region, the photo's pixels);

@@ -185,7 +185,8 @@ fn a_store_of_the_old_layout_keeps_its_cam_results() {
 }
 
 /// `--methods`: one pass serves every method, and each method's numbers are those of a run
-/// by that method alone; the table has a row a method; Score-CAM is refused in one line.
+/// by that method alone (its own passes); the table has a row a method; Score-CAM is
+/// refused in one line.
 #[test]
 fn methods_side_by_side_agree_with_each_method_alone() {
     let d = build();
@@ -194,10 +195,12 @@ fn methods_side_by_side_agree_with_each_method_alone() {
     let common = ["--no-store", "--boxes", arg(&boxes), arg(&data)];
     let methods = ["cam", "gradcam++", "layercam", "ablationcam", "eigencam"];
     let list = methods.join(",");
+    // --methods takes the place of a method set in the environment.
     let all = json_lines(&eval(
         &[&["--json", "--methods", &list], &common[..]].concat(),
-        &[],
+        &[("CAMVIEW_METHOD", "layercam")],
     ));
+    assert_eq!(summary(&all)["method"], "cam", "the first of --methods");
     let by = &summary(&all)["methods"];
     for (i, m) in methods.iter().enumerate() {
         let alone = json_lines(&eval(
