@@ -427,5 +427,9 @@ mod tests {
         // A 451 × 300 photo: int(100 × 224 / 451) = 49, int(299 × 224 / 300) = 223.
         let b = frame_box([100.0, 20.0, 360.0, 299.0], [0.0, 0.0, 451.0, 300.0]);
         assert_eq!(b, [49, 14, 178, 223]);
+        // A centre crop x 75.5..375.5: the frame is the crop, and the box is cut to it.
+        let b = frame_box([10.0, 20.0, 200.0, 299.0], [75.5, 0.0, 375.5, 300.0]);
+        // int((200 − 75.5) × 224 / 300) = int(92.96) = 92.
+        assert_eq!(b, [0, 14, 92, 223]);
     }
 }

@@ -218,6 +218,25 @@ fn methods_side_by_side_agree_with_each_method_alone() {
             }
         }
     }
+    // CSV: a column pair a method, the same IoU as the JSON's.
+    let csv = eval(&[&["--csv", "--methods", &list], &common[..]].concat(), &[]).stdout;
+    let mut reader = csv::Reader::from_reader(&csv[..]);
+    let header = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), all.len() - 1);
+    for m in methods {
+        let column = header
+            .iter()
+            .position(|h| h == format!("iou_{m}"))
+            .unwrap_or_else(|| panic!("no iou_{m} in {header:?}"));
+        for (row, line) in rows.iter().zip(&all) {
+            let want = line["methods"][m]["iou"]
+                .as_f64()
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_default();
+            assert_eq!(&row[column], want, "{m}");
+        }
+    }
     let text = String::from_utf8(eval(&[&["--methods", &list], &common[..]].concat(), &[]).stdout)
         .unwrap();
     for m in methods {
