@@ -18,7 +18,7 @@ use super::{ModelArgs, StoreArgs};
 use crate::analysis::{
     self, AnalysisError, ImageKey, Record, SWEEP_STEPS, truth_box_at_paper_threshold,
 };
-use crate::box_v2::{self, LevelCurve};
+use crate::box_v2::{self, LevelHits};
 use crate::dataset::{self, Dataset, Item, LabelSource};
 use crate::model::Classes;
 use crate::model::Classifier;
@@ -333,8 +333,9 @@ struct Outcome<'a> {
     gt_known_correct: Option<bool>,
     /// Whether the true class's box at each sweep threshold hits a truth box.
     sweep_hits: Option<Vec<bool>>,
-    /// With `--box-metric v2`: the best IoU of the true class's map's regions at each level.
-    v2_curve: Option<LevelCurve>,
+    /// With `--box-metric v2`: the levels at which the true class's map's regions reach each
+    /// IoU threshold.
+    v2_hits: Option<LevelHits>,
 }
 
 impl<'a> Outcome<'a> {
@@ -347,14 +348,14 @@ impl<'a> Outcome<'a> {
             loc_correct: None,
             gt_known_correct: None,
             sweep_hits: None,
-            v2_curve: None,
+            v2_hits: None,
         };
         let (Some(truth), Ok(record)) = (&item.truth, &o.record) else {
             return o;
         };
         o.score = Score::of(truth.class, &record.analysis.top);
         if v2 {
-            o.v2_curve = box_v2::record_curve(truth, record);
+            o.v2_hits = box_v2::record_curve(truth, record).map(|c| c.hits());
         }
         let Some(iou) = best_iou(truth, record.top1_box) else {
             return o;
@@ -462,7 +463,7 @@ impl Summary {
             (Some(accuracy(best)), Some(best as f64 / SWEEP_STEPS as f64))
         };
         let v2 =
-            v2.then(|| box_v2::max_box_acc_v2(outcomes.iter().filter_map(|o| o.v2_curve.as_ref())));
+            v2.then(|| box_v2::max_box_acc_v2(outcomes.iter().filter_map(|o| o.v2_hits.as_ref())));
         Summary {
             method: method.name(),
             images: outcomes.len(),
