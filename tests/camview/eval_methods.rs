@@ -388,3 +388,46 @@ fn every_contour_at_every_threshold_as_wsolevaluation_finds_them() {
         }
     }
 }
+
+/// The results service by a method (as the browser will use it): what it analyses has the
+/// engine's maps by that method, is kept under it, and is served to that method only.
+#[test]
+fn the_service_by_a_method_keeps_that_methods_results() {
+    use camview::analysis::{ImageKey, TOP_K};
+    use camview::results::{Results, Target};
+
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("chelsea.png");
+    std::fs::copy(photo("chelsea"), &image).unwrap();
+    let store = dir.path().join("results.sqlite");
+    let method = CamMethod::GradCamPlusPlus;
+    let (results, _) = Results::open(Some(&store), classifier(), ResizeMode::Full);
+    let results = results.with_method(method);
+    let target = Target {
+        key: ImageKey::of(&image),
+        truth: None,
+    };
+    let record = results.get_or_analyse(classifier(), &target).unwrap();
+    let img = camview::model::preprocess::load_rgb(&image).unwrap();
+    let prepared = classifier().prepare(&img, ResizeMode::Full).unwrap();
+    let layer4 = Layer4::of(&prepared.tensor);
+    for (p, got) in record.analysis.top.iter().zip(&record.analysis.cams) {
+        let weights = Layer4::head_weights(p.index);
+        let head = ClassHead {
+            weights: &weights,
+            logit: layer4.logits[p.index],
+        };
+        let want = class_map(method, &layer4.map(), head).unwrap();
+        let worst = got
+            .values
+            .iter()
+            .zip(&want.values)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-4, "class {}: {worst}", p.index);
+    }
+    assert_eq!(record.analysis.top.len(), TOP_K);
+    let stored = results.stored(&target).expect("kept under gradcam++");
+    assert_eq!(stored.top1_box, record.top1_box);
+    assert!(results.stored_by(&target, CamMethod::Cam).is_none());
+    assert!(results.stored_by(&target, method).is_some());
+}
