@@ -1,7 +1,8 @@
 //! The result store: every analysis camview made, in an embedded SQLite database, so a folder
 //! analysed once (by `eval` or the browser) opens with its results in place. A row is keyed
 //! by the image file's identity (path, size, modification time), the weights' identity (the
-//! SHA-256 of the weights file, computed once per file version) and the resize mode.
+//! SHA-256 of the weights file, computed once per file version), the resize mode and the
+//! method of the CAM family that made its maps and boxes.
 //!
 //! Durability: WAL mode and one transaction per result, so a process killed at any moment
 //! loses at most the images in flight and never the store; two camview processes can share
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{ImageKey, Record, TruthRecord};
 use crate::model::cam::{BBox, CamGrid};
+use crate::model::cam_methods::CamMethod;
 use crate::model::preprocess::Region;
 use crate::model::{Analysis, Prediction, ResizeMode, labels};
 
@@ -29,8 +31,19 @@ pub fn default_path() -> PathBuf {
 /// Bumped when the record layout changes; older rows are then ignored, not misread.
 const RECORD_VERSION: u8 = 1;
 
-/// The tables' layout, in SQLite's `user_version`: a store of another layout is set aside.
-const SCHEMA_VERSION: i64 = 1;
+/// The tables' layout, in SQLite's `user_version`: a store of an older layout is migrated
+/// (see [`migrate`]), one of another layout set aside.
+const SCHEMA_VERSION: i64 = 2;
+
+/// The results table of layout 2: keyed by the method too. Layout 1 had no `method` column
+/// (every row was CAM's) and its key without it, which SQLite cannot alter in place.
+const RESULTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS results (
+                 path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                 weights TEXT NOT NULL, resize TEXT NOT NULL,
+                 method TEXT NOT NULL,
+                 truth INTEGER,
+                 record BLOB NOT NULL,
+                 UNIQUE (path, size, modified_ns, weights, resize, method))";
 
 /// A row's file key: the file's absolute path (so any working folder finds it), size and
 /// modification time.
@@ -172,10 +185,14 @@ impl Store {
         let tables: i64 = conn
             .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))
             .map_err(classify)?;
-        if layout != SCHEMA_VERSION && (layout != 0 || tables != 0) {
+        let known = layout == SCHEMA_VERSION || layout == 1 || (layout == 0 && tables == 0);
+        if !known {
             return Err(OpenError::Unusable(format!(
                 "another layout ({layout}; this camview writes {SCHEMA_VERSION})"
             )));
+        }
+        if layout == 1 {
+            migrate(&conn).map_err(classify)?;
         }
         // Results are rows of a rowid table with the key in an index of its own: a
         // WITHOUT ROWID table keeps whole rows in its index pages, where a row over about
@@ -186,12 +203,7 @@ impl Store {
                  path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
                  sha256 TEXT NOT NULL,
                  PRIMARY KEY (path, size, modified_ns));
-             CREATE TABLE IF NOT EXISTS results (
-                 path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
-                 weights TEXT NOT NULL, resize TEXT NOT NULL,
-                 truth INTEGER,
-                 record BLOB NOT NULL,
-                 UNIQUE (path, size, modified_ns, weights, resize));
+             {RESULTS_TABLE};
              PRAGMA user_version = {SCHEMA_VERSION};
              COMMIT;"
         ))
@@ -234,20 +246,22 @@ impl Store {
         Ok(sha)
     }
 
-    /// The stored record of `key` for these weights and mode, if any. A row of another
-    /// record layout, or one that cannot be decoded, counts as missing.
+    /// The stored record of `key` for these weights, mode and method, if any. A row of
+    /// another record layout, or one that cannot be decoded, counts as missing.
     pub fn get(
         &self,
         key: &ImageKey,
         weights: &str,
         resize: ResizeMode,
+        method: CamMethod,
     ) -> Result<Option<Record>, StoreError> {
         let Some(file) = FileRow::of(key) else {
             return Ok(None);
         };
         let mut query = self.conn.prepare_cached(
             "SELECT record FROM results
-             WHERE path = ?1 AND size = ?2 AND modified_ns = ?3 AND weights = ?4 AND resize = ?5",
+             WHERE path = ?1 AND size = ?2 AND modified_ns = ?3 AND weights = ?4 AND resize = ?5
+                   AND method = ?6",
         )?;
         let blob: Option<Vec<u8>> = query
             .query_row(
@@ -256,7 +270,8 @@ impl Store {
                     file.size,
                     file.modified_ns,
                     weights,
-                    mode_name(resize)
+                    mode_name(resize),
+                    method.name()
                 ],
                 |r| r.get(0),
             )
@@ -271,6 +286,7 @@ impl Store {
         key: &ImageKey,
         weights: &str,
         resize: ResizeMode,
+        method: CamMethod,
         record: &Record,
     ) -> Result<(), StoreError> {
         let Some(file) = FileRow::of(key) else {
@@ -278,8 +294,8 @@ impl Store {
         };
         let mut insert = self.conn.prepare_cached(
             "INSERT OR REPLACE INTO results
-             (path, size, modified_ns, weights, resize, truth, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             (path, size, modified_ns, weights, resize, method, truth, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         insert.execute(params![
             file.path,
@@ -287,6 +303,7 @@ impl Store {
             file.modified_ns,
             weights,
             mode_name(resize),
+            method.name(),
             record.truth.as_ref().map(|t| t.class as i64),
             encode(record),
         ])?;
@@ -303,6 +320,35 @@ impl Store {
 
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
+    }
+}
+
+/// Layout 1 to 2: the results table rebuilt with the method in its key, every row of layout
+/// 1 kept as CAM's (the only method it stored), in one transaction. The layout is read again
+/// inside it, so two processes opening an old store at once migrate it once.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let migrated = (|| {
+        let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if layout != 1 {
+            return Ok(());
+        }
+        conn.execute_batch(&format!(
+            "ALTER TABLE results RENAME TO results_v1;
+             {RESULTS_TABLE};
+             INSERT INTO results (path, size, modified_ns, weights, resize, method, truth, record)
+                 SELECT path, size, modified_ns, weights, resize, 'cam', truth, record
+                 FROM results_v1;
+             DROP TABLE results_v1;
+             PRAGMA user_version = {SCHEMA_VERSION};"
+        ))
+    })();
+    match migrated {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
 }
 
@@ -493,21 +539,108 @@ mod tests {
             size: 10,
             modified: Some(UNIX_EPOCH + Duration::from_nanos(5)),
         };
-        assert_eq!(store.get(&file, "w", ResizeMode::Full).unwrap(), None);
-        store.put(&file, "w", ResizeMode::Full, &record()).unwrap();
+        let cam = CamMethod::Cam;
+        assert_eq!(store.get(&file, "w", ResizeMode::Full, cam).unwrap(), None);
+        store
+            .put(&file, "w", ResizeMode::Full, cam, &record())
+            .unwrap();
         assert_eq!(
-            store.get(&file, "w", ResizeMode::Full).unwrap(),
+            store.get(&file, "w", ResizeMode::Full, cam).unwrap(),
             Some(record())
         );
-        // Another mode, other weights or a changed file are other keys.
-        assert_eq!(store.get(&file, "w", ResizeMode::Center).unwrap(), None);
-        assert_eq!(store.get(&file, "v", ResizeMode::Full).unwrap(), None);
+        // Another mode, other weights, another method or a changed file are other keys.
+        assert_eq!(
+            store.get(&file, "w", ResizeMode::Center, cam).unwrap(),
+            None
+        );
+        assert_eq!(store.get(&file, "v", ResizeMode::Full, cam).unwrap(), None);
+        let layer = CamMethod::LayerCam;
+        assert_eq!(
+            store.get(&file, "w", ResizeMode::Full, layer).unwrap(),
+            None
+        );
         let touched = ImageKey {
             modified: Some(UNIX_EPOCH + Duration::from_nanos(6)),
-            ..file
+            ..file.clone()
         };
-        assert_eq!(store.get(&touched, "w", ResizeMode::Full).unwrap(), None);
+        assert_eq!(
+            store.get(&touched, "w", ResizeMode::Full, cam).unwrap(),
+            None
+        );
         assert_eq!(store.len().unwrap(), 1);
+        // Two methods' records of one image live side by side.
+        let mut other = record();
+        other.top1_box = None;
+        store
+            .put(&file, "w", ResizeMode::Full, layer, &other)
+            .unwrap();
+        assert_eq!(
+            store.get(&file, "w", ResizeMode::Full, layer).unwrap(),
+            Some(other)
+        );
+        assert_eq!(
+            store.get(&file, "w", ResizeMode::Full, cam).unwrap(),
+            Some(record())
+        );
+        assert_eq!(store.len().unwrap(), 2);
+    }
+
+    /// A store of layout 1 (no method column), written with that layout's own SQL: opened by
+    /// this camview, its rows are CAM's results and nothing else's.
+    #[test]
+    fn a_store_of_layout_1_keeps_its_results_as_cams() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let file = ImageKey {
+            path: "/photos/chelsea.png".into(),
+            size: 10,
+            modified: Some(UNIX_EPOCH + Duration::from_nanos(5)),
+        };
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE weights (
+                     path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                     sha256 TEXT NOT NULL,
+                     PRIMARY KEY (path, size, modified_ns));
+                 CREATE TABLE results (
+                     path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                     weights TEXT NOT NULL, resize TEXT NOT NULL,
+                     truth INTEGER,
+                     record BLOB NOT NULL,
+                     UNIQUE (path, size, modified_ns, weights, resize));
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO results VALUES ('/photos/chelsea.png', 10, 5, 'w', 'full', 285, ?1)",
+                params![encode(&record())],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let full = ResizeMode::Full;
+        assert_eq!(
+            store.get(&file, "w", full, CamMethod::Cam).unwrap(),
+            Some(record())
+        );
+        for method in [CamMethod::GradCamPlusPlus, CamMethod::EigenCam] {
+            assert_eq!(store.get(&file, "w", full, method).unwrap(), None);
+        }
+        // The new key takes a second method beside the old row.
+        store
+            .put(&file, "w", full, CamMethod::LayerCam, &record())
+            .unwrap();
+        assert_eq!(store.len().unwrap(), 2);
+        let layout: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(layout, SCHEMA_VERSION);
+        drop(store);
+        // Opened again, nothing is migrated twice.
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.len().unwrap(), 2);
     }
 
     #[test]

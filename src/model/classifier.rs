@@ -217,9 +217,18 @@ impl Classifier {
         pinned: Option<usize>,
         method: CamMethod,
     ) -> Result<Analysis, AnalyzeError> {
+        if method.needs_forward_passes() {
+            return Err(AnalyzeError::NeedsPassesOfItsOwn {
+                method: method.name(),
+            });
+        }
         let start = Instant::now();
         let out = self.model.forward(&prepared.tensor)?;
-        let (top, cams) = self.top_k_of(&out.logits, &out.features, k, pinned, method)?;
+        let top = self.top_k_of(&out.logits, k, pinned)?;
+        let cams = self
+            .maps_by(&out.logits, &out.features, &top, &[method])?
+            .pop()
+            .unwrap_or_default();
         Ok(Analysis {
             top,
             cams,
@@ -239,11 +248,28 @@ impl Classifier {
         pinned: &[Option<usize>],
         method: CamMethod,
     ) -> Result<Vec<Analysis>, AnalyzeError> {
+        let by_method = self.analyze_batch_methods(prepared, k, pinned, &[method])?;
+        Ok(by_method.into_iter().flatten().collect())
+    }
+
+    /// [`Self::analyze_batch`] for several methods at once (none with passes of its own): one
+    /// forward pass, then each image's analysis by each method, in the order of `methods`
+    /// (the same classes, each method's maps).
+    pub fn analyze_batch_methods(
+        &self,
+        prepared: &[&Prepared],
+        k: usize,
+        pinned: &[Option<usize>],
+        methods: &[CamMethod],
+    ) -> Result<Vec<Vec<Analysis>>, AnalyzeError> {
         if prepared.len() != pinned.len() {
             return Err(AnalyzeError::PinnedPerImage {
                 images: prepared.len(),
                 pinned: pinned.len(),
             });
+        }
+        if let Some(m) = methods.iter().find(|m| m.needs_forward_passes()) {
+            return Err(AnalyzeError::NeedsPassesOfItsOwn { method: m.name() });
         }
         let start = Instant::now();
         let tensors: Vec<&Tensor> = prepared.iter().map(|p| &p.tensor).collect();
@@ -252,17 +278,22 @@ impl Classifier {
         for (i, (p, &pin)) in prepared.iter().zip(pinned).enumerate() {
             let logits = out.logits.narrow(0, i, 1)?;
             let features = out.features.narrow(0, i, 1)?;
-            let (top, cams) = self.top_k_of(&logits, &features, k, pin, method)?;
-            analyses.push(Analysis {
-                top,
-                cams,
-                input: p.input,
-                region: p.region,
-                elapsed: Duration::ZERO,
-            });
+            let top = self.top_k_of(&logits, k, pin)?;
+            let maps = self.maps_by(&logits, &features, &top, methods)?;
+            analyses.push(
+                maps.into_iter()
+                    .map(|cams| Analysis {
+                        top: top.clone(),
+                        cams,
+                        input: p.input,
+                        region: p.region,
+                        elapsed: Duration::ZERO,
+                    })
+                    .collect::<Vec<_>>(),
+            );
         }
         let share = start.elapsed() / prepared.len().max(1) as u32;
-        for a in &mut analyses {
+        for a in analyses.iter_mut().flatten() {
             a.elapsed = share;
         }
         Ok(analyses)
@@ -327,21 +358,13 @@ impl Classifier {
         )?)
     }
 
-    /// Top-`k` (plus `pinned`) and their raw maps by `method` (any but Score-CAM) from one
-    /// image's logits (1 × classes) and last-stage features (1 × channels × h × w).
+    /// Top-`k` (plus `pinned`) from one image's logits (1 × classes).
     fn top_k_of(
         &self,
         logits: &Tensor,
-        features: &Tensor,
         k: usize,
         pinned: Option<usize>,
-        method: CamMethod,
-    ) -> Result<(Vec<Prediction>, Vec<CamGrid>), AnalyzeError> {
-        if method.needs_forward_passes() {
-            return Err(AnalyzeError::NeedsPassesOfItsOwn {
-                method: method.name(),
-            });
-        }
+    ) -> Result<Vec<Prediction>, AnalyzeError> {
         let probs = candle_nn::ops::softmax(logits, D::Minus1)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
@@ -360,26 +383,59 @@ impl Classifier {
         {
             top.push(prediction(&probs, class, classes));
         }
-        if method != CamMethod::Cam {
-            let read = ReadBack::of(features, logits)?;
-            let mut cams = Vec::with_capacity(top.len());
-            for p in &top {
-                cams.extend(self.closed_form_map(&read, p.index, method)?);
+        Ok(top)
+    }
+
+    /// The raw maps of `top`'s classes by each of `methods` (none with passes of its own)
+    /// from one image's logits (1 × classes) and last-stage features (1 × channels × h × w):
+    /// CAM's on the device, the others' from one read-back of the features.
+    fn maps_by(
+        &self,
+        logits: &Tensor,
+        features: &Tensor,
+        top: &[Prediction],
+        methods: &[CamMethod],
+    ) -> Result<Vec<Vec<CamGrid>>, AnalyzeError> {
+        let mut read = None;
+        let mut maps = Vec::with_capacity(methods.len());
+        for &method in methods {
+            if method == CamMethod::Cam {
+                maps.push(self.cams_of(features, top)?);
+                continue;
             }
-            return Ok((top, cams));
+            if read.is_none() {
+                read = Some(ReadBack::of(features, logits)?);
+            }
+            let read = read.as_ref().expect("read back above");
+            let mut cams = Vec::with_capacity(top.len());
+            for p in top {
+                match self.closed_form_map(read, p.index, method)? {
+                    Some(map) => cams.push(map),
+                    None => {
+                        return Err(AnalyzeError::NeedsPassesOfItsOwn {
+                            method: method.name(),
+                        });
+                    }
+                }
+            }
+            maps.push(cams);
         }
+        Ok(maps)
+    }
+
+    /// CAM's raw maps of `top`'s classes, through the device's matmul.
+    fn cams_of(&self, features: &Tensor, top: &[Prediction]) -> Result<Vec<CamGrid>, AnalyzeError> {
         let classes: Vec<u32> = top.iter().map(|p| p.index as u32).collect();
         let cams = self.model.cams(features, &classes)?;
         let (n, h, w) = cams.dims3()?;
         let flat = cams.flatten_all()?.to_vec1::<f32>()?;
-        let cams = (0..n)
+        Ok((0..n)
             .map(|i| CamGrid {
                 width: w,
                 height: h,
                 values: flat[i * h * w..(i + 1) * h * w].to_vec(),
             })
-            .collect();
-        Ok((top, cams))
+            .collect())
     }
 }
 
