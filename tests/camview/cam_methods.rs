@@ -80,3 +80,66 @@ fn every_method_matches_pytorch_grad_cam_on_every_photo() {
     }
     assert!(checked >= PHOTOS.len() * 6, "only {checked} maps checked");
 }
+
+/// Score-CAM against the library's on the photos the reference ran it for: 2048 masked
+/// passes of the genuine network a photo, minutes in a release build and about an hour in
+/// the test profile (whose own code is built at -O1), so it runs when asked:
+/// `cargo test --release --test camview -- --ignored score_cam`.
+#[test]
+#[ignore = "2048 forward passes a photo: run with --release -- --ignored score_cam"]
+fn score_cam_matches_pytorch_grad_cam() {
+    use camview::model::preprocess::{Prepared, Region};
+    let reference = reference();
+    let classifier = crate::common::classifier();
+    let mut checked = 0;
+    for photo in PHOTOS {
+        let want = &reference["photos"][photo];
+        let Some(rows) = want["maps"].get("scorecam") else {
+            continue;
+        };
+        let class = want["class"].as_u64().unwrap() as usize;
+        let tensor = golden_input(&format!("{photo}.center"));
+        let (_, _, h, w) = tensor.dims4().unwrap();
+        let prepared = Prepared {
+            tensor,
+            input: (w as u32, h as u32),
+            region: Region {
+                x0: 0.0,
+                y0: 0.0,
+                x1: w as f32,
+                y1: h as f32,
+            },
+        };
+        let maps = classifier
+            .method_maps(&prepared, &[class], CamMethod::ScoreCam, 32, &mut |_, _| {
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap()
+            .expect("not stopped");
+        let got = maps[0].normalised();
+        let expected: Vec<f32> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().iter())
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let correlation = pearson(&got, &expected);
+        let worst = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("{photo} scorecam: correlation {correlation:.6}, max difference {worst:.2e}");
+        assert!(
+            correlation >= MIN_CORRELATION,
+            "{photo}: correlation {correlation}"
+        );
+        assert!(
+            worst <= MAX_DIFFERENCE,
+            "{photo}: a cell differs by {worst}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "the reference holds no Score-CAM map");
+}
