@@ -11,6 +11,7 @@ pub mod analysis;
 pub mod background;
 pub mod cli;
 pub mod dataset;
+pub mod faithfulness_run;
 pub(crate) mod jobs;
 pub(crate) mod log;
 pub mod model;

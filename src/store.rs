@@ -1,7 +1,9 @@
 //! The result store: every analysis camview made, in an embedded SQLite database, so a folder
 //! analysed once (by `eval` or the browser) opens with its results in place. A row is keyed
 //! by the image file's identity (path, size, modification time), the weights' identity (the
-//! SHA-256 of the weights file, computed once per file version) and the resize mode.
+//! SHA-256 of the weights file, computed once per file version) and the resize mode. Beside
+//! each analysis, the faithfulness scores of its maps (`cam`/`eval --faithfulness`), keyed
+//! as the analysis is plus the map's method and class and the metrics' settings.
 //!
 //! Durability: WAL mode and one transaction per result, so a process killed at any moment
 //! loses at most the images in flight and never the store; two camview processes can share
@@ -17,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{ImageKey, Record, TruthRecord};
 use crate::model::cam::{BBox, CamGrid};
+use crate::model::cam_methods::CamMethod;
+use crate::model::faithfulness::Scores;
 use crate::model::preprocess::Region;
 use crate::model::{Analysis, Prediction, ResizeMode, labels};
 
@@ -29,8 +33,12 @@ pub fn default_path() -> PathBuf {
 /// Bumped when the record layout changes; older rows are then ignored, not misread.
 const RECORD_VERSION: u8 = 1;
 
-/// The tables' layout, in SQLite's `user_version`: a store of another layout is set aside.
-const SCHEMA_VERSION: i64 = 1;
+/// Bumped when the stored faithfulness scores change; older rows are then ignored.
+const SCORES_VERSION: u8 = 1;
+
+/// The tables' layout, in SQLite's `user_version`: an older layout is brought up to this one
+/// (its results kept), a store of another layout is set aside. 2 added `faithfulness`.
+const SCHEMA_VERSION: i64 = 2;
 
 /// A row's file key: the file's absolute path (so any working folder finds it), size and
 /// modification time.
@@ -172,11 +180,14 @@ impl Store {
         let tables: i64 = conn
             .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))
             .map_err(classify)?;
-        if layout != SCHEMA_VERSION && (layout != 0 || tables != 0) {
+        let fresh = layout == 0 && tables == 0;
+        if !fresh && !(1..=SCHEMA_VERSION).contains(&layout) {
             return Err(OpenError::Unusable(format!(
                 "another layout ({layout}; this camview writes {SCHEMA_VERSION})"
             )));
         }
+        // Every table is made if missing, so a layout-1 store (before `faithfulness`) gains
+        // the new table and keeps its rows: that is the whole migration.
         // Results are rows of a rowid table with the key in an index of its own: a
         // WITHOUT ROWID table keeps whole rows in its index pages, where a row over about
         // 1 KB spills into an overflow page of its own (4.7 KB an image instead of 1.9).
@@ -192,6 +203,12 @@ impl Store {
                  truth INTEGER,
                  record BLOB NOT NULL,
                  UNIQUE (path, size, modified_ns, weights, resize));
+             CREATE TABLE IF NOT EXISTS faithfulness (
+                 path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                 weights TEXT NOT NULL, resize TEXT NOT NULL,
+                 method TEXT NOT NULL, class INTEGER NOT NULL, settings TEXT NOT NULL,
+                 scores BLOB NOT NULL,
+                 UNIQUE (path, size, modified_ns, weights, resize, method, class, settings));
              PRAGMA user_version = {SCHEMA_VERSION};
              COMMIT;"
         ))
@@ -293,6 +310,84 @@ impl Store {
         Ok(())
     }
 
+    /// The stored faithfulness scores of `key`'s `method` map of `class` for these weights,
+    /// mode and metric settings ([`crate::model::faithfulness::Settings::key`]), if any.
+    pub fn get_faithfulness(
+        &self,
+        key: &ImageKey,
+        weights: &str,
+        resize: ResizeMode,
+        map: MapKey,
+    ) -> Result<Option<Scores>, StoreError> {
+        let Some(file) = FileRow::of(key) else {
+            return Ok(None);
+        };
+        let mut query = self.conn.prepare_cached(
+            "SELECT scores FROM faithfulness
+             WHERE path = ?1 AND size = ?2 AND modified_ns = ?3 AND weights = ?4 AND resize = ?5
+               AND method = ?6 AND class = ?7 AND settings = ?8",
+        )?;
+        let blob: Option<Vec<u8>> = query
+            .query_row(
+                params![
+                    file.path,
+                    file.size,
+                    file.modified_ns,
+                    weights,
+                    mode_name(resize),
+                    map.method.name(),
+                    map.class as i64,
+                    map.settings
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(blob.and_then(|b| decode_scores(&b)))
+    }
+
+    /// Stores faithfulness scores, replacing older ones of the same key, in one transaction.
+    pub fn put_faithfulness(
+        &self,
+        key: &ImageKey,
+        weights: &str,
+        resize: ResizeMode,
+        map: MapKey,
+        scores: &Scores,
+    ) -> Result<(), StoreError> {
+        let Some(file) = FileRow::of(key) else {
+            return Ok(());
+        };
+        let mut insert = self.conn.prepare_cached(
+            "INSERT OR REPLACE INTO faithfulness
+             (path, size, modified_ns, weights, resize, method, class, settings, scores)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let stored = StoredScores {
+            version: SCORES_VERSION,
+            scores: *scores,
+        };
+        insert.execute(params![
+            file.path,
+            file.size,
+            file.modified_ns,
+            weights,
+            mode_name(resize),
+            map.method.name(),
+            map.class as i64,
+            map.settings,
+            postcard::to_stdvec(&stored).expect("scores always serialise"),
+        ])?;
+        Ok(())
+    }
+
+    /// How many faithfulness rows the store holds.
+    pub fn faithfulness_len(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM faithfulness", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     /// How many results the store holds.
     pub fn len(&self) -> Result<u64, StoreError> {
         let n: i64 = self
@@ -304,6 +399,26 @@ impl Store {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
+}
+
+/// Which map of an analysed image faithfulness scores are of, and how they were measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapKey<'a> {
+    pub method: CamMethod,
+    pub class: usize,
+    /// [`crate::model::faithfulness::Settings::key`].
+    pub settings: &'a str,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredScores {
+    version: u8,
+    scores: Scores,
+}
+
+fn decode_scores(bytes: &[u8]) -> Option<Scores> {
+    let s: StoredScores = postcard::from_bytes(bytes).ok()?;
+    (s.version == SCORES_VERSION).then_some(s.scores)
 }
 
 fn mode_name(mode: ResizeMode) -> &'static str {
@@ -508,6 +623,198 @@ mod tests {
         };
         assert_eq!(store.get(&touched, "w", ResizeMode::Full).unwrap(), None);
         assert_eq!(store.len().unwrap(), 1);
+    }
+
+    fn scores() -> Scores {
+        Scores {
+            confidence: 0.77,
+            cam_mult_change: -0.5,
+            road_most_relevant_first: [-0.1, -0.2, -0.3, -0.4],
+            road_least_relevant_first: [0.01, 0.02, 0.03, -0.04],
+            deletion_auc: 0.125,
+            insertion_auc: 0.625,
+        }
+    }
+
+    #[test]
+    fn faithfulness_comes_back_under_its_whole_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        let file = ImageKey {
+            path: "/photos/chelsea.png".into(),
+            size: 10,
+            modified: Some(UNIX_EPOCH + Duration::from_nanos(5)),
+        };
+        let map = MapKey {
+            method: CamMethod::Cam,
+            class: 285,
+            settings: "step=224",
+        };
+        assert_eq!(
+            store
+                .get_faithfulness(&file, "w", ResizeMode::Full, map)
+                .unwrap(),
+            None
+        );
+        store
+            .put_faithfulness(&file, "w", ResizeMode::Full, map, &scores())
+            .unwrap();
+        assert_eq!(
+            store
+                .get_faithfulness(&file, "w", ResizeMode::Full, map)
+                .unwrap(),
+            Some(scores())
+        );
+        // Every part of the key tells scores apart.
+        let others = [
+            MapKey {
+                method: CamMethod::LayerCam,
+                ..map
+            },
+            MapKey { class: 281, ..map },
+            MapKey {
+                settings: "step=448",
+                ..map
+            },
+        ];
+        for other in others {
+            assert_eq!(
+                store
+                    .get_faithfulness(&file, "w", ResizeMode::Full, other)
+                    .unwrap(),
+                None,
+                "{other:?}"
+            );
+        }
+        assert_eq!(
+            store
+                .get_faithfulness(&file, "v", ResizeMode::Full, map)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .get_faithfulness(&file, "w", ResizeMode::Center, map)
+                .unwrap(),
+            None
+        );
+        let touched = ImageKey {
+            modified: Some(UNIX_EPOCH + Duration::from_nanos(6)),
+            ..file.clone()
+        };
+        assert_eq!(
+            store
+                .get_faithfulness(&touched, "w", ResizeMode::Full, map)
+                .unwrap(),
+            None
+        );
+        // Written again: replaced, not added.
+        let better = Scores {
+            deletion_auc: 0.0625,
+            ..scores()
+        };
+        store
+            .put_faithfulness(&file, "w", ResizeMode::Full, map, &better)
+            .unwrap();
+        assert_eq!(store.faithfulness_len().unwrap(), 1);
+        assert_eq!(
+            store
+                .get_faithfulness(&file, "w", ResizeMode::Full, map)
+                .unwrap(),
+            Some(better)
+        );
+        assert_eq!(store.len().unwrap(), 0, "no analysis was stored");
+    }
+
+    /// The layout camview wrote before faithfulness was stored (user_version 1), as it
+    /// created it.
+    const LAYOUT_1: &str = "BEGIN IMMEDIATE;
+         CREATE TABLE IF NOT EXISTS weights (
+             path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+             sha256 TEXT NOT NULL,
+             PRIMARY KEY (path, size, modified_ns));
+         CREATE TABLE IF NOT EXISTS results (
+             path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+             weights TEXT NOT NULL, resize TEXT NOT NULL,
+             truth INTEGER,
+             record BLOB NOT NULL,
+             UNIQUE (path, size, modified_ns, weights, resize));
+         PRAGMA user_version = 1;
+         COMMIT;";
+
+    #[test]
+    fn a_layout_1_store_keeps_its_results_and_gains_faithfulness() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let file = ImageKey {
+            path: "/photos/chelsea.png".into(),
+            size: 10,
+            modified: Some(UNIX_EPOCH + Duration::from_nanos(5)),
+        };
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(LAYOUT_1).unwrap();
+            let row = FileRow::of(&file).unwrap();
+            old.execute(
+                "INSERT INTO results VALUES (?1, ?2, ?3, 'w', 'full', 285, ?4)",
+                params![row.path, row.size, row.modified_ns, encode(&record())],
+            )
+            .unwrap();
+            old.execute(
+                "INSERT INTO weights VALUES ('/m/w.safetensors', 1, 2, 'abc')",
+                [],
+            )
+            .unwrap();
+        }
+        let (store, note) = open_or_recover(&path);
+        assert_eq!(note, None, "migrated, not set aside");
+        let store = store.unwrap();
+        assert_eq!(
+            store.get(&file, "w", ResizeMode::Full).unwrap(),
+            Some(record())
+        );
+        let layout: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(layout, SCHEMA_VERSION);
+        let weights: String = store
+            .conn
+            .query_row("SELECT sha256 FROM weights", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(weights, "abc");
+        let map = MapKey {
+            method: CamMethod::Cam,
+            class: 285,
+            settings: "s",
+        };
+        store
+            .put_faithfulness(&file, "w", ResizeMode::Full, map, &scores())
+            .unwrap();
+        drop(store);
+        // Opened again: the new layout as it is.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.len().unwrap(), 1);
+        assert_eq!(
+            store
+                .get_faithfulness(&file, "w", ResizeMode::Full, map)
+                .unwrap(),
+            Some(scores())
+        );
+    }
+
+    #[test]
+    fn a_store_of_a_later_layout_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.sqlite");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE t (x); PRAGMA user_version = {};",
+                SCHEMA_VERSION + 1
+            ))
+            .unwrap();
+        assert!(matches!(Store::open(&path), Err(OpenError::Unusable(_))));
     }
 
     #[test]

@@ -13,14 +13,19 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::faithfulness::{
+    EvalFaithfulness, FaithfulnessArgs, INTERRUPTED, SummaryJson, measure_eval,
+};
 use super::{ModelArgs, StoreArgs};
 use crate::analysis::{
     self, AnalysisError, ImageKey, Record, SWEEP_STEPS, truth_box_at_paper_threshold,
 };
 use crate::dataset::{self, Dataset, Item, LabelSource};
+use crate::faithfulness_run::{ImageScores, Request};
 use crate::model::Classes;
 use crate::model::Classifier;
 use crate::model::cam::BBox;
+use crate::model::cam_methods::CamMethod;
 use crate::overlay;
 use crate::pipeline::Run;
 use crate::results::{Results, Target};
@@ -53,6 +58,8 @@ pub struct EvalArgs {
     /// input's size, scaled to 0..1, at DIR/<path below the dataset folder>.npy.
     #[arg(long, value_name = "DIR")]
     pub save_cams: Option<PathBuf>,
+    #[command(flatten)]
+    pub faithfulness: FaithfulnessArgs,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -130,22 +137,74 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let summary = Summary::of(&outcomes);
+    let faithfulness = if args.faithfulness.faithfulness {
+        let requests: Vec<Option<Request>> = outcomes
+            .iter()
+            .zip(&targets)
+            .map(|(o, target)| faithfulness_request(o, target))
+            .collect();
+        let name = |i: usize| dataset.items[i].relative.clone();
+        let Some(measured) = measure_eval(
+            &classifier,
+            &results,
+            &requests,
+            CamMethod::Cam,
+            args.faithfulness.settings(),
+            &name,
+        ) else {
+            return Ok(INTERRUPTED);
+        };
+        Some(measured)
+    } else {
+        None
+    };
+    let mut summary = Summary::of(&outcomes);
+    summary.faithfulness = faithfulness.as_ref().map(EvalFaithfulness::summary_json);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let written = if args.json {
-        write_json(&mut out, &outcomes, &summary, &dataset.classes)
+        write_json(
+            &mut out,
+            &outcomes,
+            &summary,
+            &dataset.classes,
+            faithfulness.as_ref(),
+        )
     } else if args.csv {
         write_csv(&mut out, &outcomes, &dataset.classes)
     } else {
-        write_report(&mut out, &dataset, &outcomes, &summary, args.top_confusions)
+        write_report(
+            &mut out,
+            &dataset,
+            &outcomes,
+            &summary,
+            args.top_confusions,
+            faithfulness.as_ref(),
+        )
     };
     if let Err(e) = written
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         return Err(e.into());
     }
-    Ok(i32::from(summary.failed > 0 || unsaved > 0))
+    let unmeasured = faithfulness.as_ref().map_or(0, EvalFaithfulness::failed);
+    Ok(i32::from(
+        summary.failed > 0 || unsaved > 0 || unmeasured > 0,
+    ))
+}
+
+/// Which map of an analysed image `--faithfulness` measures: the true class's where it is
+/// labelled (the WSOL convention), else the top-1's. None for an image without an analysis.
+fn faithfulness_request(outcome: &Outcome, target: &Target) -> Option<Request> {
+    let record = outcome.record.as_ref().ok()?;
+    let class = match &outcome.item.truth {
+        Some(truth) => truth.class,
+        None => record.analysis.top.first()?.index,
+    };
+    Some(Request {
+        key: target.key.clone(),
+        class,
+    })
 }
 
 /// Analyses the images the store lacks (`records` without one) through the results service,
@@ -276,6 +335,9 @@ struct Summary {
     loc_gt_known: Option<f64>,
     max_box_acc: Option<f64>,
     best_threshold: Option<f64>,
+    /// With `--faithfulness`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faithfulness: Option<SummaryJson>,
 }
 
 fn fraction(hits: impl Iterator<Item = bool>) -> Option<f64> {
@@ -314,6 +376,7 @@ impl Summary {
             loc_gt_known: fraction(outcomes.iter().filter_map(|o| o.gt_known_correct)),
             max_box_acc,
             best_threshold,
+            faithfulness: None,
         }
     }
 }
@@ -340,6 +403,11 @@ struct JsonImage<'a> {
     loc_correct: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// With `--faithfulness`: the scores of the image's map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faithfulness: Option<&'a ImageScores>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faithfulness_error: Option<&'a str>,
 }
 
 fn json_image<'a>(o: &'a Outcome, classes: &'a Classes) -> JsonImage<'a> {
@@ -363,6 +431,8 @@ fn json_image<'a>(o: &'a Outcome, classes: &'a Classes) -> JsonImage<'a> {
         iou: o.iou,
         loc_correct: o.loc_correct,
         error: o.error(),
+        faithfulness: None,
+        faithfulness_error: None,
     }
 }
 
@@ -371,9 +441,16 @@ fn write_json(
     outcomes: &[Outcome],
     summary: &Summary,
     classes: &Classes,
+    faithfulness: Option<&EvalFaithfulness>,
 ) -> std::io::Result<()> {
-    for o in outcomes {
-        writeln!(out, "{}", serde_json::to_string(&json_image(o, classes))?)?;
+    for (i, o) in outcomes.iter().enumerate() {
+        let mut line = json_image(o, classes);
+        match faithfulness.and_then(|f| f.per_image[i].as_ref()) {
+            Some(Ok(scores)) => line.faithfulness = Some(scores),
+            Some(Err(e)) => line.faithfulness_error = Some(e),
+            None => {}
+        }
+        writeln!(out, "{}", serde_json::to_string(&line)?)?;
     }
     writeln!(out, "{}", serde_json::json!({ "summary": summary }))
 }
@@ -443,6 +520,7 @@ fn write_report(
     outcomes: &[Outcome],
     s: &Summary,
     confusions: usize,
+    faithfulness: Option<&EvalFaithfulness>,
 ) -> std::io::Result<()> {
     let source = match &dataset.source {
         LabelSource::None => "no labels found".to_string(),
@@ -498,6 +576,9 @@ fn write_report(
                 percent(Some(acc))
             )?;
         }
+    }
+    if let Some(f) = faithfulness {
+        f.write_report(out)?;
     }
     write_per_class(out, outcomes, &dataset.classes)?;
     write_confusions(out, outcomes, confusions, &dataset.classes)?;
