@@ -447,3 +447,82 @@ fn eval_faithfulness_means_and_the_store() {
     let deletion = format!("{:.4}", means["deletion_auc"].as_f64().unwrap());
     assert!(report.contains(&deletion), "{report}");
 }
+
+/// `eval --faithfulness` killed (SIGKILL) after its first image's scores were stored: the
+/// store opens, keeps them, and the next run reads them and measures only the rest.
+#[test]
+fn eval_faithfulness_killed_mid_way_keeps_what_it_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for name in ["a.png", "b.png"] {
+        std::fs::copy(crate::common::photo("chelsea"), data.join(name)).unwrap();
+    }
+    let store = dir.path().join("store.sqlite");
+    let args = [
+        "eval",
+        data.to_str().unwrap(),
+        "--resize",
+        "center",
+        "--store",
+        store.to_str().unwrap(),
+        "--faithfulness",
+        "--deletion-step",
+        "12544",
+        "--json",
+    ];
+    let rows = || {
+        rusqlite::Connection::open(&store)
+            .and_then(|c| {
+                c.query_row("SELECT COUNT(*) FROM faithfulness", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .unwrap_or(0)
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_camview"))
+        .args(args)
+        .env("CAMVIEW_WEIGHTS", crate::common::weights_path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while rows() < 1 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(600),
+            "nothing stored"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "eval ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let kept = rows();
+    assert!(kept >= 1);
+    let out = camview(&args);
+    let lines = json(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if kept == 1 {
+        assert!(
+            stderr.contains("faithfulness of 1 images measured")
+                && stderr.contains("1 from the store"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(rows(), 2);
+    // The same photo twice: the stored scores and the new ones agree.
+    let (a, b) = (&lines[0]["faithfulness"], &lines[1]["faithfulness"]);
+    for key in [
+        "confidence",
+        "cam_mult_change",
+        "deletion_auc",
+        "insertion_auc",
+    ] {
+        let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+        assert!((x - y).abs() < 1e-5, "{key}: {x} and {y}");
+    }
+}
