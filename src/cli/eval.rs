@@ -47,8 +47,8 @@ pub struct EvalArgs {
     /// One JSON object per image, then a summary object.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
-    /// One CSV row per image.
-    #[arg(long)]
+    /// One CSV row per image (without faithfulness columns: not with --faithfulness).
+    #[arg(long, conflicts_with = "faithfulness")]
     pub csv: bool,
     /// How many of the most frequent confusions to list.
     #[arg(long, value_name = "K", default_value_t = 10)]
