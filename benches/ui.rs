@@ -55,7 +55,10 @@ fn settle(app: &mut App, classifier: &Classifier, renderer: &Renderer, rx: &Rece
                     });
                     app.update(AppEvent::Worker(WorkerEvent::Analysis { key, result }));
                 }
-                Command::Infer(Request::Prefetch(_) | Request::Sweep(_))
+                // The bench browses under CAM: no maps of other methods are asked for.
+                Command::Infer(
+                    Request::Prefetch(_) | Request::Sweep(_) | Request::Maps(_) | Request::StopMaps,
+                )
                 | Command::Prepare(_)
                 | Command::Save(_)
                 | Command::ReadDataset => {}

@@ -12,6 +12,13 @@ absolute times, are the result: these machines are shared and noisy.
 usage: python3 scripts/bench_peers.py [--weights models/resnet50.safetensors] [--rounds 5]
          [--iters 10] [--size 224x224] [--batch 1] [--threads 2] [--camview target/release/camview]
          [--peers onnxruntime,openvino,openvino-bf16,pytorch] [--precision f32|bf16] [--avx2]
+         [--arch resnet18|resnet101|resnext50_32x4d|wide_resnet50_2|...]
+
+--arch names the torchvision constructor the weights were made for (for example by
+`scripts/gpu_check.py weights --arch resnext50_32x4d OUT photos...`): the peers then run that
+torchvision model itself, and the ONNX graph is exported from it with `torch.onnx.export`
+(needs torch and onnxscript). Without it, the weights are an ImageNet ResNet-50 and the graph is
+written directly (no torch needed).
 
 --avx2 also times camview with CAMVIEW_NO_AVX512=1 (its AVX2 kernel) in the same rounds, so
 both of its kernels are compared with the peers on one AVX-512 machine. The first lines say
@@ -106,10 +113,33 @@ def onnx_model(S, v1):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def onnx_session(S, v1, threads):
+def torchvision_model(weights, arch):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from gpu_check import load_model
+
+    return load_model(weights, "cpu", arch)
+
+
+def exported_onnx(weights, arch, shape):
+    """The torchvision model exported by torch.onnx at the benchmark's input shape."""
+    import contextlib
+    import io
+
+    import onnx
+    import torch
+
+    net = torchvision_model(weights, arch)
+    buf = io.BytesIO()
+    # The exporter reports its steps on stdout, which --json keeps for the result.
+    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
+        torch.onnx.export(net, (torch.zeros(shape),), buf, input_names=["input"],
+                          output_names=["logits"], opset_version=18, external_data=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def onnx_session(model, threads):
     import onnxruntime as ort
 
-    model = onnx_model(S, v1)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -117,14 +147,14 @@ def onnx_session(S, v1, threads):
     return lambda x: sess.run(None, {"input": x})[0]
 
 
-def openvino_model(S, v1, threads, precision):
+def openvino_model(model, threads, precision):
     """OpenVINO on the CPU with the LATENCY hint, in `precision` ("f32" or "bf16"; bf16 runs
     only where the CPU has bf16 instructions, else OpenVINO quietly keeps f32: the precision it
     actually chose is returned beside the runner)."""
     import openvino as ov
 
     core = ov.Core()
-    model = core.read_model(onnx_model(S, v1).SerializeToString(), b"")
+    model = core.read_model(model.SerializeToString(), b"")
     compiled = core.compile_model(model, "CPU", {
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_NUM_THREADS": threads,
@@ -196,6 +226,19 @@ def torch_model(S, v1, threads, device="cpu"):
     return run
 
 
+def torchvision_runner(weights, arch, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    net = torchvision_model(weights, arch)
+
+    def run(x):
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).numpy()
+
+    return run
+
+
 def time_python(fn, x, iters, warmup=3):
     """(median, min) of `iters` timed calls, in ms, after `warmup` untimed ones."""
     for _ in range(warmup):
@@ -253,18 +296,26 @@ def main():
                     help="camview's --precision (bf16 needs AVX512_BF16; compare with openvino-bf16)")
     ap.add_argument("--avx2", action="store_true",
                     help="also time camview's AVX2 kernel (CAMVIEW_NO_AVX512=1) in the same rounds")
+    ap.add_argument("--arch", help="the torchvision constructor the weights were made for "
+                    "(the peers then run that model, exported by torch.onnx)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     a = ap.parse_args()
     print(cpu_line(), file=sys.stderr)
 
-    S, v1 = load(a.weights)
     h, w = (int(v) for v in a.size.lower().split("x"))
     x = np.random.default_rng(0).standard_normal((a.batch, 3, h, w)).astype(np.float32)
+    if a.arch:
+        graph = exported_onnx(a.weights, a.arch, x.shape)
+        pytorch = lambda: torchvision_runner(a.weights, a.arch, a.threads)
+    else:
+        S, v1 = load(a.weights)
+        graph = onnx_model(S, v1)
+        pytorch = lambda: torch_model(S, v1, a.threads)
     peers, tolerance = {}, {}
-    for name, make in [("onnxruntime", lambda: onnx_session(S, v1, a.threads)),
-                       ("openvino", lambda: openvino_model(S, v1, a.threads, "f32")),
-                       ("openvino-bf16", lambda: openvino_model(S, v1, a.threads, "bf16")),
-                       ("pytorch", lambda: torch_model(S, v1, a.threads))]:
+    for name, make in [("onnxruntime", lambda: onnx_session(graph, a.threads)),
+                       ("openvino", lambda: openvino_model(graph, a.threads, "f32")),
+                       ("openvino-bf16", lambda: openvino_model(graph, a.threads, "bf16")),
+                       ("pytorch", pytorch)]:
         if name not in a.peers.split(","):
             continue
         try:
@@ -319,6 +370,7 @@ def main():
               for c, p in pairs}
     summary = {
         "cpu": cpu_line(),
+        "arch": a.arch or "resnet50 (ImageNet)",
         "input": f"{a.batch}x3x{h}x{w}", "precision": a.precision, "threads": a.threads, "rounds": a.rounds, "iters": a.iters,
         "median_ms": {k: round(v, 2) for k, v in med.items()},
         "min_ms": {k: round(v, 2) for k, v in best.items()},
@@ -334,7 +386,7 @@ def main():
         print(json.dumps(summary))
     else:
         print(summary["cpu"])
-        print(f"input {summary['input']}  camview {a.precision}  threads {a.threads}  rounds {a.rounds} x iters {a.iters}")
+        print(f"model {summary['arch']}  input {summary['input']}  camview {a.precision}  threads {a.threads}  rounds {a.rounds} x iters {a.iters}")
         print(f"  {'':<14} {'median':>8}    {'best':>8}    {'images/s':>8}  spread")
         for k in med:
             print(f"  {k:<14} {med[k]:8.2f} ms {best[k]:8.2f} ms {summary['images_per_s'][k]:8.1f}"

@@ -158,9 +158,7 @@ pub fn record(analysis: Analysis, size: (u32, u32), truth: Option<usize>) -> Rec
     // sweep gives exactly the box `bbox` would): one heat map and one labelling fewer.
     let top1_box = match &truth {
         Some((Some(0), truth)) => truth_box_at_paper_threshold(truth),
-        _ => overlay::heat(&analysis, 0, size, map)
-            .and_then(|heat| cam::bbox(&heat, BBOX_THRESHOLD))
-            .map(|b| b.scaled(map, size)),
+        _ => paper_box(&analysis, 0, size),
     };
     Record {
         size,
@@ -168,6 +166,16 @@ pub fn record(analysis: Analysis, size: (u32, u32), truth: Option<usize>) -> Rec
         top1_box,
         truth: truth.map(|(_, truth)| truth),
     }
+}
+
+/// The box of the map of `analysis`' class `slot` at the paper's threshold (20 % of its
+/// maximum, the largest region), in the pixels of a photo of `size`, found as the stored
+/// boxes are: on a heat map of at most [`BOX_MAP_SIDE`] pixels a side.
+pub fn paper_box(analysis: &Analysis, slot: usize, size: (u32, u32)) -> Option<BBox> {
+    let map = box_map_size(size);
+    overlay::heat(analysis, slot, size, map)
+        .and_then(|heat| cam::bbox(&heat, BBOX_THRESHOLD))
+        .map(|b| b.scaled(map, size))
 }
 
 fn box_map_size((w, h): (u32, u32)) -> (u32, u32) {

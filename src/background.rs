@@ -8,6 +8,7 @@
 pub mod dataset_reader;
 pub mod inference;
 pub mod listing;
+pub mod maps;
 pub mod render;
 pub mod save;
 mod sweep;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::model::cam_methods::CamMethod;
 use crate::model::classifier::{DeviceChoice, Precision};
 use crate::model::weights::{MODEL_ENV, default_model_path, default_path};
 use crate::model::{Arch, Classifier, ResizeMode};
@@ -50,6 +51,11 @@ pub struct BrowseArgs {
     /// Folder where `s` saves the picture shown (created if missing).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub save_dir: PathBuf,
+    /// How the maps are made at first (`a` cycles): CAM, or another method of the CAM family
+    /// (Score-CAM runs a forward pass for each of the network's feature channels, in the
+    /// background).
+    #[arg(long, env = "CAMVIEW_METHOD", value_enum, default_value_t = CamMethod::Cam)]
+    pub method: CamMethod,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -77,6 +83,7 @@ impl BrowseArgs {
             boxes: self.boxes.clone(),
             protocol: self.protocol,
             save_dir: self.save_dir.clone(),
+            method: self.method,
             store: self.store.path(),
             model: self.model.config(),
         }

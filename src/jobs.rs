@@ -94,6 +94,13 @@ impl<T> Mailbox<T> {
         slot.job.is_some() || slot.closed
     }
 
+    /// True when a job waits that `test` accepts, or the mailbox is closed: work in progress
+    /// may stop early for some jobs and not for others.
+    pub fn has_job_that(&self, test: impl FnOnce(&T) -> bool) -> bool {
+        let slot = self.lock();
+        slot.closed || slot.job.as_ref().is_some_and(test)
+    }
+
     /// Wakes the consumer for good.
     pub fn close(&self) {
         self.lock().closed = true;

@@ -9,6 +9,7 @@
 
 pub mod analysis;
 pub mod background;
+pub mod box_v2;
 pub mod cli;
 pub mod dataset;
 pub mod faithfulness_run;

@@ -28,6 +28,10 @@ pub struct Job {
 /// A file's analysis with its photo's size, or why there is none.
 pub type Outcome = Result<(Analysis, (u32, u32)), AnalysisError>;
 
+/// A file's analyses by several methods (in the order asked) with its photo's size, or why
+/// there are none.
+pub type MethodsOutcome = Result<(Vec<Analysis>, (u32, u32)), AnalysisError>;
+
 /// How a run goes.
 #[derive(Clone, Copy)]
 pub struct Run<'a> {
@@ -63,7 +67,24 @@ pub fn analyse_all(
     classifier: &Classifier,
     jobs: &[Job],
     run: Run,
-    finish: impl FnMut(usize, Outcome) -> ControlFlow<()> + Send,
+    mut finish: impl FnMut(usize, Outcome) -> ControlFlow<()> + Send,
+) -> std::io::Result<()> {
+    analyse_all_methods(classifier, jobs, run, &[run.method], |i, outcome| {
+        finish(
+            i,
+            outcome.map(|(mut analyses, size)| (analyses.swap_remove(0), size)),
+        )
+    })
+}
+
+/// [`analyse_all`] by each of `methods` (none with passes of its own; `run.method` is not
+/// used): one forward pass an image serves them all.
+pub fn analyse_all_methods(
+    classifier: &Classifier,
+    jobs: &[Job],
+    run: Run,
+    methods: &[CamMethod],
+    finish: impl FnMut(usize, MethodsOutcome) -> ControlFlow<()> + Send,
 ) -> std::io::Result<()> {
     let device = classifier.device();
     let Run {
@@ -71,11 +92,11 @@ pub fn analyse_all(
         top,
         batch,
         stop,
-        method,
+        method: _,
     } = run;
     let batch = batch.max(1);
     let (to_forward, decoded) = mpsc::sync_channel(2 * batch);
-    let (to_finish, forwarded) = mpsc::sync_channel::<(usize, Outcome)>(2 * batch);
+    let (to_finish, forwarded) = mpsc::sync_channel::<(usize, MethodsOutcome)>(2 * batch);
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| -> std::io::Result<()> {
         let next = &next;
@@ -117,7 +138,7 @@ pub fn analyse_all(
         'outer: while !stop()
             && let Some(batch) = batches.next_batch()
         {
-            for item in forward(classifier, jobs, batch, top, method) {
+            for item in forward(classifier, jobs, batch, top, methods) {
                 if to_finish.send(item).is_err() {
                     break 'outer;
                 }
@@ -145,8 +166,8 @@ fn forward(
     jobs: &[Job],
     batch: Batch,
     top: usize,
-    method: CamMethod,
-) -> Vec<(usize, Outcome)> {
+    methods: &[CamMethod],
+) -> Vec<(usize, MethodsOutcome)> {
     let images = match batch {
         Batch::Failed(i, e) => return vec![(i, Err(e))],
         Batch::Images(images) => images,
@@ -155,7 +176,7 @@ fn forward(
     let pinned: Vec<Option<usize>> = images.iter().map(|(i, _, _)| jobs[*i].pinned).collect();
     let analysed = jobs::contain_panic(|| {
         classifier
-            .analyze_batch(&prepared, top, &pinned, method)
+            .analyze_batch_methods(&prepared, top, &pinned, methods)
             .map_err(AnalysisError::from)
     });
     match analysed {

@@ -1,8 +1,8 @@
 //! The results service, one for `camview eval` and the browser: read what the result store
 //! holds, analyse what it lacks through [`pipeline`], store that. A result is reused only for
 //! the same file version, model (weights, and its preprocessing and class names where they
-//! are not ImageNet's) and resize mode, and, for a labelled image, when it pins the true
-//! class.
+//! are not ImageNet's), resize mode and method of the CAM family, and, for a labelled image,
+//! when it pins the true class.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use crate::analysis::{self, AnalysisError, ImageKey, Record};
 use crate::jobs;
+use crate::model::cam_methods::CamMethod;
 use crate::model::faithfulness::Scores;
 use crate::model::preprocess::Preprocessing;
 use crate::model::{Classes, Classifier, ResizeMode};
@@ -33,10 +34,12 @@ pub struct Fresh {
 }
 
 /// The result store as the service uses it (or none), for one set of weights and one resize
-/// mode.
+/// mode; its results are by one method of the CAM family (CAM unless told), or, through
+/// the `_by`/`_methods` calls, by any.
 pub struct Results {
     kept: Option<Kept>,
     resize: ResizeMode,
+    method: CamMethod,
 }
 
 struct Kept {
@@ -52,7 +55,11 @@ struct Kept {
 impl Results {
     /// Results kept nowhere: everything is analysed afresh.
     pub fn unkept(resize: ResizeMode) -> Self {
-        Self { kept: None, resize }
+        Self {
+            kept: None,
+            resize,
+            method: CamMethod::Cam,
+        }
     }
 
     /// The results of `classifier`'s model kept in the store at `store` (when given). The
@@ -79,31 +86,55 @@ impl Results {
                 None
             }
         });
-        (Self { kept, resize }, notes)
+        let method = CamMethod::Cam;
+        (
+            Self {
+                kept,
+                resize,
+                method,
+            },
+            notes,
+        )
+    }
+
+    /// The same store, its results by `method` (any without passes of its own).
+    pub fn with_method(self, method: CamMethod) -> Self {
+        Self { method, ..self }
     }
 
     pub fn resize(&self) -> ResizeMode {
         self.resize
     }
 
+    pub fn method(&self) -> CamMethod {
+        self.method
+    }
+
     /// The stored result for `target`, if there is one that serves it. A store that cannot
     /// be read counts as holding nothing.
     pub fn stored(&self, target: &Target) -> Option<Record> {
+        self.stored_by(target, self.method)
+    }
+
+    /// [`Self::stored`] by `method`.
+    pub fn stored_by(&self, target: &Target, method: CamMethod) -> Option<Record> {
         let kept = self.kept.as_ref()?;
         let store = kept.store.lock().unwrap_or_else(|e| e.into_inner());
-        let mut record = store.get(&target.key, &kept.weights, self.resize).ok()??;
+        let mut record = store
+            .get(&target.key, &kept.weights, self.resize, method)
+            .ok()??;
         for prediction in &mut record.analysis.top {
             prediction.label = kept.classes.label(prediction.index);
         }
         record.serves(target.truth).then_some(record)
     }
 
-    fn put(&self, key: &ImageKey, record: &Record) -> Result<(), StoreError> {
+    fn put(&self, key: &ImageKey, method: CamMethod, record: &Record) -> Result<(), StoreError> {
         let Some(kept) = &self.kept else {
             return Ok(());
         };
         let store = kept.store.lock().unwrap_or_else(|e| e.into_inner());
-        store.put(key, &kept.weights, self.resize, record)
+        store.put(key, &kept.weights, self.resize, method, record)
     }
 
     /// The stored faithfulness scores of an image's map, if the store holds them. A store
@@ -130,15 +161,32 @@ impl Results {
         store.put_faithfulness(key, &kept.weights, self.resize, map, scores)
     }
 
-    /// Analyses `targets` (`run.batch` to a forward pass) and stores each result, handing it
-    /// with its target's index to `done` as it comes; `done` returning `Break`, or
-    /// `run.stop`, ends the run. The store is not asked first: see [`Results::stored`].
+    /// Analyses `targets` (`run.batch` to a forward pass) by the service's method and stores
+    /// each result, handing it with its target's index to `done` as it comes; `done`
+    /// returning `Break`, or `run.stop`, ends the run. The store is not asked first: see
+    /// [`Results::stored`].
     pub fn analyse(
         &self,
         classifier: &Classifier,
         targets: &[Target],
         run: Run,
         mut done: impl FnMut(usize, Fresh) -> ControlFlow<()> + Send,
+    ) -> std::io::Result<()> {
+        self.analyse_methods(classifier, targets, run, &[self.method], |i, mut fresh| {
+            done(i, fresh.swap_remove(0))
+        })
+    }
+
+    /// [`Self::analyse`] by each of `methods` (none with passes of its own) from one forward
+    /// pass an image: `done` gets the image's results in the order of `methods`, each stored
+    /// under its method.
+    pub fn analyse_methods(
+        &self,
+        classifier: &Classifier,
+        targets: &[Target],
+        run: Run,
+        methods: &[CamMethod],
+        mut done: impl FnMut(usize, Vec<Fresh>) -> ControlFlow<()> + Send,
     ) -> std::io::Result<()> {
         let jobs: Vec<pipeline::Job> = targets
             .iter()
@@ -152,17 +200,33 @@ impl Results {
             top: analysis::TOP_K,
             ..run
         };
-        // The boxes are found on the pipeline's last stage, and the record stored there.
-        pipeline::analyse_all(classifier, &jobs, run, |i, outcome| {
+        // The boxes are found on the pipeline's last stage, and the records stored there.
+        pipeline::analyse_all_methods(classifier, &jobs, run, methods, |i, outcome| {
             let target = &targets[i];
-            let record = outcome.and_then(|(analysis, size)| {
-                jobs::contain_panic(|| Ok(analysis::record(analysis, size, target.truth)))
-            });
-            let not_stored = match &record {
-                Ok(record) => self.put(&target.key, record).err(),
-                Err(_) => None,
+            let fresh = match outcome {
+                Ok((analyses, size)) => methods
+                    .iter()
+                    .zip(analyses)
+                    .map(|(&method, analysis)| {
+                        let record = jobs::contain_panic(|| {
+                            Ok(analysis::record(analysis, size, target.truth))
+                        });
+                        let not_stored = match &record {
+                            Ok(record) => self.put(&target.key, method, record).err(),
+                            Err(_) => None,
+                        };
+                        Fresh { record, not_stored }
+                    })
+                    .collect(),
+                Err(e) => methods
+                    .iter()
+                    .map(|_| Fresh {
+                        record: Err(e.clone()),
+                        not_stored: None,
+                    })
+                    .collect(),
             };
-            done(i, Fresh { record, not_stored })
+            done(i, fresh)
         })
     }
 

@@ -1,9 +1,10 @@
 //! The result store: every analysis camview made, in an embedded SQLite database, so a folder
 //! analysed once (by `eval` or the browser) opens with its results in place. A row is keyed
 //! by the image file's identity (path, size, modification time), the weights' identity (the
-//! SHA-256 of the weights file, computed once per file version) and the resize mode. Beside
-//! each analysis, the faithfulness scores of its maps (`cam`/`eval --faithfulness`), keyed
-//! as the analysis is plus the map's method and class and the metrics' settings.
+//! SHA-256 of the weights file, computed once per file version), the resize mode and the
+//! method of the CAM family that made its maps and boxes. Beside each analysis, the
+//! faithfulness scores of its maps (`cam`/`eval --faithfulness`), keyed as the analysis is
+//! plus the map's class and the metrics' settings.
 //!
 //! Durability: WAL mode and one transaction per result, so a process killed at any moment
 //! loses at most the images in flight and never the store; two camview processes can share
@@ -36,9 +37,20 @@ const RECORD_VERSION: u8 = 1;
 /// Bumped when the stored faithfulness scores change; older rows are then ignored.
 const SCORES_VERSION: u8 = 1;
 
-/// The tables' layout, in SQLite's `user_version`: an older layout is brought up to this one
-/// (its results kept), a store of another layout is set aside. 2 added `faithfulness`.
-const SCHEMA_VERSION: i64 = 2;
+/// The tables' layout, in SQLite's `user_version`: a store of an older layout is migrated
+/// (see [`migrate`]; layout 2 keyed results by method, 3 added `faithfulness`, which any
+/// older store simply gains), one of another layout set aside.
+const SCHEMA_VERSION: i64 = 3;
+
+/// The results table of layout 2: keyed by the method too. Layout 1 had no `method` column
+/// (every row was CAM's) and its key without it, which SQLite cannot alter in place.
+const RESULTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS results (
+                 path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                 weights TEXT NOT NULL, resize TEXT NOT NULL,
+                 method TEXT NOT NULL,
+                 truth INTEGER,
+                 record BLOB NOT NULL,
+                 UNIQUE (path, size, modified_ns, weights, resize, method))";
 
 /// A row's file key: the file's absolute path (so any working folder finds it), size and
 /// modification time.
@@ -186,8 +198,11 @@ impl Store {
                 "another layout ({layout}; this camview writes {SCHEMA_VERSION})"
             )));
         }
-        // Every table is made if missing, so a layout-1 store (before `faithfulness`) gains
-        // the new table and keeps its rows: that is the whole migration.
+        if layout == 1 {
+            migrate(&conn).map_err(classify)?;
+        }
+        // Every other table is made if missing: a layout-2 store (before `faithfulness`)
+        // gains it and keeps its rows.
         // Results are rows of a rowid table with the key in an index of its own: a
         // WITHOUT ROWID table keeps whole rows in its index pages, where a row over about
         // 1 KB spills into an overflow page of its own (4.7 KB an image instead of 1.9).
@@ -197,12 +212,7 @@ impl Store {
                  path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
                  sha256 TEXT NOT NULL,
                  PRIMARY KEY (path, size, modified_ns));
-             CREATE TABLE IF NOT EXISTS results (
-                 path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
-                 weights TEXT NOT NULL, resize TEXT NOT NULL,
-                 truth INTEGER,
-                 record BLOB NOT NULL,
-                 UNIQUE (path, size, modified_ns, weights, resize));
+             {RESULTS_TABLE};
              CREATE TABLE IF NOT EXISTS faithfulness (
                  path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
                  weights TEXT NOT NULL, resize TEXT NOT NULL,
@@ -251,20 +261,22 @@ impl Store {
         Ok(sha)
     }
 
-    /// The stored record of `key` for these weights and mode, if any. A row of another
-    /// record layout, or one that cannot be decoded, counts as missing.
+    /// The stored record of `key` for these weights, mode and method, if any. A row of
+    /// another record layout, or one that cannot be decoded, counts as missing.
     pub fn get(
         &self,
         key: &ImageKey,
         weights: &str,
         resize: ResizeMode,
+        method: CamMethod,
     ) -> Result<Option<Record>, StoreError> {
         let Some(file) = FileRow::of(key) else {
             return Ok(None);
         };
         let mut query = self.conn.prepare_cached(
             "SELECT record FROM results
-             WHERE path = ?1 AND size = ?2 AND modified_ns = ?3 AND weights = ?4 AND resize = ?5",
+             WHERE path = ?1 AND size = ?2 AND modified_ns = ?3 AND weights = ?4 AND resize = ?5
+                   AND method = ?6",
         )?;
         let blob: Option<Vec<u8>> = query
             .query_row(
@@ -273,7 +285,8 @@ impl Store {
                     file.size,
                     file.modified_ns,
                     weights,
-                    mode_name(resize)
+                    mode_name(resize),
+                    method.name()
                 ],
                 |r| r.get(0),
             )
@@ -288,6 +301,7 @@ impl Store {
         key: &ImageKey,
         weights: &str,
         resize: ResizeMode,
+        method: CamMethod,
         record: &Record,
     ) -> Result<(), StoreError> {
         let Some(file) = FileRow::of(key) else {
@@ -295,8 +309,8 @@ impl Store {
         };
         let mut insert = self.conn.prepare_cached(
             "INSERT OR REPLACE INTO results
-             (path, size, modified_ns, weights, resize, truth, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             (path, size, modified_ns, weights, resize, method, truth, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         insert.execute(params![
             file.path,
@@ -304,6 +318,7 @@ impl Store {
             file.modified_ns,
             weights,
             mode_name(resize),
+            method.name(),
             record.truth.as_ref().map(|t| t.class as i64),
             encode(record),
         ])?;
@@ -419,6 +434,35 @@ struct StoredScores {
 fn decode_scores(bytes: &[u8]) -> Option<Scores> {
     let s: StoredScores = postcard::from_bytes(bytes).ok()?;
     (s.version == SCORES_VERSION).then_some(s.scores)
+}
+
+/// Layout 1 to 2: the results table rebuilt with the method in its key, every row of layout
+/// 1 kept as CAM's (the only method it stored), in one transaction. The layout is read again
+/// inside it, so two processes opening an old store at once migrate it once.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let migrated = (|| {
+        let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if layout != 1 {
+            return Ok(());
+        }
+        conn.execute_batch(&format!(
+            "ALTER TABLE results RENAME TO results_v1;
+             {RESULTS_TABLE};
+             INSERT INTO results (path, size, modified_ns, weights, resize, method, truth, record)
+                 SELECT path, size, modified_ns, weights, resize, 'cam', truth, record
+                 FROM results_v1;
+             DROP TABLE results_v1;
+             PRAGMA user_version = 2;"
+        ))
+    })();
+    match migrated {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 fn mode_name(mode: ResizeMode) -> &'static str {
@@ -608,21 +652,108 @@ mod tests {
             size: 10,
             modified: Some(UNIX_EPOCH + Duration::from_nanos(5)),
         };
-        assert_eq!(store.get(&file, "w", ResizeMode::Full).unwrap(), None);
-        store.put(&file, "w", ResizeMode::Full, &record()).unwrap();
+        let cam = CamMethod::Cam;
+        assert_eq!(store.get(&file, "w", ResizeMode::Full, cam).unwrap(), None);
+        store
+            .put(&file, "w", ResizeMode::Full, cam, &record())
+            .unwrap();
         assert_eq!(
-            store.get(&file, "w", ResizeMode::Full).unwrap(),
+            store.get(&file, "w", ResizeMode::Full, cam).unwrap(),
             Some(record())
         );
-        // Another mode, other weights or a changed file are other keys.
-        assert_eq!(store.get(&file, "w", ResizeMode::Center).unwrap(), None);
-        assert_eq!(store.get(&file, "v", ResizeMode::Full).unwrap(), None);
+        // Another mode, other weights, another method or a changed file are other keys.
+        assert_eq!(
+            store.get(&file, "w", ResizeMode::Center, cam).unwrap(),
+            None
+        );
+        assert_eq!(store.get(&file, "v", ResizeMode::Full, cam).unwrap(), None);
+        let layer = CamMethod::LayerCam;
+        assert_eq!(
+            store.get(&file, "w", ResizeMode::Full, layer).unwrap(),
+            None
+        );
         let touched = ImageKey {
             modified: Some(UNIX_EPOCH + Duration::from_nanos(6)),
-            ..file
+            ..file.clone()
         };
-        assert_eq!(store.get(&touched, "w", ResizeMode::Full).unwrap(), None);
+        assert_eq!(
+            store.get(&touched, "w", ResizeMode::Full, cam).unwrap(),
+            None
+        );
         assert_eq!(store.len().unwrap(), 1);
+        // Two methods' records of one image live side by side.
+        let mut other = record();
+        other.top1_box = None;
+        store
+            .put(&file, "w", ResizeMode::Full, layer, &other)
+            .unwrap();
+        assert_eq!(
+            store.get(&file, "w", ResizeMode::Full, layer).unwrap(),
+            Some(other)
+        );
+        assert_eq!(
+            store.get(&file, "w", ResizeMode::Full, cam).unwrap(),
+            Some(record())
+        );
+        assert_eq!(store.len().unwrap(), 2);
+    }
+
+    /// A store of layout 1 (no method column), written with that layout's own SQL: opened by
+    /// this camview, its rows are CAM's results and nothing else's.
+    #[test]
+    fn a_store_of_layout_1_keeps_its_results_as_cams() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let file = ImageKey {
+            path: "/photos/chelsea.png".into(),
+            size: 10,
+            modified: Some(UNIX_EPOCH + Duration::from_nanos(5)),
+        };
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE weights (
+                     path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                     sha256 TEXT NOT NULL,
+                     PRIMARY KEY (path, size, modified_ns));
+                 CREATE TABLE results (
+                     path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                     weights TEXT NOT NULL, resize TEXT NOT NULL,
+                     truth INTEGER,
+                     record BLOB NOT NULL,
+                     UNIQUE (path, size, modified_ns, weights, resize));
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO results VALUES ('/photos/chelsea.png', 10, 5, 'w', 'full', 285, ?1)",
+                params![encode(&record())],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let full = ResizeMode::Full;
+        assert_eq!(
+            store.get(&file, "w", full, CamMethod::Cam).unwrap(),
+            Some(record())
+        );
+        for method in [CamMethod::GradCamPlusPlus, CamMethod::EigenCam] {
+            assert_eq!(store.get(&file, "w", full, method).unwrap(), None);
+        }
+        // The new key takes a second method beside the old row.
+        store
+            .put(&file, "w", full, CamMethod::LayerCam, &record())
+            .unwrap();
+        assert_eq!(store.len().unwrap(), 2);
+        let layout: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(layout, SCHEMA_VERSION);
+        drop(store);
+        // Opened again, nothing is migrated twice.
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.len().unwrap(), 2);
     }
 
     fn scores() -> Scores {
@@ -726,81 +857,101 @@ mod tests {
         assert_eq!(store.len().unwrap(), 0, "no analysis was stored");
     }
 
-    /// The layout camview wrote before faithfulness was stored (user_version 1), as it
-    /// created it.
-    const LAYOUT_1: &str = "BEGIN IMMEDIATE;
-         CREATE TABLE IF NOT EXISTS weights (
+    /// The layouts camview wrote before faithfulness was stored, as it created them: 1
+    /// (results without a method) and 2 (results keyed by method), each with one result.
+    fn old_layouts(file: &ImageKey) -> [(i64, String); 2] {
+        let row = FileRow::of(file).unwrap();
+        let key = format!("'{}', {}, {}", row.path, row.size, row.modified_ns);
+        let weights = "CREATE TABLE weights (
              path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
              sha256 TEXT NOT NULL,
              PRIMARY KEY (path, size, modified_ns));
-         CREATE TABLE IF NOT EXISTS results (
-             path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
-             weights TEXT NOT NULL, resize TEXT NOT NULL,
-             truth INTEGER,
-             record BLOB NOT NULL,
-             UNIQUE (path, size, modified_ns, weights, resize));
-         PRAGMA user_version = 1;
-         COMMIT;";
+             INSERT INTO weights VALUES ('/m/w.safetensors', 1, 2, 'abc');";
+        [
+            (
+                1,
+                format!(
+                    "{weights}
+                     CREATE TABLE results (
+                         path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                         weights TEXT NOT NULL, resize TEXT NOT NULL,
+                         truth INTEGER,
+                         record BLOB NOT NULL,
+                         UNIQUE (path, size, modified_ns, weights, resize));
+                     INSERT INTO results VALUES ({key}, 'w', 'full', 285, ?1);
+                     PRAGMA user_version = 1;"
+                ),
+            ),
+            (
+                2,
+                format!(
+                    "{weights}
+                     {RESULTS_TABLE};
+                     INSERT INTO results VALUES ({key}, 'w', 'full', 'cam', 285, ?1);
+                     PRAGMA user_version = 2;"
+                ),
+            ),
+        ]
+    }
 
     #[test]
-    fn a_layout_1_store_keeps_its_results_and_gains_faithfulness() {
+    fn older_layouts_keep_their_results_and_gain_faithfulness() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.sqlite");
         let file = ImageKey {
             path: "/photos/chelsea.png".into(),
             size: 10,
             modified: Some(UNIX_EPOCH + Duration::from_nanos(5)),
         };
-        {
-            let old = Connection::open(&path).unwrap();
-            old.execute_batch(LAYOUT_1).unwrap();
-            let row = FileRow::of(&file).unwrap();
-            old.execute(
-                "INSERT INTO results VALUES (?1, ?2, ?3, 'w', 'full', 285, ?4)",
-                params![row.path, row.size, row.modified_ns, encode(&record())],
-            )
-            .unwrap();
-            old.execute(
-                "INSERT INTO weights VALUES ('/m/w.safetensors', 1, 2, 'abc')",
-                [],
-            )
-            .unwrap();
-        }
-        let (store, note) = open_or_recover(&path);
-        assert_eq!(note, None, "migrated, not set aside");
-        let store = store.unwrap();
-        assert_eq!(
-            store.get(&file, "w", ResizeMode::Full).unwrap(),
-            Some(record())
-        );
-        let layout: i64 = store
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(layout, SCHEMA_VERSION);
-        let weights: String = store
-            .conn
-            .query_row("SELECT sha256 FROM weights", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(weights, "abc");
-        let map = MapKey {
-            method: CamMethod::Cam,
-            class: 285,
-            settings: "s",
-        };
-        store
-            .put_faithfulness(&file, "w", ResizeMode::Full, map, &scores())
-            .unwrap();
-        drop(store);
-        // Opened again: the new layout as it is.
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.len().unwrap(), 1);
-        assert_eq!(
+        for (layout, sql) in old_layouts(&file) {
+            let path = dir.path().join(format!("layout-{layout}.sqlite"));
+            {
+                let old = Connection::open(&path).unwrap();
+                // The record is a blob: bound, as the statements cannot spell it.
+                let sql = sql.replace("?1", "x'00'");
+                old.execute_batch(&sql).unwrap();
+                old.execute("UPDATE results SET record = ?1", params![encode(&record())])
+                    .unwrap();
+            }
+            let (store, note) = open_or_recover(&path);
+            assert_eq!(note, None, "layout {layout}: migrated, not set aside");
+            let store = store.unwrap();
+            assert_eq!(
+                store
+                    .get(&file, "w", ResizeMode::Full, CamMethod::Cam)
+                    .unwrap(),
+                Some(record()),
+                "layout {layout}"
+            );
+            let now: i64 = store
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(now, SCHEMA_VERSION);
+            let weights: String = store
+                .conn
+                .query_row("SELECT sha256 FROM weights", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(weights, "abc");
+            let map = MapKey {
+                method: CamMethod::Cam,
+                class: 285,
+                settings: "s",
+            };
             store
-                .get_faithfulness(&file, "w", ResizeMode::Full, map)
-                .unwrap(),
-            Some(scores())
-        );
+                .put_faithfulness(&file, "w", ResizeMode::Full, map, &scores())
+                .unwrap();
+            drop(store);
+            // Opened again: the new layout as it is.
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.len().unwrap(), 1);
+            assert_eq!(
+                store
+                    .get_faithfulness(&file, "w", ResizeMode::Full, map)
+                    .unwrap(),
+                Some(scores()),
+                "layout {layout}"
+            );
+        }
     }
 
     #[test]

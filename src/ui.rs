@@ -43,6 +43,8 @@ pub struct BrowseConfig {
     pub protocol: Protocol,
     /// Where `s` saves pictures.
     pub save_dir: std::path::PathBuf,
+    /// How the maps are made at first.
+    pub method: crate::model::cam_methods::CamMethod,
     /// The result store; `None`: keep nothing.
     pub store: Option<std::path::PathBuf>,
     pub model: ModelConfig,
@@ -98,6 +100,7 @@ fn browse(terminal: &mut DefaultTerminal, args: &BrowseConfig) -> anyhow::Result
         })?;
     let mut app = App::new(&args.dir, "detecting graphics…", terminal.size()?);
     app.update(AppEvent::SaveDir(args.save_dir.clone()));
+    app.update(AppEvent::Method(args.method));
     if let Some(path) = &args.select {
         app.update(AppEvent::SelectOnArrival(path.clone()));
     }

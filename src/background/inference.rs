@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::maps::{self, MapsRequest, MethodMap, ReadBacks};
 use super::sweep::Sweep;
 use crate::analysis::{self, AnalysisError, ImageKey, Record, TruthRecord};
 use crate::dataset;
-use crate::jobs::{Closed, Mailbox, Worker};
+use crate::jobs::{self, Closed, Mailbox, Worker};
 use crate::log;
 use crate::model::cam::BBox;
+use crate::model::cam_methods::CamMethod;
 use crate::model::fetch::Progress;
 use crate::model::{Analysis, Classes, Classifier};
 use crate::provision::{ModelConfig, Step, provision};
@@ -99,6 +101,20 @@ pub enum WorkerEvent {
     /// Something the user should know that is no error of the image shown (the result store
     /// was set aside, or cannot be written).
     Note(String),
+    /// Score-CAM's masked passes for the maps asked for: `done` of `total`.
+    MapsProgress {
+        key: ImageKey,
+        method: CamMethod,
+        done: usize,
+        total: usize,
+    },
+    /// The maps asked for ([`Request::Maps`]), one a class in the order asked. Maps that
+    /// were stopped (the UI asked for something else) are not answered.
+    Maps {
+        key: ImageKey,
+        method: CamMethod,
+        result: Result<Vec<MethodMap>, AnalysisError>,
+    },
 }
 
 /// What the worker is asked to do.
@@ -112,6 +128,11 @@ pub enum Request {
     /// sweep of a labelled folder. It also gives the true classes that the other requests'
     /// results pin. A new sweep replaces the old; other requests do not end it.
     Sweep(Arc<Vec<Target>>),
+    /// Make the maps of a method other than CAM for one image's classes, before any other
+    /// analysis; it replaces maps asked for before, and stops Score-CAM's passes for them.
+    Maps(MapsRequest),
+    /// No maps are wanted any more: Score-CAM's passes under way stop.
+    StopMaps,
 }
 
 /// The inference thread's mailbox slot: the UI's newest request, and a sweep that a newer
@@ -120,6 +141,16 @@ pub enum Request {
 pub struct Job {
     request: Option<Request>,
     sweep: Option<Arc<Vec<Target>>>,
+    /// The maps wanted now (`None` inside: none), when that changed.
+    maps: Option<Option<MapsRequest>>,
+}
+
+impl Job {
+    /// Whether this job makes the maps under way useless: other maps are wanted (or none),
+    /// or another image is selected.
+    fn supersedes_maps(&self) -> bool {
+        self.maps.is_some() || matches!(self.request, Some(Request::Analyze(_)))
+    }
 }
 
 /// The UI's handle on the inference thread. Dropping it stops the thread after its
@@ -135,6 +166,8 @@ impl InferenceWorker {
             let job = slot.get_or_insert_with(Job::default);
             match request {
                 Request::Sweep(targets) => job.sweep = Some(targets),
+                Request::Maps(maps) => job.maps = Some(Some(maps)),
+                Request::StopMaps => job.maps = Some(None),
                 other => job.request = Some(other),
             }
         });
@@ -180,6 +213,7 @@ fn serve(
         notify(WorkerEvent::Note(note));
     }
     let mut sweep = Sweep::default();
+    let mut read_backs = ReadBacks::default();
     let waiting = || inbox.has_job();
     loop {
         let job = match inbox.try_take() {
@@ -201,10 +235,16 @@ fn serve(
         if let Some(targets) = job.sweep {
             sweep.start(targets);
         }
+        // The maps are of the image shown: they come first.
+        if let Some(Some(request)) = job.maps
+            && !make_maps(&classifier, model, &mut read_backs, &request, inbox, notify)
+        {
+            return;
+        }
         let keys = match job.request {
             Some(Request::Analyze(key)) => vec![key],
             Some(Request::Prefetch(keys)) => keys,
-            Some(Request::Sweep(_)) | None => Vec::new(),
+            Some(Request::Sweep(_) | Request::Maps(_) | Request::StopMaps) | None => Vec::new(),
         };
         for key in keys {
             let target = Target {
@@ -232,6 +272,58 @@ fn serve(
             }
         }
     }
+}
+
+/// Makes the maps `request` asks for and sends them (with Score-CAM's progress on the way),
+/// unless a newer job supersedes them first; false once nobody listens.
+fn make_maps(
+    classifier: &Classifier,
+    model: &ModelConfig,
+    read_backs: &mut ReadBacks,
+    request: &MapsRequest,
+    inbox: &Mailbox<Job>,
+    notify: &(dyn Fn(WorkerEvent) -> bool + Sync),
+) -> bool {
+    let started = Instant::now();
+    let mut listening = true;
+    let mut progress = |done: usize, total: usize| {
+        listening &= notify(WorkerEvent::MapsProgress {
+            key: request.key.clone(),
+            method: request.method,
+            done,
+            total,
+        });
+        if !listening || inbox.has_job_that(Job::supersedes_maps) {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    };
+    let made = jobs::contain_panic(|| {
+        maps::make(classifier, model.resize, read_backs, request, &mut progress)
+    });
+    log::debug(&format!(
+        "{} maps of {}: {} in {:?}",
+        request.method.name(),
+        request.key.path.display(),
+        match &made {
+            Ok(Some(_)) => "made",
+            Ok(None) => "stopped",
+            Err(_) => "failed",
+        },
+        started.elapsed()
+    ));
+    let result = match made {
+        Ok(Some(maps)) => Ok(maps),
+        Ok(None) => return listening,
+        Err(e) => Err(e),
+    };
+    listening
+        && notify(WorkerEvent::Maps {
+            key: request.key.clone(),
+            method: request.method,
+            result,
+        })
 }
 
 /// Loads the classifier through [`provision`], reporting every step, and names its classes

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::jobs::Panicked;
 use crate::model::Analysis;
 use crate::model::cam::BBox;
+use crate::model::cam_methods::CamMethod;
 use crate::model::preprocess::{ImageError, load_rgb};
 use crate::overlay::{self, Style, View};
 
@@ -15,7 +16,9 @@ use crate::overlay::{self, Style, View};
 #[derive(Debug, Clone)]
 pub struct SaveRequest {
     pub photo: PathBuf,
+    /// The maps drawn are the analysis's (made by `method`).
     pub analysis: Arc<Analysis>,
+    pub method: CamMethod,
     /// Index into the analysis's top classes.
     pub class: usize,
     pub style: Style,
@@ -42,8 +45,10 @@ impl SaveRequest {
     /// Where the PNG goes: `<dir>/<photo stem>.<view>.<class index>-<label>.png`, the view
     /// one of `overlay`, `heatmap` and `grid` (whose class is the framed one)
     /// (`chelsea.overlay.285-Egyptian_cat.png`; the index tells apart the labels ImageNet
-    /// has twice, such as crane); the original view names no class. Saving the same view
-    /// and class again (another colormap, say) replaces the file.
+    /// has twice, such as crane), a method other than CAM named after the view
+    /// (`chelsea.overlay.gradcam++.285-Egyptian_cat.png`); the original view names no class.
+    /// Saving the same view, method and class again (another colormap, say) replaces the
+    /// file.
     pub fn destination(&self) -> PathBuf {
         let stem = self
             .photo
@@ -62,7 +67,11 @@ impl SaveRequest {
                     View::Grid => "grid",
                     _ => "overlay",
                 };
-                format!("{stem}.{view}.{class}.png")
+                let method = match self.method {
+                    CamMethod::Cam => String::new(),
+                    method => format!("{}.", method.name()),
+                };
+                format!("{stem}.{view}.{method}{class}.png")
             }
         };
         self.dir.join(name)
@@ -131,6 +140,7 @@ mod tests {
         SaveRequest {
             photo: "photos/chelsea.v2.png".into(),
             analysis: Arc::new(analysis),
+            method: CamMethod::Cam,
             class: 0,
             style: Style {
                 view,
@@ -154,6 +164,14 @@ mod tests {
         assert_eq!(
             request(View::Grid, "Egyptian cat").destination(),
             Path::new("out/chelsea.v2.grid.285-Egyptian_cat.png")
+        );
+        let layercam = SaveRequest {
+            method: CamMethod::LayerCam,
+            ..request(View::Heat, "Egyptian cat")
+        };
+        assert_eq!(
+            layercam.destination(),
+            Path::new("out/chelsea.v2.heatmap.layercam.285-Egyptian_cat.png")
         );
         assert_eq!(
             request(View::Original, "Egyptian cat").destination(),

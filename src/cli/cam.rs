@@ -140,6 +140,8 @@ pub fn run(args: &CamArgs) -> anyhow::Result<i32> {
         chosen.prob * 100.0,
         args.method.name()
     );
+    // Caught before the caption, which tells a watcher that the passes are about to start.
+    let interrupt = args.faithfulness.faithfulness.then(Interrupt::catch);
     match &args.output {
         Some(out) => {
             overlay::write_png(&picture, out)?;
@@ -156,7 +158,7 @@ pub fn run(args: &CamArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let settings = args.faithfulness.settings();
-    let interrupt = Interrupt::catch();
+    let interrupt = interrupt.unwrap_or_else(Interrupt::catch);
     let mut line = PassLine::new();
     let scores = faithfulness_run::measure_grid(
         &classifier,

@@ -1,9 +1,10 @@
 //! `camview eval DIR`: the model and its CAMs measured on a labelled folder: accuracy, the
 //! most frequent confusions and, with boxes, the CAM paper's localisation (top-1 and
-//! GT-known at 20 % of the maximum) and MaxBoxAcc over a threshold sweep. Results come from
-//! the store where they are there; the rest are analysed, decoding on one thread while the
-//! forward pass runs on the others, and stored one by one, so an interrupted run loses only
-//! the images in flight.
+//! GT-known at 20 % of the maximum) and MaxBoxAcc over a threshold sweep (and, asked,
+//! wsolevaluation's MaxBoxAccV2), by one method of the CAM family or several side by side.
+//! Results come from the store where they are there; the rest are analysed, decoding on one
+//! thread while the forward pass runs on the others (one pass an image for every method),
+//! and stored one by one, so an interrupted run loses only the images in flight.
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -20,12 +21,14 @@ use super::{ModelArgs, StoreArgs};
 use crate::analysis::{
     self, AnalysisError, ImageKey, Record, SWEEP_STEPS, truth_box_at_paper_threshold,
 };
+use crate::box_v2::{self, LevelHits};
 use crate::dataset::{self, Dataset, Item, LabelSource};
 use crate::faithfulness_run::{ImageScores, Request};
 use crate::model::Classes;
 use crate::model::Classifier;
 use crate::model::cam::BBox;
 use crate::model::cam_methods::CamMethod;
+use crate::model::classifier::AnalyzeError;
 use crate::overlay;
 use crate::pipeline::Run;
 use crate::results::{Results, Target};
@@ -56,8 +59,22 @@ pub struct EvalArgs {
     /// Write each image's map — of its true class where it is labelled (the WSOL
     /// convention), else of the top-1 class — into DIR as a float32 .npy at the network
     /// input's size, scaled to 0..1, at DIR/<path below the dataset folder>.npy.
+    /// With --methods, DIR/<method>/<path below the dataset folder>.npy.
     #[arg(long, value_name = "DIR")]
     pub save_cams: Option<PathBuf>,
+    /// How each class's map (and so its boxes and the localisation) is made: CAM, or another
+    /// method of the CAM family without passes of its own (not Score-CAM).
+    #[arg(long, env = "CAMVIEW_METHOD", value_enum, default_value_t = CamMethod::Cam)]
+    pub method: CamMethod,
+    /// Several methods compared in one table, e.g. cam,gradcam++,layercam (one forward pass
+    /// an image serves them all); takes the place of --method.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "M,M,…")]
+    pub methods: Vec<CamMethod>,
+    /// Localisation metrics: v1, camview's own (the largest region, the photo's pixels);
+    /// v2 adds MaxBoxAccV2 as wsolevaluation computes it (every region, 224 × 224, IoU 0.3,
+    /// 0.5 and 0.7).
+    #[arg(long, value_enum, default_value_t = BoxMetric::V1)]
+    pub box_metric: BoxMetric,
     #[command(flatten)]
     pub faithfulness: FaithfulnessArgs,
     #[command(flatten)]
@@ -66,7 +83,39 @@ pub struct EvalArgs {
     pub model: ModelArgs,
 }
 
+/// Which localisation metrics `eval` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BoxMetric {
+    /// camview's own: top-1 loc, GT-known loc and MaxBoxAcc.
+    V1,
+    /// Those and MaxBoxAccV2 (Choe et al., CVPR 2020, as wsolevaluation computes it).
+    V2,
+}
+
+impl EvalArgs {
+    /// The methods asked for, in order, each once: `--methods`, else `--method`. Score-CAM is
+    /// refused: its passes are one image's at a time (`camview cam`).
+    fn methods(&self) -> Result<Vec<CamMethod>, AnalyzeError> {
+        let asked = if self.methods.is_empty() {
+            vec![self.method]
+        } else {
+            self.methods.clone()
+        };
+        let mut methods = Vec::new();
+        for m in asked {
+            if m.needs_forward_passes() {
+                return Err(AnalyzeError::NeedsPassesOfItsOwn { method: m.name() });
+            }
+            if !methods.contains(&m) {
+                methods.push(m);
+            }
+        }
+        Ok(methods)
+    }
+}
+
 pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
+    let methods = args.methods()?;
     let mut classifier = args.model.load_classifier()?;
     // Class folders name a model's classes when nothing else does (torchvision's rule),
     // before the store is keyed by the names.
@@ -103,94 +152,68 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
             truth: item.truth.as_ref().map(|t| t.class),
         })
         .collect();
-    let mut records: Vec<Option<Result<Record, AnalysisError>>> =
-        targets.iter().map(|t| results.stored(t).map(Ok)).collect();
-    analyse_missing(&dataset, &classifier, &results, &targets, &mut records)?;
-
-    let outcomes: Vec<Outcome> = dataset
-        .items
+    let records = records_by_method(&dataset, &classifier, &results, &targets, &methods)?;
+    let v2 = args.box_metric == BoxMetric::V2;
+    let mut summaries: Vec<MethodSummary> = methods
         .iter()
         .zip(records)
-        .map(|(item, record)| Outcome::of(item, record.unwrap_or(Err(AnalysisError::Unfinished))))
+        .map(|(&method, records)| MethodSummary::of(method, &dataset, records, v2))
         .collect();
     let mut unsaved = 0;
     if let Some(dir) = &args.save_cams {
-        for (item, outcome) in dataset.items.iter().zip(&outcomes) {
-            let Ok(record) = &outcome.record else {
-                continue;
+        for s in &summaries {
+            let dir = if summaries.len() > 1 {
+                dir.join(s.method.name())
+            } else {
+                dir.clone()
             };
-            let top = &record.analysis.top;
-            let index = item
-                .truth
-                .as_ref()
-                .and_then(|t| top.iter().position(|p| p.index == t.class))
-                .unwrap_or(0);
-            let below = item.path.strip_prefix(&args.dir).unwrap_or(&item.path);
-            let mut name = below.as_os_str().to_os_string();
-            name.push(".npy");
-            if let Err(e) = overlay::write_map_npy(&dir.join(name), &record.analysis, index) {
-                eprintln!(
-                    "camview: cannot save the map of {}: {e}",
-                    item.path.display()
-                );
-                unsaved += 1;
-            }
+            unsaved += save_cams(&dir, &args.dir, &s.outcomes);
         }
     }
-    let faithfulness = if args.faithfulness.faithfulness {
-        let requests: Vec<Option<Request>> = outcomes
-            .iter()
-            .zip(&targets)
-            .map(|(o, target)| faithfulness_request(o, target))
-            .collect();
-        let name = |i: usize| dataset.items[i].relative.clone();
-        let Some(measured) = measure_eval(
-            &classifier,
-            &results,
-            &requests,
-            CamMethod::Cam,
-            args.faithfulness.settings(),
-            &name,
-        ) else {
-            return Ok(INTERRUPTED);
-        };
-        Some(measured)
-    } else {
-        None
-    };
-    let mut summary = Summary::of(&outcomes);
-    summary.faithfulness = faithfulness.as_ref().map(EvalFaithfulness::summary_json);
+    if args.faithfulness.faithfulness {
+        for s in &mut summaries {
+            let requests: Vec<Option<Request>> = s
+                .outcomes
+                .iter()
+                .zip(&targets)
+                .map(|(o, target)| faithfulness_request(o, target))
+                .collect();
+            let name = |i: usize| dataset.items[i].relative.clone();
+            let Some(measured) = measure_eval(
+                &classifier,
+                &results,
+                &requests,
+                s.method,
+                args.faithfulness.settings(),
+                &name,
+            ) else {
+                return Ok(INTERRUPTED);
+            };
+            s.summary.faithfulness = Some(measured.summary_json());
+            s.faithfulness = Some(measured);
+        }
+    }
+    let failed = summaries[0].summary.failed;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let written = if args.json {
-        write_json(
-            &mut out,
-            &outcomes,
-            &summary,
-            &dataset.classes,
-            faithfulness.as_ref(),
-        )
+        write_json(&mut out, &summaries, &dataset.classes)
     } else if args.csv {
-        write_csv(&mut out, &outcomes, &dataset.classes)
+        write_csv(&mut out, &summaries, &dataset.classes)
     } else {
-        write_report(
-            &mut out,
-            &dataset,
-            &outcomes,
-            &summary,
-            args.top_confusions,
-            faithfulness.as_ref(),
-        )
+        write_report(&mut out, &dataset, &summaries, args.top_confusions)
     };
     if let Err(e) = written
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         return Err(e.into());
     }
-    let unmeasured = faithfulness.as_ref().map_or(0, EvalFaithfulness::failed);
-    Ok(i32::from(
-        summary.failed > 0 || unsaved > 0 || unmeasured > 0,
-    ))
+    let unmeasured: usize = summaries
+        .iter()
+        .filter_map(|s| s.faithfulness.as_ref())
+        .map(EvalFaithfulness::failed)
+        .sum();
+    Ok(i32::from(failed > 0 || unsaved > 0 || unmeasured > 0))
 }
 
 /// Which map of an analysed image `--faithfulness` measures: the true class's where it is
@@ -207,41 +230,120 @@ fn faithfulness_request(outcome: &Outcome, target: &Target) -> Option<Request> {
     })
 }
 
-/// Analyses the images the store lacks (`records` without one) through the results service,
-/// which stores each as it comes, so an interrupted run loses only the images in flight.
+/// Writes each image's map — of its true class where it is labelled, else of the top-1 —
+/// into `dir` at the image's path below `root`, with `.npy`; returns how many could not be.
+fn save_cams(dir: &std::path::Path, root: &std::path::Path, outcomes: &[Outcome]) -> usize {
+    let mut unsaved = 0;
+    for outcome in outcomes {
+        let Ok(record) = &outcome.record else {
+            continue;
+        };
+        let item = outcome.item;
+        let top = &record.analysis.top;
+        let index = item
+            .truth
+            .as_ref()
+            .and_then(|t| top.iter().position(|p| p.index == t.class))
+            .unwrap_or(0);
+        let below = item.path.strip_prefix(root).unwrap_or(&item.path);
+        let mut name = below.as_os_str().to_os_string();
+        name.push(".npy");
+        if let Err(e) = overlay::write_map_npy(&dir.join(name), &record.analysis, index) {
+            eprintln!(
+                "camview: cannot save the map of {}: {e}",
+                item.path.display()
+            );
+            unsaved += 1;
+        }
+    }
+    unsaved
+}
+
+/// Every image's record by each of `methods` (outer: the methods, inner: the images): from
+/// the store where it holds them all, else analysed by every method in one pass and stored.
+fn records_by_method(
+    dataset: &Dataset,
+    classifier: &Classifier,
+    results: &Results,
+    targets: &[Target],
+    methods: &[CamMethod],
+) -> anyhow::Result<Vec<Vec<Result<Record, AnalysisError>>>> {
+    let mut records: Vec<Vec<Option<Result<Record, AnalysisError>>>> = methods
+        .iter()
+        .map(|&m| {
+            targets
+                .iter()
+                .map(|t| results.stored_by(t, m).map(Ok))
+                .collect()
+        })
+        .collect();
+    // An image lacking any method's result is analysed by all: the pass is the cost, and
+    // the fresh records of one pass agree with each other.
+    let missing: Vec<bool> = (0..targets.len())
+        .map(|i| records.iter().any(|by| by[i].is_none()))
+        .collect();
+    analyse_missing(
+        dataset,
+        classifier,
+        results,
+        targets,
+        methods,
+        &missing,
+        &mut records,
+    )?;
+    Ok(records
+        .into_iter()
+        .map(|by| {
+            by.into_iter()
+                .map(|r| r.unwrap_or(Err(AnalysisError::Unfinished)))
+                .collect()
+        })
+        .collect())
+}
+
+/// Analyses the images marked `missing` by every method through the results service,
+/// which stores each result as it comes, so an interrupted run loses only the images in
+/// flight; `records[m][i]` receives image i's by method m.
 fn analyse_missing(
     dataset: &Dataset,
     classifier: &Classifier,
     results: &Results,
     targets: &[Target],
-    records: &mut [Option<Result<Record, AnalysisError>>],
+    methods: &[CamMethod],
+    missing: &[bool],
+    records: &mut [Vec<Option<Result<Record, AnalysisError>>>],
 ) -> anyhow::Result<()> {
-    let todo: Vec<usize> = (0..targets.len())
-        .filter(|&i| records[i].is_none())
-        .collect();
-    let missing: Vec<Target> = todo.iter().map(|&i| targets[i].clone()).collect();
+    let todo: Vec<usize> = (0..targets.len()).filter(|&i| missing[i]).collect();
+    let to_analyse: Vec<Target> = todo.iter().map(|&i| targets[i].clone()).collect();
     let count = todo.len();
     let started = std::time::Instant::now();
     let bar = progress(count as u64);
     let mut finished = Vec::with_capacity(count);
     let run = Run::new(classifier, results.resize(), analysis::TOP_K);
-    results.analyse(classifier, &missing, run, |j, fresh| {
+    results.analyse_methods(classifier, &to_analyse, run, methods, |j, fresh| {
         let i = todo[j];
-        if let Some(e) = &fresh.not_stored {
-            bar.suspend(|| {
-                eprintln!(
-                    "camview: cannot store the result of {}: {}",
-                    dataset.items[i].relative,
-                    crate::model::chain(e)
-                );
-            });
+        let mut by_method = Vec::with_capacity(fresh.len());
+        for (f, method) in fresh.into_iter().zip(methods) {
+            if let Some(e) = &f.not_stored {
+                bar.suspend(|| {
+                    eprintln!(
+                        "camview: cannot store the {} result of {}: {}",
+                        method.name(),
+                        dataset.items[i].relative,
+                        crate::model::chain(e)
+                    );
+                });
+            }
+            by_method.push(f.record);
         }
-        finished.push((i, fresh.record));
+        finished.push((i, by_method));
         bar.inc(1);
         ControlFlow::Continue(())
     })?;
-    for (i, record) in finished {
-        records[i] = Some(record);
+    for (i, by_method) in finished {
+        for (m, record) in by_method.into_iter().enumerate() {
+            records[m][i] = Some(record);
+        }
     }
     bar.finish_and_clear();
     let stored = dataset.items.len() - count;
@@ -279,10 +381,13 @@ struct Outcome<'a> {
     gt_known_correct: Option<bool>,
     /// Whether the true class's box at each sweep threshold hits a truth box.
     sweep_hits: Option<Vec<bool>>,
+    /// With `--box-metric v2`: the levels at which the true class's map's regions reach each
+    /// IoU threshold.
+    v2_hits: Option<LevelHits>,
 }
 
 impl<'a> Outcome<'a> {
-    fn of(item: &'a Item, record: Result<Record, AnalysisError>) -> Self {
+    fn of(item: &'a Item, record: Result<Record, AnalysisError>, v2: bool) -> Self {
         let mut o = Outcome {
             item,
             record,
@@ -291,11 +396,15 @@ impl<'a> Outcome<'a> {
             loc_correct: None,
             gt_known_correct: None,
             sweep_hits: None,
+            v2_hits: None,
         };
         let (Some(truth), Ok(record)) = (&item.truth, &o.record) else {
             return o;
         };
         o.score = Score::of(truth.class, &record.analysis.top);
+        if v2 {
+            o.v2_hits = box_v2::record_curve(truth, record).map(|c| c.hits());
+        }
         let Some(iou) = best_iou(truth, record.top1_box) else {
             return o;
         };
@@ -323,8 +432,48 @@ impl<'a> Outcome<'a> {
     }
 }
 
+/// One method's results over the dataset: each image's outcome and the summary. The place
+/// for more columns of a method (faithfulness).
+struct MethodSummary<'a> {
+    method: CamMethod,
+    outcomes: Vec<Outcome<'a>>,
+    summary: Summary,
+    /// With `--faithfulness`: each image's scores and their means.
+    faithfulness: Option<EvalFaithfulness>,
+}
+
+impl<'a> MethodSummary<'a> {
+    fn of(
+        method: CamMethod,
+        dataset: &'a Dataset,
+        records: Vec<Result<Record, AnalysisError>>,
+        v2: bool,
+    ) -> Self {
+        let outcomes: Vec<Outcome> = dataset
+            .items
+            .iter()
+            .zip(records)
+            .map(|(item, record)| Outcome::of(item, record, v2))
+            .collect();
+        let summary = Summary::of(&outcomes, method, v2);
+        Self {
+            method,
+            outcomes,
+            summary,
+            faithfulness: None,
+        }
+    }
+
+    /// Image `i`'s faithfulness scores, or why it has none, where they were measured.
+    fn image_faithfulness(&self, i: usize) -> Option<Result<&ImageScores, &str>> {
+        let scores = self.faithfulness.as_ref()?.per_image.get(i)?.as_ref()?;
+        Some(scores.as_ref().map_err(String::as_str))
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Summary {
+    method: &'static str,
     images: usize,
     unlabelled: usize,
     failed: usize,
@@ -335,6 +484,14 @@ struct Summary {
     loc_gt_known: Option<f64>,
     max_box_acc: Option<f64>,
     best_threshold: Option<f64>,
+    /// With `--box-metric v2`: MaxBoxAccV2 (the mean over IoU 0.3, 0.5, 0.7), each IoU's
+    /// best accuracy and the CAM threshold it was reached at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_box_acc_v2: Option<Option<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_box_acc_v2_by_iou: Option<Option<[f64; 3]>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    best_threshold_v2: Option<Option<[f64; 3]>>,
     /// With `--faithfulness`.
     #[serde(skip_serializing_if = "Option::is_none")]
     faithfulness: Option<SummaryJson>,
@@ -350,7 +507,7 @@ fn fraction(hits: impl Iterator<Item = bool>) -> Option<f64> {
 }
 
 impl Summary {
-    fn of(outcomes: &[Outcome]) -> Self {
+    fn of(outcomes: &[Outcome], method: CamMethod, v2: bool) -> Self {
         let sweep: Vec<&Vec<bool>> = outcomes
             .iter()
             .filter_map(|o| o.sweep_hits.as_ref())
@@ -365,7 +522,10 @@ impl Summary {
                 (0..SWEEP_STEPS).fold(0, |b, s| if accuracy(s) > accuracy(b) { s } else { b });
             (Some(accuracy(best)), Some(best as f64 / SWEEP_STEPS as f64))
         };
+        let v2 =
+            v2.then(|| box_v2::max_box_acc_v2(outcomes.iter().filter_map(|o| o.v2_hits.as_ref())));
         Summary {
+            method: method.name(),
             images: outcomes.len(),
             unlabelled: outcomes.iter().filter(|o| o.item.truth.is_none()).count(),
             failed: outcomes.iter().filter(|o| o.record.is_err()).count(),
@@ -376,6 +536,9 @@ impl Summary {
             loc_gt_known: fraction(outcomes.iter().filter_map(|o| o.gt_known_correct)),
             max_box_acc,
             best_threshold,
+            max_box_acc_v2: v2.as_ref().map(|m| m.as_ref().map(|m| m.mean)),
+            max_box_acc_v2_by_iou: v2.as_ref().map(|m| m.as_ref().map(|m| m.by_iou)),
+            best_threshold_v2: v2.as_ref().map(|m| m.as_ref().map(|m| m.best_threshold)),
             faithfulness: None,
         }
     }
@@ -436,29 +599,89 @@ fn json_image<'a>(o: &'a Outcome, classes: &'a Classes) -> JsonImage<'a> {
     }
 }
 
+/// One method's localisation of one image, for `--methods`' JSON.
+#[derive(Serialize)]
+struct JsonLocalisation {
+    bbox: Option<[u32; 4]>,
+    iou: Option<f64>,
+    loc_correct: Option<bool>,
+    gt_known_correct: Option<bool>,
+}
+
+impl JsonLocalisation {
+    fn of(o: &Outcome) -> Self {
+        Self {
+            bbox: o
+                .record
+                .as_ref()
+                .ok()
+                .and_then(|r| r.top1_box)
+                .map(|b| [b.x0, b.y0, b.x1, b.y1]),
+            iou: o.iou,
+            loc_correct: o.loc_correct,
+            gt_known_correct: o.gt_known_correct,
+        }
+    }
+}
+
+/// One line an image (the first method's fields, and with several methods each one's
+/// localisation under `methods`), then the summary (likewise, each method's under
+/// `methods`).
 fn write_json(
     out: &mut impl Write,
-    outcomes: &[Outcome],
-    summary: &Summary,
+    summaries: &[MethodSummary],
     classes: &Classes,
-    faithfulness: Option<&EvalFaithfulness>,
 ) -> std::io::Result<()> {
-    for (i, o) in outcomes.iter().enumerate() {
-        let mut line = json_image(o, classes);
-        match faithfulness.and_then(|f| f.per_image[i].as_ref()) {
-            Some(Ok(scores)) => line.faithfulness = Some(scores),
-            Some(Err(e)) => line.faithfulness_error = Some(e),
+    let first = &summaries[0];
+    let several = summaries.len() > 1;
+    for (i, o) in first.outcomes.iter().enumerate() {
+        let mut json = json_image(o, classes);
+        match first.image_faithfulness(i) {
+            Some(Ok(scores)) => json.faithfulness = Some(scores),
+            Some(Err(e)) => json.faithfulness_error = Some(e),
             None => {}
         }
-        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        let mut line = serde_json::to_value(json)?;
+        if several && let Some(fields) = line.as_object_mut() {
+            let by: serde_json::Map<String, serde_json::Value> = summaries
+                .iter()
+                .map(|s| {
+                    let mut value = serde_json::to_value(JsonLocalisation::of(&s.outcomes[i]))?;
+                    if let (Some(Ok(scores)), Some(fields)) =
+                        (s.image_faithfulness(i), value.as_object_mut())
+                    {
+                        fields.insert("faithfulness".into(), serde_json::to_value(scores)?);
+                    }
+                    Ok((s.method.name().to_string(), value))
+                })
+                .collect::<Result<_, serde_json::Error>>()?;
+            fields.insert("methods".into(), by.into());
+        }
+        writeln!(out, "{line}")?;
+    }
+    let mut summary = serde_json::to_value(&first.summary)?;
+    if several && let Some(fields) = summary.as_object_mut() {
+        let by: serde_json::Map<String, serde_json::Value> = summaries
+            .iter()
+            .map(|s| serde_json::to_value(&s.summary).map(|v| (s.method.name().to_string(), v)))
+            .collect::<Result<_, _>>()?;
+        fields.insert("methods".into(), by.into());
     }
     writeln!(out, "{}", serde_json::json!({ "summary": summary }))
 }
 
-fn write_csv(out: &mut impl Write, outcomes: &[Outcome], classes: &Classes) -> std::io::Result<()> {
+/// One row an image: the first method's localisation, and with several methods each one's
+/// in columns `iou_<method>`, `loc_correct_<method>`.
+fn write_csv(
+    out: &mut impl Write,
+    summaries: &[MethodSummary],
+    classes: &Classes,
+) -> std::io::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     let opt = |v: Option<String>| v.unwrap_or_default();
-    w.write_record([
+    let others = if summaries.len() > 1 { summaries } else { &[] };
+    let outcomes = &summaries[0].outcomes;
+    let mut header: Vec<String> = [
         "path",
         "truth_index",
         "truth_wnid",
@@ -473,11 +696,18 @@ fn write_csv(out: &mut impl Write, outcomes: &[Outcome], classes: &Classes) -> s
         "iou",
         "loc_correct",
         "error",
-    ])?;
-    for o in outcomes {
+    ]
+    .map(String::from)
+    .to_vec();
+    for s in others {
+        header.push(format!("iou_{}", s.method.name()));
+        header.push(format!("loc_correct_{}", s.method.name()));
+    }
+    w.write_record(&header)?;
+    for (i, o) in outcomes.iter().enumerate() {
         let top1 = o.record.as_ref().ok().and_then(|r| r.analysis.top.first());
         let truth = o.item.truth.as_ref();
-        w.write_record([
+        let mut row = vec![
             printable_path(&o.item.path),
             opt(truth.map(|t| t.class.to_string())),
             opt(truth
@@ -497,7 +727,13 @@ fn write_csv(out: &mut impl Write, outcomes: &[Outcome], classes: &Classes) -> s
             opt(o.iou.map(|v| format!("{v:.4}"))),
             opt(o.loc_correct.map(|b| b.to_string())),
             opt(o.error()),
-        ])?;
+        ];
+        for s in others {
+            let by = &s.outcomes[i];
+            row.push(opt(by.iou.map(|v| format!("{v:.4}"))));
+            row.push(opt(by.loc_correct.map(|b| b.to_string())));
+        }
+        w.write_record(&row)?;
     }
     w.flush()
 }
@@ -517,11 +753,15 @@ fn class_name(classes: &Classes, index: usize) -> String {
 fn write_report(
     out: &mut impl Write,
     dataset: &Dataset,
-    outcomes: &[Outcome],
-    s: &Summary,
+    summaries: &[MethodSummary],
     confusions: usize,
-    faithfulness: Option<&EvalFaithfulness>,
 ) -> std::io::Result<()> {
+    // Classes and their ranks are the same by every method: the first says them.
+    let MethodSummary {
+        outcomes,
+        summary: s,
+        ..
+    } = &summaries[0];
     let source = match &dataset.source {
         LabelSource::None => "no labels found".to_string(),
         LabelSource::ClassFolders => "labels from class folders".to_string(),
@@ -554,30 +794,13 @@ fn write_report(
         hits(&|o| o.top5_correct())
     )?;
     if s.boxed > 0 {
-        writeln!(
-            out,
-            "localisation over {} boxed images (IoU ≥ 0.5):",
-            s.boxed
-        )?;
-        writeln!(
-            out,
-            "  top-1 loc     {:>8}  (top-1 right and its CAM box at 20 %)",
-            percent(s.loc_top1)
-        )?;
-        writeln!(
-            out,
-            "  GT-known loc  {:>8}  (the true class's CAM box at 20 %)",
-            percent(s.loc_gt_known)
-        )?;
-        if let (Some(acc), Some(t)) = (s.max_box_acc, s.best_threshold) {
-            writeln!(
-                out,
-                "  MaxBoxAcc     {:>8}  (best threshold {t:.2} of the maximum)",
-                percent(Some(acc))
-            )?;
+        if summaries.len() > 1 {
+            write_method_table(out, summaries)?;
+        } else {
+            write_localisation(out, &summaries[0])?;
         }
     }
-    if let Some(f) = faithfulness {
+    for f in summaries.iter().filter_map(|s| s.faithfulness.as_ref()) {
         f.write_report(out)?;
     }
     write_per_class(out, outcomes, &dataset.classes)?;
@@ -586,6 +809,104 @@ fn write_report(
         if let Some(e) = o.error() {
             writeln!(out, "failed: {}: {e}", printable_path(&o.item.path))?;
         }
+    }
+    Ok(())
+}
+
+/// One method's localisation, a line a metric.
+fn write_localisation(out: &mut impl Write, m: &MethodSummary) -> std::io::Result<()> {
+    let s = &m.summary;
+    let (map, by) = match m.method {
+        CamMethod::Cam => ("CAM".to_string(), String::new()),
+        other => (
+            other.name().to_string(),
+            format!(", maps by {}", other.name()),
+        ),
+    };
+    writeln!(
+        out,
+        "localisation over {} boxed images (IoU ≥ 0.5{by}):",
+        s.boxed
+    )?;
+    writeln!(
+        out,
+        "  top-1 loc     {:>8}  (top-1 right and its {map} box at 20 %)",
+        percent(s.loc_top1)
+    )?;
+    writeln!(
+        out,
+        "  GT-known loc  {:>8}  (the true class's {map} box at 20 %)",
+        percent(s.loc_gt_known)
+    )?;
+    if let (Some(acc), Some(t)) = (s.max_box_acc, s.best_threshold) {
+        writeln!(
+            out,
+            "  MaxBoxAcc     {:>8}  (best threshold {t:.2} of the maximum)",
+            percent(Some(acc))
+        )?;
+    }
+    if let Some(v2) = &s.max_box_acc_v2 {
+        let by_iou = s.max_box_acc_v2_by_iou.flatten();
+        writeln!(
+            out,
+            "  MaxBoxAccV2   {:>8}  ({}; wsolevaluation's: every region, 224 × 224)",
+            percent(*v2),
+            v2_by_iou(by_iou)
+        )?;
+    }
+    Ok(())
+}
+
+/// `IoU 0.3 / 0.5 / 0.7: 100.0 / 100.0 / 50.0 %`.
+fn v2_by_iou(by_iou: Option<[f64; 3]>) -> String {
+    match by_iou {
+        Some([a, b, c]) => format!(
+            "IoU 0.3 / 0.5 / 0.7: {:.1} / {:.1} / {:.1} %",
+            a * 100.0,
+            b * 100.0,
+            c * 100.0
+        ),
+        None => "no map of the true class".to_string(),
+    }
+}
+
+/// The methods side by side, a row each.
+fn write_method_table(out: &mut impl Write, summaries: &[MethodSummary]) -> std::io::Result<()> {
+    let v2 = summaries[0].summary.max_box_acc_v2.is_some();
+    writeln!(
+        out,
+        "localisation over {} boxed images by method (IoU ≥ 0.5; boxes at 20 % of the maximum):",
+        summaries[0].summary.boxed
+    )?;
+    write!(
+        out,
+        "  {:<12} {:>9}  {:>12}  {:>9}  {:>9}",
+        "method", "top-1 loc", "GT-known loc", "MaxBoxAcc", "threshold"
+    )?;
+    if v2 {
+        write!(out, "  {:>11}  IoU 0.3 / 0.5 / 0.7", "MaxBoxAccV2")?;
+    }
+    writeln!(out)?;
+    for m in summaries {
+        let s = &m.summary;
+        write!(
+            out,
+            "  {:<12} {:>9}  {:>12}  {:>9}  {:>9}",
+            m.method.name(),
+            percent(s.loc_top1),
+            percent(s.loc_gt_known),
+            percent(s.max_box_acc),
+            s.best_threshold
+                .map_or_else(|| "—".to_string(), |t| format!("{t:.2}"))
+        )?;
+        if let Some(v2) = &s.max_box_acc_v2 {
+            let by = s.max_box_acc_v2_by_iou.flatten().map_or_else(
+                || "—".to_string(),
+                |[a, b, c]| format!("{:.1} / {:.1} / {:.1} %", a * 100.0, b * 100.0, c * 100.0),
+            );
+            write!(out, "  {:>11}  {by}", percent(*v2))?;
+        }
+        writeln!(out)?;
     }
     Ok(())
 }

@@ -364,28 +364,49 @@ pub fn score_cam(
     features: &FeatureMap,
     class: usize,
     batch: usize,
+    forward: impl FnMut(&Tensor) -> candle_core::Result<Tensor>,
+    progress: impl FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+) -> candle_core::Result<Option<CamGrid>> {
+    let maps = score_cam_classes(input, features, &[class], batch, forward, progress)?;
+    Ok(maps.and_then(|maps| maps.into_iter().next()))
+}
+
+/// Score-CAM's maps of several `classes` from one set of masked passes (each pass scores
+/// every class at once), as [`score_cam`] makes one class's.
+pub fn score_cam_classes(
+    input: &Tensor,
+    features: &FeatureMap,
+    classes: &[usize],
+    batch: usize,
     mut forward: impl FnMut(&Tensor) -> candle_core::Result<Tensor>,
     mut progress: impl FnMut(usize, usize) -> std::ops::ControlFlow<()>,
-) -> candle_core::Result<Option<CamGrid>> {
+) -> candle_core::Result<Option<Vec<CamGrid>>> {
     let total = features.channels;
-    let mut scores = Vec::with_capacity(total);
+    // One row of scores a class, one score a channel.
+    let mut scores = vec![Vec::with_capacity(total); classes.len()];
     let mut start = 0;
     while start < total {
         let end = (start + batch.max(1)).min(total);
         let masked = score_cam_inputs(input, features, start..end, input.device())?;
         let logits = forward(&masked)?;
-        scores.extend(
-            logits
-                .narrow(1, class, 1)?
-                .flatten_all()?
-                .to_vec1::<f32>()?,
-        );
+        for (row, &class) in scores.iter_mut().zip(classes) {
+            row.extend(
+                logits
+                    .narrow(1, class, 1)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+        }
         start = end;
         if progress(start, total).is_break() {
             return Ok(None);
         }
     }
-    Ok(Some(features.weighted_sum(&score_cam_weights(&scores))))
+    let maps = scores
+        .iter()
+        .map(|row| features.weighted_sum(&score_cam_weights(row)))
+        .collect();
+    Ok(Some(maps))
 }
 
 /// Score-CAM's channel weights from each masked input's class score: a softmax over channels.
@@ -546,6 +567,21 @@ mod tests {
         })
         .unwrap();
         assert!(stopped.is_none());
+        // Several classes from one set of passes: each as if it were made alone.
+        let mut batches = 0;
+        let both = score_cam_classes(&input, &features, &[0, 1], 2, forward, |_, _| {
+            batches += 1;
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(batches, 3, "one set of passes for both classes");
+        assert_eq!(both[1], map);
+        // Class 0 scores 0 on every masked input: equal weights.
+        let uniform = features.weighted_sum(&vec![1.0 / k as f64; k]);
+        for (a, b) in both[0].values.iter().zip(&uniform.values) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use candle_core::{D, Device, Tensor};
 use image::RgbImage;
 
 use super::cam::CamGrid;
-use super::cam_methods::{CamMethod, ClassHead, FeatureMap, class_map, score_cam};
+use super::cam_methods::{CamMethod, ClassHead, FeatureMap, class_map, score_cam_classes};
 use super::classes::{Classes, ClassesError};
 use super::kernels::packed_gemm::{self, Bf16Kernel, Format};
 use super::model_dir::{self, ModelDescription, ModelError};
@@ -217,9 +217,18 @@ impl Classifier {
         pinned: Option<usize>,
         method: CamMethod,
     ) -> Result<Analysis, AnalyzeError> {
+        if method.needs_forward_passes() {
+            return Err(AnalyzeError::NeedsPassesOfItsOwn {
+                method: method.name(),
+            });
+        }
         let start = Instant::now();
         let out = self.model.forward(&prepared.tensor)?;
-        let (top, cams) = self.top_k_of(&out.logits, &out.features, k, pinned, method)?;
+        let top = self.top_k_of(&out.logits, k, pinned)?;
+        let cams = self
+            .maps_by(&out.logits, &out.features, &top, &[method])?
+            .pop()
+            .unwrap_or_default();
         Ok(Analysis {
             top,
             cams,
@@ -239,11 +248,28 @@ impl Classifier {
         pinned: &[Option<usize>],
         method: CamMethod,
     ) -> Result<Vec<Analysis>, AnalyzeError> {
+        let by_method = self.analyze_batch_methods(prepared, k, pinned, &[method])?;
+        Ok(by_method.into_iter().flatten().collect())
+    }
+
+    /// [`Self::analyze_batch`] for several methods at once (none with passes of its own): one
+    /// forward pass, then each image's analysis by each method, in the order of `methods`
+    /// (the same classes, each method's maps).
+    pub fn analyze_batch_methods(
+        &self,
+        prepared: &[&Prepared],
+        k: usize,
+        pinned: &[Option<usize>],
+        methods: &[CamMethod],
+    ) -> Result<Vec<Vec<Analysis>>, AnalyzeError> {
         if prepared.len() != pinned.len() {
             return Err(AnalyzeError::PinnedPerImage {
                 images: prepared.len(),
                 pinned: pinned.len(),
             });
+        }
+        if let Some(m) = methods.iter().find(|m| m.needs_forward_passes()) {
+            return Err(AnalyzeError::NeedsPassesOfItsOwn { method: m.name() });
         }
         let start = Instant::now();
         let tensors: Vec<&Tensor> = prepared.iter().map(|p| &p.tensor).collect();
@@ -252,17 +278,22 @@ impl Classifier {
         for (i, (p, &pin)) in prepared.iter().zip(pinned).enumerate() {
             let logits = out.logits.narrow(0, i, 1)?;
             let features = out.features.narrow(0, i, 1)?;
-            let (top, cams) = self.top_k_of(&logits, &features, k, pin, method)?;
-            analyses.push(Analysis {
-                top,
-                cams,
-                input: p.input,
-                region: p.region,
-                elapsed: Duration::ZERO,
-            });
+            let top = self.top_k_of(&logits, k, pin)?;
+            let maps = self.maps_by(&logits, &features, &top, methods)?;
+            analyses.push(
+                maps.into_iter()
+                    .map(|cams| Analysis {
+                        top: top.clone(),
+                        cams,
+                        input: p.input,
+                        region: p.region,
+                        elapsed: Duration::ZERO,
+                    })
+                    .collect::<Vec<_>>(),
+            );
         }
         let share = start.elapsed() / prepared.len().max(1) as u32;
-        for a in &mut analyses {
+        for a in analyses.iter_mut().flatten() {
             a.elapsed = share;
         }
         Ok(analyses)
@@ -270,8 +301,8 @@ impl Classifier {
 
     /// The raw maps of `method` for `classes` of one prepared image (CAM's are what
     /// [`Self::analyze`] gives). All but Score-CAM come from one forward pass; Score-CAM adds
-    /// a pass a feature channel, `batch` at a time, calling `progress(done, total)` after
-    /// each batch: `Break` stops it and gives `None`.
+    /// a pass a feature channel (for all `classes` at once), `batch` at a time, calling
+    /// `progress(done, total)` after each batch: `Break` stops it and gives `None`.
     pub fn method_maps(
         &self,
         prepared: &Prepared,
@@ -280,48 +311,60 @@ impl Classifier {
         batch: usize,
         progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>,
     ) -> Result<Option<Vec<CamGrid>>, AnalyzeError> {
-        let out = self.model.forward(&prepared.tensor)?;
-        let read = ReadBack::of(&out.features, &out.logits)?;
+        let read = self.read_back(prepared)?;
+        if method.needs_forward_passes() {
+            return self.score_cam_maps(prepared, &read, classes, batch, progress);
+        }
         let mut maps = Vec::with_capacity(classes.len());
         for &class in classes {
-            let map = match self.closed_form_map(&read, class, method)? {
-                Some(map) => map,
-                None => {
-                    let forward = |x: &Tensor| Ok(self.model.forward(x)?.logits);
-                    let passes = score_cam(
-                        &prepared.tensor,
-                        &read.map(),
-                        class,
-                        batch,
-                        forward,
-                        &mut *progress,
-                    )?;
-                    match passes {
-                        Some(map) => map,
-                        None => return Ok(None),
-                    }
-                }
-            };
-            maps.push(map);
+            maps.extend(self.closed_form_map(&read, class, method)?);
         }
         Ok(Some(maps))
     }
 
-    /// Top-`k` (plus `pinned`) and their raw maps by `method` (any but Score-CAM) from one
-    /// image's logits (1 × classes) and last-stage features (1 × channels × h × w).
+    /// One forward pass of a prepared image, its last-stage features and logits read back:
+    /// what the CAM family's maps are made from, so that a caller who keeps it makes any
+    /// closed-form map without another pass.
+    pub fn read_back(&self, prepared: &Prepared) -> Result<ReadBack, AnalyzeError> {
+        let out = self.model.forward(&prepared.tensor)?;
+        Ok(ReadBack::of(&out.features, &out.logits)?)
+    }
+
+    /// Score-CAM's raw maps of `classes` of the image `prepared` whose pass `read` is: one
+    /// set of masked passes, `batch` at a time, scores every class; `progress` as in
+    /// [`Self::method_maps`].
+    pub fn score_cam_maps(
+        &self,
+        prepared: &Prepared,
+        read: &ReadBack,
+        classes: &[usize],
+        batch: usize,
+        progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+    ) -> Result<Option<Vec<CamGrid>>, AnalyzeError> {
+        if let Some(&class) = classes.iter().find(|&&c| c >= read.logits.len()) {
+            return Err(AnalyzeError::NoSuchClass {
+                class,
+                classes: read.logits.len(),
+            });
+        }
+        let forward = |x: &Tensor| Ok(self.model.forward(x)?.logits);
+        Ok(score_cam_classes(
+            &prepared.tensor,
+            &read.map(),
+            classes,
+            batch,
+            forward,
+            progress,
+        )?)
+    }
+
+    /// Top-`k` (plus `pinned`) from one image's logits (1 × classes).
     fn top_k_of(
         &self,
         logits: &Tensor,
-        features: &Tensor,
         k: usize,
         pinned: Option<usize>,
-        method: CamMethod,
-    ) -> Result<(Vec<Prediction>, Vec<CamGrid>), AnalyzeError> {
-        if method.needs_forward_passes() {
-            return Err(AnalyzeError::NeedsPassesOfItsOwn {
-                method: method.name(),
-            });
-        }
+    ) -> Result<Vec<Prediction>, AnalyzeError> {
         let probs = candle_nn::ops::softmax(logits, D::Minus1)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
@@ -340,33 +383,66 @@ impl Classifier {
         {
             top.push(prediction(&probs, class, classes));
         }
-        if method != CamMethod::Cam {
-            let read = ReadBack::of(features, logits)?;
-            let mut cams = Vec::with_capacity(top.len());
-            for p in &top {
-                cams.extend(self.closed_form_map(&read, p.index, method)?);
+        Ok(top)
+    }
+
+    /// The raw maps of `top`'s classes by each of `methods` (none with passes of its own)
+    /// from one image's logits (1 × classes) and last-stage features (1 × channels × h × w):
+    /// CAM's on the device, the others' from one read-back of the features.
+    fn maps_by(
+        &self,
+        logits: &Tensor,
+        features: &Tensor,
+        top: &[Prediction],
+        methods: &[CamMethod],
+    ) -> Result<Vec<Vec<CamGrid>>, AnalyzeError> {
+        let mut read = None;
+        let mut maps = Vec::with_capacity(methods.len());
+        for &method in methods {
+            if method == CamMethod::Cam {
+                maps.push(self.cams_of(features, top)?);
+                continue;
             }
-            return Ok((top, cams));
+            if read.is_none() {
+                read = Some(ReadBack::of(features, logits)?);
+            }
+            let read = read.as_ref().expect("read back above");
+            let mut cams = Vec::with_capacity(top.len());
+            for p in top {
+                match self.closed_form_map(read, p.index, method)? {
+                    Some(map) => cams.push(map),
+                    None => {
+                        return Err(AnalyzeError::NeedsPassesOfItsOwn {
+                            method: method.name(),
+                        });
+                    }
+                }
+            }
+            maps.push(cams);
         }
+        Ok(maps)
+    }
+
+    /// CAM's raw maps of `top`'s classes, through the device's matmul.
+    fn cams_of(&self, features: &Tensor, top: &[Prediction]) -> Result<Vec<CamGrid>, AnalyzeError> {
         let classes: Vec<u32> = top.iter().map(|p| p.index as u32).collect();
         let cams = self.model.cams(features, &classes)?;
         let (n, h, w) = cams.dims3()?;
         let flat = cams.flatten_all()?.to_vec1::<f32>()?;
-        let cams = (0..n)
+        Ok((0..n)
             .map(|i| CamGrid {
                 width: w,
                 height: h,
                 values: flat[i * h * w..(i + 1) * h * w].to_vec(),
             })
-            .collect();
-        Ok((top, cams))
+            .collect())
     }
 }
 
 impl Classifier {
     /// Class `class`'s map by `method` from one image's read-back pass; `None` for a method
     /// that needs passes of its own (Score-CAM).
-    fn closed_form_map(
+    pub fn closed_form_map(
         &self,
         read: &ReadBack,
         class: usize,
@@ -388,8 +464,9 @@ impl Classifier {
 }
 
 /// One image's last-stage features (channel-major) and logits, read back from the device for
-/// the CAM family's arithmetic.
-struct ReadBack {
+/// the CAM family's arithmetic ([`Classifier::read_back`]).
+#[derive(Debug, Clone)]
+pub struct ReadBack {
     channels: usize,
     height: usize,
     width: usize,
@@ -410,7 +487,8 @@ impl ReadBack {
         })
     }
 
-    fn map(&self) -> FeatureMap<'_> {
+    /// The features as the CAM family reads them.
+    pub fn map(&self) -> FeatureMap<'_> {
         FeatureMap::new(self.channels, self.height, self.width, &self.features)
     }
 }

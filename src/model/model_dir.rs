@@ -426,8 +426,6 @@ fn transformers_preprocessing(value: &Value) -> Result<Preprocessing, String> {
         pre.crop_pct = crop_pct;
     }
     // ConvNextImageProcessor resizes to the square without a crop from 384 pixels up.
-    if pre.input_size >= 384 {
-        pre.crop_pct = 1.0;
-    }
+    pre.center_squashes = pre.input_size >= 384;
     Ok(pre)
 }

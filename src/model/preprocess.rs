@@ -84,6 +84,11 @@ pub struct Preprocessing {
     /// The side the network was trained on (`full` resizes the shorter side to it, `squash`
     /// both sides).
     pub input_size: u32,
+    /// transformers' ConvNextImageProcessor from 384 px up: `center` mode resizes both sides to
+    /// `input_size`, without a crop. Left out of the serialised form when false, so the store's
+    /// key of every other model stays what it was.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub center_squashes: bool,
     pub rounding: Rounding,
 }
 
@@ -96,6 +101,7 @@ impl Default for Preprocessing {
             interpolation: Interpolation::Bilinear,
             crop_pct: f64::from(TRAIN_SIDE) / f64::from(CENTER_RESIZE),
             input_size: TRAIN_SIDE,
+            center_squashes: false,
             rounding: Rounding::Nearest,
         }
     }
@@ -117,6 +123,16 @@ impl Preprocessing {
     /// One line for `model info`: `mean [..], std [..], bicubic, crop 0.875 of 224`.
     pub fn summary(&self) -> String {
         let three = |v: [f64; 3]| format!("[{}, {}, {}]", v[0], v[1], v[2]);
+        if self.center_squashes {
+            return format!(
+                "mean {}, std {}, {}, input {side} px, center: resized to {side} × {side} \
+                 without a crop",
+                three(self.mean),
+                three(self.std),
+                self.interpolation.name(),
+                side = self.input_size,
+            );
+        }
         format!(
             "mean {}, std {}, {}, input {} px, center crop {} (shorter side to {})",
             three(self.mean),
@@ -289,6 +305,7 @@ pub fn resized_size_for(
     match mode {
         ResizeMode::Squash => (pre.input_size, pre.input_size),
         ResizeMode::Full => shorter_to(pre.input_size, Rounding::Nearest),
+        ResizeMode::Center if pre.center_squashes => (pre.input_size, pre.input_size),
         ResizeMode::Center => shorter_to(pre.center_resize(), pre.rounding),
     }
 }
@@ -339,6 +356,7 @@ pub fn network_pixels_for(
     };
     match mode {
         ResizeMode::Full | ResizeMode::Squash => (resized, full),
+        ResizeMode::Center if pre.center_squashes => (resized, full),
         ResizeMode::Center => {
             let side = pre.input_size.min(rw).min(rh);
             let offset = |margin: u32| match pre.rounding {

@@ -15,6 +15,7 @@ use super::status::{self, Notice};
 use crate::analysis::ImageKey;
 use crate::background::inference::{Analysed, ModelStatus};
 use crate::background::render::Rendered;
+use crate::model::cam_methods::CamMethod;
 use crate::model::{Analysis, chain};
 use crate::overlay::Style;
 use crate::text::printable;
@@ -22,6 +23,7 @@ use crate::text::printable;
 mod event;
 mod input;
 mod layout;
+mod methods;
 mod results;
 mod reviewing;
 mod selection;
@@ -31,6 +33,7 @@ pub use super::status::{MIN_HEIGHT, MIN_WIDTH};
 pub use crate::background::Command;
 pub use event::AppEvent;
 pub use layout::Panes;
+pub use methods::{Maps, title as method_title};
 
 /// The inference result for the selected image.
 #[derive(Debug, Clone)]
@@ -68,6 +71,10 @@ pub struct App {
     style: Style,
     /// Which of the top classes the CAM shows (0 = the best).
     class: usize,
+    /// How the maps are made: CAM, or another method of its family.
+    method: CamMethod,
+    /// The maps of methods other than CAM, as the worker made them.
+    maps: methods::MethodMaps,
     help: bool,
     /// Name of the graphics protocol, for the status line.
     protocol: String,
@@ -100,6 +107,8 @@ impl App {
             shown: None,
             style: Style::default(),
             class: 0,
+            method: CamMethod::Cam,
+            maps: methods::MethodMaps::default(),
             help: false,
             protocol: protocol.to_string(),
             size,
@@ -176,6 +185,7 @@ impl App {
             })
         ) && !matches!(self.model, ModelStatus::Unavailable(_));
         analysing
+            || self.maps.asked.is_some()
             || self.files.loading()
             || self.pending_render.is_some()
             || matches!(
@@ -213,6 +223,7 @@ impl App {
             AppEvent::Tick => self.ticks = self.ticks.wrapping_add(1),
             AppEvent::Protocol(name) => self.protocol = name,
             AppEvent::SaveDir(dir) => self.save_dir = dir,
+            AppEvent::Method(method) => self.set_method(method),
             AppEvent::SelectOnArrival(path) => self.files.select_on_arrival(path),
         }
     }

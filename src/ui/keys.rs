@@ -23,6 +23,8 @@ pub enum Action {
     CloseHelp,
     NextView,
     NextColormap,
+    /// The next method of the CAM family.
+    NextMethod,
     MoreHeat,
     LessHeat,
     ToggleBoxes,
@@ -230,6 +232,12 @@ pub const KEYS: &[Entry] = &[
         "c",
         &[(ch('c'), A::NextColormap)],
         "cycle colormap: jet, turbo, viridis, inferno",
+    ),
+    entry(
+        Browser,
+        "a",
+        &[(ch('a'), A::NextMethod)],
+        "cycle the map's method: CAM, Grad-CAM++ … Score-CAM",
     ),
     entry(
         Browser,

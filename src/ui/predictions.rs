@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Widget, Wrap};
 
 use crate::model::Analysis;
+use crate::model::cam_methods::CamMethod;
 use crate::overlay::Style;
 
 /// What the predictions pane shows: the App's state reduced to this pane's needs.
@@ -15,6 +16,8 @@ use crate::overlay::Style;
 pub struct PredictionsPane<'a> {
     /// The picture settings, shown in the border.
     pub style: Style,
+    /// The maps' method, shown in the border when it is not CAM.
+    pub method: CamMethod,
     /// The spinner's frame, for what is in progress.
     pub spinner: char,
     pub body: PredictionsBody<'a>,
@@ -48,8 +51,12 @@ pub enum PredictionsBody<'a> {
 impl PredictionsPane<'_> {
     pub fn draw(&self, area: Rect, buf: &mut Buffer) {
         let style = self.style;
+        let method = match self.method {
+            CamMethod::Cam => String::new(),
+            method => format!(" · {}", method.name()),
+        };
         let mut settings = format!(
-            " {} · {} · α {:.1}",
+            " {}{method} · {} · α {:.1}",
             style.view.name(),
             style.colormap.name(),
             style.alpha

@@ -45,6 +45,9 @@ pub struct StatusLine<'a> {
     pub iou: Option<f64>,
     /// The background sweep, in a dataset.
     pub sweep: Option<SweepProgress>,
+    /// The maps of a method other than CAM, while they are made (`Score-CAM 312/2048`), or
+    /// why they could not be.
+    pub maps: Option<Notice>,
 }
 
 impl StatusLine<'_> {
@@ -73,6 +76,17 @@ impl StatusLine<'_> {
         if let Some(sweep) = self.sweep.filter(|s| s.done < s.total) {
             spans.push(sep());
             spans.push(Span::raw(sweep_text(sweep)).fg(Color::Cyan));
+        }
+        match &self.maps {
+            Some(Notice::Done(progress)) => {
+                spans.push(sep());
+                spans.push(Span::raw(progress.clone()).fg(Color::Cyan));
+            }
+            Some(Notice::Problem(why)) => {
+                spans.push(sep());
+                spans.push(Span::raw(why.clone()).fg(Color::Red));
+            }
+            None => {}
         }
         for part in [self.device, self.protocol] {
             if !spans.is_empty() {

@@ -7,6 +7,7 @@ mod cam_methods;
 mod cli;
 mod common;
 mod eval;
+mod eval_methods;
 mod faithfulness;
 mod fetch;
 mod golden;

@@ -214,6 +214,76 @@ fn a_photo_is_prepared_as_timm_and_transformers_prepare_it() {
     }
 }
 
+/// From 384 px up, transformers' ConvNextImageProcessor resizes the photo to the square
+/// without a crop (below it, it crops): camview's `center` mode does the same for such a folder.
+#[test]
+fn a_transformers_processor_from_384_pixels_squashes_without_a_crop() {
+    let folder = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("hf_basic/config.json", "config.json"),
+        ("hf_basic/model.safetensors", "model.safetensors"),
+        (
+            "hf_basic_384/preprocessor_config.json",
+            "preprocessor_config.json",
+        ),
+    ] {
+        std::fs::copy(fixture(from), folder.path().join(to)).unwrap();
+    }
+    let want =
+        candle_core::safetensors::load(fixture("hf_basic_384/outputs.safetensors"), &Device::Cpu)
+            .unwrap();
+    let classifier = Classifier::load(folder.path(), None, Device::Cpu).unwrap();
+    let pre = &classifier.description().preprocessing;
+    assert!(pre.center_squashes, "{pre:?}");
+    assert!(
+        pre.summary().contains("without a crop"),
+        "{}",
+        pre.summary()
+    );
+
+    let photo = load_rgb(&crate::common::photo("chelsea")).unwrap();
+    let (pixels, region) = network_pixels_for(&photo, ResizeMode::Center, pre);
+    assert_eq!(pixels.dimensions(), (384, 384));
+    let (w, h) = photo.dimensions();
+    assert_eq!(
+        (region.x0, region.y0, region.x1, region.y1),
+        (0.0, 0.0, w as f32, h as f32),
+        "the whole photo, not a crop"
+    );
+    let tensor = normalise_with(&pixels, pre.mean, pre.std, &Device::Cpu).unwrap();
+    // Every 8th pixel of every 8th row, as the fixture keeps them.
+    let got: Vec<f32> = tensor
+        .squeeze(0)
+        .unwrap()
+        .to_vec3::<f32>()
+        .unwrap()
+        .iter()
+        .flat_map(|plane| {
+            plane
+                .iter()
+                .step_by(8)
+                .flat_map(|row| row.iter().step_by(8).copied())
+        })
+        .collect();
+    let expected = values(&want["input_every_8th"]);
+    assert_eq!(got.len(), expected.len());
+    let d = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(d < 1e-5, "input differs from the processor's by {d}");
+
+    let prepared = classifier.prepare(&photo, ResizeMode::Center).unwrap();
+    assert_eq!(prepared.input, (384, 384));
+    let analysis = classifier.analyze(&prepared, 3, None).unwrap();
+    let probs = values(&candle_nn::ops::softmax(&want["logits"], 1).unwrap());
+    for p in &analysis.top {
+        let d = (p.prob - probs[p.index]).abs();
+        assert!(d <= 1e-4, "{} off by {d}", p.label);
+    }
+}
+
 #[test]
 fn bicubic_resizing_is_pillows_byte_for_byte() {
     let source = image::open(fixture("bicubic.source.png"))

@@ -268,3 +268,95 @@ fn eval_reads_a_labels_file_against_the_models_classes() {
         "{stderr}"
     );
 }
+
+/// IoU of a reported half-open CAM box `[x0, y0, x1, y1)` and a VOC box (both ends included),
+/// computed here as ILSVRC counts it.
+fn iou(cam: &Value, voc: [f64; 4]) -> f64 {
+    let c: Vec<f64> = cam
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let (ax0, ay0, ax1, ay1) = (c[0], c[1], c[2] - 1.0, c[3] - 1.0);
+    let [bx0, by0, bx1, by1] = voc;
+    let iw = (ax1.min(bx1) - ax0.max(bx0) + 1.0).max(0.0);
+    let ih = (ay1.min(by1) - ay0.max(by0) + 1.0).max(0.0);
+    let inter = iw * ih;
+    let area = |x0: f64, y0: f64, x1: f64, y1: f64| (x1 - x0 + 1.0) * (y1 - y0 + 1.0);
+    inter / (area(ax0, ay0, ax1, ay1) + area(bx0, by0, bx1, by1) - inter)
+}
+
+#[test]
+fn truth_boxes_are_read_by_the_models_class_names() {
+    // VOC files naming the timm folder's classes as a user might write them: each image has a
+    // box of its own class (the photo's left half) and one of another class (its right half,
+    // which must not count), and one file names a class the model does not have.
+    let (dir, folders) = image_folder(&["Scratch", "dent", "CLEAN"]);
+    let root = dir.path().join("data");
+    let boxes = dir.path().join("boxes");
+    std::fs::create_dir(&boxes).unwrap();
+    let written = |class: &str| match class {
+        "Scratch" => "scratch",
+        "dent" => "Dent",
+        "CLEAN" => "clean",
+        other => panic!("{other}"),
+    };
+    let other = |class: &str| if class == "dent" { "clean" } else { "dent" };
+    let mut own = BTreeMap::new();
+    for (rel, folder) in &folders {
+        let (w, h) = image::image_dimensions(root.join(rel)).unwrap();
+        let stem = Path::new(rel).file_stem().unwrap().to_str().unwrap();
+        let left = [0.0, 0.0, f64::from(w / 2 - 1), f64::from(h - 1)];
+        let object = |name: &str, b: [f64; 4]| {
+            format!(
+                "<object><name>{name}</name><bndbox><xmin>{}</xmin><ymin>{}</ymin>\
+                 <xmax>{}</xmax><ymax>{}</ymax></bndbox></object>",
+                b[0], b[1], b[2], b[3]
+            )
+        };
+        let xml = format!(
+            "<annotation>{}{}</annotation>",
+            object(written(folder), left),
+            object(
+                other(folder),
+                [f64::from(w / 2), 0.0, f64::from(w - 1), f64::from(h - 1)]
+            )
+        );
+        std::fs::write(boxes.join(format!("{stem}.xml")), xml).unwrap();
+        own.insert(rel.clone(), left);
+    }
+    std::fs::write(
+        boxes.join("stray.xml"),
+        "<annotation><object><name>Egyptian cat</name><bndbox><xmin>1</xmin><ymin>1</ymin>\
+         <xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>",
+    )
+    .unwrap();
+
+    let out = eval(
+        &model("timm_resnetd"),
+        &dir.path().join("store.sqlite"),
+        &[
+            "--json",
+            "--boxes",
+            boxes.to_str().unwrap(),
+            root.to_str().unwrap(),
+        ],
+    );
+    let (images, summary) = json(&out, &root);
+    assert_eq!(summary["boxed"], PHOTOS.len(), "{summary}");
+    let mut loc_hits = 0;
+    for (rel, line) in &images {
+        // The reported IoU is the one of the top-1 box with the true class's box alone.
+        let want = iou(&line["bbox"], own[rel]);
+        let got = line["iou"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "{rel}: {got} vs {want}: {line}");
+        let hit = line["top1_correct"] == true && want >= 0.5;
+        assert_eq!(line["loc_correct"], hit, "{rel}: {line}");
+        loc_hits += usize::from(hit);
+    }
+    assert_eq!(
+        summary["loc_top1"].as_f64().unwrap(),
+        loc_hits as f64 / PHOTOS.len() as f64
+    );
+}

@@ -11,7 +11,9 @@ use camview::analysis;
 use camview::analysis::{AnalysisError, ImageKey};
 use camview::background::dataset_reader;
 use camview::background::inference::{Analysed, ModelStatus, Request, SweepProgress, WorkerEvent};
+use camview::background::maps::{MapsRequest, ReadBacks};
 use camview::background::render::{RenderEvent, Renderer};
+use camview::model::cam_methods::CamMethod;
 use camview::model::preprocess::load_rgb;
 use camview::model::{Classes, ResizeMode};
 use camview::provision::ModelConfig;
@@ -42,6 +44,12 @@ struct Harness {
     /// Answer inference requests as they come (else they pile up in `waiting`).
     model_ready: bool,
     waiting: Vec<ImageKey>,
+    /// The maps asked for and not answered yet, as the worker keeps them.
+    maps_waiting: Option<MapsRequest>,
+    /// The layer-4 read-backs the worker would keep.
+    read_backs: ReadBacks,
+    /// Score-CAM's maps asked for (the harness does not make them).
+    held_maps: Option<MapsRequest>,
     /// Every inference request seen, in order.
     requests: Vec<Request>,
     /// The images whose pictures were asked for ahead of time, by request.
@@ -75,6 +83,9 @@ impl Harness {
             rendered,
             model_ready: false,
             waiting: Vec::new(),
+            maps_waiting: None,
+            read_backs: ReadBacks::default(),
+            held_maps: None,
             requests: Vec::new(),
             prepared: Vec::new(),
             sweep: None,
@@ -150,7 +161,8 @@ impl Harness {
     fn settle(&mut self) {
         loop {
             let commands = self.app.take_commands();
-            if commands.is_empty() && (!self.model_ready || self.waiting.is_empty()) {
+            let idle = self.waiting.is_empty() && self.maps_waiting.is_none();
+            if commands.is_empty() && (!self.model_ready || idle) {
                 return;
             }
             let mut last_render = None;
@@ -166,6 +178,19 @@ impl Harness {
                             Request::Prefetch(_) => self.waiting = Vec::new(),
                             // Kept apart, as the worker keeps it: run by `Harness::sweep`.
                             Request::Sweep(targets) => self.sweep = Some(Arc::clone(targets)),
+                            // Score-CAM's passes take minutes: held, for the test to answer.
+                            Request::Maps(maps) if maps.method.needs_forward_passes() => {
+                                self.maps_waiting = None;
+                                self.held_maps = Some(maps.clone());
+                            }
+                            Request::Maps(maps) => {
+                                self.maps_waiting = Some(maps.clone());
+                                self.held_maps = None;
+                            }
+                            Request::StopMaps => {
+                                self.maps_waiting = None;
+                                self.held_maps = None;
+                            }
                         }
                         self.requests.push(request);
                     }
@@ -196,6 +221,22 @@ impl Harness {
                 }
             }
             if self.model_ready {
+                // The maps first, as the worker makes them.
+                if let Some(request) = self.maps_waiting.take() {
+                    let result = camview::background::maps::make(
+                        classifier(),
+                        ResizeMode::Full,
+                        &mut self.read_backs,
+                        &request,
+                        &mut |_, _| std::ops::ControlFlow::Continue(()),
+                    )
+                    .map(Option::unwrap);
+                    self.app.update(AppEvent::Worker(WorkerEvent::Maps {
+                        key: request.key,
+                        method: request.method,
+                        result,
+                    }));
+                }
                 for key in std::mem::take(&mut self.waiting) {
                     let truth = self.truth_of(&key.path);
                     let result = analyze(&key.path, truth);
@@ -812,7 +853,7 @@ fn the_worker_keeps_results_in_the_store_and_reads_them_back() {
             {
                 WorkerEvent::Analysis { result, .. } => return result,
                 WorkerEvent::Note(note) => panic!("{note}"),
-                WorkerEvent::Model(_) | WorkerEvent::Swept { .. } => {}
+                _ => {}
             }
         }
     };
@@ -1148,5 +1189,451 @@ fn box_files_and_boxes_that_cannot_be_used_are_named_in_the_status_line() {
         status.contains("boxes/astronaut.xml: box n04228054")
             || status.contains("boxes/coffee.xml: cannot use it"),
         "{status}"
+    );
+}
+
+/// The engine's maps of `method` for every class of `analysis` (of the photo `path`), in
+/// their place: the analysis a picture under that method is drawn from.
+fn with_engine_maps(
+    path: &Path,
+    analysis: &camview::model::Analysis,
+    method: CamMethod,
+) -> camview::model::Analysis {
+    let c = classifier();
+    let img = load_rgb(path).unwrap();
+    let prepared = c.prepare(&img, ResizeMode::Full).unwrap();
+    let classes: Vec<usize> = analysis.top.iter().map(|p| p.index).collect();
+    let maps = c
+        .method_maps(&prepared, &classes, method, 16, &mut |_, _| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap()
+        .unwrap();
+    camview::model::Analysis {
+        cams: maps,
+        ..analysis.clone()
+    }
+}
+
+#[test]
+fn the_method_key_draws_and_saves_the_engines_maps_of_that_method() {
+    use camview::overlay::{Style, View, render};
+    let out = fixture("saved-methods", |_| {});
+    let mut h = Harness::new(images(), 160, 30);
+    h.app.update(AppEvent::SaveDir(out.clone()));
+    h.model_ready();
+    h.key(KeyCode::Down);
+    assert!(
+        h.line_with("chelsea.png —")
+            .contains("— CAM of Egyptian cat")
+    );
+    let cam = Arc::clone(h.app.analysis().unwrap());
+
+    // `a`: Grad-CAM++, named in the picture's title and the table's border.
+    h.key(KeyCode::Char('a'));
+    assert_eq!(h.app.method(), CamMethod::GradCamPlusPlus);
+    let title = h.line_with("chelsea.png —");
+    assert!(title.contains("— Grad-CAM++ of Egyptian cat "), "{title}");
+    assert!(
+        h.line_with("Predictions")
+            .contains("overlay · gradcam++ · jet")
+    );
+    let Some(Request::Maps(asked)) = h.requests.last() else {
+        panic!("the maps are asked for: {:?}", h.requests.last());
+    };
+    let classes: Vec<usize> = cam.top.iter().map(|p| p.index).collect();
+    assert_eq!(asked.classes, classes, "every class of the table");
+
+    // The second class, saved: the engine's Grad-CAM++ map drawn as every CAM is.
+    h.key(KeyCode::Char('2'));
+    h.key(KeyCode::Char('s'));
+    let class = &cam.top[1];
+    let path = out.join(format!(
+        "chelsea.overlay.gradcam++.{}-{}.png",
+        class.index,
+        class.label.replace(' ', "_")
+    ));
+    assert!(h.line_with("saved ").contains(&path.display().to_string()));
+    let photo_path = Path::new("images/chelsea.png");
+    let photo = load_rgb(photo_path).unwrap();
+    let expected = with_engine_maps(photo_path, &cam, CamMethod::GradCamPlusPlus);
+    let saved = image::open(&path).unwrap().to_rgb8();
+    let drawn = |analysis: &camview::model::Analysis, style: Style| {
+        render(&photo, photo.dimensions(), Some(analysis), 1, style)
+    };
+    assert!(
+        saved == drawn(&expected, Style::default()),
+        "Grad-CAM++'s map"
+    );
+    assert!(saved != drawn(&cam, Style::default()), "not CAM's");
+
+    // The grid: the top five under Grad-CAM++.
+    for _ in 0..3 {
+        h.key(KeyCode::Char('v'));
+    }
+    assert!(
+        h.line_with("chelsea.png —")
+            .contains("Grad-CAM++ maps of the top 5")
+    );
+    h.key(KeyCode::Char('s'));
+    let grid = Style {
+        view: View::Grid,
+        ..Style::default()
+    };
+    let saved = image::open(path.with_file_name(format!(
+        "chelsea.grid.gradcam++.{}-{}.png",
+        class.index,
+        class.label.replace(' ', "_")
+    )))
+    .unwrap()
+    .to_rgb8();
+    assert!(saved == drawn(&expected, grid), "the grid's five maps");
+    h.key(KeyCode::Char('v'));
+
+    // LayerCAM, Ablation-CAM, EigenCAM: each named, each its own map.
+    h.key(KeyCode::Char('a'));
+    assert!(
+        h.line_with("chelsea.png —")
+            .contains("LayerCAM of tiger cat")
+    );
+    h.key(KeyCode::Char('a'));
+    assert!(
+        h.line_with("chelsea.png —")
+            .contains("Ablation-CAM of tiger cat")
+    );
+    h.key(KeyCode::Char('a'));
+    assert!(
+        h.line_with("chelsea.png —")
+            .contains("EigenCAM (class-agnostic)")
+    );
+    h.key(KeyCode::Char('s'));
+    let eigen = with_engine_maps(photo_path, &cam, CamMethod::EigenCam);
+    let saved = image::open(path.with_file_name(format!(
+        "chelsea.overlay.eigencam.{}-{}.png",
+        class.index,
+        class.label.replace(' ', "_")
+    )))
+    .unwrap()
+    .to_rgb8();
+    assert!(saved == drawn(&eigen, Style::default()), "EigenCAM's map");
+
+    // Score-CAM: asked for, its progress shown, nothing to save until it is done.
+    h.key(KeyCode::Char('a'));
+    let held = h.held_maps.clone().expect("Score-CAM's maps asked for");
+    assert_eq!(held.method, CamMethod::ScoreCam);
+    h.event(AppEvent::Worker(WorkerEvent::MapsProgress {
+        key: held.key.clone(),
+        method: CamMethod::ScoreCam,
+        done: 320,
+        total: 2048,
+    }));
+    assert!(
+        h.line_with("chelsea.png —")
+            .contains("Score-CAM of tiger cat: 320/2048")
+    );
+    assert!(h.line_with("halfblocks").contains("Score-CAM 320/2048"));
+    h.key(KeyCode::Char('s'));
+    assert!(h.line_with("nothing to save yet").contains("Score-CAM"));
+    // Back to CAM: the passes are told to stop, and CAM's map is drawn at once.
+    let asked = h.requests.len();
+    h.key(KeyCode::Char('a'));
+    assert_eq!(h.app.method(), CamMethod::Cam);
+    assert!(
+        matches!(h.requests[asked..], [Request::StopMaps]),
+        "{:?}",
+        &h.requests[asked..]
+    );
+    assert!(h.line_with("chelsea.png —").contains("— CAM of tiger cat"));
+    assert!(!h.screen().contains("Score-CAM"));
+
+    // Score-CAM again: asked for again. Its maps arrive (a stand-in, LayerCAM's, as its
+    // passes take minutes here), are drawn and kept: leaving the image and coming back shows
+    // them without asking again.
+    for _ in 0..5 {
+        h.key(KeyCode::Char('a'));
+    }
+    let held = h
+        .held_maps
+        .clone()
+        .expect("Score-CAM's maps asked for again");
+    let stand_in = camview::background::maps::make(
+        classifier(),
+        ResizeMode::Full,
+        &mut ReadBacks::default(),
+        &MapsRequest {
+            method: CamMethod::LayerCam,
+            ..held.clone()
+        },
+        &mut |_, _| std::ops::ControlFlow::Continue(()),
+    )
+    .unwrap()
+    .unwrap();
+    h.event(AppEvent::Worker(WorkerEvent::Maps {
+        key: held.key.clone(),
+        method: CamMethod::ScoreCam,
+        result: Ok(stand_in),
+    }));
+    let title = h.line_with("chelsea.png —");
+    assert!(title.contains("— Score-CAM of tiger cat ─"), "{title}");
+    h.key(KeyCode::Down);
+    assert!(
+        h.held_maps
+            .as_ref()
+            .is_some_and(|m| m.key.path.ends_with("coffee.png"))
+    );
+    let asked = h.requests.len();
+    h.key(KeyCode::Up);
+    assert!(
+        h.line_with("chelsea.png —")
+            .contains("— Score-CAM of Egyptian cat ─")
+    );
+    let since = &h.requests[asked..];
+    assert!(
+        matches!(since.first(), Some(Request::StopMaps))
+            && !since.iter().any(|r| matches!(r, Request::Maps(_))),
+        "coffee's passes stop, chelsea's maps are not asked again: {since:?}"
+    );
+    h.key(KeyCode::Char('s'));
+    let layercam = with_engine_maps(photo_path, &cam, CamMethod::LayerCam);
+    let saved = image::open(out.join(format!(
+        "chelsea.overlay.scorecam.{}-{}.png",
+        cam.top[0].index,
+        cam.top[0].label.replace(' ', "_")
+    )))
+    .unwrap()
+    .to_rgb8();
+    let top1 = render(
+        &photo,
+        photo.dimensions(),
+        Some(&layercam),
+        0,
+        Style::default(),
+    );
+    assert!(saved == top1, "the maps received, as received");
+}
+
+/// Waits for the worker's next event that `pick` takes, skipping model news.
+fn next_worker_event<T>(
+    rx: &Receiver<WorkerEvent>,
+    mut pick: impl FnMut(WorkerEvent) -> Option<T>,
+) -> T {
+    loop {
+        let event = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("worker event");
+        if let WorkerEvent::Model(ModelStatus::Unavailable(why)) = &event {
+            panic!("{why}");
+        }
+        if let Some(found) = pick(event) {
+            return found;
+        }
+    }
+}
+
+/// The real worker makes a method's maps as the engine does, and from the read-back it
+/// keeps: a second method's maps come although the photo can no longer be read.
+#[test]
+fn the_worker_makes_a_methods_maps_from_the_pass_it_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("chelsea.png");
+    std::fs::copy(crate::common::photo("chelsea"), &photo).unwrap();
+    let key = ImageKey::of(&photo);
+    let (tx, rx) = mpsc::channel();
+    let model = cpu_model(crate::common::weights_path().to_path_buf());
+    let worker =
+        camview::background::inference::spawn(model, None, None, move |e| tx.send(e).is_ok())
+            .unwrap();
+    worker.send(Request::Analyze(key.clone()));
+    let analysed = next_worker_event(&rx, |e| match e {
+        WorkerEvent::Analysis { result, .. } => Some(result.unwrap()),
+        _ => None,
+    });
+    let classes: Vec<usize> = analysed.analysis.top.iter().map(|p| p.index).collect();
+    let engine = |method| with_engine_maps(&photo, &analysed.analysis, method).cams;
+    let (plus_plus, ablation) = (
+        engine(CamMethod::GradCamPlusPlus),
+        engine(CamMethod::AblationCam),
+    );
+    let maps_of = |method| {
+        worker.send(Request::Maps(MapsRequest {
+            key: key.clone(),
+            method,
+            classes: classes.clone(),
+        }));
+        next_worker_event(&rx, |e| match e {
+            WorkerEvent::Maps {
+                method: m, result, ..
+            } if m == method => Some(result),
+            _ => None,
+        })
+    };
+    let made = maps_of(CamMethod::GradCamPlusPlus).unwrap();
+    let maps: Vec<_> = made.iter().map(|m| m.map.clone()).collect();
+    assert_eq!(maps, plus_plus);
+    assert_eq!(
+        made.iter().map(|m| m.class).collect::<Vec<_>>(),
+        classes,
+        "in the order asked"
+    );
+    // The top-1's box at the paper's threshold, found as the stored boxes are.
+    let placed = camview::model::Analysis {
+        cams: plus_plus,
+        ..analysed.analysis.as_ref().clone()
+    };
+    assert_eq!(
+        made[0].paper_box,
+        analysis::paper_box(&placed, 0, (451, 300))
+    );
+    assert!(made[0].paper_box.is_some());
+
+    // Same size, same modification time, no longer a PNG: only the kept pass can answer.
+    crate::common::break_keeping_identity(&photo);
+    assert_eq!(ImageKey::of(&photo), key);
+    let made = maps_of(CamMethod::AblationCam).unwrap();
+    let maps: Vec<_> = made.into_iter().map(|m| m.map).collect();
+    assert_eq!(maps, ablation, "no new forward pass");
+}
+
+/// Score-CAM on the worker, with a tiny network (5 classes, 32 feature channels): a newer selection
+/// stops its passes before the next batch, and a run left alone gives the engine's maps.
+#[test]
+fn the_worker_stops_score_cam_for_a_newer_selection() {
+    let tiny = crate::common::root().join("tests/fixtures/models/bottleneck.safetensors");
+    let (tx, rx) = mpsc::channel();
+    // The worker waits after each progress report until the test lets it go on.
+    let (go_on, gate) = mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let worker = camview::background::inference::spawn(cpu_model(tiny.clone()), None, None, {
+        move |e| {
+            let progress = matches!(e, WorkerEvent::MapsProgress { .. });
+            let listening = tx.send(e).is_ok();
+            if progress {
+                let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(60));
+            }
+            listening
+        }
+    })
+    .unwrap();
+    let chelsea = ImageKey::of(&crate::common::photo("chelsea"));
+    let coffee = ImageKey::of(&crate::common::photo("coffee"));
+    let score_cam = |key: &ImageKey| {
+        Request::Maps(MapsRequest {
+            key: key.clone(),
+            method: CamMethod::ScoreCam,
+            classes: vec![1, 4],
+        })
+    };
+    worker.send(score_cam(&chelsea));
+    let progress = || {
+        next_worker_event(&rx, |e| match e {
+            WorkerEvent::MapsProgress { done, total, .. } => Some((done, total)),
+            _ => None,
+        })
+    };
+    // The total first, before any pass; then the first batch.
+    let (none, total) = progress();
+    assert_eq!(none, 0);
+    go_on.send(()).unwrap();
+    let (done, _) = progress();
+    assert!(
+        0 < done && done < total,
+        "more than one batch: {done}/{total}"
+    );
+    // Another image is selected while the worker waits after its first batch.
+    worker.send(Request::Analyze(coffee.clone()));
+    go_on.send(()).unwrap();
+    let event = next_worker_event(&rx, Some);
+    let WorkerEvent::Analysis { key, result } = event else {
+        panic!("the passes went on: {event:?}");
+    };
+    assert_eq!(key, coffee);
+    assert!(result.is_ok());
+
+    // Left alone, every batch is reported, then the maps: the engine's.
+    for _ in 0..total {
+        go_on.send(()).unwrap();
+    }
+    worker.send(score_cam(&coffee));
+    let mut reports = Vec::new();
+    let made = next_worker_event(&rx, |e| match e {
+        WorkerEvent::MapsProgress { done, .. } => {
+            reports.push(done);
+            None
+        }
+        WorkerEvent::Maps { key, result, .. } => Some((key, result)),
+        _ => None,
+    });
+    assert_eq!(made.0, coffee);
+    assert_eq!(reports.len(), 1 + total.div_ceil(done));
+    assert_eq!(reports[0], 0);
+    assert_eq!(reports.last(), Some(&total));
+    let classifier = camview::model::Classifier::load(
+        &tiny,
+        None,
+        camview::model::classifier::DeviceChoice::Cpu
+            .open()
+            .unwrap(),
+    )
+    .unwrap();
+    let img = load_rgb(&coffee.path).unwrap();
+    let prepared = classifier.prepare(&img, ResizeMode::Full).unwrap();
+    let engine = classifier
+        .method_maps(
+            &prepared,
+            &[1, 4],
+            CamMethod::ScoreCam,
+            done,
+            &mut |_, _| std::ops::ControlFlow::Continue(()),
+        )
+        .unwrap()
+        .unwrap();
+    let maps: Vec<_> = made.1.unwrap().into_iter().map(|m| m.map).collect();
+    assert_eq!(maps, engine);
+}
+
+/// A dataset under another method: the verdicts stay, `t` shows the true class's map by that
+/// method, and the IoU is that of the method's box (20 % of its map's maximum).
+#[test]
+fn a_dataset_is_reviewed_under_any_method() {
+    let mut h = reviewing(110, 32);
+    h.model_ready();
+    h.run_sweep(6);
+    h.key(KeyCode::Home);
+    h.chars("jjj");
+    assert!(h.line_with("▶ n02124075/chelsea.png").starts_with("\"│✓"));
+    let cam_iou = h.line_with("IoU").split("IoU ").nth(1).unwrap()[..4].to_string();
+    h.key(KeyCode::Char('a'));
+    h.key(KeyCode::Char('a'));
+    assert_eq!(h.app.method(), CamMethod::LayerCam);
+    assert!(
+        h.line_with("chelsea.png —")
+            .contains("LayerCAM of Egyptian cat")
+    );
+    // The marks are the classifier's: unchanged.
+    assert!(h.line_with("▶ n02124075/chelsea.png").starts_with("\"│✓"));
+    assert!(h.line_with("top-1 2/5").contains("top-5 5/5"));
+
+    let current = h.app.current().unwrap().key.path.clone();
+    let analysis = Arc::clone(h.app.analysis().unwrap());
+    let layercam = with_engine_maps(&current, &analysis, CamMethod::LayerCam);
+    let truth = h.app.truth().unwrap().clone();
+    let expected = camview::scoring::best_iou(
+        &truth,
+        Some(analysis::paper_box(&layercam, 0, (451, 300)).unwrap()),
+    )
+    .unwrap();
+    let status = h.line_with("IoU");
+    assert!(
+        status.contains(&format!("IoU {expected:.2}")),
+        "{status} (CAM's was {cam_iou}, LayerCAM's is {expected:.2})"
+    );
+
+    // A miss: `t` shows the true class's LayerCAM map.
+    h.key(KeyCode::Home);
+    h.key(KeyCode::Char('t'));
+    assert!(h.line_with("▶3").contains("space shuttle"));
+    assert!(
+        h.line_with("LayerCAM of")
+            .contains("LayerCAM of space shuttle")
     );
 }

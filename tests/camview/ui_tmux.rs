@@ -619,3 +619,117 @@ fn review_own_folder(model: &str, folders: &[&str], note: Option<&str>) {
     let screen = session.wait_for("exit", Duration::from_secs(10), |s| s.contains("EXITED:"));
     assert!(screen.contains("EXITED:0"), "{screen}");
 }
+
+/// The method key in a real terminal: `--method` (here through `CAMVIEW_METHOD`) chooses the
+/// first, `a` cycles, the picture's title names each, `s` saves the engine's map of that
+/// method, Score-CAM shows its passes' progress and a newer selection stops them, and the
+/// help lists the key.
+#[test]
+fn the_method_key_cycles_the_maps_method() {
+    use camview::model::cam_methods::CamMethod;
+    use camview::overlay::{self, Style};
+
+    if !tmux_available() {
+        return;
+    }
+    let saved = tempfile::tempdir().unwrap();
+    let log = saved.path().join("camview.log");
+    let command = format!(
+        "cd {} && CAMVIEW_WEIGHTS={} CAMVIEW_METHOD=layercam CAMVIEW_LOG={} {} \
+         --protocol halfblocks --save-dir {} images/chelsea.png; echo EXITED:$?; sleep 60",
+        quote(&root()),
+        quote(weights_path()),
+        quote(&log),
+        quote(Path::new(env!("CARGO_BIN_EXE_camview"))),
+        quote(saved.path()),
+    );
+    let session = Session::start(&format!("sh -c {}", quote(Path::new(&command))));
+    // The title's border follows the method's name once its maps are in (` …` before).
+    let title = |s: &str, what: &str| {
+        s.lines()
+            .any(|l| l.contains(&format!("chelsea.png — {what}")))
+    };
+    session.wait_for("LayerCAM's map", Duration::from_secs(60), |s| {
+        title(s, "LayerCAM of Egyptian cat ─")
+    });
+
+    // The picture saved is the engine's LayerCAM map, drawn as every CAM is.
+    session.keys("s");
+    session.wait_for("saved", Duration::from_secs(20), |s| s.contains("saved "));
+    let name = "chelsea.overlay.layercam.285-Egyptian_cat.png";
+    let classifier = crate::common::classifier();
+    let chelsea = crate::common::photo("chelsea");
+    let img = camview::model::preprocess::load_rgb(&chelsea).unwrap();
+    let prepared = classifier
+        .prepare(&img, camview::model::ResizeMode::Full)
+        .unwrap();
+    let mut analysis = classifier.analyze(&prepared, 5, None).unwrap();
+    let classes: Vec<usize> = analysis.top.iter().map(|p| p.index).collect();
+    analysis.cams = classifier
+        .method_maps(&prepared, &classes, CamMethod::LayerCam, 16, &mut |_, _| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap()
+        .unwrap();
+    let expected = overlay::render(&img, img.dimensions(), Some(&analysis), 0, Style::default());
+    let png = image::open(saved.path().join(name)).unwrap().to_rgb8();
+    assert!(
+        png == expected,
+        "the saved picture is the engine's LayerCAM map"
+    );
+
+    // `a` cycles; each method is named in the picture's title.
+    for method in [
+        "Ablation-CAM of Egyptian cat ─",
+        "EigenCAM (class-agnostic) ─",
+    ] {
+        session.keys("a");
+        session.wait_for(method, Duration::from_secs(20), |s| title(s, method));
+    }
+    // Score-CAM: its passes run in the background, their progress on screen.
+    session.keys("a");
+    let progress = |s: &str| {
+        s.lines()
+            .any(|l| l.contains("Score-CAM ") && l.contains("/2048"))
+    };
+    session.wait_for("Score-CAM's progress", Duration::from_secs(120), |s| {
+        title(s, "Score-CAM of Egyptian cat: ") && progress(s)
+    });
+    // A newer selection: coffee's Score-CAM starts, chelsea's stops; keys keep working.
+    session.keys("j");
+    session.wait_for("coffee's Score-CAM", Duration::from_secs(60), |s| {
+        s.lines()
+            .any(|l| l.contains("coffee.png — Score-CAM of espresso"))
+    });
+    session.keys("a");
+    session.wait_for("CAM again", Duration::from_secs(20), |s| {
+        s.lines()
+            .any(|l| l.contains("coffee.png — CAM of espresso"))
+            && !progress(s)
+    });
+    let stopped = "scorecam maps of images/chelsea.png: stopped";
+    let logged = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(stopped)
+    {
+        assert!(
+            logged.elapsed() < Duration::from_secs(60),
+            "chelsea's Score-CAM never stopped:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The help lists the key.
+    session.keys("?");
+    let help = session.wait_for("help", Duration::from_secs(10), |s| s.contains(" Keys "));
+    assert!(
+        help.lines()
+            .any(|l| l.contains(" a ") && l.contains("cycle the map's method")),
+        "{help}"
+    );
+    session.keys("q");
+    let screen = session.wait_for("exit", Duration::from_secs(10), |s| s.contains("EXITED:"));
+    assert!(screen.contains("EXITED:0"), "{screen}");
+}

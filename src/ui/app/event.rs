@@ -34,6 +34,8 @@ pub enum AppEvent {
     Protocol(String),
     /// Where `s` writes from now on.
     SaveDir(PathBuf),
+    /// Make the maps by this method from now on (`--method`).
+    Method(crate::model::cam_methods::CamMethod),
     /// Select this file once its folder's listing arrives (`camview FILE`).
     SelectOnArrival(PathBuf),
 }

@@ -53,6 +53,7 @@ impl App {
             Action::CloseHelp => self.help = false,
             Action::NextView => self.restyle(|s| s.view = s.view.next()),
             Action::NextColormap => self.restyle(|s| s.colormap = s.colormap.next()),
+            Action::NextMethod => self.next_method(),
             Action::MoreHeat => self.restyle(|s| s.alpha = step_alpha(s.alpha, 1)),
             Action::LessHeat => self.restyle(|s| s.alpha = step_alpha(s.alpha, -1)),
             Action::ToggleBoxes => self.restyle(|s| s.bbox = !s.bbox),

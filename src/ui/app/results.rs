@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use ratatui::layout::Rect;
 
+use super::methods::{Maps, title as method_title};
 use super::{AnalysisState, App, Command, escaped};
 use crate::analysis::{AnalysisError, ImageKey};
 use crate::background::inference::{Analysed, ModelStatus, Request, WorkerEvent};
@@ -19,6 +20,17 @@ impl App {
         match event {
             WorkerEvent::Model(status) => self.model = status,
             WorkerEvent::Note(note) => self.notice = Some(Notice::Problem(note)),
+            WorkerEvent::MapsProgress {
+                key,
+                method,
+                done,
+                total,
+            } => self.on_maps_progress(&key, method, done, total),
+            WorkerEvent::Maps {
+                key,
+                method,
+                result,
+            } => self.on_maps(key, method, result),
             WorkerEvent::Analysis { key, result } => {
                 if self.take_result(key, result) {
                     self.prefetch_neighbours();
@@ -124,8 +136,9 @@ impl App {
             .neighbours(1)
             .into_iter()
             .filter_map(|e| {
-                let analysis = self.cache.get(&e.key)?;
-                Some(self.render_request(0, &e.key, Some(&analysis.analysis), 0, picture))
+                let analysed = self.cache.get(&e.key)?;
+                let analysis = self.drawn_analysis(&e.key, &analysed.analysis)?;
+                Some(self.render_request(0, &e.key, Some(analysis), 0, picture))
             })
             .collect();
         if !requests.is_empty() {
@@ -150,22 +163,31 @@ impl App {
         }
     }
 
-    /// Asks the render thread for the selected image as it should look now.
+    /// Asks the render thread for the selected image as it should look now (and the worker
+    /// for its maps under the chosen method, when they are not at hand).
     pub(super) fn request_render(&mut self) {
-        let (Some(current), Some(panes)) = (&self.current, self.panes()) else {
+        self.want_maps();
+        let (Some(key), Some(panes)) = (self.current.as_ref().map(|c| c.key.clone()), self.panes())
+        else {
             return;
         };
         let picture = panes.picture();
         if picture.is_empty() {
             return;
         }
+        let analysis = match self.maps() {
+            Maps::Ready(a) => Some(Arc::clone(a)),
+            // A closed-form method's maps take a moment: the picture shown stays until
+            // they come. Score-CAM's take minutes: the photo shows meanwhile.
+            Maps::Pending(_) if !self.method.needs_forward_passes() && self.picture().is_some() => {
+                return;
+            }
+            Maps::Pending(_) | Maps::Failed(_) | Maps::Missing => None,
+        };
         self.ticket += 1;
         self.pending_render = Some(self.ticket);
-        let analysis = match &current.analysis {
-            AnalysisState::Done(a) => Some(a),
-            _ => None,
-        };
-        let request = self.render_request(self.ticket, &current.key, analysis, self.class, picture);
+        let request =
+            self.render_request(self.ticket, &key, analysis.as_ref(), self.class, picture);
         self.commands.push(Command::Render(request));
     }
 
@@ -191,31 +213,43 @@ impl App {
         }
     }
 
-    /// Asks for the picture shown to be saved at full size (once its analysis is in).
+    /// Asks for the picture shown to be saved at full size (once its maps are in).
     pub(super) fn save(&mut self) {
-        let request = self
-            .current
-            .as_ref()
-            .zip(self.analysis())
-            .map(|(current, analysis)| SaveRequest {
-                photo: current.key.path.clone(),
-                analysis: Arc::clone(analysis),
-                class: self.class,
-                style: self.style,
-                dir: self.save_dir.clone(),
-                truth_boxes: self.truth_boxes(&current.key.path),
-            });
-        match request {
-            Some(request) => {
-                let to = status::shown_path(&request.destination());
-                self.notice = Some(Notice::Done(format!("saving {to}…")));
-                self.commands.push(Command::Save(request));
+        let analysis = match self.maps() {
+            Maps::Ready(analysis) => Arc::clone(analysis),
+            Maps::Missing => {
+                let why = "nothing to save yet: no analysed image";
+                self.notice = Some(Notice::Problem(why.into()));
+                return;
             }
-            None => {
-                self.notice = Some(Notice::Problem(
-                    "nothing to save yet: no analysed image".into(),
-                ));
+            Maps::Pending(_) => {
+                let why = format!(
+                    "nothing to save yet: the {} maps are being made",
+                    method_title(self.method)
+                );
+                self.notice = Some(Notice::Problem(why));
+                return;
             }
-        }
+            Maps::Failed(e) => {
+                let why = format!("nothing to save: {} failed: {e}", method_title(self.method));
+                self.notice = Some(Notice::Problem(why));
+                return;
+            }
+        };
+        let Some(current) = &self.current else {
+            return;
+        };
+        let request = SaveRequest {
+            photo: current.key.path.clone(),
+            analysis,
+            method: self.method,
+            class: self.class,
+            style: self.style,
+            dir: self.save_dir.clone(),
+            truth_boxes: self.truth_boxes(&current.key.path),
+        };
+        let to = status::shown_path(&request.destination());
+        self.notice = Some(Notice::Done(format!("saving {to}…")));
+        self.commands.push(Command::Save(request));
     }
 }

@@ -155,7 +155,14 @@ impl App {
     pub(super) fn shown_iou(&self) -> Option<f64> {
         let current = self.current.as_ref()?;
         let analysed = self.cache.get(&current.key)?;
-        let cam = analysed.box_of(self.class)?;
+        // Under another method than CAM, the box of its map (when it is made).
+        let cam = match self.method_box() {
+            Some(method_box) => method_box?,
+            None if self.method == crate::model::cam_methods::CamMethod::Cam => {
+                analysed.box_of(self.class)?
+            }
+            None => return None,
+        };
         scoring::best_iou(self.truth()?, Some(cam))
     }
 }

@@ -58,6 +58,7 @@ impl App {
         let Some(entry) = entry else {
             self.current = None;
             self.pending_render = None;
+            self.want_maps();
             return;
         };
         if self.current.as_ref().is_some_and(|c| c.key == entry.key) {

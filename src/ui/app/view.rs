@@ -8,16 +8,19 @@ use ratatui::style::Color;
 use ratatui::text::Span;
 use ratatui::widgets::Widget;
 
+use super::methods::{Maps, title as method_title};
 use super::{AnalysisState, App};
 use crate::background::inference::ModelStatus;
 use crate::background::render::Rendered;
 use crate::model::Analysis;
+use crate::model::cam_methods::CamMethod;
 use crate::overlay::View;
 use crate::scoring::Verdict;
 use crate::ui::files::{self, Entry, EntryKind};
 use crate::ui::image_pane::{ImageBody, ImagePane};
 use crate::ui::predictions::{PredictionsBody, PredictionsPane};
 use crate::ui::review::Mark;
+use crate::ui::status::Notice;
 use crate::ui::status::{self, StatusLine};
 use crate::ui::{help, summary};
 
@@ -112,15 +115,7 @@ impl App {
                 spinner,
             };
         };
-        let class = match self.style.view {
-            View::Original => String::new(),
-            View::Grid => " — CAMs of the top 5, photo last".to_string(),
-            View::Overlay | View::Heat => self
-                .analysis()
-                .and_then(|a| a.top.get(self.class))
-                .map(|p| format!(" — CAM of {}", p.label))
-                .unwrap_or_default(),
-        };
+        let class = self.map_title();
         let body = if let Some(error) = &current.image_error {
             ImageBody::Error(error)
         } else if self.help || self.review.as_ref().is_some_and(|r| r.summary.is_some()) {
@@ -135,6 +130,32 @@ impl App {
             body,
             spinner,
         }
+    }
+
+    /// What the picture shows, for its title: ` — CAM of tabby`, ` — Grad-CAM++ maps of the
+    /// top 5, photo last`, ` — Score-CAM of tabby: 320/2048`.
+    fn map_title(&self) -> String {
+        let method = method_title(self.method);
+        let label = self
+            .analysis()
+            .and_then(|a| a.top.get(self.class))
+            .map(|p| p.label.as_str());
+        let shows = match (self.style.view, self.method, label) {
+            (View::Original, ..) => return String::new(),
+            (View::Grid, CamMethod::Cam, _) => "CAMs of the top 5, photo last".to_string(),
+            (View::Grid, ..) => format!("{method} maps of the top 5, photo last"),
+            // The same map whatever the class.
+            (_, CamMethod::EigenCam, _) => format!("{method} (class-agnostic)"),
+            (_, _, Some(label)) => format!("{method} of {label}"),
+            (_, _, None) => return String::new(),
+        };
+        let state = match self.maps() {
+            Maps::Pending(Some((done, total))) => format!(": {done}/{total}"),
+            Maps::Pending(None) => " …".to_string(),
+            Maps::Failed(_) => " failed".to_string(),
+            Maps::Ready(_) | Maps::Missing => String::new(),
+        };
+        format!(" — {shows}{state}")
     }
 
     /// The predictions pane's view of the state.
@@ -161,6 +182,7 @@ impl App {
         };
         PredictionsPane {
             style: self.style,
+            method: self.method,
             spinner: spinner(self.ticks),
             body,
         }
@@ -192,6 +214,20 @@ impl App {
             error,
             notice: self.notice.as_ref(),
             iou: self.shown_iou(),
+            maps: match self.maps() {
+                Maps::Pending(Some((done, total))) => Some(Notice::Done(format!(
+                    "{} {done}/{total}",
+                    method_title(self.method)
+                ))),
+                Maps::Pending(None) => {
+                    Some(Notice::Done(format!("{} …", method_title(self.method))))
+                }
+                Maps::Failed(why) => Some(Notice::Problem(format!(
+                    "{} failed: {why}",
+                    method_title(self.method)
+                ))),
+                Maps::Ready(_) | Maps::Missing => None,
+            },
             sweep: self.review.as_ref().and_then(|r| r.progress),
         }
     }
