@@ -1,5 +1,5 @@
 //! Criterion benches of the engine, one group per stage: preprocess, forward (224×224 and a
-//! non-square `full` input), CAM, overlay. Needs genuine weights at `models/resnet50.safetensors`
+//! non-square `full` input), CAM, overlay, Score-CAM, faithfulness. Needs genuine weights at `models/resnet50.safetensors`
 //! or `$CAMVIEW_WEIGHTS` (run `cargo test` once, or `camview weights fetch`).
 
 use std::path::PathBuf;
@@ -7,6 +7,10 @@ use std::path::PathBuf;
 use camview::analysis;
 use camview::model::Arch;
 use camview::model::cam_methods::{CamMethod, ClassHead, FeatureMap, class_map, score_cam_inputs};
+use camview::model::faithfulness::{
+    Input, Noise, Order, ROAD_PERCENTILES, cam_mult_image, deletion_insertion, road,
+    upsample_like_opencv,
+};
 use camview::model::preprocess::load_rgb;
 use camview::model::resnet::ResNet;
 use camview::model::weights::Weights;
@@ -167,6 +171,78 @@ fn engine(c: &mut Criterion) {
             })
         },
     );
+    g.finish();
+    faithfulness(c, &classifier, &img);
+}
+
+/// Each faithfulness metric on coffee.png in `center` mode (224 × 224, RISE's setting), the
+/// top-1 class's CAM, beside the analysis (forward pass and top-5 CAMs) that CAM costs.
+fn faithfulness(c: &mut Criterion, classifier: &Classifier, img: &image::RgbImage) {
+    let prepared = classifier.prepare(img, ResizeMode::Center).unwrap();
+    let analysis = classifier.analyze(&prepared, 5, None).unwrap();
+    let class = analysis.top[0].index;
+    let grid = &analysis.cams[0];
+    let map = upsample_like_opencv(&grid.normalised(), grid.width, grid.height, 224, 224);
+    let values = prepared
+        .tensor
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let input = Input {
+        channels: 3,
+        height: 224,
+        width: 224,
+        values: &values,
+    };
+    let mut score = |x: &Tensor| -> candle_core::Result<Vec<f32>> {
+        let logits = classifier.model().forward(x)?.logits;
+        candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?
+            .narrow(1, class, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    };
+    let noise = Noise {
+        amount: Noise::ROAD,
+        seed: 0,
+    };
+    let device = Device::Cpu;
+    let mut g = c.benchmark_group("faithfulness");
+    g.sample_size(10);
+    g.bench_function("CAM: analysis (forward pass, top-5 CAMs) 224x224", |b| {
+        b.iter(|| classifier.analyze(&prepared, 5, None).unwrap())
+    });
+    g.bench_function("confidence change, map multiplied in (2 inputs)", |b| {
+        b.iter(|| cam_mult_image(input, &map, &device, &mut score).unwrap())
+    });
+    for order in [Order::MostRelevantFirst, Order::LeastRelevantFirst] {
+        g.bench_function(
+            format!("ROAD {order:?}, 4 percentiles (4 imputations, 5 inputs)"),
+            |b| {
+                b.iter(|| {
+                    road(
+                        input,
+                        &map,
+                        order,
+                        &ROAD_PERCENTILES,
+                        noise,
+                        &device,
+                        &mut score,
+                    )
+                    .unwrap()
+                })
+            },
+        );
+    }
+    // 16 steps of 3136 pixels (34 inputs, 8 a pass): RISE's 224 steps take 450 inputs.
+    g.bench_function("deletion and insertion, 16 steps (34 inputs)", |b| {
+        b.iter(|| {
+            deletion_insertion(input, &map, 3136, 8, &device, &mut score, &mut |_, _| {
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap()
+        })
+    });
     g.finish();
 }
 

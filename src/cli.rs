@@ -5,6 +5,7 @@ mod bench;
 mod cam;
 mod classify;
 mod eval;
+mod faithfulness;
 mod model;
 mod weights;
 
@@ -231,7 +232,7 @@ pub enum Command {
 pub fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Classify(args) => classify::run(&args),
-        Command::Cam(args) => cam::run(&args).map(|()| 0),
+        Command::Cam(args) => cam::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args).map(|()| 0),
         Command::Weights(cmd) => weights::run(cmd).map(|()| 0),

@@ -12,6 +12,7 @@ pub mod background;
 pub mod box_v2;
 pub mod cli;
 pub mod dataset;
+pub mod faithfulness_run;
 pub(crate) mod jobs;
 pub(crate) mod log;
 pub mod model;

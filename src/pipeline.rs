@@ -194,7 +194,7 @@ fn forward(
 
 /// Images per forward pass at most: a batch reads each weight once for all its images; a
 /// GPU wants many more at once to be kept busy.
-fn batch_size(device: &candle_core::Device) -> usize {
+pub fn batch_size(device: &candle_core::Device) -> usize {
     if device.is_cuda() { 64 } else { 8 }
 }
 

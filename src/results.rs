@@ -11,10 +11,11 @@ use std::sync::Mutex;
 use crate::analysis::{self, AnalysisError, ImageKey, Record};
 use crate::jobs;
 use crate::model::cam_methods::CamMethod;
+use crate::model::faithfulness::Scores;
 use crate::model::preprocess::Preprocessing;
 use crate::model::{Classes, Classifier, ResizeMode};
 use crate::pipeline::{self, Run};
-use crate::store::{Store, StoreError, open_or_recover};
+use crate::store::{MapKey, Store, StoreError, open_or_recover};
 
 /// An image to analyse, with its true class when it is labelled: that class is pinned in its
 /// result (rank, probability and CAM even outside the top 5).
@@ -134,6 +135,30 @@ impl Results {
         };
         let store = kept.store.lock().unwrap_or_else(|e| e.into_inner());
         store.put(key, &kept.weights, self.resize, method, record)
+    }
+
+    /// The stored faithfulness scores of an image's map, if the store holds them. A store
+    /// that cannot be read counts as holding nothing.
+    pub fn stored_faithfulness(&self, key: &ImageKey, map: MapKey) -> Option<Scores> {
+        let kept = self.kept.as_ref()?;
+        let store = kept.store.lock().unwrap_or_else(|e| e.into_inner());
+        store
+            .get_faithfulness(key, &kept.weights, self.resize, map)
+            .ok()?
+    }
+
+    /// Keeps an image's faithfulness scores (one transaction); nothing without a store.
+    pub fn put_faithfulness(
+        &self,
+        key: &ImageKey,
+        map: MapKey,
+        scores: &Scores,
+    ) -> Result<(), StoreError> {
+        let Some(kept) = &self.kept else {
+            return Ok(());
+        };
+        let store = kept.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.put_faithfulness(key, &kept.weights, self.resize, map, scores)
     }
 
     /// Analyses `targets` (`run.batch` to a forward pass) by the service's method and stores

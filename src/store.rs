@@ -2,7 +2,9 @@
 //! analysed once (by `eval` or the browser) opens with its results in place. A row is keyed
 //! by the image file's identity (path, size, modification time), the weights' identity (the
 //! SHA-256 of the weights file, computed once per file version), the resize mode and the
-//! method of the CAM family that made its maps and boxes.
+//! method of the CAM family that made its maps and boxes. Beside each analysis, the
+//! faithfulness scores of its maps (`cam`/`eval --faithfulness`), keyed as the analysis is
+//! plus the map's class and the metrics' settings.
 //!
 //! Durability: WAL mode and one transaction per result, so a process killed at any moment
 //! loses at most the images in flight and never the store; two camview processes can share
@@ -19,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::{ImageKey, Record, TruthRecord};
 use crate::model::cam::{BBox, CamGrid};
 use crate::model::cam_methods::CamMethod;
+use crate::model::faithfulness::Scores;
 use crate::model::preprocess::Region;
 use crate::model::{Analysis, Prediction, ResizeMode, labels};
 
@@ -31,9 +34,13 @@ pub fn default_path() -> PathBuf {
 /// Bumped when the record layout changes; older rows are then ignored, not misread.
 const RECORD_VERSION: u8 = 1;
 
+/// Bumped when the stored faithfulness scores change; older rows are then ignored.
+const SCORES_VERSION: u8 = 1;
+
 /// The tables' layout, in SQLite's `user_version`: a store of an older layout is migrated
-/// (see [`migrate`]), one of another layout set aside.
-const SCHEMA_VERSION: i64 = 2;
+/// (see [`migrate`]; layout 2 keyed results by method, 3 added `faithfulness`, which any
+/// older store simply gains), one of another layout set aside.
+const SCHEMA_VERSION: i64 = 3;
 
 /// The results table of layout 2: keyed by the method too. Layout 1 had no `method` column
 /// (every row was CAM's) and its key without it, which SQLite cannot alter in place.
@@ -185,8 +192,8 @@ impl Store {
         let tables: i64 = conn
             .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))
             .map_err(classify)?;
-        let known = layout == SCHEMA_VERSION || layout == 1 || (layout == 0 && tables == 0);
-        if !known {
+        let fresh = layout == 0 && tables == 0;
+        if !fresh && !(1..=SCHEMA_VERSION).contains(&layout) {
             return Err(OpenError::Unusable(format!(
                 "another layout ({layout}; this camview writes {SCHEMA_VERSION})"
             )));
@@ -194,6 +201,8 @@ impl Store {
         if layout == 1 {
             migrate(&conn).map_err(classify)?;
         }
+        // Every other table is made if missing: a layout-2 store (before `faithfulness`)
+        // gains it and keeps its rows.
         // Results are rows of a rowid table with the key in an index of its own: a
         // WITHOUT ROWID table keeps whole rows in its index pages, where a row over about
         // 1 KB spills into an overflow page of its own (4.7 KB an image instead of 1.9).
@@ -204,6 +213,12 @@ impl Store {
                  sha256 TEXT NOT NULL,
                  PRIMARY KEY (path, size, modified_ns));
              {RESULTS_TABLE};
+             CREATE TABLE IF NOT EXISTS faithfulness (
+                 path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                 weights TEXT NOT NULL, resize TEXT NOT NULL,
+                 method TEXT NOT NULL, class INTEGER NOT NULL, settings TEXT NOT NULL,
+                 scores BLOB NOT NULL,
+                 UNIQUE (path, size, modified_ns, weights, resize, method, class, settings));
              PRAGMA user_version = {SCHEMA_VERSION};
              COMMIT;"
         ))
@@ -310,6 +325,84 @@ impl Store {
         Ok(())
     }
 
+    /// The stored faithfulness scores of `key`'s `method` map of `class` for these weights,
+    /// mode and metric settings ([`crate::model::faithfulness::Settings::key`]), if any.
+    pub fn get_faithfulness(
+        &self,
+        key: &ImageKey,
+        weights: &str,
+        resize: ResizeMode,
+        map: MapKey,
+    ) -> Result<Option<Scores>, StoreError> {
+        let Some(file) = FileRow::of(key) else {
+            return Ok(None);
+        };
+        let mut query = self.conn.prepare_cached(
+            "SELECT scores FROM faithfulness
+             WHERE path = ?1 AND size = ?2 AND modified_ns = ?3 AND weights = ?4 AND resize = ?5
+               AND method = ?6 AND class = ?7 AND settings = ?8",
+        )?;
+        let blob: Option<Vec<u8>> = query
+            .query_row(
+                params![
+                    file.path,
+                    file.size,
+                    file.modified_ns,
+                    weights,
+                    mode_name(resize),
+                    map.method.name(),
+                    map.class as i64,
+                    map.settings
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(blob.and_then(|b| decode_scores(&b)))
+    }
+
+    /// Stores faithfulness scores, replacing older ones of the same key, in one transaction.
+    pub fn put_faithfulness(
+        &self,
+        key: &ImageKey,
+        weights: &str,
+        resize: ResizeMode,
+        map: MapKey,
+        scores: &Scores,
+    ) -> Result<(), StoreError> {
+        let Some(file) = FileRow::of(key) else {
+            return Ok(());
+        };
+        let mut insert = self.conn.prepare_cached(
+            "INSERT OR REPLACE INTO faithfulness
+             (path, size, modified_ns, weights, resize, method, class, settings, scores)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let stored = StoredScores {
+            version: SCORES_VERSION,
+            scores: *scores,
+        };
+        insert.execute(params![
+            file.path,
+            file.size,
+            file.modified_ns,
+            weights,
+            mode_name(resize),
+            map.method.name(),
+            map.class as i64,
+            map.settings,
+            postcard::to_stdvec(&stored).expect("scores always serialise"),
+        ])?;
+        Ok(())
+    }
+
+    /// How many faithfulness rows the store holds.
+    pub fn faithfulness_len(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM faithfulness", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     /// How many results the store holds.
     pub fn len(&self) -> Result<u64, StoreError> {
         let n: i64 = self
@@ -321,6 +414,26 @@ impl Store {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
+}
+
+/// Which map of an analysed image faithfulness scores are of, and how they were measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapKey<'a> {
+    pub method: CamMethod,
+    pub class: usize,
+    /// [`crate::model::faithfulness::Settings::key`].
+    pub settings: &'a str,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredScores {
+    version: u8,
+    scores: Scores,
+}
+
+fn decode_scores(bytes: &[u8]) -> Option<Scores> {
+    let s: StoredScores = postcard::from_bytes(bytes).ok()?;
+    (s.version == SCORES_VERSION).then_some(s.scores)
 }
 
 /// Layout 1 to 2: the results table rebuilt with the method in its key, every row of layout
@@ -340,7 +453,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  SELECT path, size, modified_ns, weights, resize, 'cam', truth, record
                  FROM results_v1;
              DROP TABLE results_v1;
-             PRAGMA user_version = {SCHEMA_VERSION};"
+             PRAGMA user_version = 2;"
         ))
     })();
     match migrated {
@@ -641,6 +754,218 @@ mod tests {
         // Opened again, nothing is migrated twice.
         let again = Store::open(&path).unwrap();
         assert_eq!(again.len().unwrap(), 2);
+    }
+
+    fn scores() -> Scores {
+        Scores {
+            confidence: 0.77,
+            cam_mult_change: -0.5,
+            road_most_relevant_first: [-0.1, -0.2, -0.3, -0.4],
+            road_least_relevant_first: [0.01, 0.02, 0.03, -0.04],
+            deletion_auc: 0.125,
+            insertion_auc: 0.625,
+        }
+    }
+
+    #[test]
+    fn faithfulness_comes_back_under_its_whole_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        let file = ImageKey {
+            path: "/photos/chelsea.png".into(),
+            size: 10,
+            modified: Some(UNIX_EPOCH + Duration::from_nanos(5)),
+        };
+        let map = MapKey {
+            method: CamMethod::Cam,
+            class: 285,
+            settings: "step=224",
+        };
+        assert_eq!(
+            store
+                .get_faithfulness(&file, "w", ResizeMode::Full, map)
+                .unwrap(),
+            None
+        );
+        store
+            .put_faithfulness(&file, "w", ResizeMode::Full, map, &scores())
+            .unwrap();
+        assert_eq!(
+            store
+                .get_faithfulness(&file, "w", ResizeMode::Full, map)
+                .unwrap(),
+            Some(scores())
+        );
+        // Every part of the key tells scores apart.
+        let others = [
+            MapKey {
+                method: CamMethod::LayerCam,
+                ..map
+            },
+            MapKey { class: 281, ..map },
+            MapKey {
+                settings: "step=448",
+                ..map
+            },
+        ];
+        for other in others {
+            assert_eq!(
+                store
+                    .get_faithfulness(&file, "w", ResizeMode::Full, other)
+                    .unwrap(),
+                None,
+                "{other:?}"
+            );
+        }
+        assert_eq!(
+            store
+                .get_faithfulness(&file, "v", ResizeMode::Full, map)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .get_faithfulness(&file, "w", ResizeMode::Center, map)
+                .unwrap(),
+            None
+        );
+        let touched = ImageKey {
+            modified: Some(UNIX_EPOCH + Duration::from_nanos(6)),
+            ..file.clone()
+        };
+        assert_eq!(
+            store
+                .get_faithfulness(&touched, "w", ResizeMode::Full, map)
+                .unwrap(),
+            None
+        );
+        // Written again: replaced, not added.
+        let better = Scores {
+            deletion_auc: 0.0625,
+            ..scores()
+        };
+        store
+            .put_faithfulness(&file, "w", ResizeMode::Full, map, &better)
+            .unwrap();
+        assert_eq!(store.faithfulness_len().unwrap(), 1);
+        assert_eq!(
+            store
+                .get_faithfulness(&file, "w", ResizeMode::Full, map)
+                .unwrap(),
+            Some(better)
+        );
+        assert_eq!(store.len().unwrap(), 0, "no analysis was stored");
+    }
+
+    /// The layouts camview wrote before faithfulness was stored, as it created them: 1
+    /// (results without a method) and 2 (results keyed by method), each with one result.
+    fn old_layouts(file: &ImageKey) -> [(i64, String); 2] {
+        let row = FileRow::of(file).unwrap();
+        let key = format!("'{}', {}, {}", row.path, row.size, row.modified_ns);
+        let weights = "CREATE TABLE weights (
+             path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+             sha256 TEXT NOT NULL,
+             PRIMARY KEY (path, size, modified_ns));
+             INSERT INTO weights VALUES ('/m/w.safetensors', 1, 2, 'abc');";
+        [
+            (
+                1,
+                format!(
+                    "{weights}
+                     CREATE TABLE results (
+                         path TEXT NOT NULL, size INTEGER NOT NULL, modified_ns INTEGER NOT NULL,
+                         weights TEXT NOT NULL, resize TEXT NOT NULL,
+                         truth INTEGER,
+                         record BLOB NOT NULL,
+                         UNIQUE (path, size, modified_ns, weights, resize));
+                     INSERT INTO results VALUES ({key}, 'w', 'full', 285, ?1);
+                     PRAGMA user_version = 1;"
+                ),
+            ),
+            (
+                2,
+                format!(
+                    "{weights}
+                     {RESULTS_TABLE};
+                     INSERT INTO results VALUES ({key}, 'w', 'full', 'cam', 285, ?1);
+                     PRAGMA user_version = 2;"
+                ),
+            ),
+        ]
+    }
+
+    #[test]
+    fn older_layouts_keep_their_results_and_gain_faithfulness() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = ImageKey {
+            path: "/photos/chelsea.png".into(),
+            size: 10,
+            modified: Some(UNIX_EPOCH + Duration::from_nanos(5)),
+        };
+        for (layout, sql) in old_layouts(&file) {
+            let path = dir.path().join(format!("layout-{layout}.sqlite"));
+            {
+                let old = Connection::open(&path).unwrap();
+                // The record is a blob: bound, as the statements cannot spell it.
+                let sql = sql.replace("?1", "x'00'");
+                old.execute_batch(&sql).unwrap();
+                old.execute("UPDATE results SET record = ?1", params![encode(&record())])
+                    .unwrap();
+            }
+            let (store, note) = open_or_recover(&path);
+            assert_eq!(note, None, "layout {layout}: migrated, not set aside");
+            let store = store.unwrap();
+            assert_eq!(
+                store
+                    .get(&file, "w", ResizeMode::Full, CamMethod::Cam)
+                    .unwrap(),
+                Some(record()),
+                "layout {layout}"
+            );
+            let now: i64 = store
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(now, SCHEMA_VERSION);
+            let weights: String = store
+                .conn
+                .query_row("SELECT sha256 FROM weights", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(weights, "abc");
+            let map = MapKey {
+                method: CamMethod::Cam,
+                class: 285,
+                settings: "s",
+            };
+            store
+                .put_faithfulness(&file, "w", ResizeMode::Full, map, &scores())
+                .unwrap();
+            drop(store);
+            // Opened again: the new layout as it is.
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.len().unwrap(), 1);
+            assert_eq!(
+                store
+                    .get_faithfulness(&file, "w", ResizeMode::Full, map)
+                    .unwrap(),
+                Some(scores()),
+                "layout {layout}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_store_of_a_later_layout_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.sqlite");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE t (x); PRAGMA user_version = {};",
+                SCHEMA_VERSION + 1
+            ))
+            .unwrap();
+        assert!(matches!(Store::open(&path), Err(OpenError::Unusable(_))));
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! `camview cam`: one image's CAM overlay, written as PNG or printed inline in the terminal.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 
 use super::ModelArgs;
+use super::faithfulness::{FaithfulnessArgs, INTERRUPTED, Interrupt, PassLine};
+use crate::faithfulness_run::{self, ImageScores, SettingsJson};
 use crate::model::cam::Colormap;
 use crate::model::cam_methods::CamMethod;
+use crate::model::faithfulness::{ROAD_PERCENTILES, Scores, Settings, mean};
 use crate::model::preprocess::load_rgb;
 use crate::overlay::{self, Style, View};
 use crate::term::Protocol;
@@ -45,6 +49,12 @@ pub struct CamArgs {
     #[arg(long, value_enum, default_value_t = Protocol::Auto, conflicts_with = "output")]
     pub protocol: Protocol,
     #[command(flatten)]
+    pub faithfulness: FaithfulnessArgs,
+    /// Print the faithfulness scores as one JSON object on stdout instead of a table (the
+    /// picture is then drawn only into -o's file).
+    #[arg(long, requires = "faithfulness", conflicts_with = "protocol")]
+    pub json: bool,
+    #[command(flatten)]
     pub model: ModelArgs,
 }
 
@@ -60,9 +70,10 @@ fn parse_alpha(s: &str) -> Result<f32, String> {
     }
 }
 
-pub fn run(args: &CamArgs) -> anyhow::Result<()> {
+/// Draws the map (and measures it with `--faithfulness`); the exit status.
+pub fn run(args: &CamArgs) -> anyhow::Result<i32> {
     // Validate before the slow work: with no -o we need a terminal to draw on.
-    if args.output.is_none() {
+    if args.output.is_none() && !args.json {
         crate::term::inline::check_terminal()?;
     }
     let img = load_rgb(&args.image)?;
@@ -129,16 +140,143 @@ pub fn run(args: &CamArgs) -> anyhow::Result<()> {
         chosen.prob * 100.0,
         args.method.name()
     );
+    // Caught before the caption, which tells a watcher that the passes are about to start.
+    let interrupt = args.faithfulness.faithfulness.then(Interrupt::catch);
     match &args.output {
         Some(out) => {
             overlay::write_png(&picture, out)?;
             eprintln!("{caption}\nwrote {}", out.display());
         }
+        None if args.json => eprintln!("{caption}"),
         None => {
             // Under the picture, which may scroll everything above it away.
             let shown = crate::term::inline::print_picture(picture, args.protocol)?;
             eprintln!("{caption} ({shown})");
         }
     }
-    Ok(())
+    if !args.faithfulness.faithfulness {
+        return Ok(0);
+    }
+    let settings = args.faithfulness.settings();
+    let interrupt = interrupt.unwrap_or_else(Interrupt::catch);
+    let mut line = PassLine::new();
+    let scores = faithfulness_run::measure_grid(
+        &classifier,
+        &prepared,
+        chosen.index,
+        &analysis.cams[index],
+        settings,
+        &mut |stage, done, total| line.update(&interrupt, stage, done, total),
+    )?;
+    line.clear();
+    let Some(scores) = scores else {
+        eprintln!("camview: faithfulness stopped (Ctrl-C)");
+        return Ok(INTERRUPTED);
+    };
+    let (width, height) = prepared.input;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let written = if args.json {
+        let json = serde_json::json!({
+            "path": crate::text::printable_path(&args.image),
+            "method": args.method.name(),
+            "class": chosen,
+            "input": [width, height],
+            "faithfulness": ImageScores::of(chosen.index, &scores),
+            "settings": SettingsJson::of(settings),
+        });
+        writeln!(out, "{json}")
+    } else {
+        write_scores(
+            &mut out,
+            args.method,
+            chosen,
+            (width, height),
+            &scores,
+            settings,
+        )
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(0),
+    }
+}
+
+/// One map's scores as a table, each with what better means.
+fn write_scores(
+    out: &mut impl Write,
+    method: CamMethod,
+    class: &crate::model::Prediction,
+    (width, height): (u32, u32),
+    s: &Scores,
+    settings: Settings,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "faithfulness of the {} map of {} ({}), rank {}, on the {width} × {height} input:",
+        method.name(),
+        class.label,
+        class.index,
+        class.rank
+    )?;
+    writeln!(out, "  confidence        {:>8.4}", s.confidence)?;
+    let change = if s.increased() {
+        format!("{:+.4}: an increase", s.cam_mult_change)
+    } else {
+        format!(
+            "{:+.4}: a drop of {:.1} %",
+            s.cam_mult_change,
+            s.drop() * 100.0
+        )
+    };
+    writeln!(
+        out,
+        "  map multiplied in {:>8.4}  ({change})",
+        s.confidence + s.cam_mult_change
+    )?;
+    writeln!(
+        out,
+        "  deletion AUC      {:>8.4}  (RISE; lower is better)",
+        s.deletion_auc
+    )?;
+    writeln!(
+        out,
+        "  insertion AUC     {:>8.4}  (RISE; higher is better)",
+        s.insertion_auc
+    )?;
+    let percentiles: Vec<String> = ROAD_PERCENTILES
+        .iter()
+        .map(|p| format!("{:>6}", format!("{p} %")))
+        .collect();
+    writeln!(
+        out,
+        "  ROAD at              {}    mean",
+        percentiles.join("  ")
+    )?;
+    for (name, values, better) in [
+        ("most relevant first ", &s.road_most_relevant_first, "lower"),
+        (
+            "least relevant first",
+            &s.road_least_relevant_first,
+            "higher",
+        ),
+    ] {
+        let cells: Vec<String> = values.iter().map(|v| format!("{v:+.3}")).collect();
+        writeln!(
+            out,
+            "    {name} {}  {:+.3}  ({better} is better)",
+            cells.join("  "),
+            mean(values)
+        )?;
+    }
+    writeln!(
+        out,
+        "  ROAD combined     {:>+8.4}  ((LeRF − MoRF) / 2, pytorch-grad-cam's ROADCombined)",
+        s.road_combined()
+    )?;
+    writeln!(
+        out,
+        "settings: {}",
+        faithfulness_run::settings_line(settings)
+    )
 }

@@ -14,12 +14,16 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::faithfulness::{
+    EvalFaithfulness, FaithfulnessArgs, INTERRUPTED, SummaryJson, measure_eval,
+};
 use super::{ModelArgs, StoreArgs};
 use crate::analysis::{
     self, AnalysisError, ImageKey, Record, SWEEP_STEPS, truth_box_at_paper_threshold,
 };
 use crate::box_v2::{self, LevelHits};
 use crate::dataset::{self, Dataset, Item, LabelSource};
+use crate::faithfulness_run::{ImageScores, Request};
 use crate::model::Classes;
 use crate::model::Classifier;
 use crate::model::cam::BBox;
@@ -46,8 +50,8 @@ pub struct EvalArgs {
     /// One JSON object per image, then a summary object.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
-    /// One CSV row per image.
-    #[arg(long)]
+    /// One CSV row per image (without faithfulness columns: not with --faithfulness).
+    #[arg(long, conflicts_with = "faithfulness")]
     pub csv: bool,
     /// How many of the most frequent confusions to list.
     #[arg(long, value_name = "K", default_value_t = 10)]
@@ -71,6 +75,8 @@ pub struct EvalArgs {
     /// 0.5 and 0.7).
     #[arg(long, value_enum, default_value_t = BoxMetric::V1)]
     pub box_metric: BoxMetric,
+    #[command(flatten)]
+    pub faithfulness: FaithfulnessArgs,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -148,7 +154,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
         .collect();
     let records = records_by_method(&dataset, &classifier, &results, &targets, &methods)?;
     let v2 = args.box_metric == BoxMetric::V2;
-    let summaries: Vec<MethodSummary> = methods
+    let mut summaries: Vec<MethodSummary> = methods
         .iter()
         .zip(records)
         .map(|(&method, records)| MethodSummary::of(method, &dataset, records, v2))
@@ -162,6 +168,29 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
                 dir.clone()
             };
             unsaved += save_cams(&dir, &args.dir, &s.outcomes);
+        }
+    }
+    if args.faithfulness.faithfulness {
+        for s in &mut summaries {
+            let requests: Vec<Option<Request>> = s
+                .outcomes
+                .iter()
+                .zip(&targets)
+                .map(|(o, target)| faithfulness_request(o, target))
+                .collect();
+            let name = |i: usize| dataset.items[i].relative.clone();
+            let Some(measured) = measure_eval(
+                &classifier,
+                &results,
+                &requests,
+                s.method,
+                args.faithfulness.settings(),
+                &name,
+            ) else {
+                return Ok(INTERRUPTED);
+            };
+            s.summary.faithfulness = Some(measured.summary_json());
+            s.faithfulness = Some(measured);
         }
     }
     let failed = summaries[0].summary.failed;
@@ -179,7 +208,26 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
     {
         return Err(e.into());
     }
-    Ok(i32::from(failed > 0 || unsaved > 0))
+    let unmeasured: usize = summaries
+        .iter()
+        .filter_map(|s| s.faithfulness.as_ref())
+        .map(EvalFaithfulness::failed)
+        .sum();
+    Ok(i32::from(failed > 0 || unsaved > 0 || unmeasured > 0))
+}
+
+/// Which map of an analysed image `--faithfulness` measures: the true class's where it is
+/// labelled (the WSOL convention), else the top-1's. None for an image without an analysis.
+fn faithfulness_request(outcome: &Outcome, target: &Target) -> Option<Request> {
+    let record = outcome.record.as_ref().ok()?;
+    let class = match &outcome.item.truth {
+        Some(truth) => truth.class,
+        None => record.analysis.top.first()?.index,
+    };
+    Some(Request {
+        key: target.key.clone(),
+        class,
+    })
 }
 
 /// Writes each image's map — of its true class where it is labelled, else of the top-1 —
@@ -390,6 +438,8 @@ struct MethodSummary<'a> {
     method: CamMethod,
     outcomes: Vec<Outcome<'a>>,
     summary: Summary,
+    /// With `--faithfulness`: each image's scores and their means.
+    faithfulness: Option<EvalFaithfulness>,
 }
 
 impl<'a> MethodSummary<'a> {
@@ -410,7 +460,14 @@ impl<'a> MethodSummary<'a> {
             method,
             outcomes,
             summary,
+            faithfulness: None,
         }
+    }
+
+    /// Image `i`'s faithfulness scores, or why it has none, where they were measured.
+    fn image_faithfulness(&self, i: usize) -> Option<Result<&ImageScores, &str>> {
+        let scores = self.faithfulness.as_ref()?.per_image.get(i)?.as_ref()?;
+        Some(scores.as_ref().map_err(String::as_str))
     }
 }
 
@@ -435,6 +492,9 @@ struct Summary {
     max_box_acc_v2_by_iou: Option<Option<[f64; 3]>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     best_threshold_v2: Option<Option<[f64; 3]>>,
+    /// With `--faithfulness`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faithfulness: Option<SummaryJson>,
 }
 
 fn fraction(hits: impl Iterator<Item = bool>) -> Option<f64> {
@@ -479,6 +539,7 @@ impl Summary {
             max_box_acc_v2: v2.as_ref().map(|m| m.as_ref().map(|m| m.mean)),
             max_box_acc_v2_by_iou: v2.as_ref().map(|m| m.as_ref().map(|m| m.by_iou)),
             best_threshold_v2: v2.as_ref().map(|m| m.as_ref().map(|m| m.best_threshold)),
+            faithfulness: None,
         }
     }
 }
@@ -505,6 +566,11 @@ struct JsonImage<'a> {
     loc_correct: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// With `--faithfulness`: the scores of the image's map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faithfulness: Option<&'a ImageScores>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faithfulness_error: Option<&'a str>,
 }
 
 fn json_image<'a>(o: &'a Outcome, classes: &'a Classes) -> JsonImage<'a> {
@@ -528,6 +594,8 @@ fn json_image<'a>(o: &'a Outcome, classes: &'a Classes) -> JsonImage<'a> {
         iou: o.iou,
         loc_correct: o.loc_correct,
         error: o.error(),
+        faithfulness: None,
+        faithfulness_error: None,
     }
 }
 
@@ -567,15 +635,26 @@ fn write_json(
     let first = &summaries[0];
     let several = summaries.len() > 1;
     for (i, o) in first.outcomes.iter().enumerate() {
-        let mut line = serde_json::to_value(json_image(o, classes))?;
+        let mut json = json_image(o, classes);
+        match first.image_faithfulness(i) {
+            Some(Ok(scores)) => json.faithfulness = Some(scores),
+            Some(Err(e)) => json.faithfulness_error = Some(e),
+            None => {}
+        }
+        let mut line = serde_json::to_value(json)?;
         if several && let Some(fields) = line.as_object_mut() {
             let by: serde_json::Map<String, serde_json::Value> = summaries
                 .iter()
                 .map(|s| {
-                    let value = serde_json::to_value(JsonLocalisation::of(&s.outcomes[i]));
-                    value.map(|v| (s.method.name().to_string(), v))
+                    let mut value = serde_json::to_value(JsonLocalisation::of(&s.outcomes[i]))?;
+                    if let (Some(Ok(scores)), Some(fields)) =
+                        (s.image_faithfulness(i), value.as_object_mut())
+                    {
+                        fields.insert("faithfulness".into(), serde_json::to_value(scores)?);
+                    }
+                    Ok((s.method.name().to_string(), value))
                 })
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_, serde_json::Error>>()?;
             fields.insert("methods".into(), by.into());
         }
         writeln!(out, "{line}")?;
@@ -720,6 +799,9 @@ fn write_report(
         } else {
             write_localisation(out, &summaries[0])?;
         }
+    }
+    for f in summaries.iter().filter_map(|s| s.faithfulness.as_ref()) {
+        f.write_report(out)?;
     }
     write_per_class(out, outcomes, &dataset.classes)?;
     write_confusions(out, outcomes, confusions, &dataset.classes)?;

@@ -424,6 +424,204 @@ pub fn deletion_insertion(
     }))
 }
 
+/// The percentiles at which ROAD is read, in pytorch-grad-cam's meaning (see the module docs).
+pub const ROAD_PERCENTILES: [f64; 4] = [20.0, 40.0, 60.0, 80.0];
+
+/// How the scores of one map are measured. The substrates are fixed: deletion sets pixels to
+/// 0 in the normalised input (the mean colour), insertion starts from [`blurred`]'s copy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Pixels removed (or inserted) a step of the deletion and insertion curves.
+    pub step: usize,
+    /// ROAD's imputation noise.
+    pub noise: Noise,
+}
+
+impl Settings {
+    /// RISE's step for a 224 × 224 input: one row's worth of pixels.
+    pub const STEP: usize = 224;
+
+    /// Every setting in one line: equal lines, equal scores (the result store's key).
+    pub fn key(&self) -> String {
+        let percentiles: Vec<String> = ROAD_PERCENTILES.iter().map(|p| p.to_string()).collect();
+        format!(
+            "deletion=zero insertion=blur11s5 step={} road={} noise={} seed={}",
+            self.step,
+            percentiles.join(","),
+            self.noise.amount,
+            self.noise.seed
+        )
+    }
+
+    /// The forward passes (network inputs) that measuring an input of `pixels` takes.
+    pub fn passes(&self, pixels: usize) -> usize {
+        let road = 2 * (1 + ROAD_PERCENTILES.len());
+        let curves = 2 * (pixels.div_ceil(self.step.max(1)) + 1);
+        2 + road + curves
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            step: Self::STEP,
+            noise: Noise {
+                amount: Noise::ROAD,
+                seed: 0,
+            },
+        }
+    }
+}
+
+/// Every faithfulness score of one map of one class.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Scores {
+    /// The class's probability on the untouched input.
+    pub confidence: f32,
+    /// The probability's change when the input is multiplied by the map (after − before).
+    pub cam_mult_change: f32,
+    /// ROAD's confidence change at each of [`ROAD_PERCENTILES`], most relevant first.
+    pub road_most_relevant_first: [f32; 4],
+    /// The same, least relevant first.
+    pub road_least_relevant_first: [f32; 4],
+    /// Area under RISE's deletion curve (lower: the map finds what the model needs).
+    pub deletion_auc: f32,
+    /// Area under RISE's insertion curve (higher: the map finds what the model needs).
+    pub insertion_auc: f32,
+}
+
+impl Scores {
+    /// The drop in confidence with the map multiplied in, relative to the confidence
+    /// (Grad-CAM++'s max(Y − O, 0) / Y); 0 where the confidence rose.
+    pub fn drop(&self) -> f32 {
+        if self.confidence > 0.0 {
+            (-self.cam_mult_change).max(0.0) / self.confidence
+        } else {
+            0.0
+        }
+    }
+
+    /// Whether the confidence rose with the map multiplied in.
+    pub fn increased(&self) -> bool {
+        self.cam_mult_change > 0.0
+    }
+
+    /// pytorch-grad-cam's `ROADCombined`: (mean least-relevant-first − mean
+    /// most-relevant-first) / 2 over the percentiles; higher is better.
+    pub fn road_combined(&self) -> f32 {
+        (mean(&self.road_least_relevant_first) - mean(&self.road_most_relevant_first)) / 2.0
+    }
+}
+
+/// The mean of a few scores.
+pub fn mean(values: &[f32]) -> f32 {
+    values.iter().sum::<f32>() / values.len().max(1) as f32
+}
+
+/// Every score of `map` for the class `score` reads: the confidence change with the map
+/// multiplied in, ROAD both ways at [`ROAD_PERCENTILES`], and the areas under the deletion
+/// and insertion curves, `batch` inputs to a forward pass. `progress(done, total)` counts
+/// network inputs (see [`Settings::passes`]); `Break` stops and gives `None`.
+pub fn measure(
+    input: Input,
+    map: &[f32],
+    settings: Settings,
+    batch: usize,
+    device: &Device,
+    score: &mut Score,
+    progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+) -> candle_core::Result<Option<Scores>> {
+    let total = settings.passes(input.pixels());
+    let mut done = 0;
+    let mut step =
+        |n: usize, progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>| {
+            done += n;
+            progress(done, total).is_break()
+        };
+    let cam_mult_change = cam_mult_image(input, map, device, score)?;
+    if step(2, progress) {
+        return Ok(None);
+    }
+    let mut road_orders = [[0f32; 4]; 2];
+    for (scores, order) in road_orders
+        .iter_mut()
+        .zip([Order::MostRelevantFirst, Order::LeastRelevantFirst])
+    {
+        let changes = road(
+            input,
+            map,
+            order,
+            &ROAD_PERCENTILES,
+            settings.noise,
+            device,
+            score,
+        )?;
+        scores.copy_from_slice(&changes);
+        if step(1 + ROAD_PERCENTILES.len(), progress) {
+            return Ok(None);
+        }
+    }
+    let before = done;
+    let curves = deletion_insertion(
+        input,
+        map,
+        settings.step,
+        batch,
+        device,
+        score,
+        &mut |curve_done, _| progress(before + curve_done, total),
+    )?;
+    let Some(curves) = curves else {
+        return Ok(None);
+    };
+    let [road_most_relevant_first, road_least_relevant_first] = road_orders;
+    Ok(Some(Scores {
+        confidence: curves.deletion.first().copied().unwrap_or(0.0),
+        cam_mult_change,
+        road_most_relevant_first,
+        road_least_relevant_first,
+        deletion_auc: Curves::area(&curves.deletion),
+        insertion_auc: Curves::area(&curves.insertion),
+    }))
+}
+
+/// [`measure`] with a classifier's model: `class`'s softmax probability, on the input the
+/// model was given (1 × 3 × H × W on the model's device), `map` at the input's size.
+pub fn measure_class(
+    model: &super::resnet::ResNet,
+    input: &Tensor,
+    class: usize,
+    map: &[f32],
+    settings: Settings,
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+) -> candle_core::Result<Option<Scores>> {
+    let (_, channels, height, width) = input.dims4()?;
+    let values = input.flatten_all()?.to_vec1::<f32>()?;
+    let input_values = Input {
+        channels,
+        height,
+        width,
+        values: &values,
+    };
+    let mut score = |x: &Tensor| -> candle_core::Result<Vec<f32>> {
+        let logits = model.forward(x)?.logits;
+        candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?
+            .narrow(1, class, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    };
+    measure(
+        input_values,
+        map,
+        settings,
+        batch,
+        input.device(),
+        &mut score,
+        progress,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,5 +735,134 @@ mod tests {
             .sum();
         assert!((curves.deletion[1] - (total - removed)).abs() < 1e-3);
         assert!((Curves::area(&[1.0, 0.0]) - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn measure_gathers_the_single_scores_and_counts_its_passes() {
+        let (h, w) = (5, 6);
+        let values: Vec<f32> = (0..3 * h * w)
+            .map(|i| ((i * 13) % 9) as f32 / 4.0 - 1.0)
+            .collect();
+        let input = Input {
+            channels: 3,
+            height: h,
+            width: w,
+            values: &values,
+        };
+        let map: Vec<f32> = (0..h * w).map(|i| ((i * 7) % 30) as f32 / 29.0).collect();
+        // A stand-in model whose confidence is a logistic of the input's weighted sum.
+        let mut score = |x: &Tensor| -> candle_core::Result<Vec<f32>> {
+            let sums = x.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?;
+            Ok(sums
+                .iter()
+                .map(|s| 1.0 / (1.0 + (-s / 20.0).exp()))
+                .collect())
+        };
+        let settings = Settings {
+            step: 7,
+            noise: Noise {
+                amount: Noise::ROAD,
+                seed: 3,
+            },
+        };
+        let mut last = (0, 0);
+        let scores = measure(
+            input,
+            &map,
+            settings,
+            3,
+            &Device::Cpu,
+            &mut score,
+            &mut |d, t| {
+                assert!(d > last.0 && d <= t, "progress goes forward: {d} of {t}");
+                last = (d, t);
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(last.0, last.1, "ends at its total");
+        assert_eq!(last.1, settings.passes(h * w));
+        // 30 pixels, 7 a step: 5 steps, 6 points a curve.
+        assert_eq!(last.1, 2 + 10 + 12);
+        let mut score_alone = |x: &Tensor| -> candle_core::Result<Vec<f32>> {
+            let sums = x.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?;
+            Ok(sums
+                .iter()
+                .map(|s| 1.0 / (1.0 + (-s / 20.0).exp()))
+                .collect())
+        };
+        let device = Device::Cpu;
+        let change = cam_mult_image(input, &map, &device, &mut score_alone).unwrap();
+        assert_eq!(scores.cam_mult_change, change);
+        for (order, got) in [
+            (Order::MostRelevantFirst, scores.road_most_relevant_first),
+            (Order::LeastRelevantFirst, scores.road_least_relevant_first),
+        ] {
+            let want = road(
+                input,
+                &map,
+                order,
+                &ROAD_PERCENTILES,
+                settings.noise,
+                &device,
+                &mut score_alone,
+            )
+            .unwrap();
+            assert_eq!(got.to_vec(), want);
+        }
+        let curves =
+            deletion_insertion(input, &map, 7, 3, &device, &mut score_alone, &mut |_, _| {
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(scores.confidence, curves.deletion[0]);
+        assert_eq!(scores.deletion_auc, Curves::area(&curves.deletion));
+        assert_eq!(scores.insertion_auc, Curves::area(&curves.insertion));
+
+        // Stopped after ROAD: no scores, and no curve was scored.
+        let mut calls = 0;
+        let stopped = measure(
+            input,
+            &map,
+            settings,
+            3,
+            &device,
+            &mut score_alone,
+            &mut |d, _| {
+                calls += 1;
+                if d >= 12 {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(stopped, None);
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn the_derived_scores_by_hand() {
+        let scores = Scores {
+            confidence: 0.8,
+            cam_mult_change: -0.2,
+            road_most_relevant_first: [-0.1, -0.2, -0.3, -0.4],
+            road_least_relevant_first: [0.0, -0.1, 0.1, 0.2],
+            deletion_auc: 0.1,
+            insertion_auc: 0.6,
+        };
+        assert!((scores.drop() - 0.25).abs() < 1e-6);
+        assert!(!scores.increased());
+        // (0.05 − (−0.25)) / 2
+        assert!((scores.road_combined() - 0.15).abs() < 1e-6);
+        let rose = Scores {
+            cam_mult_change: 0.1,
+            ..scores
+        };
+        assert_eq!(rose.drop(), 0.0);
+        assert!(rose.increased());
     }
 }
