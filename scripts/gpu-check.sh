@@ -12,7 +12,8 @@
 #      camview on the CPU (scripts/gpu_check.py parity); then the same against PyTorch for a
 #      ResNet-18 and a ResNeXt-50 (basic blocks, grouped convolutions), `squash` mode;
 #   4. speed: `camview bench` at batch 1 and 64 beside PyTorch eager (f32, and channels-last
-#      bf16 autocast), `eval` and `classify` throughput on a folder of copies of the photos;
+#      bf16 autocast), `eval` and `classify` throughput on a folder of copies of the photos,
+#      Score-CAM's 2048 masked passes for one photo (`cam --method scorecam`);
 #   5. one markdown table; with OUT set, the raw numbers and the table in $OUT.
 #
 # GPU_CHECK_DEVICE=cpu is the dry run: the same pack and steps on the CPU (PyTorch on the CPU
@@ -225,6 +226,15 @@ classify_rate=$(awk -v n="$classified" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.
 echo "classify: $classified photos in $(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.1f", e - s }') s," \
     "$classify_rate images/s (model load included)"
 
+step "speed: Score-CAM of one photo (cam --method scorecam: 2048 masked passes)"
+t0=$(date +%s.%N)
+if bounded "$camview" cam images/chelsea.png --device "$device" --method scorecam -o "$raw/scorecam.png" >"$raw/scorecam.txt" 2>&1; then
+    scorecam_s=$(awk -v s="$t0" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+    echo "Score-CAM: $scorecam_s s (model load included)"
+else
+    echo "Score-CAM: failed or over the bound; $raw/scorecam.txt:" && tail -3 "$raw/scorecam.txt"
+fi
+
 # The table.
 or_dash() { echo "${1:--}"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print "-"; else printf "%.2f", a / b }'; }
@@ -244,6 +254,7 @@ wall=$(elapsed)
     echo "| batch 64 throughput (images/s) | $(rate "$cam_b64" 64) | $(rate "$torch_b64" 64) | $(ratio "$torch_b64" "$cam_b64") | $(rate "$bf16_b64" 64) | ≥ 1.0 |"
     echo "| eval, $photos photos (images/s) | $(or_dash "$eval_rate") | | | | |"
     echo "| classify, $photos photos (images/s, load included) | $(or_dash "$classify_rate") | | | | |"
+    echo "| Score-CAM of one photo, 2048 passes (s, load included) | $(or_dash "${scorecam_s:-}") | | | | |"
 } >"$raw/table.md"
 echo
 cat "$raw/table.md"
