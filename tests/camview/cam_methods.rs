@@ -28,6 +28,33 @@ fn ours(reference_name: &str) -> CamMethod {
     }
 }
 
+/// Asserts that `got` (a scaled map, row-major) is the reference's `rows` of `name` for
+/// `photo`: correlation and largest cell difference within the bounds above.
+fn assert_like_reference(photo: &str, name: &str, got: &[f32], rows: &serde_json::Value) {
+    let expected: Vec<f32> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter())
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let correlation = pearson(got, &expected);
+    let worst = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    println!("{photo} {name}: correlation {correlation:.6}, max difference {worst:.2e}");
+    assert!(
+        correlation >= MIN_CORRELATION,
+        "{photo} {name}: correlation {correlation} with pytorch-grad-cam"
+    );
+    assert!(
+        worst <= MAX_DIFFERENCE,
+        "{photo} {name}: a cell differs by {worst} from pytorch-grad-cam's"
+    );
+}
+
 #[test]
 fn every_method_matches_pytorch_grad_cam_on_every_photo() {
     let reference = reference();
@@ -52,29 +79,8 @@ fn every_method_matches_pytorch_grad_cam_on_every_photo() {
             if method.needs_forward_passes() {
                 continue;
             }
-            let expected: Vec<f32> = rows
-                .as_array()
-                .unwrap()
-                .iter()
-                .flat_map(|row| row.as_array().unwrap().iter())
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect();
             let got = class_map(method, &features, head).unwrap().normalised();
-            let correlation = pearson(&got, &expected);
-            let worst = got
-                .iter()
-                .zip(&expected)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            println!("{photo} {name}: correlation {correlation:.6}, max difference {worst:.2e}");
-            assert!(
-                correlation >= MIN_CORRELATION,
-                "{photo} {name}: correlation {correlation} with pytorch-grad-cam"
-            );
-            assert!(
-                worst <= MAX_DIFFERENCE,
-                "{photo} {name}: a cell differs by {worst} from pytorch-grad-cam's"
-            );
+            assert_like_reference(photo, name, &got, rows);
             checked += 1;
         }
     }
@@ -116,29 +122,7 @@ fn score_cam_matches_pytorch_grad_cam() {
             })
             .unwrap()
             .expect("not stopped");
-        let got = maps[0].normalised();
-        let expected: Vec<f32> = rows
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|row| row.as_array().unwrap().iter())
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        let correlation = pearson(&got, &expected);
-        let worst = got
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        println!("{photo} scorecam: correlation {correlation:.6}, max difference {worst:.2e}");
-        assert!(
-            correlation >= MIN_CORRELATION,
-            "{photo}: correlation {correlation}"
-        );
-        assert!(
-            worst <= MAX_DIFFERENCE,
-            "{photo}: a cell differs by {worst}"
-        );
+        assert_like_reference(photo, "scorecam", &maps[0].normalised(), rows);
         checked += 1;
     }
     assert!(checked > 0, "the reference holds no Score-CAM map");
