@@ -996,6 +996,30 @@ mod avx512 {
     /// # Safety
     /// AVX-512 F is available; `dst` (and the residual) have R rows of 16·P (row stride
     /// `dst_stride`); the bias 16·P.
+    /// Asks for the lines the epilogue will read (the shortcut) and write, a whole k-loop
+    /// before it runs: the previous layer wrote them, and they have left L1 and L2 since.
+    ///
+    /// # Safety
+    /// As [`store`]'s.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn prefetch_epilogue<const R: usize, const P: usize>(
+        finish: Option<&Finish>,
+        dst: *mut f32,
+        dst_stride: usize,
+    ) {
+        let Some(f) = finish else { return };
+        for r in 0..R {
+            for p in 0..P {
+                let at = r * dst_stride + p * PANEL;
+                if let Some(res) = f.residual {
+                    _mm_prefetch::<_MM_HINT_T0>(res.wrapping_add(at).cast());
+                }
+                _mm_prefetch::<_MM_HINT_ET0>(dst.wrapping_add(at).cast());
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub unsafe fn store<const R: usize, const P: usize>(
@@ -1045,6 +1069,7 @@ mod avx512 {
         let mut acc = [[_mm512_setzero_ps(); P]; R];
         // SAFETY (all pointer reads and writes below): within the bounds the caller promises.
         unsafe {
+            prefetch_epilogue::<R, P>(t.finish.as_ref(), t.dst, t.dst_stride);
             if t.accumulate {
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for (p, v) in acc.iter_mut().enumerate() {
@@ -1123,6 +1148,7 @@ mod bf16_native {
         let mut acc = [[_mm512_setzero_ps(); P]; R];
         // SAFETY (all pointer reads and writes below): within the bounds the caller promises.
         unsafe {
+            super::avx512::prefetch_epilogue::<R, P>(t.finish.as_ref(), t.dst, t.dst_stride);
             if t.accumulate {
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for (p, v) in acc.iter_mut().enumerate() {
