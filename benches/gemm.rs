@@ -9,9 +9,10 @@ use camview::model::kernels::packed_gemm::{
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// (name, rows, depth, width): output pixels × (k·k·C_in) × C_out of one image.
-const SHAPES: [(&str, usize, usize, usize); 8] = [
+const SHAPES: [(&str, usize, usize, usize); 9] = [
     ("stem 7x7", 12544, 147, 64),
     ("layer1 1x1 reduce", 3136, 256, 64),
+    ("layer1 1x1 expand", 3136, 64, 256),
     ("layer1 winograd 4x4", 196, 64, 64),
     ("layer2 1x1 expand", 784, 128, 512),
     ("layer3 1x1 reduce", 196, 1024, 256),
