@@ -113,17 +113,26 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, (n, h, w, c)) = dense4(storage, layout)?;
         let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
-        let mut out = vec![f32::NEG_INFINITY; n * oh * ow * c];
+        let mut out = vec![0f32; n * oh * ow * c];
         out.par_chunks_mut(ow * c)
             .enumerate()
             .for_each(|(row, out)| {
                 let (b, oy) = (row / oh, row % oh);
+                let rows = (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h);
                 for ox in 0..ow {
                     let pixel = &mut out[ox * c..(ox + 1) * c];
-                    for iy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h) {
-                        for ix in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w) {
-                            let src = &x[((b * h + iy) * w + ix) * c..][..c];
-                            pixel.iter_mut().zip(src).for_each(|(o, v)| *o = o.max(*v));
+                    let cols = (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w);
+                    // The window's first tap starts the maximum (a window always has one):
+                    // no −∞ fill. `if v > o` is one `maxps`, where `f32::max`'s NaN rule
+                    // costs two more instructions a vector (perf: the pool took 286 µs of a
+                    // 224² pass against OpenVINO's 122).
+                    let tap = |iy: usize, ix: usize| &x[((b * h + iy) * w + ix) * c..][..c];
+                    pixel.copy_from_slice(tap(rows.start, cols.start));
+                    for iy in rows.clone() {
+                        for ix in cols.clone() {
+                            for (o, &v) in pixel.iter_mut().zip(tap(iy, ix)) {
+                                *o = if v > *o { v } else { *o };
+                            }
                         }
                     }
                 }
