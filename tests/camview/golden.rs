@@ -6,7 +6,9 @@ use std::process::Command;
 
 use camview::model::ResizeMode;
 use camview::model::cam_methods::CamMethod;
-use camview::model::kernels::packed_gemm::{PORTABLE_ENV, kernel_available};
+use camview::model::kernels::packed_gemm::{
+    NO_AVX512_ENV, PORTABLE_ENV, avx512_available, kernel_available,
+};
 use camview::model::preprocess::{load_rgb, network_pixels};
 use candle_core::{D, Tensor};
 
@@ -32,6 +34,13 @@ fn logits_and_cams_match_reference_for_every_photo_and_mode() {
         assert!(
             !kernel_available(),
             "{PORTABLE_ENV} must take the portable path"
+        );
+    }
+    if std::env::var_os(NO_AVX512_ENV).is_some() && kernel_available() {
+        assert_eq!(
+            classifier().kernel_name(),
+            "avx2",
+            "{NO_AVX512_ENV} must keep the AVX2 kernel"
         );
     }
     matches_reference(classifier());
@@ -96,10 +105,27 @@ fn matches_reference(classifier: &camview::model::Classifier) {
 /// the path is chosen once per process.
 #[test]
 fn the_portable_path_matches_reference_too() {
+    matches_reference_with(PORTABLE_ENV);
+}
+
+/// And on the AVX2 kernel where the CPU would choose the AVX-512 one: each kernel a CPU can
+/// run is checked against the reference on it.
+#[test]
+fn the_avx2_kernel_matches_reference_too_where_avx512_runs() {
+    if !avx512_available() {
+        println!("skipped: this CPU has no AVX-512, so the reference test above ran AVX2 already");
+        return;
+    }
+    matches_reference_with(NO_AVX512_ENV);
+}
+
+/// [`logits_and_cams_match_reference_for_every_photo_and_mode`] in a child process with the
+/// environment variable `env` set.
+fn matches_reference_with(env: &str) {
     let test = "golden::logits_and_cams_match_reference_for_every_photo_and_mode";
     let run = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--test-threads", "1"])
-        .env(PORTABLE_ENV, "1")
+        .env(env, "1")
         .env("CAMVIEW_WEIGHTS", weights_path())
         .output()
         .unwrap();
