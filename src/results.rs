@@ -230,6 +230,35 @@ impl Results {
         })
     }
 
+    /// `target`'s record by Score-CAM, analysed now ([`pipeline::analyse_score_cam`]: its
+    /// masked passes score every class of the record at once) and stored under its method;
+    /// `None` when `progress` stopped the passes. The store is not asked first.
+    pub fn analyse_score_cam(
+        &self,
+        classifier: &Classifier,
+        target: &Target,
+        progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Option<Fresh> {
+        let job = pipeline::Job {
+            path: target.key.path.clone(),
+            pinned: target.truth,
+        };
+        let analysed =
+            pipeline::analyse_score_cam(classifier, &job, self.resize, analysis::TOP_K, progress);
+        let record = match analysed {
+            Ok(None) => return None,
+            Ok(Some((analysis, size))) => {
+                jobs::contain_panic(|| Ok(analysis::record(analysis, size, target.truth)))
+            }
+            Err(e) => Err(e),
+        };
+        let not_stored = match &record {
+            Ok(record) => self.put(&target.key, CamMethod::ScoreCam, record).err(),
+            Err(_) => None,
+        };
+        Some(Fresh { record, not_stored })
+    }
+
     /// The result for one target: from the store, or else analysed now and stored.
     pub fn get_or_analyse(
         &self,

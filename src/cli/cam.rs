@@ -58,9 +58,6 @@ pub struct CamArgs {
     pub model: ModelArgs,
 }
 
-/// Score-CAM's masked inputs a forward pass.
-const SCORE_CAM_BATCH: usize = 16;
-
 fn parse_alpha(s: &str) -> Result<f32, String> {
     let a: f32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if (0.0..=1.0).contains(&a) {
@@ -115,7 +112,7 @@ pub fn run(args: &CamArgs) -> anyhow::Result<i32> {
                 &prepared,
                 &classes,
                 args.method,
-                SCORE_CAM_BATCH,
+                crate::pipeline::score_cam_batch(classifier.device()),
                 &mut progress,
             )?
             .context("the map was not finished")?;

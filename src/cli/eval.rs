@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::faithfulness::{
     EvalFaithfulness, FaithfulnessArgs, INTERRUPTED, SummaryJson, measure_eval,
 };
+use super::score_cam;
 use super::{ModelArgs, StoreArgs};
 use crate::analysis::{
     self, AnalysisError, ImageKey, Record, SWEEP_STEPS, truth_box_at_paper_threshold,
@@ -28,7 +29,6 @@ use crate::model::Classes;
 use crate::model::Classifier;
 use crate::model::cam::BBox;
 use crate::model::cam_methods::CamMethod;
-use crate::model::classifier::AnalyzeError;
 use crate::overlay;
 use crate::pipeline::Run;
 use crate::results::{Results, Target};
@@ -63,11 +63,12 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub save_cams: Option<PathBuf>,
     /// How each class's map (and so its boxes and the localisation) is made: CAM, or another
-    /// method of the CAM family without passes of its own (not Score-CAM).
+    /// method of the CAM family (Score-CAM runs a forward pass a layer-4 channel, 2048 an
+    /// image for a ResNet-50).
     #[arg(long, env = "CAMVIEW_METHOD", value_enum, default_value_t = CamMethod::Cam)]
     pub method: CamMethod,
     /// Several methods compared in one table, e.g. cam,gradcam++,layercam (one forward pass
-    /// an image serves them all); takes the place of --method.
+    /// an image serves all but Score-CAM); takes the place of --method.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "M,M,…")]
     pub methods: Vec<CamMethod>,
     /// Localisation metrics: v1, camview's own (the largest region, the photo's pixels);
@@ -93,9 +94,8 @@ pub enum BoxMetric {
 }
 
 impl EvalArgs {
-    /// The methods asked for, in order, each once: `--methods`, else `--method`. Score-CAM is
-    /// refused: its passes are one image's at a time (`camview cam`).
-    fn methods(&self) -> Result<Vec<CamMethod>, AnalyzeError> {
+    /// The methods asked for, in order, each once: `--methods`, else `--method`.
+    fn methods(&self) -> Vec<CamMethod> {
         let asked = if self.methods.is_empty() {
             vec![self.method]
         } else {
@@ -103,19 +103,16 @@ impl EvalArgs {
         };
         let mut methods = Vec::new();
         for m in asked {
-            if m.needs_forward_passes() {
-                return Err(AnalyzeError::NeedsPassesOfItsOwn { method: m.name() });
-            }
             if !methods.contains(&m) {
                 methods.push(m);
             }
         }
-        Ok(methods)
+        methods
     }
 }
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
-    let methods = args.methods()?;
+    let methods = args.methods();
     let mut classifier = args.model.load_classifier()?;
     // Class folders name a model's classes when nothing else does (torchvision's rule),
     // before the store is keyed by the names.
@@ -152,7 +149,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
             truth: item.truth.as_ref().map(|t| t.class),
         })
         .collect();
-    let records = records_by_method(&dataset, &classifier, &results, &targets, &methods)?;
+    let Some(records) = records_by_method(&dataset, &classifier, &results, &targets, &methods)?
+    else {
+        return Ok(INTERRUPTED);
+    };
     let v2 = args.box_metric == BoxMetric::V2;
     let mut summaries: Vec<MethodSummary> = methods
         .iter()
@@ -176,7 +176,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
                 .outcomes
                 .iter()
                 .zip(&targets)
-                .map(|(o, target)| faithfulness_request(o, target))
+                .map(|(o, target)| faithfulness_request(o, target, s.method))
                 .collect();
             let name = |i: usize| dataset.items[i].relative.clone();
             let Some(measured) = measure_eval(
@@ -218,15 +218,25 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
 
 /// Which map of an analysed image `--faithfulness` measures: the true class's where it is
 /// labelled (the WSOL convention), else the top-1's. None for an image without an analysis.
-fn faithfulness_request(outcome: &Outcome, target: &Target) -> Option<Request> {
+/// Score-CAM's is the record's map, whose passes were run already; the others' are made
+/// again from one forward pass.
+fn faithfulness_request(outcome: &Outcome, target: &Target, method: CamMethod) -> Option<Request> {
     let record = outcome.record.as_ref().ok()?;
     let class = match &outcome.item.truth {
         Some(truth) => truth.class,
         None => record.analysis.top.first()?.index,
     };
+    let map = method
+        .needs_forward_passes()
+        .then(|| {
+            let slot = record.analysis.top.iter().position(|p| p.index == class)?;
+            record.analysis.cams.get(slot).cloned()
+        })
+        .flatten();
     Some(Request {
         key: target.key.clone(),
         class,
+        map,
     })
 }
 
@@ -260,14 +270,16 @@ fn save_cams(dir: &std::path::Path, root: &std::path::Path, outcomes: &[Outcome]
 }
 
 /// Every image's record by each of `methods` (outer: the methods, inner: the images): from
-/// the store where it holds them all, else analysed by every method in one pass and stored.
+/// the store where it holds them all, else analysed by every closed-form method in one pass
+/// (and by Score-CAM with its own passes) and stored. `None` when Ctrl-C stopped Score-CAM:
+/// what it finished is stored.
 fn records_by_method(
     dataset: &Dataset,
     classifier: &Classifier,
     results: &Results,
     targets: &[Target],
     methods: &[CamMethod],
-) -> anyhow::Result<Vec<Vec<Result<Record, AnalysisError>>>> {
+) -> anyhow::Result<Option<Vec<Vec<Result<Record, AnalysisError>>>>> {
     let mut records: Vec<Vec<Option<Result<Record, AnalysisError>>>> = methods
         .iter()
         .map(|&m| {
@@ -277,39 +289,114 @@ fn records_by_method(
                 .collect()
         })
         .collect();
-    // An image lacking any method's result is analysed by all: the pass is the cost, and
-    // the fresh records of one pass agree with each other.
-    let missing: Vec<bool> = (0..targets.len())
-        .map(|i| records.iter().any(|by| by[i].is_none()))
-        .collect();
-    analyse_missing(
-        dataset,
-        classifier,
-        results,
-        targets,
-        methods,
-        &missing,
-        &mut records,
-    )?;
-    Ok(records
-        .into_iter()
-        .map(|by| {
-            by.into_iter()
-                .map(|r| r.unwrap_or(Err(AnalysisError::Unfinished)))
-                .collect()
-        })
-        .collect())
+    let (passes, closed): (Vec<usize>, Vec<usize>) =
+        (0..methods.len()).partition(|&m| methods[m].needs_forward_passes());
+    if !closed.is_empty() {
+        // An image lacking any closed-form method's result is analysed by all: the pass is
+        // the cost, and the fresh records of one pass agree with each other.
+        let missing: Vec<bool> = (0..targets.len())
+            .map(|i| closed.iter().any(|&m| records[m][i].is_none()))
+            .collect();
+        analyse_missing(
+            dataset,
+            classifier,
+            results,
+            targets,
+            (methods, &closed),
+            &missing,
+            &mut records,
+        )?;
+    }
+    for m in passes {
+        if !analyse_score_cam(dataset, classifier, results, targets, &mut records[m]) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(
+        records
+            .into_iter()
+            .map(|by| {
+                by.into_iter()
+                    .map(|r| r.unwrap_or(Err(AnalysisError::Unfinished)))
+                    .collect()
+            })
+            .collect(),
+    ))
 }
 
-/// Analyses the images marked `missing` by every method through the results service,
-/// which stores each result as it comes, so an interrupted run loses only the images in
-/// flight; `records[m][i]` receives image i's by method m.
+/// Analyses by Score-CAM the images whose `records` slot is empty, one at a time (its
+/// passes go in batches through the engine), storing each as it is finished; false when
+/// Ctrl-C stopped it before the last.
+fn analyse_score_cam(
+    dataset: &Dataset,
+    classifier: &Classifier,
+    results: &Results,
+    targets: &[Target],
+    records: &mut [Option<Result<Record, AnalysisError>>],
+) -> bool {
+    let todo: Vec<usize> = (0..targets.len())
+        .filter(|&i| records[i].is_none())
+        .collect();
+    let stored = targets.len() - todo.len();
+    if todo.is_empty() {
+        eprintln!("camview: all {stored} Score-CAM results from the store");
+        return true;
+    }
+    let mut progress = score_cam::Progress::start(classifier, todo.len());
+    let started = std::time::Instant::now();
+    for (n, &i) in todo.iter().enumerate() {
+        let fresh = results.analyse_score_cam(classifier, &targets[i], &mut |done, total| {
+            progress.update(n, done, total)
+        });
+        let Some(fresh) = fresh else {
+            progress.clear();
+            eprintln!(
+                "camview: Score-CAM stopped (Ctrl-C) after {n} of {} images; their results \
+                 are stored, run again to go on",
+                todo.len()
+            );
+            return false;
+        };
+        if let Some(e) = &fresh.not_stored {
+            progress.clear();
+            eprintln!(
+                "camview: cannot store the scorecam result of {}: {}",
+                dataset.items[i].relative,
+                crate::model::chain(e)
+            );
+        }
+        records[i] = Some(fresh.record);
+        if progress.stopped() && n + 1 < todo.len() {
+            progress.clear();
+            eprintln!(
+                "camview: Score-CAM stopped (Ctrl-C) after {} of {} images; their results \
+                 are stored, run again to go on",
+                n + 1,
+                todo.len()
+            );
+            return false;
+        }
+    }
+    progress.clear();
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "camview: Score-CAM analysed {} images in {seconds:.1} s ({:.1} s an image); {stored} from the store",
+        todo.len(),
+        seconds / todo.len() as f64,
+    );
+    true
+}
+
+/// Analyses the images marked `missing` by every method of `methods` picked by `slots`
+/// (none with passes of its own) through the results service, which stores each result as
+/// it comes, so an interrupted run loses only the images in flight; `records[m][i]`
+/// receives image i's by method m.
 fn analyse_missing(
     dataset: &Dataset,
     classifier: &Classifier,
     results: &Results,
     targets: &[Target],
-    methods: &[CamMethod],
+    (all, slots): (&[CamMethod], &[usize]),
     missing: &[bool],
     records: &mut [Vec<Option<Result<Record, AnalysisError>>>],
 ) -> anyhow::Result<()> {
@@ -320,10 +407,11 @@ fn analyse_missing(
     let bar = progress(count as u64);
     let mut finished = Vec::with_capacity(count);
     let run = Run::new(classifier, results.resize(), analysis::TOP_K);
-    results.analyse_methods(classifier, &to_analyse, run, methods, |j, fresh| {
+    let methods: Vec<CamMethod> = slots.iter().map(|&m| all[m]).collect();
+    results.analyse_methods(classifier, &to_analyse, run, &methods, |j, fresh| {
         let i = todo[j];
         let mut by_method = Vec::with_capacity(fresh.len());
-        for (f, method) in fresh.into_iter().zip(methods) {
+        for (f, method) in fresh.into_iter().zip(&methods) {
             if let Some(e) = &f.not_stored {
                 bar.suspend(|| {
                     eprintln!(
@@ -341,7 +429,7 @@ fn analyse_missing(
         ControlFlow::Continue(())
     })?;
     for (i, by_method) in finished {
-        for (m, record) in by_method.into_iter().enumerate() {
+        for (&m, record) in slots.iter().zip(by_method) {
             records[m][i] = Some(record);
         }
     }

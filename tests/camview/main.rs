@@ -16,6 +16,7 @@ mod labelled;
 mod models;
 mod own_classes;
 mod results;
+mod score_cam;
 mod ui_screens;
 mod ui_tmux;
 mod weights_files;
