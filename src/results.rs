@@ -102,6 +102,11 @@ impl Results {
         Self { method, ..self }
     }
 
+    /// Whether results are kept in a store.
+    pub fn is_kept(&self) -> bool {
+        self.kept.is_some()
+    }
+
     pub fn resize(&self) -> ResizeMode {
         self.resize
     }
@@ -129,7 +134,13 @@ impl Results {
         record.serves(target.truth).then_some(record)
     }
 
-    fn put(&self, key: &ImageKey, method: CamMethod, record: &Record) -> Result<(), StoreError> {
+    /// Keeps `record` of `key` by `method` (one transaction); nothing without a store.
+    pub fn put(
+        &self,
+        key: &ImageKey,
+        method: CamMethod,
+        record: &Record,
+    ) -> Result<(), StoreError> {
         let Some(kept) = &self.kept else {
             return Ok(());
         };

@@ -493,7 +493,7 @@ fn cam_draws_the_method_asked_for() {
 }
 
 /// `classify --method` gives each class the method's map (here LayerCAM, as the engine makes
-/// it for one image) and its box; Score-CAM, which needs passes of its own, is refused.
+/// it for one image) and its box (Score-CAM: `score_cam.rs`).
 #[test]
 fn classify_gives_the_maps_of_the_method_asked_for() {
     use camview::model::cam_methods::CamMethod;

@@ -9,6 +9,7 @@ mod common;
 mod eval;
 mod eval_methods;
 mod faithfulness;
+mod faithfulness_methods;
 mod fetch;
 mod golden;
 mod importer;

@@ -18,17 +18,23 @@ use serde_json::Value;
 use crate::common::{PHOTOS, break_keeping_identity, photo, read_npy, root};
 
 /// `basic.pth`: basic blocks, 16 channels at layer 4, 7 classes.
-fn tiny() -> PathBuf {
+pub fn tiny() -> PathBuf {
     root().join("tests/fixtures/models/basic.pth")
 }
 
 const CHANNELS: usize = 16;
 
+/// `camview ARGS --model basic.pth`.
 fn camview(args: &[&str]) -> Output {
+    camview_with(&tiny(), args)
+}
+
+/// `camview ARGS --model MODEL`.
+pub fn camview_with(model: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_camview"))
         .args(args)
         .arg("--model")
-        .arg(tiny())
+        .arg(model)
         .env_remove("CAMVIEW_MODEL")
         .env_remove("CAMVIEW_WEIGHTS")
         .env_remove("CAMVIEW_METHOD")
@@ -36,11 +42,11 @@ fn camview(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn json_lines(out: &Output) -> Vec<Value> {
+pub fn json_lines(out: &Output) -> Vec<Value> {
     assert!(out.status.success(), "failed: {}", text(&out.stderr));
     text(&out.stdout)
         .lines()
@@ -48,16 +54,17 @@ fn json_lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-fn arg(p: &Path) -> &str {
+pub fn arg(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Class folders named by index: photo i in folder `i % 7` of the tiny model's 7 classes.
-fn dataset(dir: &Path) -> Vec<(PathBuf, usize)> {
+/// Class folders named by index (of a model's `classes`) holding the first `n` sample
+/// photos; each photo's file and class.
+pub fn dataset(dir: &Path, n: usize, classes: usize) -> Vec<(PathBuf, usize)> {
     let mut items = Vec::new();
-    for (i, name) in PHOTOS.iter().enumerate() {
+    for (i, name) in PHOTOS.iter().take(n).enumerate() {
         let from = photo(name);
-        let class = (3 * i + 1) % 7;
+        let class = (3 * i + 1) % classes;
         let folder = dir.join(class.to_string());
         std::fs::create_dir_all(&folder).unwrap();
         let to = folder.join(from.file_name().unwrap());
@@ -106,7 +113,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
 fn eval_and_classify_run_score_cam_and_the_store_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let items = dataset(&data);
+    let items = dataset(&data, 4, 7);
     let store = dir.path().join("store.sqlite");
     let maps = dir.path().join("maps");
     let args = [
@@ -192,7 +199,7 @@ fn eval_and_classify_run_score_cam_and_the_store_keeps_it() {
 fn score_cam_beside_closed_form_methods_in_one_table() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    dataset(&data);
+    dataset(&data, 4, 7);
     let store = dir.path().join("store.sqlite");
     let args = [
         "eval",
@@ -231,7 +238,7 @@ fn eval_score_cam_stops_on_ctrl_c_keeping_what_it_finished() {
     let data = dir.path().join("data");
     // Twelve images: more than the signal's way can outrun.
     for copy in 0..3 {
-        for (file, class) in dataset(&dir.path().join(format!("set{copy}"))) {
+        for (file, class) in dataset(&dir.path().join(format!("set{copy}")), 4, 7) {
             let to = data.join(class.to_string());
             std::fs::create_dir_all(&to).unwrap();
             let name = file.file_name().unwrap().to_str().unwrap();
