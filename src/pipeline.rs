@@ -25,8 +25,11 @@ pub struct Job {
     pub pinned: Option<usize>,
 }
 
+/// A file's analysis with its photo's size.
+pub type Analysed = (Analysis, (u32, u32));
+
 /// A file's analysis with its photo's size, or why there is none.
-pub type Outcome = Result<(Analysis, (u32, u32)), AnalysisError>;
+pub type Outcome = Result<Analysed, AnalysisError>;
 
 /// A file's analyses by several methods (in the order asked) with its photo's size, or why
 /// there are none.
@@ -215,7 +218,7 @@ pub fn analyse_score_cam(
     resize: ResizeMode,
     top: usize,
     progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
-) -> Result<Option<(Analysis, (u32, u32))>, AnalysisError> {
+) -> Result<Option<Analysed>, AnalysisError> {
     let (img, prepared) = decode(&job.path, resize, classifier)?;
     jobs::contain_panic(|| -> Result<_, AnalysisError> {
         let read = classifier.read_back(&prepared)?;

@@ -270,6 +270,10 @@ fn save_cams(dir: &std::path::Path, root: &std::path::Path, outcomes: &[Outcome]
     unsaved
 }
 
+/// Each image's record, or why it has none, by each method (outer: the methods, inner: the
+/// images).
+type Records = Vec<Vec<Result<Record, AnalysisError>>>;
+
 /// Every image's record by each of `methods` (outer: the methods, inner: the images): from
 /// the store where it holds them all, else analysed by every closed-form method in one pass
 /// (and by Score-CAM with its own passes) and stored. `None` when Ctrl-C stopped Score-CAM:
@@ -280,7 +284,7 @@ fn records_by_method(
     results: &Results,
     targets: &[Target],
     methods: &[CamMethod],
-) -> anyhow::Result<Option<Vec<Vec<Result<Record, AnalysisError>>>>> {
+) -> anyhow::Result<Option<Records>> {
     let mut records: Vec<Vec<Option<Result<Record, AnalysisError>>>> = methods
         .iter()
         .map(|&m| {
@@ -1205,14 +1209,15 @@ fn write_road_table(
             summaries.iter().map(|m| m.method.name().into()).collect(),
         )
     }];
-    let orders: [(
-        &str,
-        fn(&crate::faithfulness_run::MethodSummary) -> [f64; 4],
-    ); 2] = [
-        ("MoRF", |m| m.road_most_relevant_first),
-        ("LeRF", |m| m.road_least_relevant_first),
-    ];
-    for (name, values) in orders {
+    let orders = [("MoRF", true), ("LeRF", false)];
+    for (name, most_relevant_first) in orders {
+        let values = |m: &crate::faithfulness_run::MethodSummary| {
+            if most_relevant_first {
+                m.road_most_relevant_first
+            } else {
+                m.road_least_relevant_first
+            }
+        };
         for (p, percentile) in ROAD_PERCENTILES.iter().enumerate() {
             let cells = means
                 .iter()
