@@ -7,6 +7,7 @@ mod classify;
 mod eval;
 mod faithfulness;
 mod model;
+mod score_cam;
 mod weights;
 
 use std::path::{Path, PathBuf};

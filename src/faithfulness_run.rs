@@ -80,7 +80,7 @@ pub fn measure_map(
     settings: Settings,
     progress: &mut Progress,
 ) -> Result<Option<Scores>, AnalyzeError> {
-    let batch = pipeline::batch_size(classifier.device());
+    let batch = pipeline::score_cam_batch(classifier.device());
     let maps = classifier.method_maps(prepared, &[class], method, batch, &mut |done, total| {
         progress(Stage::Map, done, total)
     })?;
@@ -96,6 +96,9 @@ pub struct Request {
     pub key: ImageKey,
     /// The true class where the image is labelled (the WSOL convention), else the top-1.
     pub class: usize,
+    /// The map to measure where it is made already (Score-CAM's, whose passes are the
+    /// cost); `None`: made again by the method from one forward pass.
+    pub map: Option<CamGrid>,
 }
 
 /// How a dataset's measurement went.
@@ -206,6 +209,17 @@ fn measure_file(
 ) -> Result<Option<Scores>, AnalysisError> {
     let (_, prepared) = analysis::prepare(&request.key.path, resize, classifier)?;
     crate::jobs::contain_panic(|| {
+        if let Some(grid) = &request.map {
+            return measure_grid(
+                classifier,
+                &prepared,
+                request.class,
+                grid,
+                settings,
+                progress,
+            )
+            .map_err(AnalysisError::from);
+        }
         measure_map(
             classifier,
             &prepared,
@@ -357,16 +371,11 @@ impl MethodSummary {
         })
     }
 
-    /// The headers of [`Self::cells`], for a table with a row a method.
-    pub const COLUMNS: [&'static str; 7] = [
-        "deletion↓",
-        "insertion↑",
-        "avg drop↓",
-        "increase↑",
-        "ROAD MoRF↓",
-        "ROAD LeRF↑",
-        "ROAD comb.↑",
-    ];
+    /// The headers of [`Self::cells`], for a table with a row a method: short, so that the
+    /// table stays within 120 columns beside the localisation's (the report explains them;
+    /// ↓ lower is better, ↑ higher).
+    pub const COLUMNS: [&'static str; 7] =
+        ["del↓", "ins↑", "drop↓", "incr↑", "MoRF↓", "LeRF↑", "ROAD↑"];
 
     /// This method's row of a methods table: the means, drop and increase in percent.
     pub fn cells(&self) -> [String; 7] {

@@ -25,8 +25,11 @@ pub struct Job {
     pub pinned: Option<usize>,
 }
 
+/// A file's analysis with its photo's size.
+pub type Analysed = (Analysis, (u32, u32));
+
 /// A file's analysis with its photo's size, or why there is none.
-pub type Outcome = Result<(Analysis, (u32, u32)), AnalysisError>;
+pub type Outcome = Result<Analysed, AnalysisError>;
 
 /// A file's analyses by several methods (in the order asked) with its photo's size, or why
 /// there are none.
@@ -196,6 +199,43 @@ fn forward(
 /// GPU wants many more at once to be kept busy.
 pub fn batch_size(device: &candle_core::Device) -> usize {
     if device.is_cuda() { 64 } else { 8 }
+}
+
+/// Masked inputs a forward pass for Score-CAM: on the CPU a batch is a second or so, the
+/// longest a stop (a newer selection, Ctrl-C) waits for; a GPU wants more at once.
+pub fn score_cam_batch(device: &candle_core::Device) -> usize {
+    if device.is_cuda() { 64 } else { 16 }
+}
+
+/// One file's analysis with Score-CAM's maps: the forward pass for its `top` classes (and
+/// `pinned`), then one set of masked passes — a pass a layer-4 channel,
+/// [`score_cam_batch`] at a time — that scores every one of those classes. `progress(done,
+/// total)` is called before the first batch and after each; `Break` stops it and gives
+/// `None`.
+pub fn analyse_score_cam(
+    classifier: &Classifier,
+    job: &Job,
+    resize: ResizeMode,
+    top: usize,
+    progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+) -> Result<Option<Analysed>, AnalysisError> {
+    let (img, prepared) = decode(&job.path, resize, classifier)?;
+    jobs::contain_panic(|| -> Result<_, AnalysisError> {
+        let read = classifier.read_back(&prepared)?;
+        if progress(0, read.map().channels).is_break() {
+            return Ok(None);
+        }
+        let mut analysis = classifier.analyze(&prepared, top, job.pinned)?;
+        let classes: Vec<usize> = analysis.top.iter().map(|p| p.index).collect();
+        let batch = score_cam_batch(classifier.device());
+        let started = std::time::Instant::now();
+        let maps = classifier.score_cam_maps(&prepared, &read, &classes, batch, progress)?;
+        Ok(maps.map(|maps| {
+            analysis.cams = maps;
+            analysis.elapsed += started.elapsed();
+            (analysis, img.dimensions())
+        }))
+    })
 }
 
 /// Threads decoding and resizing: one beside the CPU's forward pass (which takes every

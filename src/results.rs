@@ -102,6 +102,11 @@ impl Results {
         Self { method, ..self }
     }
 
+    /// Whether results are kept in a store.
+    pub fn is_kept(&self) -> bool {
+        self.kept.is_some()
+    }
+
     pub fn resize(&self) -> ResizeMode {
         self.resize
     }
@@ -129,7 +134,13 @@ impl Results {
         record.serves(target.truth).then_some(record)
     }
 
-    fn put(&self, key: &ImageKey, method: CamMethod, record: &Record) -> Result<(), StoreError> {
+    /// Keeps `record` of `key` by `method` (one transaction); nothing without a store.
+    pub fn put(
+        &self,
+        key: &ImageKey,
+        method: CamMethod,
+        record: &Record,
+    ) -> Result<(), StoreError> {
         let Some(kept) = &self.kept else {
             return Ok(());
         };
@@ -228,6 +239,35 @@ impl Results {
             };
             done(i, fresh)
         })
+    }
+
+    /// `target`'s record by Score-CAM, analysed now ([`pipeline::analyse_score_cam`]: its
+    /// masked passes score every class of the record at once) and stored under its method;
+    /// `None` when `progress` stopped the passes. The store is not asked first.
+    pub fn analyse_score_cam(
+        &self,
+        classifier: &Classifier,
+        target: &Target,
+        progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Option<Fresh> {
+        let job = pipeline::Job {
+            path: target.key.path.clone(),
+            pinned: target.truth,
+        };
+        let analysed =
+            pipeline::analyse_score_cam(classifier, &job, self.resize, analysis::TOP_K, progress);
+        let record = match analysed {
+            Ok(None) => return None,
+            Ok(Some((analysis, size))) => {
+                jobs::contain_panic(|| Ok(analysis::record(analysis, size, target.truth)))
+            }
+            Err(e) => Err(e),
+        };
+        let not_stored = match &record {
+            Ok(record) => self.put(&target.key, CamMethod::ScoreCam, record).err(),
+            Err(_) => None,
+        };
+        Some(Fresh { record, not_stored })
     }
 
     /// The result for one target: from the store, or else analysed now and stored.

@@ -33,16 +33,6 @@ pub struct MethodMap {
     pub paper_box: Option<BBox>,
 }
 
-/// Masked inputs a forward pass for Score-CAM: on the CPU a batch is a second or so, the
-/// longest the UI waits for a cancelled run to stop.
-fn score_cam_batch(classifier: &Classifier) -> usize {
-    if classifier.device().is_cuda() {
-        64
-    } else {
-        16
-    }
-}
-
 /// Read-backs kept: a few images' worth (a ResNet-50's is 2048 × 7 × 11 floats, its input
 /// 3 × 224 × 337), so going back and forth among neighbours costs no pass either.
 const KEPT: usize = 4;
@@ -105,7 +95,7 @@ pub fn make(
         if progress(0, looked.read.map().channels).is_break() {
             return Ok(None);
         }
-        let batch = score_cam_batch(classifier);
+        let batch = crate::pipeline::score_cam_batch(classifier.device());
         let made = classifier.score_cam_maps(
             &looked.prepared,
             &looked.read,
@@ -189,7 +179,7 @@ mod tests {
         )
         .unwrap();
         assert!(stopped.is_none());
-        let batch = score_cam_batch(&classifier);
+        let batch = crate::pipeline::score_cam_batch(classifier.device());
         let channels = kept.0[0].read.map().channels;
         assert!(channels > batch, "the test needs more than one batch");
         assert_eq!(

@@ -6,14 +6,18 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use super::ModelArgs;
 use super::faithfulness::{FaithfulnessArgs, INTERRUPTED, Interrupt, PassLine};
+use super::{ModelArgs, StoreArgs};
+use crate::analysis::{self, ImageKey};
 use crate::faithfulness_run::{self, ImageScores, SettingsJson};
 use crate::model::cam::Colormap;
 use crate::model::cam_methods::CamMethod;
 use crate::model::faithfulness::{ROAD_PERCENTILES, Scores, Settings, mean};
 use crate::model::preprocess::load_rgb;
+use crate::model::{Classifier, Prediction};
 use crate::overlay::{self, Style, View};
+use crate::results::{Results, Target};
+use crate::store::MapKey;
 use crate::term::Protocol;
 
 #[derive(Debug, Args)]
@@ -54,12 +58,12 @@ pub struct CamArgs {
     /// picture is then drawn only into -o's file).
     #[arg(long, requires = "faithfulness", conflicts_with = "protocol")]
     pub json: bool,
+    /// Where --faithfulness keeps its scores (`eval`'s store: a second run reads them).
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub model: ModelArgs,
 }
-
-/// Score-CAM's masked inputs a forward pass.
-const SCORE_CAM_BATCH: usize = 16;
 
 fn parse_alpha(s: &str) -> Result<f32, String> {
     let a: f32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
@@ -76,8 +80,30 @@ pub fn run(args: &CamArgs) -> anyhow::Result<i32> {
     if args.output.is_none() && !args.json {
         crate::term::inline::check_terminal()?;
     }
-    let img = load_rgb(&args.image)?;
     let classifier = args.model.load_classifier()?;
+    let results = args
+        .faithfulness
+        .faithfulness
+        .then(|| open_store(args, &classifier));
+    // The file as it is before it is read, as `eval` keys it.
+    let key = ImageKey::of(&args.image);
+    if let Some(results) = &results
+        && args.json
+        && args.output.is_none()
+        && let Some(stored) = stored_scores(args, results, &key)
+    {
+        eprintln!(
+            "{}: rank {} {} ({}) {:.2} %, {}; faithfulness from the store",
+            args.image.display(),
+            stored.class.rank,
+            stored.class.label,
+            stored.class.index,
+            stored.class.prob * 100.0,
+            args.method.name()
+        );
+        return print_json(args, &stored.class, stored.input, &stored.scores);
+    }
+    let img = load_rgb(&args.image)?;
     let prepared = classifier.prepare(&img, args.model.resize)?;
     let rank = usize::from(args.rank);
     // The grid shows the top five whatever the rank asked for.
@@ -115,7 +141,7 @@ pub fn run(args: &CamArgs) -> anyhow::Result<i32> {
                 &prepared,
                 &classes,
                 args.method,
-                SCORE_CAM_BATCH,
+                crate::pipeline::score_cam_batch(classifier.device()),
                 &mut progress,
             )?
             .context("the map was not finished")?;
@@ -158,45 +184,160 @@ pub fn run(args: &CamArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let settings = args.faithfulness.settings();
-    let interrupt = interrupt.unwrap_or_else(Interrupt::catch);
-    let mut line = PassLine::new();
-    let scores = faithfulness_run::measure_grid(
-        &classifier,
-        &prepared,
-        chosen.index,
-        &analysis.cams[index],
-        settings,
-        &mut |stage, done, total| line.update(&interrupt, stage, done, total),
-    )?;
-    line.clear();
-    let Some(scores) = scores else {
-        eprintln!("camview: faithfulness stopped (Ctrl-C)");
-        return Ok(INTERRUPTED);
+    let results = results.unwrap_or_else(|| Results::unkept(args.model.resize));
+    let settings_key = settings.key();
+    let map_key = MapKey {
+        method: args.method,
+        class: chosen.index,
+        settings: &settings_key,
     };
-    let (width, height) = prepared.input;
+    let scores = match results.stored_faithfulness(&key, map_key) {
+        Some(scores) => {
+            eprintln!("camview: faithfulness from the store");
+            scores
+        }
+        None => {
+            let interrupt = interrupt.unwrap_or_else(Interrupt::catch);
+            let mut line = PassLine::new();
+            let scores = faithfulness_run::measure_grid(
+                &classifier,
+                &prepared,
+                chosen.index,
+                &analysis.cams[index],
+                settings,
+                &mut |stage, done, total| line.update(&interrupt, stage, done, total),
+            )?;
+            line.clear();
+            let Some(scores) = scores else {
+                eprintln!("camview: faithfulness stopped (Ctrl-C)");
+                return Ok(INTERRUPTED);
+            };
+            keep(
+                &classifier,
+                &results,
+                &key,
+                (&img, &prepared),
+                map_key,
+                &scores,
+            );
+            scores
+        }
+    };
+    if args.json {
+        return print_json(args, chosen, prepared.input, &scores);
+    }
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let written = if args.json {
-        let json = serde_json::json!({
-            "path": crate::text::printable_path(&args.image),
-            "method": args.method.name(),
-            "class": chosen,
-            "input": [width, height],
-            "faithfulness": ImageScores::of(chosen.index, &scores),
-            "settings": SettingsJson::of(settings),
-        });
-        writeln!(out, "{json}")
-    } else {
-        write_scores(
-            &mut out,
-            args.method,
-            chosen,
-            (width, height),
-            &scores,
-            settings,
-        )
-    };
+    let written = write_scores(
+        &mut stdout.lock(),
+        args.method,
+        chosen,
+        prepared.input,
+        &scores,
+        settings,
+    );
     match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(0),
+    }
+}
+
+/// The result store `--faithfulness` reads and writes, as `eval` opens it.
+fn open_store(args: &CamArgs, classifier: &Classifier) -> Results {
+    let path = args.store.path();
+    let (results, notes) = Results::open(path.as_deref(), classifier, args.model.resize);
+    for note in notes {
+        eprintln!("camview: {note}");
+    }
+    results
+}
+
+/// What `cam --faithfulness --json` prints, when the store has all of it.
+struct Stored {
+    class: Prediction,
+    input: (u32, u32),
+    scores: Scores,
+}
+
+/// The scores of the map asked for, from the store alone, without reading the photo: the
+/// class (by rank or index) from a stored analysis of the file, then its map's scores.
+fn stored_scores(args: &CamArgs, results: &Results, key: &ImageKey) -> Option<Stored> {
+    let target = Target {
+        key: key.clone(),
+        truth: None,
+    };
+    // The classes and their probabilities are the same by every method.
+    let record = results.stored_by(&target, CamMethod::Cam)?;
+    let class = record.analysis.top.into_iter().find(|p| match args.class {
+        Some(class) => p.index == class,
+        None => p.rank == usize::from(args.rank),
+    })?;
+    let settings_key = args.faithfulness.settings().key();
+    let map = MapKey {
+        method: args.method,
+        class: class.index,
+        settings: &settings_key,
+    };
+    let scores = results.stored_faithfulness(key, map)?;
+    Some(Stored {
+        class,
+        input: record.analysis.input,
+        scores,
+    })
+}
+
+/// Stores the scores, and the file's analysis where the store lacks it, so that a second
+/// run finds its class without reading the photo; what cannot be stored is said.
+fn keep(
+    classifier: &Classifier,
+    results: &Results,
+    key: &ImageKey,
+    (img, prepared): (&image::RgbImage, &crate::model::preprocess::Prepared),
+    map: MapKey,
+    scores: &Scores,
+) {
+    if !results.is_kept() {
+        return;
+    }
+    if let Err(e) = results.put_faithfulness(key, map, scores) {
+        let e = crate::model::chain(&e);
+        eprintln!("camview: cannot store the faithfulness scores: {e}");
+        return;
+    }
+    let target = Target {
+        key: key.clone(),
+        truth: None,
+    };
+    if results.stored_by(&target, CamMethod::Cam).is_some() {
+        return;
+    }
+    let kept = match analysis::analyse(classifier, img.dimensions(), prepared, None) {
+        Ok(record) => results
+            .put(key, CamMethod::Cam, &record)
+            .map_err(|e| crate::model::chain(&e)),
+        Err(e) => Err(crate::model::chain(&e)),
+    };
+    if let Err(e) = kept {
+        eprintln!("camview: cannot store the analysis of the photo: {e}");
+    }
+}
+
+/// The scores as one JSON object on stdout.
+fn print_json(
+    args: &CamArgs,
+    class: &Prediction,
+    (width, height): (u32, u32),
+    scores: &Scores,
+) -> anyhow::Result<i32> {
+    let settings = args.faithfulness.settings();
+    let json = serde_json::json!({
+        "path": crate::text::printable_path(&args.image),
+        "method": args.method.name(),
+        "class": class,
+        "input": [width, height],
+        "faithfulness": ImageScores::of(class.index, scores),
+        "settings": SettingsJson::of(settings),
+    });
+    match writeln!(std::io::stdout().lock(), "{json}") {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(0),
     }

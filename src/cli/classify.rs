@@ -12,9 +12,10 @@ use clap::Args;
 use serde::Serialize;
 
 use super::ModelArgs;
-use crate::model::Prediction;
+use super::faithfulness::INTERRUPTED;
+use super::score_cam;
 use crate::model::cam_methods::CamMethod;
-use crate::model::classifier::AnalyzeError;
+use crate::model::{Classifier, Prediction};
 use crate::overlay;
 use crate::pipeline::{self, Job, Run};
 use crate::text::printable_path;
@@ -35,7 +36,8 @@ pub struct ClassifyArgs {
     #[arg(long, requires = "json")]
     pub cam_grid: bool,
     /// How each class's map (and so the box) is made: CAM, or another method of the CAM
-    /// family without passes of its own (Score-CAM: `camview cam --method scorecam`).
+    /// family (Score-CAM runs a forward pass a layer-4 channel, 2048 an image for a
+    /// ResNet-50, one image at a time).
     #[arg(long, env = "CAMVIEW_METHOD", value_enum, default_value_t = CamMethod::Cam)]
     pub method: CamMethod,
     /// Write each image's top-1 map (of `--method`) into DIR as a float32 .npy at the network
@@ -71,10 +73,6 @@ struct JsonError {
 }
 
 pub fn run(args: &ClassifyArgs) -> anyhow::Result<i32> {
-    if args.method.needs_forward_passes() {
-        let method = args.method.name();
-        return Err(AnalyzeError::NeedsPassesOfItsOwn { method }.into());
-    }
     let items = expand(&args.paths);
     let classifier = args.model.load_classifier()?;
     // Files go through the pipeline (decoding ahead, batches); results are written in the
@@ -100,43 +98,95 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<i32> {
         }
     }
     let top = usize::from(args.top);
-    let (out, jobs_ref, item_of_job) = (&mut output, &jobs, &item_of_job);
-    pipeline::analyse_all(
-        &classifier,
-        jobs_ref,
-        Run {
-            method: args.method,
-            ..Run::new(&classifier, args.model.resize, top)
-        },
-        move |job, outcome| {
-            let path = &jobs_ref[job].path;
-            let saved = match (&outcome, &args.save_cams) {
-                (Ok((analysis, _)), Some(dir)) => {
-                    overlay::write_map_npy(&dir.join(saved_name(path, &args.paths)), analysis, 0)
-                        .map_err(anyhow::Error::new)
-                }
-                _ => Ok(()),
-            };
-            let result = match (outcome, saved) {
-                (Ok((analysis, size)), Ok(())) => {
-                    let bbox = overlay::bbox(&analysis, 0, size);
-                    Ok(One {
-                        path: path.clone(),
-                        size,
-                        analysis,
-                        bbox,
-                    })
-                }
-                (Ok(_), Err(e)) => Err((path.clone(), e.context("cannot save its map"))),
-                (Err(e), _) => Err((path.clone(), anyhow::Error::new(e))),
-            };
-            out.ready.insert(item_of_job[job], result);
-            out.write_ready(args)
-        },
-    )?;
+    if args.method.needs_forward_passes() {
+        if !score_cam_each(&classifier, &jobs, &item_of_job, top, args, &mut output) {
+            return Ok(INTERRUPTED);
+        }
+    } else {
+        let (out, jobs_ref, item_of_job) = (&mut output, &jobs, &item_of_job);
+        pipeline::analyse_all(
+            &classifier,
+            jobs_ref,
+            Run {
+                method: args.method,
+                ..Run::new(&classifier, args.model.resize, top)
+            },
+            move |job, outcome| {
+                let result = finish(&jobs_ref[job].path, outcome, args);
+                out.ready.insert(item_of_job[job], result);
+                out.write_ready(args)
+            },
+        )?;
+    }
     // Failures listed after the last analysed file; a closed stdout is no error.
     let _ = output.write_ready(args);
     Ok(i32::from(output.failed > 0))
+}
+
+/// Score-CAM's analyses of `jobs`, one image at a time (its passes go in batches through
+/// the engine), each written as it is finished; false when Ctrl-C stopped them.
+fn score_cam_each(
+    classifier: &Classifier,
+    jobs: &[Job],
+    item_of_job: &[usize],
+    top: usize,
+    args: &ClassifyArgs,
+    output: &mut Output,
+) -> bool {
+    let mut progress = score_cam::Progress::start(classifier, jobs.len());
+    for (n, job) in jobs.iter().enumerate() {
+        let analysed =
+            pipeline::analyse_score_cam(classifier, job, args.model.resize, top, &mut |d, t| {
+                progress.update(n, d, t)
+            });
+        progress.clear();
+        let outcome = match analysed {
+            Ok(Some(done)) => Ok(done),
+            Ok(None) => {
+                eprintln!(
+                    "camview: Score-CAM stopped (Ctrl-C) after {n} of {} images",
+                    jobs.len()
+                );
+                return false;
+            }
+            Err(e) => Err(e),
+        };
+        output
+            .ready
+            .insert(item_of_job[n], finish(&job.path, outcome, args));
+        if output.write_ready(args).is_break() {
+            break;
+        }
+    }
+    true
+}
+
+/// A file's analysis as written: its map saved with `--save-cams`, its box found.
+fn finish(
+    path: &Path,
+    outcome: pipeline::Outcome,
+    args: &ClassifyArgs,
+) -> Result<One, (PathBuf, anyhow::Error)> {
+    let saved = match (&outcome, &args.save_cams) {
+        (Ok((analysis, _)), Some(dir)) => {
+            overlay::write_map_npy(&dir.join(saved_name(path, &args.paths)), analysis, 0)
+                .map_err(anyhow::Error::new)
+        }
+        _ => Ok(()),
+    };
+    match (outcome, saved) {
+        (Ok((analysis, size)), Ok(())) => {
+            let bbox = overlay::bbox(&analysis, 0, size);
+            Ok(One {
+                path: path.to_path_buf(),
+                size,
+                analysis,
+                bbox,
+            })
+        }
+        (Ok(_), Err(e)) => Err((path.to_path_buf(), e.context("cannot save its map"))),
+        (Err(e), _) => Err((path.to_path_buf(), anyhow::Error::new(e))),
+    }
 }
 
 /// Results waiting for their turn to be written.

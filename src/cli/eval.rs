@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::faithfulness::{
     EvalFaithfulness, FaithfulnessArgs, INTERRUPTED, SummaryJson, measure_eval,
 };
+use super::score_cam;
 use super::{ModelArgs, StoreArgs};
 use crate::analysis::{
     self, AnalysisError, ImageKey, Record, SWEEP_STEPS, truth_box_at_paper_threshold,
@@ -28,7 +29,7 @@ use crate::model::Classes;
 use crate::model::Classifier;
 use crate::model::cam::BBox;
 use crate::model::cam_methods::CamMethod;
-use crate::model::classifier::AnalyzeError;
+use crate::model::faithfulness::ROAD_PERCENTILES;
 use crate::overlay;
 use crate::pipeline::Run;
 use crate::results::{Results, Target};
@@ -50,8 +51,8 @@ pub struct EvalArgs {
     /// One JSON object per image, then a summary object.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
-    /// One CSV row per image (without faithfulness columns: not with --faithfulness).
-    #[arg(long, conflicts_with = "faithfulness")]
+    /// One CSV row per image (with --faithfulness, the scores of its map in columns too).
+    #[arg(long)]
     pub csv: bool,
     /// How many of the most frequent confusions to list.
     #[arg(long, value_name = "K", default_value_t = 10)]
@@ -63,11 +64,12 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub save_cams: Option<PathBuf>,
     /// How each class's map (and so its boxes and the localisation) is made: CAM, or another
-    /// method of the CAM family without passes of its own (not Score-CAM).
+    /// method of the CAM family (Score-CAM runs a forward pass a layer-4 channel, 2048 an
+    /// image for a ResNet-50).
     #[arg(long, env = "CAMVIEW_METHOD", value_enum, default_value_t = CamMethod::Cam)]
     pub method: CamMethod,
     /// Several methods compared in one table, e.g. cam,gradcam++,layercam (one forward pass
-    /// an image serves them all); takes the place of --method.
+    /// an image serves all but Score-CAM); takes the place of --method.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "M,M,…")]
     pub methods: Vec<CamMethod>,
     /// Localisation metrics: v1, camview's own (the largest region, the photo's pixels);
@@ -93,9 +95,8 @@ pub enum BoxMetric {
 }
 
 impl EvalArgs {
-    /// The methods asked for, in order, each once: `--methods`, else `--method`. Score-CAM is
-    /// refused: its passes are one image's at a time (`camview cam`).
-    fn methods(&self) -> Result<Vec<CamMethod>, AnalyzeError> {
+    /// The methods asked for, in order, each once: `--methods`, else `--method`.
+    fn methods(&self) -> Vec<CamMethod> {
         let asked = if self.methods.is_empty() {
             vec![self.method]
         } else {
@@ -103,19 +104,16 @@ impl EvalArgs {
         };
         let mut methods = Vec::new();
         for m in asked {
-            if m.needs_forward_passes() {
-                return Err(AnalyzeError::NeedsPassesOfItsOwn { method: m.name() });
-            }
             if !methods.contains(&m) {
                 methods.push(m);
             }
         }
-        Ok(methods)
+        methods
     }
 }
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
-    let methods = args.methods()?;
+    let methods = args.methods();
     let mut classifier = args.model.load_classifier()?;
     // Class folders name a model's classes when nothing else does (torchvision's rule),
     // before the store is keyed by the names.
@@ -152,7 +150,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
             truth: item.truth.as_ref().map(|t| t.class),
         })
         .collect();
-    let records = records_by_method(&dataset, &classifier, &results, &targets, &methods)?;
+    let Some(records) = records_by_method(&dataset, &classifier, &results, &targets, &methods)?
+    else {
+        return Ok(INTERRUPTED);
+    };
     let v2 = args.box_metric == BoxMetric::V2;
     let mut summaries: Vec<MethodSummary> = methods
         .iter()
@@ -176,7 +177,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
                 .outcomes
                 .iter()
                 .zip(&targets)
-                .map(|(o, target)| faithfulness_request(o, target))
+                .map(|(o, target)| faithfulness_request(o, target, s.method))
                 .collect();
             let name = |i: usize| dataset.items[i].relative.clone();
             let Some(measured) = measure_eval(
@@ -218,15 +219,25 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<i32> {
 
 /// Which map of an analysed image `--faithfulness` measures: the true class's where it is
 /// labelled (the WSOL convention), else the top-1's. None for an image without an analysis.
-fn faithfulness_request(outcome: &Outcome, target: &Target) -> Option<Request> {
+/// Score-CAM's is the record's map, whose passes were run already; the others' are made
+/// again from one forward pass.
+fn faithfulness_request(outcome: &Outcome, target: &Target, method: CamMethod) -> Option<Request> {
     let record = outcome.record.as_ref().ok()?;
     let class = match &outcome.item.truth {
         Some(truth) => truth.class,
         None => record.analysis.top.first()?.index,
     };
+    let map = method
+        .needs_forward_passes()
+        .then(|| {
+            let slot = record.analysis.top.iter().position(|p| p.index == class)?;
+            record.analysis.cams.get(slot).cloned()
+        })
+        .flatten();
     Some(Request {
         key: target.key.clone(),
         class,
+        map,
     })
 }
 
@@ -259,15 +270,21 @@ fn save_cams(dir: &std::path::Path, root: &std::path::Path, outcomes: &[Outcome]
     unsaved
 }
 
+/// Each image's record, or why it has none, by each method (outer: the methods, inner: the
+/// images).
+type Records = Vec<Vec<Result<Record, AnalysisError>>>;
+
 /// Every image's record by each of `methods` (outer: the methods, inner: the images): from
-/// the store where it holds them all, else analysed by every method in one pass and stored.
+/// the store where it holds them all, else analysed by every closed-form method in one pass
+/// (and by Score-CAM with its own passes) and stored. `None` when Ctrl-C stopped Score-CAM:
+/// what it finished is stored.
 fn records_by_method(
     dataset: &Dataset,
     classifier: &Classifier,
     results: &Results,
     targets: &[Target],
     methods: &[CamMethod],
-) -> anyhow::Result<Vec<Vec<Result<Record, AnalysisError>>>> {
+) -> anyhow::Result<Option<Records>> {
     let mut records: Vec<Vec<Option<Result<Record, AnalysisError>>>> = methods
         .iter()
         .map(|&m| {
@@ -277,39 +294,114 @@ fn records_by_method(
                 .collect()
         })
         .collect();
-    // An image lacking any method's result is analysed by all: the pass is the cost, and
-    // the fresh records of one pass agree with each other.
-    let missing: Vec<bool> = (0..targets.len())
-        .map(|i| records.iter().any(|by| by[i].is_none()))
-        .collect();
-    analyse_missing(
-        dataset,
-        classifier,
-        results,
-        targets,
-        methods,
-        &missing,
-        &mut records,
-    )?;
-    Ok(records
-        .into_iter()
-        .map(|by| {
-            by.into_iter()
-                .map(|r| r.unwrap_or(Err(AnalysisError::Unfinished)))
-                .collect()
-        })
-        .collect())
+    let (passes, closed): (Vec<usize>, Vec<usize>) =
+        (0..methods.len()).partition(|&m| methods[m].needs_forward_passes());
+    if !closed.is_empty() {
+        // An image lacking any closed-form method's result is analysed by all: the pass is
+        // the cost, and the fresh records of one pass agree with each other.
+        let missing: Vec<bool> = (0..targets.len())
+            .map(|i| closed.iter().any(|&m| records[m][i].is_none()))
+            .collect();
+        analyse_missing(
+            dataset,
+            classifier,
+            results,
+            targets,
+            (methods, &closed),
+            &missing,
+            &mut records,
+        )?;
+    }
+    for m in passes {
+        if !analyse_score_cam(dataset, classifier, results, targets, &mut records[m]) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(
+        records
+            .into_iter()
+            .map(|by| {
+                by.into_iter()
+                    .map(|r| r.unwrap_or(Err(AnalysisError::Unfinished)))
+                    .collect()
+            })
+            .collect(),
+    ))
 }
 
-/// Analyses the images marked `missing` by every method through the results service,
-/// which stores each result as it comes, so an interrupted run loses only the images in
-/// flight; `records[m][i]` receives image i's by method m.
+/// Analyses by Score-CAM the images whose `records` slot is empty, one at a time (its
+/// passes go in batches through the engine), storing each as it is finished; false when
+/// Ctrl-C stopped it before the last.
+fn analyse_score_cam(
+    dataset: &Dataset,
+    classifier: &Classifier,
+    results: &Results,
+    targets: &[Target],
+    records: &mut [Option<Result<Record, AnalysisError>>],
+) -> bool {
+    let todo: Vec<usize> = (0..targets.len())
+        .filter(|&i| records[i].is_none())
+        .collect();
+    let stored = targets.len() - todo.len();
+    if todo.is_empty() {
+        eprintln!("camview: all {stored} Score-CAM results from the store");
+        return true;
+    }
+    let mut progress = score_cam::Progress::start(classifier, todo.len());
+    let started = std::time::Instant::now();
+    for (n, &i) in todo.iter().enumerate() {
+        let fresh = results.analyse_score_cam(classifier, &targets[i], &mut |done, total| {
+            progress.update(n, done, total)
+        });
+        let Some(fresh) = fresh else {
+            progress.clear();
+            eprintln!(
+                "camview: Score-CAM stopped (Ctrl-C) after {n} of {} images; their results \
+                 are stored, run again to go on",
+                todo.len()
+            );
+            return false;
+        };
+        if let Some(e) = &fresh.not_stored {
+            progress.clear();
+            eprintln!(
+                "camview: cannot store the scorecam result of {}: {}",
+                dataset.items[i].relative,
+                crate::model::chain(e)
+            );
+        }
+        records[i] = Some(fresh.record);
+        if progress.stopped() && n + 1 < todo.len() {
+            progress.clear();
+            eprintln!(
+                "camview: Score-CAM stopped (Ctrl-C) after {} of {} images; their results \
+                 are stored, run again to go on",
+                n + 1,
+                todo.len()
+            );
+            return false;
+        }
+    }
+    progress.clear();
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "camview: Score-CAM analysed {} images in {seconds:.1} s ({:.1} s an image); {stored} from the store",
+        todo.len(),
+        seconds / todo.len() as f64,
+    );
+    true
+}
+
+/// Analyses the images marked `missing` by every method of `methods` picked by `slots`
+/// (none with passes of its own) through the results service, which stores each result as
+/// it comes, so an interrupted run loses only the images in flight; `records[m][i]`
+/// receives image i's by method m.
 fn analyse_missing(
     dataset: &Dataset,
     classifier: &Classifier,
     results: &Results,
     targets: &[Target],
-    methods: &[CamMethod],
+    (all, slots): (&[CamMethod], &[usize]),
     missing: &[bool],
     records: &mut [Vec<Option<Result<Record, AnalysisError>>>],
 ) -> anyhow::Result<()> {
@@ -320,10 +412,11 @@ fn analyse_missing(
     let bar = progress(count as u64);
     let mut finished = Vec::with_capacity(count);
     let run = Run::new(classifier, results.resize(), analysis::TOP_K);
-    results.analyse_methods(classifier, &to_analyse, run, methods, |j, fresh| {
+    let methods: Vec<CamMethod> = slots.iter().map(|&m| all[m]).collect();
+    results.analyse_methods(classifier, &to_analyse, run, &methods, |j, fresh| {
         let i = todo[j];
         let mut by_method = Vec::with_capacity(fresh.len());
-        for (f, method) in fresh.into_iter().zip(methods) {
+        for (f, method) in fresh.into_iter().zip(&methods) {
             if let Some(e) = &f.not_stored {
                 bar.suspend(|| {
                     eprintln!(
@@ -341,7 +434,7 @@ fn analyse_missing(
         ControlFlow::Continue(())
     })?;
     for (i, by_method) in finished {
-        for (m, record) in by_method.into_iter().enumerate() {
+        for (&m, record) in slots.iter().zip(by_method) {
             records[m][i] = Some(record);
         }
     }
@@ -670,8 +763,60 @@ fn write_json(
     writeln!(out, "{}", serde_json::json!({ "summary": summary }))
 }
 
-/// One row an image: the first method's localisation, and with several methods each one's
-/// in columns `iou_<method>`, `loc_correct_<method>`.
+/// The columns of an image's faithfulness scores in `--csv` (after `--json`'s names; ROAD's
+/// a percentile each), a method's suffixed `_<method>` as `iou_<method>` is.
+fn faithfulness_columns() -> Vec<String> {
+    let mut names: Vec<String> = [
+        "faithfulness_class",
+        "confidence",
+        "confidence_change",
+        "drop",
+        "increased",
+        "deletion_auc",
+        "insertion_auc",
+    ]
+    .map(String::from)
+    .to_vec();
+    for order in ["morf", "lerf"] {
+        names.extend(ROAD_PERCENTILES.iter().map(|p| format!("road_{order}_{p}")));
+    }
+    names.push("road_combined".into());
+    names.push("faithfulness_error".into());
+    names
+}
+
+/// The cells of [`faithfulness_columns`] for one image's scores (each number written in
+/// full, as `--json` has it), empty where it has none.
+fn faithfulness_cells(scores: Option<Result<&ImageScores, &str>>) -> Vec<String> {
+    let n = faithfulness_columns().len();
+    let s = match scores {
+        None => return vec![String::new(); n],
+        Some(Err(e)) => {
+            let mut cells = vec![String::new(); n - 1];
+            cells.push(e.to_string());
+            return cells;
+        }
+        Some(Ok(s)) => s,
+    };
+    let mut cells = vec![
+        s.class.to_string(),
+        s.confidence.to_string(),
+        s.cam_mult_change.to_string(),
+        s.drop.to_string(),
+        s.increased.to_string(),
+        s.deletion_auc.to_string(),
+        s.insertion_auc.to_string(),
+    ];
+    cells.extend(s.road_most_relevant_first.iter().map(f32::to_string));
+    cells.extend(s.road_least_relevant_first.iter().map(f32::to_string));
+    cells.push(s.road_combined.to_string());
+    cells.push(String::new());
+    cells
+}
+
+/// One row an image: the first method's localisation (and faithfulness, when measured),
+/// and with several methods each one's in columns `iou_<method>`, `loc_correct_<method>`,
+/// `deletion_auc_<method>`, ….
 fn write_csv(
     out: &mut impl Write,
     summaries: &[MethodSummary],
@@ -699,9 +844,19 @@ fn write_csv(
     ]
     .map(String::from)
     .to_vec();
+    let faithful = summaries[0].faithfulness.is_some();
+    if faithful {
+        header.extend(faithfulness_columns());
+    }
     for s in others {
         header.push(format!("iou_{}", s.method.name()));
         header.push(format!("loc_correct_{}", s.method.name()));
+        if faithful {
+            let suffixed = faithfulness_columns()
+                .into_iter()
+                .map(|c| format!("{c}_{}", s.method.name()));
+            header.extend(suffixed);
+        }
     }
     w.write_record(&header)?;
     for (i, o) in outcomes.iter().enumerate() {
@@ -728,10 +883,16 @@ fn write_csv(
             opt(o.loc_correct.map(|b| b.to_string())),
             opt(o.error()),
         ];
+        if faithful {
+            row.extend(faithfulness_cells(summaries[0].image_faithfulness(i)));
+        }
         for s in others {
             let by = &s.outcomes[i];
             row.push(opt(by.iou.map(|v| format!("{v:.4}"))));
             row.push(opt(by.loc_correct.map(|b| b.to_string())));
+            if faithful {
+                row.extend(faithfulness_cells(s.image_faithfulness(i)));
+            }
         }
         w.write_record(&row)?;
     }
@@ -793,15 +954,18 @@ fn write_report(
         percent(s.top5),
         hits(&|o| o.top5_correct())
     )?;
-    if s.boxed > 0 {
-        if summaries.len() > 1 {
+    let faithful = summaries.iter().any(|s| s.faithfulness.is_some());
+    if summaries.len() > 1 {
+        if s.boxed > 0 || faithful {
             write_method_table(out, summaries)?;
-        } else {
+        }
+    } else {
+        if s.boxed > 0 {
             write_localisation(out, &summaries[0])?;
         }
-    }
-    for f in summaries.iter().filter_map(|s| s.faithfulness.as_ref()) {
-        f.write_report(out)?;
+        if let Some(f) = &summaries[0].faithfulness {
+            f.write_report(out)?;
+        }
     }
     write_per_class(out, outcomes, &dataset.classes)?;
     write_confusions(out, outcomes, confusions, &dataset.classes)?;
@@ -870,45 +1034,223 @@ fn v2_by_iou(by_iou: Option<[f64; 3]>) -> String {
     }
 }
 
-/// The methods side by side, a row each.
-fn write_method_table(out: &mut impl Write, summaries: &[MethodSummary]) -> std::io::Result<()> {
-    let v2 = summaries[0].summary.max_box_acc_v2.is_some();
-    writeln!(
-        out,
-        "localisation over {} boxed images by method (IoU ≥ 0.5; boxes at 20 % of the maximum):",
-        summaries[0].summary.boxed
-    )?;
-    write!(
-        out,
-        "  {:<12} {:>9}  {:>12}  {:>9}  {:>9}",
-        "method", "top-1 loc", "GT-known loc", "MaxBoxAcc", "threshold"
-    )?;
-    if v2 {
-        write!(out, "  {:>11}  IoU 0.3 / 0.5 / 0.7", "MaxBoxAccV2")?;
-    }
-    writeln!(out)?;
-    for m in summaries {
-        let s = &m.summary;
-        write!(
-            out,
-            "  {:<12} {:>9}  {:>12}  {:>9}  {:>9}",
-            m.method.name(),
-            percent(s.loc_top1),
-            percent(s.loc_gt_known),
-            percent(s.max_box_acc),
-            s.best_threshold
-                .map_or_else(|| "—".to_string(), |t| format!("{t:.2}"))
-        )?;
-        if let Some(v2) = &s.max_box_acc_v2 {
-            let by = s.max_box_acc_v2_by_iou.flatten().map_or_else(
-                || "—".to_string(),
-                |[a, b, c]| format!("{:.1} / {:.1} / {:.1} %", a * 100.0, b * 100.0, c * 100.0),
-            );
-            write!(out, "  {:>11}  {by}", percent(*v2))?;
+/// A column of a table: its header and a cell a row, right-aligned unless `left`.
+struct Column {
+    header: String,
+    cells: Vec<String>,
+    left: bool,
+}
+
+impl Column {
+    fn new(header: &str, cells: Vec<String>) -> Self {
+        Self {
+            header: header.to_string(),
+            cells,
+            left: false,
         }
-        writeln!(out)?;
+    }
+}
+
+/// Writes `columns` as a table indented by two spaces, each as wide as its widest cell.
+fn write_table(out: &mut impl Write, columns: &[Column]) -> std::io::Result<()> {
+    let width = |c: &Column| {
+        c.cells
+            .iter()
+            .chain([&c.header])
+            .map(|t| t.chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = columns.iter().map(width).collect();
+    let rows = columns.first().map_or(0, |c| c.cells.len());
+    let line = |cell: &dyn Fn(&Column) -> &str| -> String {
+        let cells: Vec<String> = columns
+            .iter()
+            .zip(&widths)
+            .map(|(c, &w)| {
+                let text = cell(c);
+                let pad = " ".repeat(w.saturating_sub(text.chars().count()));
+                if c.left {
+                    format!("{text}{pad}")
+                } else {
+                    format!("{pad}{text}")
+                }
+            })
+            .collect();
+        format!("  {}", cells.join("  ")).trim_end().to_string()
+    };
+    writeln!(out, "{}", line(&|c| &c.header))?;
+    for r in 0..rows {
+        writeln!(out, "{}", line(&|c| &c.cells[r]))?;
     }
     Ok(())
+}
+
+/// The methods side by side, a row each: the localisation (with boxes) and the
+/// faithfulness means (when measured), the headers explained under the table; then ROAD at
+/// each percentile, which the table gives as means.
+fn write_method_table(out: &mut impl Write, summaries: &[MethodSummary]) -> std::io::Result<()> {
+    let first = &summaries[0].summary;
+    let boxed = first.boxed > 0;
+    let v2 = boxed && first.max_box_acc_v2.is_some();
+    let means: Vec<Option<&crate::faithfulness_run::MethodSummary>> = summaries
+        .iter()
+        .map(|m| m.faithfulness.as_ref().and_then(|f| f.summary.as_ref()))
+        .collect();
+    let faithful = summaries.iter().any(|m| m.faithfulness.is_some());
+    let cells = |f: &dyn Fn(&Summary) -> String| -> Vec<String> {
+        summaries.iter().map(|m| f(&m.summary)).collect()
+    };
+    let mut columns = vec![Column {
+        left: true,
+        ..Column::new(
+            "method",
+            summaries.iter().map(|m| m.method.name().into()).collect(),
+        )
+    }];
+    if boxed {
+        columns.push(Column::new("top-1 loc", cells(&|s| percent(s.loc_top1))));
+        columns.push(Column::new("GT-known", cells(&|s| percent(s.loc_gt_known))));
+        columns.push(Column::new("MaxBoxAcc", cells(&|s| percent(s.max_box_acc))));
+        columns.push(Column::new(
+            "thr",
+            cells(&|s| {
+                s.best_threshold
+                    .map_or_else(|| "—".to_string(), |t| format!("{t:.2}"))
+            }),
+        ));
+    }
+    if v2 {
+        columns.push(Column::new(
+            "MaxBoxAccV2",
+            cells(&|s| percent(s.max_box_acc_v2.flatten())),
+        ));
+        // Beside the faithfulness columns the table would pass 120 columns: `--json` and
+        // the single-method report give each IoU's then.
+        if !faithful {
+            columns.push(Column {
+                left: true,
+                ..Column::new(
+                    "IoU 0.3 / 0.5 / 0.7",
+                    cells(&|s| {
+                        s.max_box_acc_v2_by_iou.flatten().map_or_else(
+                            || "—".to_string(),
+                            |[a, b, c]| {
+                                format!("{:.1} / {:.1} / {:.1} %", a * 100.0, b * 100.0, c * 100.0)
+                            },
+                        )
+                    }),
+                )
+            });
+        }
+    }
+    if faithful {
+        let headers = crate::faithfulness_run::MethodSummary::COLUMNS;
+        for (k, header) in headers.into_iter().enumerate() {
+            let column = means
+                .iter()
+                .map(|m| m.map_or_else(|| "—".to_string(), |m| m.cells()[k].clone()))
+                .collect();
+            columns.push(Column::new(header, column));
+        }
+    }
+    let mut over = Vec::new();
+    if boxed {
+        over.push(format!("localisation over {} boxed images", first.boxed));
+    }
+    if faithful {
+        let measured = means.iter().flatten().map(|m| m.images).max().unwrap_or(0);
+        over.push(format!("faithfulness over {measured} images"));
+    }
+    writeln!(out, "by method ({}):", over.join(", "))?;
+    write_table(out, &columns)?;
+    if boxed {
+        writeln!(
+            out,
+            "  top-1 loc: top-1 right and its box hits a truth box (IoU ≥ 0.5); GT-known: the \
+             true class's\n  box hits; boxes at 20 % of the map's maximum; thr: MaxBoxAcc's best \
+             threshold"
+        )?;
+    }
+    if v2 {
+        writeln!(
+            out,
+            "  MaxBoxAccV2: wsolevaluation's (every region, 224 × 224, IoU 0.3/0.5/0.7 averaged)"
+        )?;
+    }
+    if faithful {
+        writeln!(
+            out,
+            "  faithfulness of the true class's map (else the top-1's), means: del/ins: RISE \
+             deletion and\n  insertion AUC; drop: average drop; incr: increase in confidence \
+             (images whose confidence rose);\n  MoRF/LeRF: ROAD most/least relevant first, the \
+             mean of 20/40/60/80 %; ROAD: (LeRF − MoRF) / 2\n  (ROADCombined); ↓ lower is \
+             better, ↑ higher"
+        )?;
+        write_road_table(out, summaries, &means)?;
+    }
+    Ok(())
+}
+
+/// ROAD at each percentile by method, and the faithfulness settings.
+fn write_road_table(
+    out: &mut impl Write,
+    summaries: &[MethodSummary],
+    means: &[Option<&crate::faithfulness_run::MethodSummary>],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "ROAD by the share of pixels replaced (most relevant first: lower is better; least: higher):"
+    )?;
+    let mut columns = vec![Column {
+        left: true,
+        ..Column::new(
+            "method",
+            summaries.iter().map(|m| m.method.name().into()).collect(),
+        )
+    }];
+    let orders = [("MoRF", true), ("LeRF", false)];
+    for (name, most_relevant_first) in orders {
+        let values = |m: &crate::faithfulness_run::MethodSummary| {
+            if most_relevant_first {
+                m.road_most_relevant_first
+            } else {
+                m.road_least_relevant_first
+            }
+        };
+        for (p, percentile) in ROAD_PERCENTILES.iter().enumerate() {
+            let cells = means
+                .iter()
+                .map(|m| m.map_or_else(|| "—".to_string(), |m| format!("{:+.3}", values(m)[p])))
+                .collect();
+            columns.push(Column::new(&format!("{name} {percentile} %"), cells));
+        }
+    }
+    write_table(out, &columns)?;
+    if let Some(f) = summaries.iter().find_map(|m| m.faithfulness.as_ref()) {
+        let settings = crate::faithfulness_run::settings_line(f.settings);
+        for line in wrap(&format!("settings: {settings}"), 96) {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `text` broken at spaces into lines of at most `width` characters (a longer word alone).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let line = lines.last_mut().expect("one line at least");
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(word.to_string());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
 }
 
 /// Images and top-1 accuracy per true class, worst first.

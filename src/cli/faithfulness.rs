@@ -136,15 +136,21 @@ impl PassLine {
         done: usize,
         total: usize,
     ) -> ControlFlow<()> {
-        if self.terminal {
-            eprint!("\r\x1b[2K{}: {done}/{total} passes", stage.name());
-            self.shown = true;
-        }
+        self.show(&format!("{}: {done}/{total} passes", stage.name()));
         if interrupt.requested() {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
+    }
+
+    /// Shows `text` in place of the line before, on a terminal; whether it was shown.
+    pub fn show(&mut self, text: &str) -> bool {
+        if self.terminal {
+            eprint!("\r\x1b[2K{text}");
+            self.shown = true;
+        }
+        self.terminal
     }
 
     /// Clears the line, leaving the cursor at its start.

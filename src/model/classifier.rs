@@ -72,8 +72,8 @@ pub enum AnalyzeError {
     #[error("{images} images but {pinned} pinned classes: a batch needs one per image")]
     PinnedPerImage { images: usize, pinned: usize },
     #[error(
-        "{method} runs a forward pass for each feature channel: it draws one image at a time \
-         (camview cam --method {method})"
+        "{method} runs a forward pass for each feature channel: its maps come from \
+         `Classifier::method_maps`, not from one pass"
     )]
     NeedsPassesOfItsOwn { method: &'static str },
     #[error(transparent)]

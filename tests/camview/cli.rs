@@ -493,7 +493,7 @@ fn cam_draws_the_method_asked_for() {
 }
 
 /// `classify --method` gives each class the method's map (here LayerCAM, as the engine makes
-/// it for one image) and its box; Score-CAM, which needs passes of its own, is refused.
+/// it for one image) and its box (Score-CAM: `score_cam.rs`).
 #[test]
 fn classify_gives_the_maps_of_the_method_asked_for() {
     use camview::model::cam_methods::CamMethod;
@@ -557,19 +557,6 @@ fn classify_gives_the_maps_of_the_method_asked_for() {
     ]));
     let cam: serde_json::Value = serde_json::from_str(cam_text.trim()).unwrap();
     assert_ne!(cam["top"][0]["cam"], top[0]["cam"]);
-
-    let run = camview(&[
-        "classify",
-        "--method",
-        "scorecam",
-        chelsea.to_str().unwrap(),
-    ]);
-    assert_eq!(run.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&run.stderr).contains("camview cam --method scorecam"),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
 }
 
 /// `classify --save-cams DIR`: each image's top-1 map as a float32 .npy at the network

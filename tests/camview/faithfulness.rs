@@ -191,6 +191,7 @@ fn cam_faithfulness_is_the_engines_on_the_same_map() {
         &STEP.to_string(),
         "--road-seed",
         "5",
+        "--no-store",
     ]);
     let lines = json(&out);
     assert_eq!(lines.len(), 1);
@@ -309,6 +310,7 @@ fn cam_faithfulness_stops_on_ctrl_c() {
             crate::common::photo("chelsea").to_str().unwrap(),
             "--faithfulness",
             "--json",
+            "--no-store",
         ])
         .env("CAMVIEW_WEIGHTS", crate::common::weights_path())
         .stdout(std::process::Stdio::piped())
