@@ -63,6 +63,8 @@ struct JsonResult<'a> {
     width: u32,
     height: u32,
     top: Vec<JsonClass<'a>>,
+    /// The method of the maps the box (and `cam`) come from.
+    method: &'static str,
     bbox: Option<[u32; 4]>,
 }
 
@@ -261,6 +263,7 @@ fn write_result(out: &mut impl Write, args: &ClassifyArgs, one: &One) -> std::io
             width: one.size.0,
             height: one.size.1,
             top,
+            method: args.method.name(),
             bbox: one.bbox.map(|b| [b.x0, b.y0, b.x1, b.y1]),
         };
         writeln!(out, "{}", serde_json::to_string(&line)?)
@@ -288,8 +291,12 @@ fn write_result(out: &mut impl Write, args: &ClassifyArgs, one: &One) -> std::io
         if let Some(b) = one.bbox {
             writeln!(
                 out,
-                "  box (top-1 CAM): x {}..{}  y {}..{}",
-                b.x0, b.x1, b.y0, b.y1
+                "  box (top-1 {}): x {}..{}  y {}..{}",
+                args.method.title(),
+                b.x0,
+                b.x1,
+                b.y0,
+                b.y1
             )?;
         }
         Ok(())

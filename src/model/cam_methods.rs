@@ -75,6 +75,18 @@ impl CamMethod {
         }
     }
 
+    /// The name as the papers and the screen write it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Cam => "CAM",
+            Self::GradCamPlusPlus => "Grad-CAM++",
+            Self::LayerCam => "LayerCAM",
+            Self::AblationCam => "Ablation-CAM",
+            Self::EigenCam => "EigenCAM",
+            Self::ScoreCam => "Score-CAM",
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|m| m.name() == name)
     }

@@ -33,7 +33,7 @@ pub use super::status::{MIN_HEIGHT, MIN_WIDTH};
 pub use crate::background::Command;
 pub use event::AppEvent;
 pub use layout::Panes;
-pub use methods::{Maps, title as method_title};
+pub use methods::Maps;
 
 /// The inference result for the selected image.
 #[derive(Debug, Clone)]

@@ -88,6 +88,7 @@ fn classify_json_carries_raw_cam_grids_equal_to_the_reference_shape() {
         worst <= 1e-3 * scale,
         "the raw CAM differs by {worst} (its maximum {scale})"
     );
+    assert_eq!(v["method"], "cam", "the box's maps");
     let bbox = v["bbox"].as_array().unwrap();
     assert_eq!(bbox.len(), 4);
     let b: Vec<u64> = bbox.iter().map(|x| x.as_u64().unwrap()).collect();

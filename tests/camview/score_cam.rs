@@ -229,31 +229,29 @@ fn score_cam_beside_closed_form_methods_in_one_table() {
     );
 }
 
-/// Ctrl-C while Score-CAM runs: status 130, a line that says how far it got, the finished
-/// images stored; the next run reads them and does the rest.
-#[test]
-fn eval_score_cam_stops_on_ctrl_c_keeping_what_it_finished() {
-    use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    // Twelve images: more than the signal's way can outrun.
+/// Twelve photos in class folders of `basic.pth`'s classes: more than the signal's way can
+/// outrun.
+fn twelve_images(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
     for copy in 0..3 {
-        for (file, class) in dataset(&dir.path().join(format!("set{copy}")), 4, 7) {
+        for (file, class) in dataset(&dir.join(format!("set{copy}")), 4, 7) {
             let to = data.join(class.to_string());
             std::fs::create_dir_all(&to).unwrap();
             let name = file.file_name().unwrap().to_str().unwrap();
             std::fs::rename(&file, to.join(format!("{copy}-{name}"))).unwrap();
         }
     }
-    let store = dir.path().join("store.sqlite");
-    let args = [
-        "eval",
-        arg(&data),
-        "--method",
-        "scorecam",
-        "--store",
-        arg(&store),
-    ];
+    data
+}
+
+/// `camview ARGS` interrupted (SIGINT) once Score-CAM has said what it costs (and, with
+/// `after_a_line`, once a first line is on stdout): its status, stdout, the rest of its
+/// stderr, and how many images it says it finished.
+fn interrupted_score_cam(
+    args: &[&str],
+    after_a_line: bool,
+) -> (Option<i32>, String, String, usize) {
+    use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_camview"))
         .args(args)
         .arg("--model")
@@ -270,6 +268,11 @@ fn eval_score_cam_stops_on_ctrl_c_keeping_what_it_finished() {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "no cost line");
     }
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    if after_a_line {
+        assert!(stdout.read_line(&mut first).unwrap() > 0, "no result line");
+    }
     let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -277,15 +280,35 @@ fn eval_score_cam_stops_on_ctrl_c_keeping_what_it_finished() {
     assert!(sent.success());
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{rest}");
-    assert!(out.stdout.is_empty());
+    std::io::Read::read_to_string(&mut stdout, &mut first).unwrap();
+    let status = child.wait().unwrap();
     let finished: usize = rest
         .split("Score-CAM stopped (Ctrl-C) after ")
         .nth(1)
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{rest}"));
+    (status.code(), first, rest, finished)
+}
+
+/// Ctrl-C while Score-CAM runs: status 130, a line that says how far it got, the finished
+/// images stored; the next run reads them and does the rest.
+#[test]
+fn eval_score_cam_stops_on_ctrl_c_keeping_what_it_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = twelve_images(dir.path());
+    let store = dir.path().join("store.sqlite");
+    let args = [
+        "eval",
+        arg(&data),
+        "--method",
+        "scorecam",
+        "--store",
+        arg(&store),
+    ];
+    let (status, stdout, rest, finished) = interrupted_score_cam(&args, false);
+    assert_eq!(status, Some(130), "{rest}");
+    assert!(stdout.is_empty());
     assert!(finished < 12, "{rest}");
     let rows: usize = rusqlite::Connection::open(&store)
         .unwrap()
@@ -304,4 +327,24 @@ fn eval_score_cam_stops_on_ctrl_c_keeping_what_it_finished() {
             && stderr.contains(&format!("{finished} from the store")),
         "{stderr}"
     );
+}
+
+/// `classify` writes each image as Score-CAM finishes it: Ctrl-C (sent once the first is
+/// out) stops it with status 130, and stdout holds the finished images' lines, whole.
+#[test]
+fn classify_score_cam_stops_on_ctrl_c_with_the_finished_images_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = twelve_images(dir.path());
+    let args = ["classify", arg(&data), "--method", "scorecam", "--json"];
+    let (status, stdout, rest, finished) = interrupted_score_cam(&args, true);
+    assert_eq!(status, Some(130), "{rest}");
+    assert!((1..12).contains(&finished), "{rest}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), finished, "{stdout}");
+    for line in &lines {
+        assert_eq!(line["method"], "scorecam", "{line}");
+    }
 }

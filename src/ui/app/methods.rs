@@ -14,18 +14,6 @@ use crate::model::cam::BBox;
 use crate::model::cam_methods::CamMethod;
 use crate::model::{Analysis, chain};
 
-/// The method's name as the screen shows it.
-pub fn title(method: CamMethod) -> &'static str {
-    match method {
-        CamMethod::Cam => "CAM",
-        CamMethod::GradCamPlusPlus => "Grad-CAM++",
-        CamMethod::LayerCam => "LayerCAM",
-        CamMethod::AblationCam => "Ablation-CAM",
-        CamMethod::EigenCam => "EigenCAM",
-        CamMethod::ScoreCam => "Score-CAM",
-    }
-}
-
 /// One image's maps by a method other than CAM, as received.
 #[derive(Debug, Clone)]
 pub struct MadeMaps {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use ratatui::layout::Rect;
 
-use super::methods::{Maps, title as method_title};
+use super::methods::Maps;
 use super::{AnalysisState, App, Command, escaped};
 use crate::analysis::{AnalysisError, ImageKey};
 use crate::background::inference::{Analysed, ModelStatus, Request, WorkerEvent};
@@ -225,13 +225,13 @@ impl App {
             Maps::Pending(_) => {
                 let why = format!(
                     "nothing to save yet: the {} maps are being made",
-                    method_title(self.method)
+                    self.method.title()
                 );
                 self.notice = Some(Notice::Problem(why));
                 return;
             }
             Maps::Failed(e) => {
-                let why = format!("nothing to save: {} failed: {e}", method_title(self.method));
+                let why = format!("nothing to save: {} failed: {e}", self.method.title());
                 self.notice = Some(Notice::Problem(why));
                 return;
             }

@@ -8,7 +8,7 @@ use ratatui::style::Color;
 use ratatui::text::Span;
 use ratatui::widgets::Widget;
 
-use super::methods::{Maps, title as method_title};
+use super::methods::Maps;
 use super::{AnalysisState, App};
 use crate::background::inference::ModelStatus;
 use crate::background::render::Rendered;
@@ -135,7 +135,7 @@ impl App {
     /// What the picture shows, for its title: ` — CAM of tabby`, ` — Grad-CAM++ maps of the
     /// top 5, photo last`, ` — Score-CAM of tabby: 320/2048`.
     fn map_title(&self) -> String {
-        let method = method_title(self.method);
+        let method = self.method.title();
         let label = self
             .analysis()
             .and_then(|a| a.top.get(self.class))
@@ -217,14 +217,12 @@ impl App {
             maps: match self.maps() {
                 Maps::Pending(Some((done, total))) => Some(Notice::Done(format!(
                     "{} {done}/{total}",
-                    method_title(self.method)
+                    self.method.title()
                 ))),
-                Maps::Pending(None) => {
-                    Some(Notice::Done(format!("{} …", method_title(self.method))))
-                }
+                Maps::Pending(None) => Some(Notice::Done(format!("{} …", self.method.title()))),
                 Maps::Failed(why) => Some(Notice::Problem(format!(
                     "{} failed: {why}",
-                    method_title(self.method)
+                    self.method.title()
                 ))),
                 Maps::Ready(_) | Maps::Missing => None,
             },
