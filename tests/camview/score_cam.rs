@@ -229,11 +229,11 @@ fn score_cam_beside_closed_form_methods_in_one_table() {
     );
 }
 
-/// Twelve photos in class folders of `basic.pth`'s classes: more than the signal's way can
-/// outrun.
-fn twelve_images(dir: &Path) -> PathBuf {
+/// `copies` × 4 photos in class folders of `basic.pth`'s classes: more than the signal's way
+/// can outrun.
+fn many_images(dir: &Path, copies: usize) -> PathBuf {
     let data = dir.join("data");
-    for copy in 0..3 {
+    for copy in 0..copies {
         for (file, class) in dataset(&dir.join(format!("set{copy}")), 4, 7) {
             let to = data.join(class.to_string());
             std::fs::create_dir_all(&to).unwrap();
@@ -296,7 +296,7 @@ fn interrupted_score_cam(
 #[test]
 fn eval_score_cam_stops_on_ctrl_c_keeping_what_it_finished() {
     let dir = tempfile::tempdir().unwrap();
-    let data = twelve_images(dir.path());
+    let data = many_images(dir.path(), 3);
     let store = dir.path().join("store.sqlite");
     let args = [
         "eval",
@@ -334,11 +334,12 @@ fn eval_score_cam_stops_on_ctrl_c_keeping_what_it_finished() {
 #[test]
 fn classify_score_cam_stops_on_ctrl_c_with_the_finished_images_written() {
     let dir = tempfile::tempdir().unwrap();
-    let data = twelve_images(dir.path());
+    // 40 images: the signal, sent after the first, lands long before the last.
+    let data = many_images(dir.path(), 10);
     let args = ["classify", arg(&data), "--method", "scorecam", "--json"];
     let (status, stdout, rest, finished) = interrupted_score_cam(&args, true);
     assert_eq!(status, Some(130), "{rest}");
-    assert!((1..12).contains(&finished), "{rest}");
+    assert!((1..40).contains(&finished), "{rest}");
     let lines: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
