@@ -236,10 +236,19 @@ fn serve(
             sweep.start(targets);
         }
         // The maps are of the image shown: they come first.
-        if let Some(Some(request)) = job.maps
-            && !make_maps(&classifier, model, &mut read_backs, &request, inbox, notify)
-        {
-            return;
+        if let Some(Some(request)) = job.maps {
+            let target = Target {
+                truth: sweep.truth_of(&request.key.path),
+                key: request.key.clone(),
+            };
+            let makers = Makers {
+                classifier: &classifier,
+                results: &results,
+                read_backs: &mut read_backs,
+            };
+            if !make_maps(makers, model, &target, &request, inbox, notify) {
+                return;
+            }
         }
         let keys = match job.request {
             Some(Request::Analyze(key)) => vec![key],
@@ -274,12 +283,26 @@ fn serve(
     }
 }
 
+/// What the worker makes a method's maps with.
+struct Makers<'a> {
+    classifier: &'a Classifier,
+    results: &'a Results,
+    read_backs: &'a mut ReadBacks,
+}
+
 /// Makes the maps `request` asks for and sends them (with Score-CAM's progress on the way),
-/// unless a newer job supersedes them first; false once nobody listens.
+/// unless a newer job supersedes them first; false once nobody listens. Score-CAM's maps of
+/// the classes the image's analysis has (its table) come from the result store where a run
+/// of `eval` or an earlier session left them, and go into it when made here: its thousands
+/// of passes are made once.
 fn make_maps(
-    classifier: &Classifier,
+    Makers {
+        classifier,
+        results,
+        read_backs,
+    }: Makers,
     model: &ModelConfig,
-    read_backs: &mut ReadBacks,
+    target: &Target,
     request: &MapsRequest,
     inbox: &Mailbox<Job>,
     notify: &(dyn Fn(WorkerEvent) -> bool + Sync),
@@ -299,14 +322,37 @@ fn make_maps(
             std::ops::ControlFlow::Continue(())
         }
     };
-    let made = jobs::contain_panic(|| {
-        maps::make(classifier, model.resize, read_backs, request, &mut progress)
-    });
+    // A record's classes are the image's analysis' (its top 5 and the true class), which
+    // the table shows and asks for.
+    let by_record = request.method.needs_forward_passes()
+        && results.is_kept()
+        && results.stored(target).is_some_and(|r| {
+            r.analysis
+                .top
+                .iter()
+                .map(|p| p.index)
+                .eq(request.classes.iter().copied())
+        });
+    let stored = by_record
+        .then(|| results.stored_by(target, request.method))
+        .flatten();
+    let stored_found = stored.is_some();
+    let made = match stored {
+        Some(record) => Ok(Some(maps::from_record(&record))),
+        None if by_record => match results.analyse_score_cam(classifier, target, &mut progress) {
+            None => Ok(None),
+            Some(fresh) => fresh.record.map(|record| Some(maps::from_record(&record))),
+        },
+        None => jobs::contain_panic(|| {
+            maps::make(classifier, model.resize, read_backs, request, &mut progress)
+        }),
+    };
     log::debug(&format!(
         "{} maps of {}: {} in {:?}",
         request.method.name(),
         request.key.path.display(),
         match &made {
+            Ok(Some(_)) if stored_found => "from the store",
             Ok(Some(_)) => "made",
             Ok(None) => "stopped",
             Err(_) => "failed",

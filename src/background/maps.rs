@@ -7,7 +7,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use crate::analysis::{self, AnalysisError, ImageKey};
+use crate::analysis::{self, AnalysisError, ImageKey, Record};
 use crate::model::cam::{BBox, CamGrid};
 use crate::model::cam_methods::CamMethod;
 use crate::model::classifier::ReadBack;
@@ -133,6 +133,22 @@ pub fn make(
         })
         .collect();
     Ok(Some(made))
+}
+
+/// The maps of a stored record (Score-CAM's, by `eval` or an earlier session), one for each
+/// class of its analysis in order, with their boxes found as [`make`] finds them.
+pub fn from_record(record: &Record) -> Vec<MethodMap> {
+    let analysis = &record.analysis;
+    analysis
+        .top
+        .iter()
+        .enumerate()
+        .map(|(slot, p)| MethodMap {
+            class: p.index,
+            map: analysis.cams[slot].clone(),
+            paper_box: analysis::paper_box(analysis, slot, record.size),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1591,6 +1591,92 @@ fn the_worker_stops_score_cam_for_a_newer_selection() {
     assert_eq!(maps, engine);
 }
 
+/// Score-CAM's passes are made once: with a result store, the worker keeps the maps it makes
+/// there, and a later session (another worker on the same store) takes them from it although
+/// the photo can no longer be read, so no pass ran.
+#[test]
+fn the_worker_keeps_score_cam_maps_in_the_store_and_takes_them_from_there() {
+    let tiny = crate::common::root().join("tests/fixtures/models/bottleneck.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("chelsea.png");
+    std::fs::copy(crate::common::photo("chelsea"), &photo).unwrap();
+    let store = dir.path().join("store.sqlite");
+    let key = ImageKey::of(&photo);
+    let session = || {
+        let (tx, rx) = mpsc::channel();
+        let worker = camview::background::inference::spawn(
+            cpu_model(tiny.clone()),
+            Some(store.clone()),
+            None,
+            move |e| tx.send(e).is_ok(),
+        )
+        .unwrap();
+        worker.send(Request::Analyze(key.clone()));
+        let analysed = next_worker_event(&rx, |e| match e {
+            WorkerEvent::Analysis { result, .. } => Some(result.unwrap()),
+            _ => None,
+        });
+        let classes: Vec<usize> = analysed.analysis.top.iter().map(|p| p.index).collect();
+        worker.send(Request::Maps(MapsRequest {
+            key: key.clone(),
+            method: CamMethod::ScoreCam,
+            classes: classes.clone(),
+        }));
+        let made = next_worker_event(&rx, |e| match e {
+            WorkerEvent::Maps {
+                method: CamMethod::ScoreCam,
+                result,
+                ..
+            } => Some(result),
+            _ => None,
+        });
+        (classes, made.unwrap())
+    };
+    let (classes, first) = session();
+    assert_eq!(
+        first.iter().map(|m| m.class).collect::<Vec<_>>(),
+        classes,
+        "in the order asked"
+    );
+    let classifier = camview::model::Classifier::load(
+        &tiny,
+        None,
+        camview::model::classifier::DeviceChoice::Cpu
+            .open()
+            .unwrap(),
+    )
+    .unwrap();
+    let prepared = classifier
+        .prepare(&load_rgb(&photo).unwrap(), ResizeMode::Full)
+        .unwrap();
+    let engine = classifier
+        .method_maps(&prepared, &classes, CamMethod::ScoreCam, 16, &mut |_, _| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap()
+        .unwrap();
+    let maps: Vec<_> = first.iter().map(|m| m.map.clone()).collect();
+    assert_eq!(maps, engine, "the engine's maps");
+
+    // Same size, same modification time, no longer a PNG: only the store can answer.
+    crate::common::break_keeping_identity(&photo);
+    assert_eq!(ImageKey::of(&photo), key);
+    let (again, second) = session();
+    assert_eq!(again, classes);
+    for (made, stored) in first.iter().zip(&second) {
+        assert_eq!(made.class, stored.class);
+        let (a, b) = (&made.map.values, &stored.map.values);
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        // The store keeps maps in half precision.
+        assert!(
+            worst <= 1e-3 * scale,
+            "class {}: {worst} of {scale}",
+            made.class
+        );
+    }
+}
+
 /// A dataset under another method: the verdicts stay, `t` shows the true class's map by that
 /// method, and the IoU is that of the method's box (20 % of its map's maximum).
 #[test]
