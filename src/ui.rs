@@ -203,9 +203,14 @@ fn trace(event: &AppEvent, key_at: &mut Option<Instant>) {
         AppEvent::Worker(inference::WorkerEvent::Analysis { key, .. }) => {
             log::debug(&format!("analysis of {} arrived", key.path.display()));
         }
-        AppEvent::Worker(inference::WorkerEvent::Model(m)) => {
-            log::debug(&format!("model: {m:?}"));
-        }
+        AppEvent::Worker(inference::WorkerEvent::Model(m)) => match m {
+            // Not its classes' thousand names.
+            inference::ModelStatus::Ready { device, classes } => log::debug(&format!(
+                "model: ready on {device}, {} classes",
+                classes.len()
+            )),
+            other => log::debug(&format!("model: {other:?}")),
+        },
         _ => {}
     }
 }

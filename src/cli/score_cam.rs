@@ -20,10 +20,15 @@ fn say_cost(classifier: &Classifier, images: usize) {
     }
     let passes = passes_an_image(classifier);
     let batch = pipeline::score_cam_batch(classifier.device());
+    let each = if images == 1 {
+        "the image".to_string()
+    } else {
+        format!("each of {images} images")
+    };
     eprintln!(
         "camview: Score-CAM runs {passes} forward passes an image on the CPU (one a layer-4 \
-         channel, {batch} a batch): roughly {passes} × one pass's time for each of {images} \
-         images (a GPU is far faster; Ctrl-C stops between batches)"
+         channel, {batch} a batch): roughly {passes} × one pass's time for {each} (a GPU is \
+         far faster; Ctrl-C stops between batches)"
     );
 }
 
