@@ -324,18 +324,20 @@ fn make_maps(
     };
     // A record's classes are the image's analysis' (its top 5 and the true class), which
     // the table shows and asks for.
+    let of_request = |r: &Record| {
+        r.analysis
+            .top
+            .iter()
+            .map(|p| p.index)
+            .eq(request.classes.iter().copied())
+    };
     let by_record = request.method.needs_forward_passes()
         && results.is_kept()
-        && results.stored(target).is_some_and(|r| {
-            r.analysis
-                .top
-                .iter()
-                .map(|p| p.index)
-                .eq(request.classes.iter().copied())
-        });
+        && results.stored(target).is_some_and(|r| of_request(&r));
     let stored = by_record
         .then(|| results.stored_by(target, request.method))
-        .flatten();
+        .flatten()
+        .filter(of_request);
     let stored_found = stored.is_some();
     let made = match stored {
         Some(record) => Ok(Some(maps::from_record(&record))),
