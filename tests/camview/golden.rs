@@ -407,7 +407,7 @@ fn bf16_keeps_every_reference_top1_and_top5() {
     }
 }
 
-/// The largest logit change bf16 may make: twice the largest seen (0.15, README → Precision).
+/// The largest logit change bf16 may make: twice the largest seen (0.15, docs/performance.md → bf16).
 const BF16_LOGIT_TOL: f32 = 0.3;
 
 fn top_classes(logits: &[f32], k: usize) -> Vec<u32> {

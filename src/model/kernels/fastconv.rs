@@ -35,7 +35,7 @@ use super::winograd::{TileSize, Winograd};
 /// F(4×4, 3×3) weights take 4× the memory of the direct ones: layers up to 256 input
 /// channels (layers 1–3) use it; layer 4 (512), small in pixels and large in weights, uses
 /// F(2×2, 3×3), whose weights take 16/9. Layer 3 in F(2×2) too was slower for batches
-/// (README → Speed has the paired runs).
+/// (docs/performance.md has the paired runs).
 const WINOGRAD_4X4_MAX_IN: usize = 256;
 
 /// Below this many output tiles the small GEMMs cost more than they save, and the direct
