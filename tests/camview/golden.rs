@@ -357,7 +357,7 @@ fn a_batch_gives_each_image_what_it_gets_alone() {
 /// class unchanged, the top-5 the same classes, logits and the top-1 CAM close. It runs in
 /// the emulated kernel on every CPU (the same bfloat16 values and f32 sums as `vdpbf16ps`),
 /// and in the native one too where the CPU has AVX512_BF16. `--nocapture` prints the table
-/// the README quotes.
+/// docs/performance.md quotes.
 #[test]
 fn bf16_keeps_every_reference_top1_and_top5() {
     use camview::model::kernels::packed_gemm::{Bf16Kernel, Format, bf16_kernel_available};

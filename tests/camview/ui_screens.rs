@@ -305,6 +305,18 @@ impl Harness {
 
 /// What the worker would answer, with a fixed time.
 /// The model of the weights file `weights`, on the CPU, never fetched.
+/// The network at `weights` on the CPU, in-process, as the engine's own reference.
+fn cpu_classifier(weights: &Path) -> camview::model::Classifier {
+    camview::model::Classifier::load(
+        weights,
+        None,
+        camview::model::classifier::DeviceChoice::Cpu
+            .open()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 fn cpu_model(weights: PathBuf) -> ModelConfig {
     ModelConfig {
         weights,
@@ -1567,14 +1579,7 @@ fn the_worker_stops_score_cam_for_a_newer_selection() {
     assert_eq!(reports.len(), 1 + total.div_ceil(done));
     assert_eq!(reports[0], 0);
     assert_eq!(reports.last(), Some(&total));
-    let classifier = camview::model::Classifier::load(
-        &tiny,
-        None,
-        camview::model::classifier::DeviceChoice::Cpu
-            .open()
-            .unwrap(),
-    )
-    .unwrap();
+    let classifier = cpu_classifier(&tiny);
     let img = load_rgb(&coffee.path).unwrap();
     let prepared = classifier.prepare(&img, ResizeMode::Full).unwrap();
     let engine = classifier
@@ -1638,14 +1643,7 @@ fn the_worker_keeps_score_cam_maps_in_the_store_and_takes_them_from_there() {
         classes,
         "in the order asked"
     );
-    let classifier = camview::model::Classifier::load(
-        &tiny,
-        None,
-        camview::model::classifier::DeviceChoice::Cpu
-            .open()
-            .unwrap(),
-    )
-    .unwrap();
+    let classifier = cpu_classifier(&tiny);
     let prepared = classifier
         .prepare(&load_rgb(&photo).unwrap(), ResizeMode::Full)
         .unwrap();
