@@ -6,5 +6,6 @@ pub(crate) mod fastconv;
 pub(crate) mod matrix;
 pub(crate) mod nhwc;
 pub mod packed_gemm;
+pub(crate) mod activation;
 mod scratch;
 pub(crate) mod winograd;

@@ -14,7 +14,7 @@
 //! convolution one GEMM and bias, residual and ReLU fused into it ([`super::kernels::fastconv`]); on
 //! other devices (and as a cross-check in tests), candle's NCHW `conv2d`.
 
-use candle_core::{D, Device, Module, Storage, Tensor};
+use candle_core::{D, DType, Device, Module, Storage, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 use rayon::prelude::*;
 
@@ -449,6 +449,9 @@ pub struct ResNet {
     fc_bias: Tensor,
     /// The classifier for the fast path (`None`: candle's matmul).
     fc_packed: Option<PackedClassifier>,
+    /// What the fast path stores activations as between layers: bf16 with bfloat16 weights
+    /// (half the bytes; the products round their inputs to bfloat16 anyway), else f32.
+    activations: DType,
     architecture: Architecture,
 }
 
@@ -576,6 +579,10 @@ impl ResNet {
             fc_weight: on_device(fc_weight, "fc.weight")?,
             fc_bias: on_device(fc_bias, "fc.bias")?,
             fc_packed,
+            activations: match paths.fast() {
+                Some(Format::Bf16(_)) => DType::BF16,
+                _ => DType::F32,
+            },
             architecture: arch.clone(),
         };
         if !device.is_cpu() {
@@ -650,7 +657,7 @@ impl ResNet {
             // are freed before stage 1, not kept by shadowing until the end (for the largest
             // inputs it is the biggest buffer of the pass).
             let mut x = {
-                let mut y = nhwc::to_channels_last(input)?;
+                let mut y = nhwc::to_channels_last_as(input, self.activations)?;
                 for conv in &self.stem {
                     y = conv.fast()?.forward(&y, None, true)?;
                 }

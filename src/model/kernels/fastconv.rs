@@ -25,9 +25,11 @@ use std::mem::MaybeUninit;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use super::activation::{Activation, bf16_bits, into_bf16_vec};
 use super::matrix::WeightMatrix;
 use super::packed_gemm::{Epilogue, Format, TILE_ROWS};
 use super::winograd::{TileSize, Winograd};
@@ -78,6 +80,8 @@ pub fn take_layer_times() -> Vec<LayerTime> {
 thread_local! {
     /// The im2col buffer of the thread running the model, kept between layers and calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The same for bfloat16 activations.
+    static SCRATCH_BF16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A convolution with folded batch norm, its weight packed for the GEMM.
@@ -100,6 +104,8 @@ pub struct PackedConv {
     /// Groups of input and output channels that only meet each other (1: an ordinary
     /// convolution).
     groups: usize,
+    /// How the weights are stored: bfloat16 weights take bfloat16 activations too.
+    format: Format,
 }
 
 /// Output channels a cluster of a grouped convolution's groups should reach: one panel of the
@@ -175,6 +181,7 @@ impl PackedConv {
             out_c,
             clusters,
             groups,
+            format,
         }
     }
 
@@ -222,6 +229,7 @@ impl PackedConv {
             out_c,
             clusters: Vec::new(),
             groups: 1,
+            format,
         }
     }
 
@@ -260,15 +268,16 @@ impl PackedConv {
         }
     }
 
-    /// The convolution on raw NHWC data; returns the N × H' × W' × C_out output. Times
-    /// itself while [`record_layer_times`] is on.
-    fn compute(
+    /// The convolution on raw NHWC data; returns the N × H' × W' × C_out output, stored as
+    /// the input is (f32, or bfloat16 with a bfloat16 model). Times itself while
+    /// [`record_layer_times`] is on.
+    fn compute<T: Taps>(
         &self,
-        x: &[f32],
+        x: &[T],
         dims: Dims4,
-        residual: Option<&[f32]>,
+        residual: Option<&[T]>,
         relu: bool,
-    ) -> Result<(Vec<f32>, Shape)> {
+    ) -> Result<(Vec<T>, Shape)> {
         if !RECORDING.load(Ordering::Relaxed) {
             return self.compute_inner(x, dims, residual, relu);
         }
@@ -299,15 +308,18 @@ impl PackedConv {
             .is_some_and(|wino| self.matrix.is_none() || wino.tiles(n, h, w) >= WINOGRAD_MIN_TILES)
     }
 
-    fn compute_inner(
+    fn compute_inner<T: Taps>(
         &self,
-        x: &[f32],
+        x: &[T],
         (n, h, w, c): Dims4,
-        residual: Option<&[f32]>,
+        residual: Option<&[T]>,
         relu: bool,
-    ) -> Result<(Vec<f32>, Shape)> {
+    ) -> Result<(Vec<T>, Shape)> {
         if c != self.in_c {
             bail!("convolution expects {} input channels, got {c}", self.in_c);
+        }
+        if T::BF16 && self.format == Format::F32 {
+            bail!("bfloat16 activations need a bfloat16 model");
         }
         let (oh, ow) = self.output_size(h, w);
         let rows = n * oh * ow;
@@ -337,7 +349,7 @@ impl PackedConv {
         };
         // Not zero-filled: the product writes every value (a fill was a serial pass over each
         // layer's output).
-        let mut out: Vec<f32> = Vec::with_capacity(rows * out_c);
+        let mut out: Vec<T> = Vec::with_capacity(rows * out_c);
         let spare = &mut out.spare_capacity_mut()[..rows * out_c];
         let threads = rayon::current_num_threads();
         if threads == 1 || rows >= 64 * threads {
@@ -349,7 +361,7 @@ impl PackedConv {
             let mut band = rows.div_ceil(threads);
             if self.gathers() {
                 let depth = self.kernel * self.kernel * c;
-                band = band.min((TAPS_BUDGET / (depth * 4)).max(64));
+                band = band.min((TAPS_BUDGET / (depth * size_of::<T>())).max(64));
             }
             // Whole micro-tiles per band, so no band ends in a short one but the last.
             let band = band.next_multiple_of(TILE_ROWS);
@@ -384,22 +396,23 @@ impl PackedConv {
 
     /// The rows of `band`: gather their taps, multiply by `matrix` (its output channels
     /// split in `column_bands`), then add the bias and the shortcut and apply ReLU in one pass.
-    fn rows(
+    fn rows<T: Taps>(
         &self,
         matrix: &WeightMatrix,
-        x: &[f32],
+        x: &[T],
         dims: Dims4,
         Band {
             first,
             out,
             shortcut,
-        }: Band<'_>,
+        }: Band<'_, T>,
         relu: bool,
         column_bands: usize,
     ) {
         let out_c = self.out_c;
         let count = out.len() / out_c;
         let depth = self.kernel * self.kernel * dims.3;
+        let stride = T::row_stride(depth);
         let epilogue = Epilogue {
             bias: &self.bias,
             residual: shortcut,
@@ -408,11 +421,11 @@ impl PackedConv {
         if !self.gathers() {
             // A 1×1 convolution is the product itself: no copy of the input at all.
             let lhs = &x[first * depth..][..count * depth];
-            matrix.multiply_into(lhs, depth, out, epilogue, column_bands);
+            matrix.product(T::lhs(lhs), depth, out, epilogue, column_bands);
         } else {
             // The im2col buffer is per thread and reused across layers and calls: it is the
             // largest one (k·k × the input), and allocating it anew costs page faults.
-            SCRATCH.with(|cell| {
+            T::scratch().with(|cell| {
                 // A thread that waits inside a parallel loop below may run another
                 // convolution's band meanwhile; that one finds the buffer taken and uses its own.
                 let mut own = Vec::new();
@@ -421,20 +434,22 @@ impl PackedConv {
                     Ok(scratch) => &mut **scratch,
                     Err(_) => &mut own,
                 };
-                if scratch.len() < count * depth {
-                    scratch.resize(count * depth, 0.0);
+                if scratch.len() < count * stride {
+                    scratch.resize(count * stride, T::ZERO);
                 }
-                let taps = &mut scratch[..count * depth];
+                let taps = &mut scratch[..count * stride];
                 if column_bands > 1 {
                     // The threads share this product: they share the gathering too.
                     let rows = count.div_ceil(column_bands);
-                    taps.par_chunks_mut(rows * depth)
+                    taps.par_chunks_mut(rows * stride)
                         .enumerate()
-                        .for_each(|(i, taps)| self.gather_taps(x, dims, first + i * rows, taps));
+                        .for_each(|(i, taps)| {
+                            self.gather_taps(x, dims, first + i * rows, stride, taps)
+                        });
                 } else {
-                    self.gather_taps(x, dims, first, taps);
+                    self.gather_taps(x, dims, first, stride, taps);
                 }
-                matrix.multiply_into(taps, depth, out, epilogue, column_bands);
+                matrix.product(T::lhs(taps), stride, out, epilogue, column_bands);
             });
         }
     }
@@ -442,7 +457,7 @@ impl PackedConv {
     /// A grouped convolution: bands of output rows on all threads, as [`Self::compute_inner`]
     /// cuts them; in each band, cluster after cluster, its taps gathered from its input
     /// channels, multiplied into a small buffer and copied into its output columns.
-    fn grouped_forward(&self, x: &[f32], dims: Dims4, relu: bool) -> (Vec<f32>, Shape) {
+    fn grouped_forward<T: Taps>(&self, x: &[T], dims: Dims4, relu: bool) -> (Vec<T>, Shape) {
         let (n, h, w, _) = dims;
         let (oh, ow) = self.output_size(h, w);
         let rows = n * oh * ow;
@@ -453,31 +468,35 @@ impl PackedConv {
         let threads = rayon::current_num_threads();
         let band = rows
             .div_ceil(threads)
-            .min((TAPS_BUDGET / (depth * 4)).max(64))
+            .min((TAPS_BUDGET / (depth * size_of::<T>())).max(64))
             .next_multiple_of(TILE_ROWS);
-        let mut out = vec![0f32; rows * out_c];
+        let stride = T::row_stride(depth);
+        let mut out = vec![T::ZERO; rows * out_c];
         out.par_chunks_mut(band * out_c)
             .enumerate()
             .for_each(|(i, out)| {
                 let first = i * band;
                 let count = out.len() / out_c;
-                let mut taps = vec![0f32; count * depth];
-                let mut product = vec![0f32; count * cluster_out];
+                let mut taps = vec![T::ZERO; count * stride];
+                let mut product = vec![MaybeUninit::new(T::ZERO); count * cluster_out];
                 for (j, matrix) in self.clusters.iter().enumerate() {
                     let channels = j * cluster_in..(j + 1) * cluster_in;
-                    self.gather_channel_taps(x, dims, first, channels, &mut taps);
+                    self.gather_channel_taps(x, dims, first, channels, stride, &mut taps);
                     let columns = j * cluster_out..(j + 1) * cluster_out;
                     let epilogue = Epilogue {
                         bias: &self.bias[columns.clone()],
                         residual: None,
                         relu,
                     };
-                    matrix.multiply(&taps, depth, &mut product, epilogue);
+                    matrix.product(T::lhs(&taps), stride, &mut product, epilogue, 1);
                     for (dst, src) in out
                         .chunks_exact_mut(out_c)
                         .zip(product.chunks_exact(cluster_out))
                     {
-                        dst[columns.clone()].copy_from_slice(src);
+                        for (d, s) in dst[columns.clone()].iter_mut().zip(src) {
+                            // SAFETY: the product wrote every value.
+                            *d = unsafe { s.assume_init() };
+                        }
                     }
                 }
             });
@@ -486,18 +505,22 @@ impl PackedConv {
 
     /// [`Self::gather_taps`] of the input channels `channels` only: one row of k·k·|channels|
     /// values per output pixel.
-    fn gather_channel_taps(
+    #[allow(clippy::too_many_arguments)]
+    fn gather_channel_taps<T: Activation>(
         &self,
-        x: &[f32],
+        x: &[T],
         (_, h, w, c): Dims4,
         first: usize,
         channels: std::ops::Range<usize>,
-        taps: &mut [f32],
+        stride: usize,
+        taps: &mut [T],
     ) {
         let (k, s, p) = (self.kernel, self.stride, self.pad);
         let (oh, ow) = self.output_size(h, w);
         let width = channels.len();
-        for (i, pixel) in taps.chunks_exact_mut(k * k * width).enumerate() {
+        for (i, row) in taps.chunks_exact_mut(stride).enumerate() {
+            let (pixel, pad) = row.split_at_mut(k * k * width);
+            pad.fill(T::ZERO);
             let index = first + i;
             let (b, oy, ox) = (index / (oh * ow), (index / ow) % oh, index % ow);
             for (tap, dst) in pixel.chunks_exact_mut(width).enumerate() {
@@ -509,7 +532,7 @@ impl PackedConv {
                         let at = ((b * h + iy) * w + ix) * c + channels.start;
                         dst.copy_from_slice(&x[at..at + width]);
                     }
-                    _ => dst.fill(0.0),
+                    _ => dst.fill(T::ZERO),
                 }
             }
         }
@@ -523,11 +546,21 @@ impl PackedConv {
     /// im2col for NHWC, for the output pixels `first..` that `taps` has room for: one row of
     /// k·k·C values per pixel, zeros where a tap falls in the padding. A pixel's k taps in
     /// one kernel row are k neighbouring input pixels, so each kernel row is one copy.
-    fn gather_taps(&self, x: &[f32], (_, h, w, c): Dims4, first: usize, taps: &mut [f32]) {
+    fn gather_taps<T: Activation>(
+        &self,
+        x: &[T],
+        (_, h, w, c): Dims4,
+        first: usize,
+        stride: usize,
+        taps: &mut [T],
+    ) {
         let (k, s, p) = (self.kernel, self.stride, self.pad);
         let (oh, ow) = self.output_size(h, w);
         let depth = k * k * c;
-        for (i, pixel) in taps.chunks_exact_mut(depth).enumerate() {
+        for (i, row) in taps.chunks_exact_mut(stride).enumerate() {
+            // A bfloat16 row of odd depth ends in one padding value (see `Taps::row_stride`).
+            let (pixel, pad) = row.split_at_mut(depth);
+            pad.fill(T::ZERO);
             let index = first + i;
             let (b, oy, ox) = (index / (oh * ow), (index / ow) % oh, index % ow);
             // Taps kx in left..right fall inside the image (x = ox·s + kx − p).
@@ -536,13 +569,13 @@ impl PackedConv {
             for (ky, dst) in pixel.chunks_exact_mut(k * c).enumerate() {
                 let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h) else {
                     // The buffer is reused: padding taps must be written too.
-                    dst.fill(0.0);
+                    dst.fill(T::ZERO);
                     continue;
                 };
                 let (pad_left, rest) = dst.split_at_mut(left * c);
                 let (inside, pad_right) = rest.split_at_mut((right - left) * c);
-                pad_left.fill(0.0);
-                pad_right.fill(0.0);
+                pad_left.fill(T::ZERO);
+                pad_right.fill(T::ZERO);
                 let ix = ox * s + left - p;
                 inside.copy_from_slice(&x[((b * h + iy) * w + ix) * c..][..inside.len()]);
             }
@@ -551,27 +584,97 @@ impl PackedConv {
 }
 
 /// Output rows `first..` of a convolution (as many as `out` holds), and their shortcut.
-struct Band<'a> {
+struct Band<'a, T> {
     first: usize,
-    out: &'a mut [MaybeUninit<f32>],
-    shortcut: Option<&'a [f32]>,
+    out: &'a mut [MaybeUninit<T>],
+    shortcut: Option<&'a [T]>,
+}
+
+/// An activation type with its own per-thread im2col buffer.
+trait Taps: Activation {
+    fn scratch() -> &'static std::thread::LocalKey<RefCell<Vec<Self>>>;
+
+    /// Values from one gathered row to the next: the depth, made even for bfloat16 so that
+    /// every row starts a whole pair (the stem's 147 → 148, the extra value zero).
+    fn row_stride(depth: usize) -> usize {
+        if Self::BF16 {
+            depth.next_multiple_of(2)
+        } else {
+            depth
+        }
+    }
+}
+
+impl Taps for f32 {
+    fn scratch() -> &'static std::thread::LocalKey<RefCell<Vec<Self>>> {
+        &SCRATCH
+    }
+}
+
+impl Taps for u16 {
+    fn scratch() -> &'static std::thread::LocalKey<RefCell<Vec<Self>>> {
+        &SCRATCH_BF16
+    }
 }
 
 /// N, H, W, C.
 pub(super) type Dims4 = (usize, usize, usize, usize);
 
-/// The contiguous f32 data of a CPU tensor and its four dimensions.
-pub(super) fn dense4<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32], Dims4)> {
+fn contiguous(layout: &Layout) -> Result<(usize, usize)> {
+    match layout.contiguous_offsets() {
+        Some(offsets) => Ok(offsets),
+        None => bail!("the fast path needs a contiguous 4-D tensor"),
+    }
+}
+
+/// The activations of a CPU tensor, f32 or bfloat16.
+pub(super) enum Values<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+}
+
+/// [`dense4`] of an f32 or a bfloat16 tensor.
+pub(super) fn values4<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<(Values<'a>, Dims4)> {
     let dims = layout.shape().dims4()?;
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        bail!("the fast path needs a contiguous 4-D tensor");
+    let (start, end) = contiguous(layout)?;
+    let values = match storage {
+        CpuStorage::F32(values) => Values::F32(&values[start..end]),
+        CpuStorage::BF16(values) => Values::Bf16(&bf16_bits(values)[start..end]),
+        other => bail!("the fast path takes f32 or bf16 activations, not {:?}", other.dtype()),
     };
-    Ok((&storage.as_slice::<f32>()?[start..end], dims))
+    Ok((values, dims))
+}
+
+/// An output of the fast path as candle storage.
+pub(super) trait IntoStorage {
+    fn into_storage(self) -> CpuStorage;
+}
+
+impl IntoStorage for Vec<f32> {
+    fn into_storage(self) -> CpuStorage {
+        CpuStorage::F32(self)
+    }
+}
+
+impl IntoStorage for Vec<u16> {
+    fn into_storage(self) -> CpuStorage {
+        CpuStorage::BF16(into_bf16_vec(self))
+    }
 }
 
 struct FusedConv<'a> {
     conv: &'a PackedConv,
     relu: bool,
+}
+
+impl FusedConv<'_> {
+    fn run<T: Taps>(&self, x: &[T], dims: Dims4, residual: Option<&[T]>) -> Result<(CpuStorage, Shape)>
+    where
+        Vec<T>: IntoStorage,
+    {
+        let (out, shape) = self.conv.compute(x, dims, residual, self.relu)?;
+        Ok((out.into_storage(), shape))
+    }
 }
 
 impl CustomOp1 for FusedConv<'_> {
@@ -580,9 +683,10 @@ impl CustomOp1 for FusedConv<'_> {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, dims) = dense4(storage, layout)?;
-        let (out, shape) = self.conv.compute(x, dims, None, self.relu)?;
-        Ok((CpuStorage::F32(out), shape))
+        match values4(storage, layout)? {
+            (Values::F32(x), dims) => self.run(x, dims, None),
+            (Values::Bf16(x), dims) => self.run(x, dims, None),
+        }
     }
 }
 
@@ -598,10 +702,11 @@ impl CustomOp2 for FusedConv<'_> {
         res_storage: &CpuStorage,
         res_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, dims) = dense4(storage, layout)?;
-        let (residual, _) = dense4(res_storage, res_layout)?;
-        let (out, shape) = self.conv.compute(x, dims, Some(residual), self.relu)?;
-        Ok((CpuStorage::F32(out), shape))
+        match (values4(storage, layout)?, values4(res_storage, res_layout)?.0) {
+            ((Values::F32(x), dims), Values::F32(r)) => self.run(x, dims, Some(r)),
+            ((Values::Bf16(x), dims), Values::Bf16(r)) => self.run(x, dims, Some(r)),
+            _ => bail!("a convolution's input and shortcut differ in type"),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::activation::{Activation, Lhs};
 use super::packed_gemm::{Epilogue, Format, PackedMatrix, SharedMut};
 
 /// A `depth` × `width` weight matrix.
@@ -75,6 +76,43 @@ impl WeightMatrix {
         // initialised values, so `out` stays initialised.
         let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [MaybeUninit<f32>]) };
         self.multiply_into(lhs, lhs_stride, out, epilogue, 1);
+    }
+
+    /// [`Self::multiply_into`] for either kind of activation (see [`PackedMatrix::product`]).
+    /// The portable path computes in f32 and rounds bfloat16 outputs once at the end.
+    pub fn product<T: Activation>(
+        &self,
+        lhs: Lhs<'_>,
+        lhs_stride: usize,
+        out: &mut [MaybeUninit<T>],
+        epilogue: Epilogue<'_, T>,
+        column_bands: usize,
+    ) {
+        if let Self::Panels(panels) = self {
+            return panels.product(lhs, lhs_stride, out, epilogue, column_bands);
+        }
+        let widened;
+        let lhs = match lhs {
+            Lhs::F32(values) => values,
+            Lhs::Bf16(bits) => {
+                widened = bits.iter().map(|&b| b.to_f32()).collect::<Vec<f32>>();
+                &widened
+            }
+        };
+        let residual = epilogue
+            .residual
+            .map(|r| r.iter().map(|v| v.to_f32()).collect::<Vec<f32>>());
+        let mut sums = vec![MaybeUninit::new(0f32); out.len()];
+        let epilogue = Epilogue {
+            bias: epilogue.bias,
+            residual: residual.as_deref(),
+            relu: epilogue.relu,
+        };
+        self.multiply_into(lhs, lhs_stride, &mut sums, epilogue, column_bands);
+        for (o, s) in out.iter_mut().zip(&sums) {
+            // SAFETY: `multiply_into` wrote every value.
+            o.write(T::from_f32(unsafe { s.assume_init() }));
+        }
     }
 
     /// `out` (rows × width) = epilogue(`lhs` · self), where `lhs` is rows × depth with rows

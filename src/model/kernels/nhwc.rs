@@ -5,67 +5,92 @@
 //! changes and the global average pool took ≈ 1.1 ms of a ≈ 36 ms forward pass, against
 //! ≈ 0.05 ms here.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::fastconv::dense4;
+use super::activation::Activation;
+use super::fastconv::{Dims4, IntoStorage, Values, values4};
 
 /// N × C × H × W → N × H × W × C (contiguous).
+#[cfg(test)]
 pub fn to_channels_last(x: &Tensor) -> Result<Tensor> {
+    to_channels_last_as(x, DType::F32)
+}
+
+/// [`to_channels_last`] of an f32 tensor, stored as `dtype` (f32, or bf16 for a bfloat16
+/// model's activations: rounded as it is moved, no pass of its own).
+pub fn to_channels_last_as(x: &Tensor, dtype: DType) -> Result<Tensor> {
     // A view (a batch narrowed from a larger one) is made dense first.
-    x.contiguous()?.apply_op1_no_bwd(&Transpose::ToChannelsLast)
+    x.contiguous()?.apply_op1_no_bwd(&Transpose {
+        to_last: true,
+        bf16: dtype == DType::BF16,
+    })
 }
 
-/// N × H × W × C → N × C × H × W (contiguous).
+/// N × H × W × C → N × C × H × W (contiguous), f32 (bfloat16 activations are widened).
 pub fn to_channels_first(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op1_no_bwd(&Transpose::ToChannelsFirst)
+    x.contiguous()?.apply_op1_no_bwd(&Transpose {
+        to_last: false,
+        bf16: false,
+    })
 }
 
-/// The mean over H and W of an N × H × W × C tensor: N × C.
+/// The mean over H and W of an N × H × W × C tensor (f32 or bf16): N × C in f32.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(&GlobalAvgPool)
 }
 
-enum Transpose {
-    ToChannelsLast,
-    ToChannelsFirst,
+/// A layout change: to channels-last (or back), into f32 or bfloat16.
+struct Transpose {
+    to_last: bool,
+    bf16: bool,
 }
 
 impl CustomOp1 for Transpose {
     fn name(&self) -> &'static str {
-        match self {
-            Self::ToChannelsLast => "camview-to-channels-last",
-            Self::ToChannelsFirst => "camview-to-channels-first",
+        match self.to_last {
+            true => "camview-to-channels-last",
+            false => "camview-to-channels-first",
         }
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (n, d1, d2, d3)) = dense4(storage, layout)?;
+        let (x, (n, d1, d2, d3)) = values4(storage, layout)?;
         // Each image is a matrix of `rows` × `cols` to transpose.
-        let ((rows, cols), shape) = match self {
-            Self::ToChannelsLast => ((d1, d2 * d3), (n, d2, d3, d1)),
-            Self::ToChannelsFirst => ((d1 * d2, d3), (n, d3, d1, d2)),
+        let ((rows, cols), shape) = match self.to_last {
+            true => ((d1, d2 * d3), (n, d2, d3, d1)),
+            false => ((d1 * d2, d3), (n, d3, d1, d2)),
         };
-        let mut out = vec![0f32; x.len()];
-        if !x.is_empty() {
-            out.par_chunks_mut(rows * cols)
-                .zip(x.par_chunks(rows * cols))
-                .for_each(|(dst, src)| transpose(src, dst, rows, cols));
-        }
-        Ok((CpuStorage::F32(out), Shape::from(shape)))
+        let storage = match (x, self.bf16) {
+            (Values::F32(x), false) => transposed::<_, f32>(x, rows, cols).into_storage(),
+            (Values::F32(x), true) => transposed::<_, u16>(x, rows, cols).into_storage(),
+            (Values::Bf16(x), false) => transposed::<_, f32>(x, rows, cols).into_storage(),
+            (Values::Bf16(x), true) => transposed::<_, u16>(x, rows, cols).into_storage(),
+        };
+        Ok((storage, Shape::from(shape)))
     }
+}
+
+/// Each image of `x` (rows × cols) transposed, converted to `U`.
+fn transposed<T: Activation, U: Activation>(x: &[T], rows: usize, cols: usize) -> Vec<U> {
+    let mut out = vec![U::ZERO; x.len()];
+    if !x.is_empty() {
+        out.par_chunks_mut(rows * cols)
+            .zip(x.par_chunks(rows * cols))
+            .for_each(|(dst, src)| transpose(src, dst, rows, cols));
+    }
+    out
 }
 
 /// `dst` (cols × rows) = the transpose of `src` (rows × cols), both row-major, in square
 /// blocks so that reads and writes both stay within a few cache lines at a time.
-fn transpose(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
+fn transpose<T: Activation, U: Activation>(src: &[T], dst: &mut [U], rows: usize, cols: usize) {
     const BLOCK: usize = 16;
     for r0 in (0..rows).step_by(BLOCK) {
         for c0 in (0..cols).step_by(BLOCK) {
             for r in r0..(r0 + BLOCK).min(rows) {
                 for c in c0..(c0 + BLOCK).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
+                    dst[c * rows + r] = U::from_f32(src[r * cols + c].to_f32());
                 }
             }
         }
@@ -80,21 +105,33 @@ impl CustomOp1 for GlobalAvgPool {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (n, h, w, c)) = dense4(storage, layout)?;
+        let (x, (n, h, w, c)) = values4(storage, layout)?;
         if h * w == 0 {
             bail!("global average pool of an empty {h}×{w} map");
         }
-        let mut out = vec![0f32; n * c];
-        for (image, sums) in x.chunks_exact(h * w * c).zip(out.chunks_exact_mut(c)) {
-            // Summed in f32 pixel by pixel, as candle's `mean` does: ≤ 49 terms at 224².
-            for pixel in image.chunks_exact(c) {
-                sums.iter_mut().zip(pixel).for_each(|(s, v)| *s += v);
-            }
-            let scale = 1.0 / (h * w) as f32;
-            sums.iter_mut().for_each(|s| *s *= scale);
-        }
+        let out = match x {
+            Values::F32(x) => mean_pixel(x, n, c),
+            Values::Bf16(x) => mean_pixel(x, n, c),
+        };
         Ok((CpuStorage::F32(out), Shape::from((n, c))))
     }
+}
+
+/// Each of the `n` images' mean pixel (of `c` channels), in f32.
+fn mean_pixel<T: Activation>(x: &[T], n: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * c];
+    let pixels = x.len() / (n * c).max(1);
+    for (image, sums) in x.chunks_exact(pixels * c).zip(out.chunks_exact_mut(c)) {
+        // Summed in f32 pixel by pixel, as candle's `mean` does: ≤ 49 terms at 224².
+        for pixel in image.chunks_exact(c) {
+            sums.iter_mut()
+                .zip(pixel)
+                .for_each(|(s, v)| *s += v.to_f32());
+        }
+        let scale = 1.0 / pixels as f32;
+        sums.iter_mut().for_each(|s| *s *= scale);
+    }
+    out
 }
 
 /// Max pooling 3×3, stride 2, padding 1 (ResNet's stem pool) over an NHWC tensor; padded taps
@@ -111,34 +148,43 @@ impl CustomOp1 for MaxPool {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (n, h, w, c)) = dense4(storage, layout)?;
+        let (x, (n, h, w, c)) = values4(storage, layout)?;
         let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
-        let mut out = vec![0f32; n * oh * ow * c];
-        out.par_chunks_mut(ow * c)
-            .enumerate()
-            .for_each(|(row, out)| {
-                let (b, oy) = (row / oh, row % oh);
-                let rows = (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h);
-                for ox in 0..ow {
-                    let pixel = &mut out[ox * c..(ox + 1) * c];
-                    let cols = (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w);
-                    // The window's first tap starts the maximum (a window always has one):
-                    // no −∞ fill. `if v > o` is one `maxps`, where `f32::max`'s NaN rule
-                    // costs two more instructions a vector (perf: the pool took 286 µs of a
-                    // 224² pass against OpenVINO's 122).
-                    let tap = |iy: usize, ix: usize| &x[((b * h + iy) * w + ix) * c..][..c];
-                    pixel.copy_from_slice(tap(rows.start, cols.start));
-                    for iy in rows.clone() {
-                        for ix in cols.clone() {
-                            for (o, &v) in pixel.iter_mut().zip(tap(iy, ix)) {
-                                *o = if v > *o { v } else { *o };
-                            }
+        let storage = match x {
+            Values::F32(x) => max_pool(x, (n, h, w, c)).into_storage(),
+            Values::Bf16(x) => max_pool(x, (n, h, w, c)).into_storage(),
+        };
+        Ok((storage, Shape::from((n, oh, ow, c))))
+    }
+}
+
+fn max_pool<T: Activation>(x: &[T], (n, h, w, c): Dims4) -> Vec<T> {
+    let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+    let mut out = vec![T::ZERO; n * oh * ow * c];
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (b, oy) = (row / oh, row % oh);
+            let rows = (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h);
+            for ox in 0..ow {
+                let pixel = &mut out[ox * c..(ox + 1) * c];
+                let cols = (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w);
+                // The window's first tap starts the maximum (a window always has one):
+                // no −∞ fill. `if v > o` is one `maxps`, where `f32::max`'s NaN rule
+                // costs two more instructions a vector (perf: the pool took 286 µs of a
+                // 224² pass against OpenVINO's 122).
+                let tap = |iy: usize, ix: usize| &x[((b * h + iy) * w + ix) * c..][..c];
+                pixel.copy_from_slice(tap(rows.start, cols.start));
+                for iy in rows.clone() {
+                    for ix in cols.clone() {
+                        for (o, &v) in pixel.iter_mut().zip(tap(iy, ix)) {
+                            *o = if v.to_f32() > o.to_f32() { v } else { *o };
                         }
                     }
                 }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c))))
-    }
+            }
+        });
+    out
 }
 
 /// Average pooling 2×2, stride 2, ceil mode, padding not counted (timm's `avg_down`
@@ -155,29 +201,45 @@ impl CustomOp1 for AvgPool {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, (n, h, w, c)) = dense4(storage, layout)?;
+        let (x, (n, h, w, c)) = values4(storage, layout)?;
         let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
-        let mut out = vec![0f32; n * oh * ow * c];
-        out.par_chunks_mut(ow * c)
-            .enumerate()
-            .for_each(|(row, out)| {
+        let storage = match x {
+            Values::F32(x) => avg_pool(x, (n, h, w, c)).into_storage(),
+            Values::Bf16(x) => avg_pool(x, (n, h, w, c)).into_storage(),
+        };
+        Ok((storage, Shape::from((n, oh, ow, c))))
+    }
+}
+
+fn avg_pool<T: Activation>(x: &[T], (n, h, w, c): Dims4) -> Vec<T> {
+    let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+    let mut out = vec![T::ZERO; n * oh * ow * c];
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; c],
+            |sums, (row, out)| {
                 let (b, oy) = (row / oh, row % oh);
                 let ys = 2 * oy..(2 * oy + 2).min(h);
                 for ox in 0..ow {
-                    let pixel = &mut out[ox * c..(ox + 1) * c];
                     let xs = 2 * ox..(2 * ox + 2).min(w);
+                    sums.fill(0.0);
                     for iy in ys.clone() {
                         for ix in xs.clone() {
                             let src = &x[((b * h + iy) * w + ix) * c..][..c];
-                            pixel.iter_mut().zip(src).for_each(|(o, v)| *o += v);
+                            sums.iter_mut()
+                                .zip(src)
+                                .for_each(|(s, v)| *s += v.to_f32());
                         }
                     }
                     let scale = 1.0 / (ys.len() * xs.len()) as f32;
-                    pixel.iter_mut().for_each(|o| *o *= scale);
+                    for (o, s) in out[ox * c..(ox + 1) * c].iter_mut().zip(sums.iter()) {
+                        *o = T::from_f32(s * scale);
+                    }
                 }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c))))
-    }
+            },
+        );
+    out
 }
 
 #[cfg(test)]

@@ -23,6 +23,9 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::activation::{Activation, Lhs};
+use super::scratch;
+
 /// Output channels per panel: two 8-lane AVX vectors.
 pub const PANEL: usize = 16;
 /// Rows (output pixels) per micro-tile: 6 × 2 accumulators plus 2 weight vectors and one
@@ -173,10 +176,10 @@ struct Line([f32; PANEL]);
 /// What happens to each product value before it is stored: `+ bias[column]`,
 /// `+ residual[row][column]`, then ReLU.
 #[derive(Clone, Copy)]
-pub struct Epilogue<'a> {
+pub struct Epilogue<'a, T = f32> {
     pub bias: &'a [f32],
-    /// Same shape and row stride as the destination.
-    pub residual: Option<&'a [f32]>,
+    /// Same shape, row stride and type as the destination.
+    pub residual: Option<&'a [T]>,
     pub relu: bool,
 }
 
@@ -358,6 +361,22 @@ impl PackedMatrix {
         epilogue: Epilogue<'_>,
         column_bands: usize,
     ) {
+        self.product(Lhs::F32(lhs), lhs_stride, dst, epilogue, column_bands);
+    }
+
+    /// [`Self::multiply_into`] for either kind of left operand and destination: a bfloat16
+    /// matrix takes bfloat16 activations as they are (rows of pairs, no rounding pass) and
+    /// stores bfloat16 outputs (the sums rounded once, after the epilogue); an f32 matrix
+    /// takes and makes f32 only. With an odd depth, the value after each bfloat16 row's last
+    /// (up to `lhs_stride`) must be finite: it meets a zero weight.
+    pub fn product<T: Activation>(
+        &self,
+        lhs: Lhs<'_>,
+        lhs_stride: usize,
+        dst: &mut [MaybeUninit<T>],
+        epilogue: Epilogue<'_, T>,
+        column_bands: usize,
+    ) {
         let rows = dst.len() / self.width;
         assert_eq!(
             dst.len(),
@@ -376,7 +395,13 @@ impl PackedMatrix {
             assert_eq!(r.len(), dst.len(), "residual size");
         }
         match self.storage {
-            Storage::F32(_, kernel) => assert!(kernel.runs_here(), "{kernel:?} is required"),
+            Storage::F32(_, kernel) => {
+                assert!(kernel.runs_here(), "{kernel:?} is required");
+                assert!(
+                    matches!(lhs, Lhs::F32(_)) && !T::BF16,
+                    "an f32 matrix multiplies f32 activations"
+                );
+            }
             Storage::Bf16(_, Bf16Kernel::Native) => {
                 assert!(bf16_kernel_available(), "AVX512_BF16 is required")
             }
@@ -387,13 +412,19 @@ impl PackedMatrix {
         let dst = SharedMut(dst.as_mut_ptr().cast::<f32>());
         let band = |first: usize| {
             let range = first..(first + per_band).min(panels);
+            let raw = RawEpilogue {
+                bias: epilogue.bias,
+                residual: epilogue.residual.map(|r| r.as_ptr().cast::<f32>()),
+                relu: epilogue.relu,
+            };
             // SAFETY: the kernel's CPU features were checked above; the asserts above make
             // `lhs`, `dst`, `bias` and `residual` exactly the sizes the products index; bands
             // cover disjoint panel (column) ranges, so no two write the same element of
-            // `dst`, whose exclusive borrow outlives the blocking loop below.
+            // `dst`, whose exclusive borrow outlives the blocking loop below. `dst` and the
+            // residual hold `T`, f32 or bfloat16 as `T::BF16` says.
             unsafe {
-                match &self.storage {
-                    Storage::F32(lines, kernel) => self.blocked_product(
+                match (&self.storage, lhs) {
+                    (Storage::F32(lines, kernel), Lhs::F32(lhs)) => self.blocked_product(
                         lines,
                         *kernel,
                         lhs,
@@ -401,17 +432,18 @@ impl PackedMatrix {
                         rows,
                         dst.get(),
                         range,
-                        epilogue,
+                        raw,
                     ),
-                    Storage::Bf16(lines, kernel) => self.blocked_bf16_product(
+                    (Storage::F32(..), Lhs::Bf16(_)) => unreachable!("asserted above"),
+                    (Storage::Bf16(lines, kernel), lhs) => self.blocked_bf16_product(
                         lines,
                         *kernel,
                         lhs,
                         lhs_stride,
                         rows,
-                        dst.get(),
+                        Out::new::<T>(dst.get()),
                         range,
-                        epilogue,
+                        raw,
                     ),
                 }
             }
@@ -440,7 +472,7 @@ impl PackedMatrix {
         rows: usize,
         dst: *mut f32,
         panels: std::ops::Range<usize>,
-        epilogue: Epilogue<'_>,
+        epilogue: RawEpilogue<'_>,
     ) {
         let (depth, width) = (self.depth, self.width);
         let block = depth_block(depth);
@@ -464,10 +496,12 @@ impl PackedMatrix {
                             let col = panel * PANEL;
                             let finish = last.then(|| Finish {
                                 bias: epilogue.bias[col..].as_ptr(),
+                                // SAFETY (of the add): row < rows and col < width.
                                 residual: epilogue
                                     .residual
-                                    .map(|r| r[row * width + col..].as_ptr()),
+                                    .map(|r| unsafe { r.add(row * width + col) }),
                                 relu: epilogue.relu,
+                                out_bf16: None,
                             });
                             let weights = |panel: usize| -> *const f32 {
                                 lines[self.line(panel, k0)..].as_ptr().cast()
@@ -508,28 +542,32 @@ impl PackedMatrix {
         _: usize,
         _: *mut f32,
         _: std::ops::Range<usize>,
-        _: Epilogue<'_>,
+        _: RawEpilogue<'_>,
     ) {
         unreachable!("packing declines on this architecture")
     }
 
     /// [`Self::blocked_product`] for bfloat16 storage: the same blocking, in steps of two
-    /// depths, with each row block's left rows rounded to bfloat16 pairs once for all the
-    /// panels they meet, and tiles of two panels (28 accumulators for 14 rows natively).
+    /// depths, and tiles of two panels (28 accumulators for 14 rows natively). An f32 left
+    /// operand is rounded to bfloat16 pairs a row block at a time, once for all the panels it
+    /// meets; a bfloat16 one is read where it lies (pairs are neighbours in memory). A
+    /// bfloat16 destination gets the sums rounded once: a product deeper than one depth block
+    /// keeps its partial sums in f32 until the last.
     ///
     /// # Safety
-    /// As [`Self::blocked_product`], with AVX512_BF16 available for the native kernel.
+    /// As [`Self::blocked_product`], with AVX512_BF16 available for the native kernel, and
+    /// `dst` and the epilogue's residual of the type `dst` names.
     #[allow(clippy::too_many_arguments)]
     unsafe fn blocked_bf16_product(
         &self,
         lines: &[PairLine],
         kernel: Bf16Kernel,
-        lhs: &[f32],
+        lhs: Lhs<'_>,
         lhs_stride: usize,
         rows: usize,
-        dst: *mut f32,
+        dst: Out,
         panels: std::ops::Range<usize>,
-        epilogue: Epilogue<'_>,
+        epilogue: RawEpilogue<'_>,
     ) {
         let (depth, width, steps) = (self.depth, self.width, self.steps());
         let block = depth_block(steps);
@@ -540,62 +578,157 @@ impl PackedMatrix {
         let row_block = rows
             .div_ceil(rows.div_ceil(ROW_BLOCK))
             .next_multiple_of(tile_rows);
-        // A row block's left rows as bfloat16 pairs, rounded once for every column block and
-        // depth block they meet (rounded per micro-tile, wide layers rounded the same rows up
-        // to four times: 5 % of a bf16 pass). Rows are 64 bytes longer than their pairs, so
-        // rows 4 KiB apart (a 2048-deep input) do not share one L1 set.
+        // bfloat16 rows are read in place when they are whole pairs, unless they lie a
+        // multiple of 4 KiB apart (a 2048-deep input): a tile's 14 rows would then share one
+        // L1 set, beyond its 8 ways.
+        let in_place = match lhs {
+            Lhs::Bf16(bits) => (lhs_stride.is_multiple_of(2)
+                && !(lhs_stride * 2).is_multiple_of(4096))
+            .then(|| bits.as_ptr().cast::<u32>()),
+            Lhs::F32(_) => None,
+        };
+        // Otherwise a row block's left rows as bfloat16 pairs, made once for every column
+        // block and depth block they meet (rounded per micro-tile, wide layers rounded the
+        // same rows up to four times: 5 % of a bf16 pass). Rows are 64 bytes longer than
+        // their pairs, so rows 4 KiB apart do not share one L1 set.
         let stride = steps + 16;
-        let mut pairs = vec![0u32; row_block.min(rows) * stride];
+        let mut pairs = match in_place {
+            Some(_) => Vec::new(),
+            None => vec![0u32; row_block.min(rows) * stride],
+        };
+        // A bfloat16 destination's partial sums, between depth blocks: these panels' columns
+        // of a row block.
+        let span = panels.len() * PANEL;
+        let mut partial = match dst {
+            Out::Bf16(_) if steps > block => Some(scratch::take(row_block.min(rows) * span)),
+            _ => None,
+        };
         for row0 in (0..rows).step_by(row_block) {
             let row_end = (row0 + row_block).min(rows);
-            for (r, to) in pairs
-                .chunks_exact_mut(stride)
-                .take(row_end - row0)
-                .enumerate()
-            {
-                let src = &lhs[(row0 + r) * lhs_stride..][..depth];
-                // SAFETY: the native kernel's features were checked by the caller.
-                unsafe { round_to_pairs(kernel, src, &mut to[..steps]) };
-            }
+            let (left, left_stride) = match in_place {
+                // SAFETY (of the add): row0 < rows, inside the operand.
+                Some(bits) => (unsafe { bits.add(row0 * lhs_stride / 2) }, lhs_stride / 2),
+                None => {
+                    for (r, to) in pairs
+                        .chunks_exact_mut(stride)
+                        .take(row_end - row0)
+                        .enumerate()
+                    {
+                        let at = (row0 + r) * lhs_stride;
+                        match lhs {
+                            // SAFETY: the native kernel's features were checked by the caller.
+                            Lhs::F32(values) => unsafe {
+                                round_to_pairs(kernel, &values[at..][..depth], &mut to[..steps])
+                            },
+                            Lhs::Bf16(bits) => copy_pairs(&bits[at..][..depth], &mut to[..steps]),
+                        }
+                    }
+                    (pairs.as_ptr(), stride)
+                }
+            };
             for col_panels in aligned_chunks(panels.clone(), BLOCK_PANELS) {
                 for k0 in (0..steps).step_by(block) {
                     let kc = block.min(steps - k0);
                     let (first, last) = (k0 == 0, k0 + kc == steps);
                     for (row, count) in row_tiles(row0..row_end, tile_rows) {
-                        let lhs = pairs[(row - row0) * stride + k0..].as_ptr();
+                        // SAFETY (of the add): row − row0 < the block's rows, k0 < steps.
+                        let lhs = unsafe { left.add((row - row0) * left_stride + k0) };
                         let mut panel = col_panels.start;
                         while panel < col_panels.end {
                             let two = panel + 1 < col_panels.end;
                             let col = panel * PANEL;
+                            let at = row * width + col;
+                            // SAFETY (of the adds): row < rows and col < width; the partial
+                            // buffer covers these panels' columns of the row block.
+                            let (sums, sums_stride, out_bf16) = unsafe {
+                                match (dst, &mut partial) {
+                                    (Out::F32(dst), _) => (dst.add(at), width, None),
+                                    (Out::Bf16(dst), Some(partial)) => (
+                                        partial
+                                            .as_mut_ptr()
+                                            .add((row - row0) * span + col - panels.start * PANEL),
+                                        span,
+                                        Some(dst.add(at)),
+                                    ),
+                                    (Out::Bf16(dst), None) => {
+                                        (std::ptr::null_mut(), width, Some(dst.add(at)))
+                                    }
+                                }
+                            };
                             let finish = last.then(|| Finish {
                                 bias: epilogue.bias[col..].as_ptr(),
-                                residual: epilogue
-                                    .residual
-                                    .map(|r| r[row * width + col..].as_ptr()),
+                                // SAFETY (of the adds): as above, in the residual's type.
+                                residual: epilogue.residual.map(|r| unsafe {
+                                    match dst {
+                                        Out::F32(_) => r.add(at),
+                                        Out::Bf16(_) => r.cast::<u16>().add(at).cast(),
+                                    }
+                                }),
                                 relu: epilogue.relu,
+                                out_bf16: out_bf16.map(|out| (out, width)),
                             });
                             let weights = |panel: usize| -> *const u16 {
                                 lines[self.line(panel, k0)..].as_ptr().cast()
                             };
                             let tile = PairTile {
                                 lhs,
-                                lhs_stride: stride,
+                                lhs_stride: left_stride,
                                 weights: [weights(panel), weights(panel + usize::from(two))],
                                 steps: kc,
-                                // SAFETY (of the add): row < rows and col < width.
-                                dst: unsafe { dst.add(row * width + col) },
-                                dst_stride: width,
+                                dst: sums,
+                                dst_stride: sums_stride,
                                 accumulate: !first,
                                 finish,
                             };
                             // SAFETY: the tile's rows, steps and 16 or 32 columns lie inside
-                            // `pairs`, these panels and `dst` (the caller's size asserts).
+                            // the left rows, these panels and `dst` or the partial sums (the
+                            // caller's size asserts); f32 sums are stored to `sums` unless
+                            // `finish` names a bfloat16 destination.
                             unsafe { bf16_tile(kernel, tile, count, two) };
                             panel += 1 + usize::from(two);
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// bfloat16 values paired as [`round_to_pairs`] pairs them: a copy of the bytes (in memory
+/// order they are the pairs, low half first), an odd length's last pair ending in zero.
+fn copy_pairs(src: &[u16], out: &mut [u32]) {
+    debug_assert_eq!(out.len(), src.len().div_ceil(2));
+    let (whole, rest) = src.split_at(src.len() / 2 * 2);
+    for (pair, values) in out.iter_mut().zip(whole.chunks_exact(2)) {
+        *pair = u32::from(values[0]) | u32::from(values[1]) << 16;
+    }
+    if let Some(&last) = rest.first() {
+        out[whole.len() / 2] = u32::from(last);
+    }
+}
+
+/// A product's epilogue with its residual as a raw pointer to the destination's type.
+#[derive(Clone, Copy)]
+struct RawEpilogue<'a> {
+    bias: &'a [f32],
+    /// f32 or bfloat16, as the destination.
+    residual: Option<*const f32>,
+    relu: bool,
+}
+
+/// Where a product stores: f32 values or bfloat16 bits.
+#[derive(Clone, Copy)]
+enum Out {
+    F32(*mut f32),
+    Bf16(*mut u16),
+}
+
+impl Out {
+    fn new<T: Activation>(dst: *mut f32) -> Self {
+        if T::BF16 {
+            Self::Bf16(dst.cast())
+        } else {
+            Self::F32(dst)
         }
     }
 }
@@ -702,7 +835,7 @@ struct PairTile {
 }
 
 mod bf16_emulated {
-    use super::{PANEL, PairTile, from_bf16};
+    use super::{PANEL, PairTile, from_bf16, to_bf16};
 
     /// The bfloat16 product in plain f32 arithmetic: each product is exact (8-bit significands),
     /// each sum rounds, as in `vdpbf16ps` (which adds a pair's two products before the
@@ -734,7 +867,8 @@ mod bf16_emulated {
                     }
                 }
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let pair = *t.lhs.add(r * t.lhs_stride + k);
+                    // Rows read in place are bfloat16 data, aligned to 2 bytes only.
+                    let pair = t.lhs.add(r * t.lhs_stride + k).read_unaligned();
                     let (a0, a1) = (from_bf16(pair as u16), from_bf16((pair >> 16) as u16));
                     for (j, v) in acc[..cols].iter_mut().enumerate() {
                         *v = *v + a0 * w[2 * j] + a1 * w[2 * j + 1];
@@ -742,19 +876,27 @@ mod bf16_emulated {
                 }
             }
             for (r, acc) in acc.iter().enumerate() {
-                let row = t.dst.add(r * t.dst_stride);
                 for (j, &v) in acc[..cols].iter().enumerate() {
                     let mut v = v;
-                    if let Some(f) = &t.finish {
-                        v += *f.bias.add(j);
-                        if let Some(res) = f.residual {
-                            v += *res.add(r * t.dst_stride + j);
+                    let Some(f) = &t.finish else {
+                        *t.dst.add(r * t.dst_stride + j) = v;
+                        continue;
+                    };
+                    v += *f.bias.add(j);
+                    match (f.residual, f.out_bf16) {
+                        (Some(res), None) => v += *res.add(r * t.dst_stride + j),
+                        (Some(res), Some((_, stride))) => {
+                            v += from_bf16(*res.cast::<u16>().add(r * stride + j))
                         }
-                        if f.relu {
-                            v = v.max(0.0);
-                        }
+                        (None, _) => {}
                     }
-                    *row.add(j) = v;
+                    if f.relu {
+                        v = v.max(0.0);
+                    }
+                    match f.out_bf16 {
+                        Some((out, stride)) => *out.add(r * stride + j) = to_bf16(v),
+                        None => *t.dst.add(r * t.dst_stride + j) = v,
+                    }
                 }
             }
         }
@@ -896,8 +1038,12 @@ struct Tile {
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Finish {
     bias: *const f32,
+    /// f32, or bfloat16 bits where `out_bf16` is set.
     residual: Option<*const f32>,
     relu: bool,
+    /// Store the finished values here as bfloat16 (row stride), not as f32 to the tile's
+    /// `dst` (bfloat16 tiles only).
+    out_bf16: Option<(*mut u16, usize)>,
 }
 
 /// A destination shared by parallel column bands, which write disjoint elements (here and
@@ -1102,7 +1248,7 @@ mod avx512 {
 mod bf16_native {
     use std::arch::x86_64::*;
 
-    use super::{PANEL, PairTile};
+    use super::{Finish, PANEL, PairTile};
 
     /// [`super::round_to_pairs`] 32 values at a time; bfloat16 values in memory order are
     /// the pairs, low half first. (`vcvtne2ps2bf16` rounds to nearest even, as
@@ -1148,7 +1294,10 @@ mod bf16_native {
         let mut acc = [[_mm512_setzero_ps(); P]; R];
         // SAFETY (all pointer reads and writes below): within the bounds the caller promises.
         unsafe {
-            super::avx512::prefetch_epilogue::<R, P>(t.finish.as_ref(), t.dst, t.dst_stride);
+            match t.finish.as_ref() {
+                Some(f) if f.out_bf16.is_some() => prefetch_bf16_epilogue::<R, P>(f),
+                finish => super::avx512::prefetch_epilogue::<R, P>(finish, t.dst, t.dst_stride),
+            }
             if t.accumulate {
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for (p, v) in acc.iter_mut().enumerate() {
@@ -1166,14 +1315,68 @@ mod bf16_native {
                     *w = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(line.cast()));
                 }
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let pair = *t.lhs.add(r * t.lhs_stride + k) as i32;
+                    // Rows read in place are bfloat16 data, aligned to 2 bytes only.
+                    let pair = t.lhs.add(r * t.lhs_stride + k).read_unaligned() as i32;
                     let a = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(pair));
                     for (p, v) in acc.iter_mut().enumerate() {
                         *v = _mm512_dpbf16_ps(*v, a, w[p]);
                     }
                 }
             }
-            super::avx512::store(acc, t.finish.as_ref(), t.dst, t.dst_stride);
+            match t.finish.as_ref() {
+                Some(f) if f.out_bf16.is_some() => store_bf16(acc, f),
+                finish => super::avx512::store(acc, finish, t.dst, t.dst_stride),
+            }
+        }
+    }
+
+    /// [`super::avx512::prefetch_epilogue`] for a bfloat16 destination and residual.
+    ///
+    /// # Safety
+    /// AVX-512 F is available.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn prefetch_bf16_epilogue<const R: usize, const P: usize>(f: &Finish) {
+        let Some((out, stride)) = f.out_bf16 else { return };
+        for r in 0..R {
+            // A row's 16·P bfloat16 values are 32·P bytes: one line for two panels.
+            let at = r * stride;
+            if let Some(res) = f.residual {
+                _mm_prefetch::<_MM_HINT_T0>(res.cast::<u16>().wrapping_add(at).cast());
+            }
+            _mm_prefetch::<_MM_HINT_ET0>(out.wrapping_add(at).cast());
+        }
+    }
+
+    /// The epilogue into a bfloat16 destination: + bias, + the bfloat16 residual, ReLU, each
+    /// sum rounded once (`vcvtneps2bf16`, to nearest even).
+    ///
+    /// # Safety
+    /// AVX512F and AVX512_BF16 are available; `f.out_bf16` (and the residual) have R rows of
+    /// 16·P values at its row stride; the bias 16·P.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn store_bf16<const R: usize, const P: usize>(acc: [[__m512; P]; R], f: &Finish) {
+        let Some((out, stride)) = f.out_bf16 else { return };
+        let zero = _mm512_setzero_ps();
+        // SAFETY (all pointer reads and writes below): within the bounds the caller promises.
+        unsafe {
+            for (r, acc) in acc.iter().enumerate() {
+                for (p, &v) in acc.iter().enumerate() {
+                    let at = r * stride + p * PANEL;
+                    let mut v = _mm512_add_ps(v, _mm512_loadu_ps(f.bias.add(p * PANEL)));
+                    if let Some(res) = f.residual {
+                        let bits = _mm256_loadu_si256(res.cast::<u16>().add(at).cast());
+                        let wide = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits));
+                        v = _mm512_add_ps(v, _mm512_castsi512_ps(wide));
+                    }
+                    if f.relu {
+                        v = _mm512_max_ps(v, zero);
+                    }
+                    let rounded = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+                    _mm256_storeu_si256(out.add(at).cast(), rounded);
+                }
+            }
         }
     }
 }

@@ -25,6 +25,7 @@
 use rayon::prelude::*;
 
 use super::matrix::WeightMatrix;
+use super::activation::{Activation, narrow};
 use super::packed_gemm::{Epilogue, Format, kernel_available};
 use super::scratch;
 
@@ -125,13 +126,13 @@ impl Winograd {
 
     /// conv(x) + bias (+ `residual`), then ReLU if `relu`; `x` is N × H × W × C_in (NHWC),
     /// the result and `residual` N × H × W × C_out.
-    pub fn forward(
+    pub fn forward<T: Activation>(
         &self,
-        x: &[f32],
+        x: &[T],
         (n, h, w, c): (usize, usize, usize, usize),
-        residual: Option<&[f32]>,
+        residual: Option<&[T]>,
         relu: bool,
-    ) -> Vec<f32> {
+    ) -> Vec<T> {
         assert_eq!(c, self.in_c, "input channels");
         assert_eq!(x.len(), n * h * w * c, "input size");
         if let Some(r) = residual {
@@ -140,14 +141,14 @@ impl Winograd {
         let m = self.size.out();
         let (tiles_y, tiles_x) = (h.div_ceil(m), w.div_ceil(m));
         let out_c = self.out_c;
-        let mut out = vec![0f32; n * h * w * out_c];
+        let mut out = vec![T::ZERO; n * h * w * out_c];
         // Large inputs (a big image, a batch) go through in passes of whole tile rows, so the
         // transformed tiles stay in cache between the three steps instead of making a round
         // trip to memory (and the buffers stay a few MB). A pass may span images: small
         // images of a batch then share one pass of GEMMs, which reads the weights once for
         // all of them (layer 3 at 224²: 16 tiles per image).
         let rows_per_pass = (TILES_PER_PASS / tiles_x).max(1);
-        let zeros = vec![0f32; c];
+        let zeros = vec![T::ZERO; c];
         let mut rest = &mut out[..];
         let mut done = 0;
         for first in (0..n * tiles_y).step_by(rows_per_pass) {
@@ -176,15 +177,15 @@ impl Winograd {
     /// tiles cover, cut into one band per tile row (`bands`: their lengths); `finish`'s
     /// residual covers the same rows.
     #[allow(clippy::too_many_arguments)]
-    fn pass(
+    fn pass<T: Activation>(
         &self,
-        x: &[f32],
+        x: &[T],
         (h, w): (usize, usize),
         tile_rows: std::ops::Range<usize>,
         bands: &[usize],
-        zeros: &[f32],
-        out: &mut [f32],
-        finish: Finish<'_>,
+        zeros: &[T],
+        out: &mut [T],
+        finish: Finish<'_, T>,
     ) {
         let (c, out_c) = (self.in_c, self.out_c);
         let (m, points) = (self.size.out(), self.size.tile().pow(2));
@@ -219,7 +220,7 @@ impl Winograd {
 
         // Back to pixels, one row of tiles (up to m image rows) per task.
         let (mut rest, mut start) = (out, 0);
-        let bands: Vec<(&mut [f32], Option<&[f32]>)> = bands
+        let bands: Vec<(&mut [T], Option<&[T]>)> = bands
             .iter()
             .map(|&len| {
                 let (band, later) = std::mem::take(&mut rest).split_at_mut(len);
@@ -232,8 +233,8 @@ impl Winograd {
         bands.into_par_iter().enumerate().for_each_init(
             || vec![0f32; (self.size.tile() + 1) * m * out_c],
             |half, (row, (band, residual))| {
-                let mut rows: Vec<&mut [f32]> = band.chunks_mut(w * out_c).collect();
-                let residual: Vec<&[f32]> = residual
+                let mut rows: Vec<&mut [T]> = band.chunks_mut(w * out_c).collect();
+                let residual: Vec<&[T]> = residual
                     .map(|r| r.chunks(w * out_c).collect())
                     .unwrap_or_default();
                 for tx in 0..tiles_x {
@@ -246,12 +247,12 @@ impl Winograd {
 
     /// Bᵀ d B for the input tile whose output corner is (y0, x0) (input corner one pixel up
     /// and left: padding 1), into `v` = [ξ][c]. `half` holds Bᵀ d in between.
-    fn transform_input(
+    fn transform_input<T: Activation>(
         &self,
-        x: &[f32],
+        x: &[T],
         image: (usize, usize, usize),
         corner: (usize, usize),
-        zeros: &[f32],
+        zeros: &[T],
         half: &mut [f32],
         v: &mut [f32],
     ) {
@@ -265,12 +266,12 @@ impl Winograd {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn transform_input_avx2(
+    fn transform_input_avx2<T: Activation>(
         &self,
-        x: &[f32],
+        x: &[T],
         image: (usize, usize, usize),
         corner: (usize, usize),
-        zeros: &[f32],
+        zeros: &[T],
         half: &mut [f32],
         v: &mut [f32],
     ) {
@@ -278,18 +279,18 @@ impl Winograd {
     }
 
     #[inline(always)]
-    fn transform_input_body(
+    fn transform_input_body<T: Activation>(
         &self,
-        x: &[f32],
+        x: &[T],
         (b, h, w): (usize, usize, usize),
         (y0, x0): (usize, usize),
-        zeros: &[f32],
+        zeros: &[T],
         half: &mut [f32],
         v: &mut [f32],
     ) {
         let (c, tile) = (self.in_c, self.size.tile());
         // The input pixel at tile position (i, j): zeros outside the image.
-        let pixel = |i: usize, j: usize| -> &[f32] {
+        let pixel = |i: usize, j: usize| -> &[T] {
             let y = (y0 + i).checked_sub(1).filter(|&y| y < h);
             let x_ = (x0 + j).checked_sub(1).filter(|&x| x < w);
             match (y, x_) {
@@ -303,12 +304,13 @@ impl Winograd {
             input_1d(self.size, src, split(block, c));
         }
         // Rows: V[r][s] = (Bᵀ half[r][·])[s].
+        let unused: &[f32] = &[];
         for (r, block) in v.chunks_exact_mut(tile * c).enumerate() {
             let src = std::array::from_fn(|j| {
                 if j < tile {
                     &half[(j * tile + r) * c..][..c]
                 } else {
-                    zeros
+                    unused
                 }
             });
             input_1d(self.size, src, split(block, c));
@@ -318,13 +320,13 @@ impl Winograd {
     /// Aᵀ M A + bias (+ the `residual` rows, if not empty; then ReLU if `relu`) for tile `t`
     /// of `tiles`, written into the output `rows` (up to m rows of the image, each
     /// W × C_out) from column `x0`. `half` holds Aᵀ M and the tile before it is cropped.
-    fn transform_output(
+    fn transform_output<T: Activation>(
         &self,
         product: &[f32],
         at: (usize, usize, usize),
         half: &mut [f32],
-        rows: &mut [&mut [f32]],
-        residual: &[&[f32]],
+        rows: &mut [&mut [T]],
+        residual: &[&[T]],
         relu: bool,
     ) {
         #[cfg(target_arch = "x86_64")]
@@ -337,26 +339,26 @@ impl Winograd {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn transform_output_avx2(
+    fn transform_output_avx2<T: Activation>(
         &self,
         product: &[f32],
         at: (usize, usize, usize),
         half: &mut [f32],
-        rows: &mut [&mut [f32]],
-        residual: &[&[f32]],
+        rows: &mut [&mut [T]],
+        residual: &[&[T]],
         relu: bool,
     ) {
         self.transform_output_body(product, at, half, rows, residual, relu);
     }
 
     #[inline(always)]
-    fn transform_output_body(
+    fn transform_output_body<T: Activation>(
         &self,
         product: &[f32],
         (tiles, t, x0): (usize, usize, usize),
         half: &mut [f32],
-        rows: &mut [&mut [f32]],
-        residual: &[&[f32]],
+        rows: &mut [&mut [T]],
+        residual: &[&[T]],
         relu: bool,
     ) {
         let o = self.out_c;
@@ -384,24 +386,44 @@ impl Winograd {
                     unused
                 }
             });
-            // A whole tile row goes straight to the image; an edge tile's via `cropped`.
             let span = x0 * o..(x0 + cols) * o;
+            let shortcut = residual.get(r).map(|s| &s[span.clone()]);
+            let Some(row) = T::as_f32_mut(&mut row[span.clone()]) else {
+                // bfloat16: the tile row in f32, finished, then rounded into the image.
+                output_1d(self.size, src, split(cropped, o));
+                let values = &mut cropped[..cols * o];
+                if let Some(shortcut) = shortcut {
+                    for (y, s) in values.iter_mut().zip(shortcut) {
+                        *y += s.to_f32();
+                    }
+                }
+                self.finish_pixels(values, relu);
+                narrow(values, &mut row[span]);
+                continue;
+            };
+            // A whole tile row goes straight to the image; an edge tile's via `cropped`.
             if cols == m {
-                output_1d(self.size, src, split(&mut row[span.clone()], o));
+                output_1d(self.size, src, split(row, o));
             } else {
                 output_1d(self.size, src, split(cropped, o));
-                row[span.clone()].copy_from_slice(&cropped[..cols * o]);
+                row.copy_from_slice(&cropped[..cols * o]);
             }
-            if let Some(shortcut) = residual.get(r) {
-                for (y, &s) in row[span.clone()].iter_mut().zip(&shortcut[span.clone()]) {
+            if let Some(shortcut) = shortcut.and_then(T::as_f32) {
+                for (y, &s) in row.iter_mut().zip(shortcut) {
                     *y += s;
                 }
             }
-            for pixel in row[span].chunks_exact_mut(o) {
-                for (y, &bias) in pixel.iter_mut().zip(&self.bias) {
-                    let v = *y + bias;
-                    *y = if relu { v.max(0.0) } else { v };
-                }
+            self.finish_pixels(row, relu);
+        }
+    }
+
+    /// + bias, then ReLU if `relu`, over whole pixels of C_out values.
+    #[inline(always)]
+    fn finish_pixels(&self, values: &mut [f32], relu: bool) {
+        for pixel in values.chunks_exact_mut(self.out_c) {
+            for (y, &bias) in pixel.iter_mut().zip(&self.bias) {
+                let v = *y + bias;
+                *y = if relu { v.max(0.0) } else { v };
             }
         }
     }
@@ -409,9 +431,9 @@ impl Winograd {
 
 /// What the output transform applies after the bias.
 #[derive(Clone, Copy)]
-struct Finish<'a> {
+struct Finish<'a, T> {
     /// Added to the output, same layout (the rows of this pass).
-    residual: Option<&'a [f32]>,
+    residual: Option<&'a [T]>,
     relu: bool,
 }
 
@@ -425,7 +447,7 @@ fn split(block: &mut [f32], len: usize) -> [&mut [f32]; MAX_TILE] {
 /// Bᵀ d for one tile column (six input vectors for F(4×4), four for F(2×2); unused entries
 /// are ignored), element-wise over the channels.
 #[inline(always)]
-fn input_1d(size: TileSize, d: [&[f32]; MAX_TILE], v: [&mut [f32]; MAX_TILE]) {
+fn input_1d<T: Activation>(size: TileSize, d: [&[T]; MAX_TILE], v: [&mut [f32]; MAX_TILE]) {
     let n = v[0].len();
     let [d0, d1, d2, d3, d4, d5] = d;
     let [v0, v1, v2, v3, v4, v5] = v;
@@ -442,22 +464,22 @@ fn input_1d(size: TileSize, d: [&[f32]; MAX_TILE], v: [&mut [f32]; MAX_TILE]) {
                 &mut v5[..n],
             );
             for i in 0..n {
-                v0[i] = 4.0 * d0[i] - 5.0 * d2[i] + d4[i];
-                v1[i] = -4.0 * (d1[i] + d2[i]) + d3[i] + d4[i];
-                v2[i] = 4.0 * (d1[i] - d2[i]) - d3[i] + d4[i];
-                v3[i] = 2.0 * (d3[i] - d1[i]) - d2[i] + d4[i];
-                v4[i] = 2.0 * (d1[i] - d3[i]) - d2[i] + d4[i];
-                v5[i] = 4.0 * d1[i] - 5.0 * d3[i] + d5[i];
+                v0[i] = 4.0 * d0[i].to_f32() - 5.0 * d2[i].to_f32() + d4[i].to_f32();
+                v1[i] = -4.0 * (d1[i].to_f32() + d2[i].to_f32()) + d3[i].to_f32() + d4[i].to_f32();
+                v2[i] = 4.0 * (d1[i].to_f32() - d2[i].to_f32()) - d3[i].to_f32() + d4[i].to_f32();
+                v3[i] = 2.0 * (d3[i].to_f32() - d1[i].to_f32()) - d2[i].to_f32() + d4[i].to_f32();
+                v4[i] = 2.0 * (d1[i].to_f32() - d3[i].to_f32()) - d2[i].to_f32() + d4[i].to_f32();
+                v5[i] = 4.0 * d1[i].to_f32() - 5.0 * d3[i].to_f32() + d5[i].to_f32();
             }
         }
         TileSize::Two => {
             let (d0, d1, d2, d3) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n]);
             let (v0, v1, v2, v3) = (&mut v0[..n], &mut v1[..n], &mut v2[..n], &mut v3[..n]);
             for i in 0..n {
-                v0[i] = d0[i] - d2[i];
-                v1[i] = d1[i] + d2[i];
-                v2[i] = d2[i] - d1[i];
-                v3[i] = d1[i] - d3[i];
+                v0[i] = d0[i].to_f32() - d2[i].to_f32();
+                v1[i] = d1[i].to_f32() + d2[i].to_f32();
+                v2[i] = d2[i].to_f32() - d1[i].to_f32();
+                v3[i] = d1[i].to_f32() - d3[i].to_f32();
             }
         }
     }
