@@ -2,10 +2,10 @@
 //! packed GEMM with its AVX2 micro-kernel (and the portable `gemm` crate), fused
 //! convolutions as candle custom ops, Winograd, and the channels-last layout ops.
 
+pub(crate) mod activation;
 pub(crate) mod fastconv;
 pub(crate) mod matrix;
 pub(crate) mod nhwc;
 pub mod packed_gemm;
-pub(crate) mod activation;
 mod scratch;
 pub(crate) mod winograd;

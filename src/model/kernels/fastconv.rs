@@ -640,7 +640,10 @@ pub(super) fn values4<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<(V
     let values = match storage {
         CpuStorage::F32(values) => Values::F32(&values[start..end]),
         CpuStorage::BF16(values) => Values::Bf16(&bf16_bits(values)[start..end]),
-        other => bail!("the fast path takes f32 or bf16 activations, not {:?}", other.dtype()),
+        other => bail!(
+            "the fast path takes f32 or bf16 activations, not {:?}",
+            other.dtype()
+        ),
     };
     Ok((values, dims))
 }
@@ -668,7 +671,12 @@ struct FusedConv<'a> {
 }
 
 impl FusedConv<'_> {
-    fn run<T: Taps>(&self, x: &[T], dims: Dims4, residual: Option<&[T]>) -> Result<(CpuStorage, Shape)>
+    fn run<T: Taps>(
+        &self,
+        x: &[T],
+        dims: Dims4,
+        residual: Option<&[T]>,
+    ) -> Result<(CpuStorage, Shape)>
     where
         Vec<T>: IntoStorage,
     {
@@ -702,7 +710,10 @@ impl CustomOp2 for FusedConv<'_> {
         res_storage: &CpuStorage,
         res_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match (values4(storage, layout)?, values4(res_storage, res_layout)?.0) {
+        match (
+            values4(storage, layout)?,
+            values4(res_storage, res_layout)?.0,
+        ) {
             ((Values::F32(x), dims), Values::F32(r)) => self.run(x, dims, Some(r)),
             ((Values::Bf16(x), dims), Values::Bf16(r)) => self.run(x, dims, Some(r)),
             _ => bail!("a convolution's input and shortcut differ in type"),
@@ -778,6 +789,93 @@ mod tests {
                 .permute((0, 3, 1, 2))
                 .unwrap();
             assert!(max_abs_diff(&got, &want) < 1e-4, "case {i} with residual");
+        }
+    }
+
+    /// bfloat16 activations give exactly the bfloat16 rounding of what the same bfloat16
+    /// weights give on f32 activations of the same (rounded) values: the sums are the same,
+    /// rounded once at the end. Every way a product reads its left rows and stores its
+    /// result: in place, gathered, the stem's odd depth, Winograd in both tile sizes, partial
+    /// sums across depth blocks, rows 4 KiB apart, an odd depth, groups, a width of no
+    /// whole panels (the portable product), with and without a shortcut.
+    #[test]
+    fn bf16_activations_are_the_f32_result_rounded_once() {
+        use super::super::packed_gemm::{Bf16Kernel, bf16_kernel_available, from_bf16, to_bf16};
+        use crate::model::test_data::noise;
+        let cases = [
+            // (n, c_in, h, w, c_out, k, stride, groups)
+            (1, 64, 9, 7, 32, 1, 1, 1),
+            (2, 64, 9, 7, 32, 1, 2, 1),
+            (1, 16, 9, 7, 32, 3, 1, 1),
+            (1, 264, 5, 6, 16, 3, 1, 1),
+            (2, 16, 9, 7, 32, 3, 2, 1),
+            (1, 3, 23, 21, 16, 7, 2, 1),
+            (1, 1030, 3, 4, 32, 1, 1, 1),
+            (1, 2048, 3, 3, 16, 1, 1, 1),
+            (1, 5, 6, 7, 16, 1, 1, 1),
+            (1, 128, 9, 7, 128, 3, 1, 32),
+            (1, 8, 23, 21, 20, 1, 1, 1),
+        ];
+        let mut kernels = vec![Bf16Kernel::Emulated];
+        if bf16_kernel_available() {
+            kernels.push(Bf16Kernel::Native);
+        }
+        for kernel in kernels {
+            for (i, &(n, c, h, w, o, k, s, groups)) in cases.iter().enumerate() {
+                let seed = i as u32 * 10;
+                let weight = noise(o * c / groups * k * k, seed + 1);
+                let bias = noise(o, seed + 2);
+                let conv = PackedConv::grouped(
+                    &weight,
+                    &vec![1.0; o],
+                    (o, c, k),
+                    groups,
+                    bias,
+                    s,
+                    k / 2,
+                    Format::Bf16(kernel),
+                );
+                let bits: Vec<u16> = noise(n * h * w * c, seed + 3)
+                    .into_iter()
+                    .map(to_bf16)
+                    .collect();
+                let values: Vec<f32> = bits.iter().map(|&b| from_bf16(b)).collect();
+                let dims = (n, h, w, c);
+                let (oh, ow) = conv.output_size(h, w);
+                let shortcut: Vec<u16> = noise(n * oh * ow * o, seed + 4)
+                    .into_iter()
+                    .map(to_bf16)
+                    .collect();
+                let wide_shortcut: Vec<f32> = shortcut.iter().map(|&b| from_bf16(b)).collect();
+                for with_shortcut in [false, true] {
+                    if with_shortcut && groups > 1 {
+                        continue;
+                    }
+                    let (want, got) = if with_shortcut {
+                        (
+                            conv.compute(&values, dims, Some(&wide_shortcut), true),
+                            conv.compute(&bits, dims, Some(&shortcut), true),
+                        )
+                    } else {
+                        (
+                            conv.compute(&values, dims, None, false),
+                            conv.compute(&bits, dims, None, false),
+                        )
+                    };
+                    let ((want, want_shape), (got, got_shape)) = (want.unwrap(), got.unwrap());
+                    assert_eq!(got_shape, want_shape);
+                    let case = format!("{kernel:?} case {i}, shortcut {with_shortcut}");
+                    assert!(want.iter().any(|&v| v != 0.0), "{case}: all zero");
+                    for (j, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            g,
+                            to_bf16(w),
+                            "{case}: value {j}: {} against {w}",
+                            from_bf16(g)
+                        );
+                    }
+                }
+            }
         }
     }
 

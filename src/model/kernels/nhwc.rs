@@ -214,31 +214,27 @@ impl CustomOp1 for AvgPool {
 fn avg_pool<T: Activation>(x: &[T], (n, h, w, c): Dims4) -> Vec<T> {
     let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
     let mut out = vec![T::ZERO; n * oh * ow * c];
-    out.par_chunks_mut(ow * c)
-        .enumerate()
-        .for_each_init(
-            || vec![0f32; c],
-            |sums, (row, out)| {
-                let (b, oy) = (row / oh, row % oh);
-                let ys = 2 * oy..(2 * oy + 2).min(h);
-                for ox in 0..ow {
-                    let xs = 2 * ox..(2 * ox + 2).min(w);
-                    sums.fill(0.0);
-                    for iy in ys.clone() {
-                        for ix in xs.clone() {
-                            let src = &x[((b * h + iy) * w + ix) * c..][..c];
-                            sums.iter_mut()
-                                .zip(src)
-                                .for_each(|(s, v)| *s += v.to_f32());
-                        }
-                    }
-                    let scale = 1.0 / (ys.len() * xs.len()) as f32;
-                    for (o, s) in out[ox * c..(ox + 1) * c].iter_mut().zip(sums.iter()) {
-                        *o = T::from_f32(s * scale);
+    out.par_chunks_mut(ow * c).enumerate().for_each_init(
+        || vec![0f32; c],
+        |sums, (row, out)| {
+            let (b, oy) = (row / oh, row % oh);
+            let ys = 2 * oy..(2 * oy + 2).min(h);
+            for ox in 0..ow {
+                let xs = 2 * ox..(2 * ox + 2).min(w);
+                sums.fill(0.0);
+                for iy in ys.clone() {
+                    for ix in xs.clone() {
+                        let src = &x[((b * h + iy) * w + ix) * c..][..c];
+                        sums.iter_mut().zip(src).for_each(|(s, v)| *s += v.to_f32());
                     }
                 }
-            },
-        );
+                let scale = 1.0 / (ys.len() * xs.len()) as f32;
+                for (o, s) in out[ox * c..(ox + 1) * c].iter_mut().zip(sums.iter()) {
+                    *o = T::from_f32(s * scale);
+                }
+            }
+        },
+    );
     out
 }
 
@@ -328,6 +324,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each op on bfloat16 activations gives what it gives on their f32 values, rounded to
+    /// bfloat16 where its output is bfloat16 (the pools' sums are f32, rounded once).
+    #[test]
+    fn bf16_activations_give_the_f32_results_rounded() {
+        use crate::model::kernels::packed_gemm::{from_bf16, to_bf16};
+        let bits = |t: &Tensor| -> Vec<u16> {
+            let values = t.flatten_all().unwrap().to_vec1::<half::bf16>().unwrap();
+            values.iter().map(|v| v.to_bits()).collect()
+        };
+        let rounded = |t: &Tensor| -> Vec<u16> {
+            let values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            values.into_iter().map(to_bf16).collect()
+        };
+        let nchw = tensor(&[2, 3, 9, 7], 40);
+        let nhwc = to_channels_last_as(&nchw, DType::BF16).unwrap();
+        assert_eq!(nhwc.dtype(), DType::BF16);
+        assert_eq!(bits(&nhwc), rounded(&to_channels_last(&nchw).unwrap()));
+        // The same values in f32, to compare each op against.
+        let wide: Vec<f32> = bits(&nhwc).into_iter().map(from_bf16).collect();
+        let wide = Tensor::from_vec(wide, nhwc.dims(), &candle_core::Device::Cpu).unwrap();
+        assert_eq!(
+            bits(&max_pool_3x3_s2(&nhwc).unwrap()),
+            rounded(&max_pool_3x3_s2(&wide).unwrap())
+        );
+        assert_eq!(
+            bits(&avg_pool_2x2_s2_ceil(&nhwc).unwrap()),
+            rounded(&avg_pool_2x2_s2_ceil(&wide).unwrap())
+        );
+        assert_eq!(
+            max_abs_diff(
+                &global_avg_pool(&nhwc).unwrap(),
+                &global_avg_pool(&wide).unwrap()
+            ),
+            0.0
+        );
+        assert_eq!(
+            max_abs_diff(
+                &to_channels_first(&nhwc).unwrap(),
+                &to_channels_first(&wide).unwrap()
+            ),
+            0.0
+        );
     }
 
     #[test]

@@ -1337,7 +1337,9 @@ mod bf16_native {
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn prefetch_bf16_epilogue<const R: usize, const P: usize>(f: &Finish) {
-        let Some((out, stride)) = f.out_bf16 else { return };
+        let Some((out, stride)) = f.out_bf16 else {
+            return;
+        };
         for r in 0..R {
             // A row's 16·P bfloat16 values are 32·P bytes: one line for two panels.
             let at = r * stride;
@@ -1357,7 +1359,9 @@ mod bf16_native {
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[inline]
     unsafe fn store_bf16<const R: usize, const P: usize>(acc: [[__m512; P]; R], f: &Finish) {
-        let Some((out, stride)) = f.out_bf16 else { return };
+        let Some((out, stride)) = f.out_bf16 else {
+            return;
+        };
         let zero = _mm512_setzero_ps();
         // SAFETY (all pointer reads and writes below): within the bounds the caller promises.
         unsafe {

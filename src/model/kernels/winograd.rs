@@ -24,8 +24,8 @@
 
 use rayon::prelude::*;
 
-use super::matrix::WeightMatrix;
 use super::activation::{Activation, narrow};
+use super::matrix::WeightMatrix;
 use super::packed_gemm::{Epilogue, Format, kernel_available};
 use super::scratch;
 
