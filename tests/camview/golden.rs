@@ -354,12 +354,13 @@ fn a_batch_gives_each_image_what_it_gets_alone() {
 }
 
 /// bf16 (`--precision bf16`) against the f32 reference on every golden input: the top-1
-/// class unchanged, the top-5 the same classes, logits and the top-1 CAM close. It runs in
+/// class unchanged, the top-5 the same classes but for near-ties, logits and the top-1 CAM
+/// close. It runs in
 /// the emulated kernel on every CPU (the same bfloat16 values and f32 sums as `vdpbf16ps`),
 /// and in the native one too where the CPU has AVX512_BF16. `--nocapture` prints the table
 /// docs/performance.md quotes.
 #[test]
-fn bf16_keeps_every_reference_top1_and_top5() {
+fn bf16_keeps_every_reference_top1_and_the_top5_but_near_ties() {
     use camview::model::kernels::packed_gemm::{Bf16Kernel, Format, bf16_kernel_available};
     let mut kernels = vec![Bf16Kernel::Emulated];
     if bf16_kernel_available() {
@@ -393,7 +394,18 @@ fn bf16_keeps_every_reference_top1_and_top5() {
                     top5[0] == want5[0]
                 );
                 assert_eq!(top5[0], want5[0], "{kernel:?} {stem}: top-1 changed");
-                assert_eq!(overlap, 5, "{kernel:?} {stem}: top-5 classes changed");
+                // A class may trade places with the reference's 5th only where their
+                // reference logits lie closer than the logits moved: each moved by at most
+                // `diff`, so two classes swap only within 2·diff (astronaut.full's 5th and
+                // 6th are 0.0097 apart).
+                let fifth = want[want5[4] as usize];
+                for &class in top5.iter().filter(|c| !want5.contains(c)) {
+                    let gap = fifth - want[class as usize];
+                    assert!(
+                        gap <= 2.0 * diff,
+                        "{kernel:?} {stem}: class {class}, {gap} below the reference's 5th, entered the top-5"
+                    );
+                }
                 assert!(
                     diff <= BF16_LOGIT_TOL,
                     "{kernel:?} {stem}: logits moved by {diff}"
@@ -407,7 +419,8 @@ fn bf16_keeps_every_reference_top1_and_top5() {
     }
 }
 
-/// The largest logit change bf16 may make: twice the largest seen (0.15, docs/performance.md → bf16).
+/// The largest logit change bf16 may make: about twice the largest seen (0.15 with f32
+/// activations between layers, 0.19 with bfloat16 ones; docs/performance.md → bf16).
 const BF16_LOGIT_TOL: f32 = 0.3;
 
 fn top_classes(logits: &[f32], k: usize) -> Vec<u32> {
