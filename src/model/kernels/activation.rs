@@ -7,7 +7,7 @@
 //! camview's bf16 lost where layers are large in pixels and shallow in depth (the stem and
 //! stage 1), which is where those bytes are most of the time.
 
-use super::packed_gemm::{from_bf16, to_bf16};
+use super::packed_gemm::{from_bf16, round_to_bf16, to_bf16};
 
 /// A product's left operand: f32 values, or bfloat16 bits.
 #[derive(Clone, Copy)]
@@ -37,6 +37,8 @@ pub trait Activation: Copy + Send + Sync + std::fmt::Debug + 'static {
     /// The values themselves where they are f32 (no conversion needed).
     fn as_f32(values: &[Self]) -> Option<&[f32]>;
     fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]>;
+    /// `dst[i]` = `src[i]` rounded to this type.
+    fn narrow(src: &[f32], dst: &mut [Self]);
 }
 
 impl Activation for f32 {
@@ -58,6 +60,9 @@ impl Activation for f32 {
     }
     fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]> {
         Some(values)
+    }
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        dst.copy_from_slice(src);
     }
 }
 
@@ -81,17 +86,14 @@ impl Activation for u16 {
     fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
         None
     }
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        round_to_bf16(src, dst);
+    }
 }
 
 /// `dst[i]` = `src[i]` rounded to `T`.
 pub fn narrow<T: Activation>(src: &[f32], dst: &mut [T]) {
-    match T::as_f32_mut(dst) {
-        Some(values) => values.copy_from_slice(src),
-        None => dst
-            .iter_mut()
-            .zip(src)
-            .for_each(|(d, &s)| *d = T::from_f32(s)),
-    }
+    T::narrow(src, dst);
 }
 
 /// bfloat16 bits as candle's `half::bf16` values, without a copy.

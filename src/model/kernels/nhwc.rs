@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::activation::Activation;
+use super::activation::{Activation, narrow};
 use super::fastconv::{Dims4, IntoStorage, Values, values4};
 
 /// N × C × H × W → N × H × W × C (contiguous).
@@ -77,7 +77,15 @@ fn transposed<T: Activation, U: Activation>(x: &[T], rows: usize, cols: usize) -
     if !x.is_empty() {
         out.par_chunks_mut(rows * cols)
             .zip(x.par_chunks(rows * cols))
-            .for_each(|(dst, src)| transpose(src, dst, rows, cols));
+            .for_each_init(Vec::new, |wide, (dst, src)| match U::as_f32_mut(dst) {
+                Some(dst) => transpose(src, dst, rows, cols),
+                // Into bfloat16: transposed in f32, then rounded in one vectorised pass.
+                None => {
+                    wide.resize(src.len(), 0.0);
+                    transpose(src, wide, rows, cols);
+                    narrow(wide, dst);
+                }
+            });
     }
     out
 }

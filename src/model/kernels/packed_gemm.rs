@@ -797,6 +797,19 @@ unsafe fn round_to_pairs(kernel: Bf16Kernel, src: &[f32], out: &mut [u32]) {
     }
 }
 
+/// `src` rounded to bfloat16 (to nearest even) into `dst`, 16 values an instruction
+/// (`vcvtneps2bf16`) where the CPU has AVX512_BF16: the bfloat16 activations' store outside
+/// the micro-kernel (Winograd's output transform, the input's layout change).
+pub fn round_to_bf16(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "as many values as room for them");
+    #[cfg(target_arch = "x86_64")]
+    if bf16_kernel_available() {
+        // SAFETY: the CPU has AVX512F and AVX512_BF16; the lengths are equal.
+        return unsafe { bf16_native::round_into(src, dst) };
+    }
+    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = to_bf16(s));
+}
+
 /// Runs one bfloat16 micro-tile of `rows` rows and one or (`two`) two panels.
 ///
 /// # Safety
@@ -1280,6 +1293,32 @@ mod bf16_native {
                 let pairs =
                     std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
                 _mm512_mask_storeu_epi32(to.add(i / 2).cast(), mask(rest.div_ceil(2)), pairs);
+            }
+        }
+    }
+
+    /// [`super::round_to_bf16`]: 16 values a step, the tail masked.
+    ///
+    /// # Safety
+    /// AVX512F and AVX512_BF16 are available; `dst.len()` is `src.len()`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn round_into(src: &[f32], dst: &mut [u16]) {
+        let (n, from, to) = (src.len(), src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        // SAFETY: loads read `src[i..i + 16]` (masked to `..n` in the tail), stores write
+        // `dst` at the same indices.
+        unsafe {
+            while i + 16 <= n {
+                let rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(from.add(i)));
+                let bits = std::mem::transmute::<__m256bh, __m256i>(rounded);
+                _mm256_storeu_si256(to.add(i).cast(), bits);
+                i += 16;
+            }
+            if i < n {
+                let mask = ((1u32 << (n - i)) - 1) as __mmask16;
+                let rounded = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, from.add(i)));
+                let bits = std::mem::transmute::<__m256bh, __m256i>(rounded);
+                _mm256_mask_storeu_epi16(to.add(i).cast(), mask, bits);
             }
         }
     }
