@@ -64,20 +64,6 @@ impl WeightMatrix {
         }
     }
 
-    /// [`Self::multiply_into`] an initialised `out`, on one thread.
-    pub fn multiply(
-        &self,
-        lhs: &[f32],
-        lhs_stride: usize,
-        out: &mut [f32],
-        epilogue: Epilogue<'_>,
-    ) {
-        // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the product stores only
-        // initialised values, so `out` stays initialised.
-        let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [MaybeUninit<f32>]) };
-        self.multiply_into(lhs, lhs_stride, out, epilogue, 1);
-    }
-
     /// [`Self::multiply_into`] for either kind of activation (see [`PackedMatrix::product`]).
     /// The portable path computes in f32 and rounds bfloat16 outputs once at the end.
     pub fn product<T: Activation>(

@@ -5,6 +5,8 @@
 //! faults a pass). A small pool keeps them. Buffers come back with stale contents: every
 //! user overwrites all of what it takes.
 
+#![allow(unsafe_code)]
+
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
@@ -32,6 +34,23 @@ impl Drop for Buffer {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < KEEP {
             pool.push(std::mem::take(&mut self.data));
+        }
+    }
+}
+
+impl Buffer {
+    /// The buffer as twice as many 16-bit values (bfloat16 bits).
+    pub fn as_bits(&self) -> &[u16] {
+        // SAFETY: f32 is 4 bytes aligned to 4; any bits are a valid u16, and the slice covers
+        // exactly the buffer's bytes, borrowed as the buffer is.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast(), self.data.len() * 2) }
+    }
+
+    /// [`Self::as_bits`], mutable; any u16 bits written are valid f32 bits too.
+    pub fn as_bits_mut(&mut self) -> &mut [u16] {
+        // SAFETY: as in `as_bits`, borrowed mutably as the buffer is.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.data.as_mut_ptr().cast(), self.data.len() * 2)
         }
     }
 }

@@ -24,7 +24,7 @@
 
 use rayon::prelude::*;
 
-use super::activation::{Activation, narrow};
+use super::activation::{Activation, Lhs, narrow};
 use super::matrix::WeightMatrix;
 use super::packed_gemm::{Epilogue, Format, kernel_available};
 use super::scratch;
@@ -193,16 +193,35 @@ impl Winograd {
         let tiles = tile_rows.len() * tiles_x;
 
         // V, tile-major: [tile][ξ][c], so each tile's transform writes one contiguous run.
-        let mut v = scratch::take(tiles * points * c);
-        v.par_chunks_mut(points * c).enumerate().for_each_init(
-            || vec![0f32; points * c],
-            |half, (t, v)| {
-                let g = tile_rows.start + t / tiles_x;
-                let (b, ty, tx) = (g / tiles_y, g % tiles_y, t % tiles_x);
-                let corner = (ty * m, tx * m);
-                self.transform_input(x, (b, h, w), corner, zeros, half, v);
-            },
-        );
+        // With bfloat16 activations V is stored as bfloat16 too (half the bytes; the product
+        // would round it anyway), each tile transformed in f32 and rounded once.
+        let len = tiles * points * c;
+        let mut v = scratch::take(if T::BF16 { len.div_ceil(2) } else { len });
+        if T::BF16 {
+            v.as_bits_mut()[..len]
+                .par_chunks_mut(points * c)
+                .enumerate()
+                .for_each_init(
+                    || (vec![0f32; points * c], vec![0f32; points * c]),
+                    |(half, wide), (t, v)| {
+                        let g = tile_rows.start + t / tiles_x;
+                        let (b, ty, tx) = (g / tiles_y, g % tiles_y, t % tiles_x);
+                        let corner = (ty * m, tx * m);
+                        self.transform_input(x, (b, h, w), corner, zeros, half, wide);
+                        narrow(wide, v);
+                    },
+                );
+        } else {
+            v.par_chunks_mut(points * c).enumerate().for_each_init(
+                || vec![0f32; points * c],
+                |half, (t, v)| {
+                    let g = tile_rows.start + t / tiles_x;
+                    let (b, ty, tx) = (g / tiles_y, g % tiles_y, t % tiles_x);
+                    let corner = (ty * m, tx * m);
+                    self.transform_input(x, (b, h, w), corner, zeros, half, v);
+                },
+            );
+        }
 
         // M_ξ = V_ξ · U_ξ, position-major: [ξ][tile][o].
         let mut product = scratch::take(points * tiles * out_c);
@@ -215,7 +234,16 @@ impl Winograd {
                     residual: None,
                     relu: false,
                 };
-                self.transformed[xi].multiply(&v[xi * c..], points * c, product, epilogue);
+                let lhs = match T::BF16 {
+                    true => Lhs::Bf16(&v.as_bits()[xi * c..len]),
+                    false => Lhs::F32(&v[xi * c..]),
+                };
+                // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the product stores only
+                // initialised values (every one of them).
+                let product = unsafe {
+                    &mut *(std::ptr::from_mut(product) as *mut [std::mem::MaybeUninit<f32>])
+                };
+                self.transformed[xi].product(lhs, points * c, product, epilogue, 1);
             });
 
         // Back to pixels, one row of tiles (up to m image rows) per task.
