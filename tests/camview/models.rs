@@ -135,6 +135,49 @@ fn every_family_matches_pytorch_on_both_paths() {
     }
 }
 
+/// Every family in bfloat16 (weights and the activations between layers; the emulated
+/// kernel, and the native one where the CPU has AVX512_BF16) against PyTorch's f32 outputs:
+/// grouped, basic and wide blocks, timm's deep stem and average-pool shortcut, odd sizes.
+/// bfloat16 keeps 8 bits of each value, so the logits and features may move by a few per
+/// cent of their largest (at most 1.6 % here), not more.
+#[test]
+fn every_family_runs_in_bf16_close_to_pytorch() {
+    use camview::model::kernels::packed_gemm::{Bf16Kernel, Format, bf16_kernel_available};
+    const BF16_REL_TOL: f32 = 0.03;
+    let mut kernels = vec![Bf16Kernel::Emulated];
+    if bf16_kernel_available() {
+        kernels.push(Bf16Kernel::Native);
+    }
+    for (name, case) in &cases() {
+        let (description, weights) =
+            model_dir::open(&fixture(case["path"].as_str().unwrap()), None)
+                .unwrap_or_else(|e| panic!("{name}: {}", chain(&e)));
+        for &kernel in &kernels {
+            let arch = &description.architecture;
+            let model =
+                ResNet::from_architecture(&weights, arch, &Device::Cpu, Format::Bf16(kernel))
+                    .unwrap();
+            for input in ["square", "odd"] {
+                let x = output(&format!("input.{input}"));
+                let want_logits = output(&format!("{name}.{input}.logits"));
+                let want_features = output(&format!("{name}.{input}.features"));
+                let out = model.forward(x).unwrap();
+                let d = max_abs_diff(&out.logits, want_logits) / max_abs(want_logits);
+                eprintln!("{name}.{input} {kernel:?}: logits within {d:.3} of their largest");
+                assert!(
+                    d <= BF16_REL_TOL,
+                    "{name}.{input} {kernel:?}: logits off by {d}"
+                );
+                let d = max_abs_diff(&out.features, want_features) / max_abs(want_features);
+                assert!(
+                    d <= BF16_REL_TOL,
+                    "{name}.{input} {kernel:?}: features off by {d}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn model_folders_say_their_classes_and_preprocessing() {
     let (timm, _) = model_dir::open(&fixture("timm_resnetd"), None).unwrap();
