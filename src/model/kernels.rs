@@ -4,6 +4,7 @@
 
 pub(crate) mod activation;
 pub(crate) mod fastconv;
+mod grouped;
 pub(crate) mod matrix;
 pub(crate) mod nhwc;
 pub mod packed_gemm;

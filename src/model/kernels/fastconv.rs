@@ -30,6 +30,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::activation::{Activation, bf16_bits, into_bf16_vec};
+use super::grouped::GroupedConv;
 use super::matrix::WeightMatrix;
 use super::packed_gemm::{Epilogue, Format, TILE_ROWS};
 use super::winograd::{TileSize, Winograd};
@@ -106,6 +107,9 @@ pub struct PackedConv {
     groups: usize,
     /// How the weights are stored: bfloat16 weights take bfloat16 activations too.
     format: Format,
+    /// A grouped convolution computed directly, where [`GroupedConv`] applies (f32 with
+    /// AVX-512); else the clusters run.
+    direct: Option<GroupedConv>,
 }
 
 /// Output channels a cluster of a grouped convolution's groups should reach: one panel of the
@@ -155,6 +159,9 @@ impl PackedConv {
         assert_eq!(weight.len(), out_c * in_per_group * k * k, "weight size");
         let per_cluster = groups_per_cluster(groups, out_per_group);
         let (cluster_in, cluster_out) = (per_cluster * in_per_group, per_cluster * out_per_group);
+        let direct = (format == Format::F32)
+            .then(|| GroupedConv::new(weight, scale, (out_c, in_c, k), groups, &bias, stride, pad))
+            .flatten();
         let clusters = (0..groups / per_cluster)
             .map(|cluster| {
                 // Rows ordered (tap, c_in) over the cluster's input channels, like its taps.
@@ -182,6 +189,7 @@ impl PackedConv {
             clusters,
             groups,
             format,
+            direct,
         }
     }
 
@@ -230,6 +238,7 @@ impl PackedConv {
             clusters: Vec::new(),
             groups: 1,
             format,
+            direct: None,
         }
     }
 
@@ -336,6 +345,11 @@ impl PackedConv {
         if !self.clusters.is_empty() {
             if residual.is_some() {
                 bail!("a grouped convolution takes no shortcut");
+            }
+            if let (Some(direct), Some(values)) = (&self.direct, T::as_f32(x)) {
+                let out = direct.forward(values, (n, h, w, c), relu);
+                let out = T::from_f32_vec(out).expect("f32 like the input");
+                return Ok((out, Shape::from((n, oh, ow, out_c))));
             }
             return Ok(self.grouped_forward(x, (n, h, w, c), relu));
         }
@@ -894,6 +908,12 @@ mod tests {
             (1, 24, 9, 11, 24, 4, 1),
             (1, 12, 5, 3, 12, 3, 2),
             (2, 64, 23, 21, 64, 8, 1),
+            // ResNeXt's stages 3 and 4: groups of 16 and of 32 channels.
+            (1, 64, 7, 9, 64, 4, 1),
+            (2, 128, 5, 6, 128, 4, 2),
+            // Groups of 2 and 1 (depthwise).
+            (1, 32, 6, 5, 32, 16, 1),
+            (1, 16, 6, 5, 16, 16, 2),
         ];
         for (i, &(n, c, h, w, o, groups, s)) in cases.iter().enumerate() {
             let x = noise(&[n, c, h, w], i as u32 + 400);
@@ -923,13 +943,34 @@ mod tests {
             );
             assert_eq!(packed.groups, groups, "case {i}");
             let x_nhwc = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
-            let got = packed
-                .forward(&x_nhwc, None, true)
-                .unwrap()
-                .permute((0, 3, 1, 2))
-                .unwrap();
-            assert_eq!(got.dims(), want.dims(), "case {i}");
-            assert!(max_abs_diff(&got, &want) < 1e-4, "case {i}");
+            // The direct kernel where it applies (AVX-512, groups dividing or filling 16
+            // channels), and the clusters everywhere.
+            let clustered = PackedConv {
+                direct: None,
+                ..packed.clone()
+            };
+            let direct = packed.direct.is_some();
+            for (path, conv) in [("direct", &packed), ("clusters", &clustered)] {
+                if path == "direct" && !direct {
+                    continue;
+                }
+                let got = conv
+                    .forward(&x_nhwc, None, true)
+                    .unwrap()
+                    .permute((0, 3, 1, 2))
+                    .unwrap();
+                assert_eq!(got.dims(), want.dims(), "case {i} {path}");
+                let d = max_abs_diff(&got, &want);
+                assert!(d < 1e-4, "case {i} {path}: off by {d}");
+            }
+            let applies = super::super::packed_gemm::avx512_available()
+                && c == o
+                && (16 % (c / groups) == 0 || (c / groups) % 16 == 0)
+                && o % 16 == 0;
+            assert_eq!(
+                direct, applies,
+                "case {i}: the direct kernel where it applies"
+            );
         }
     }
 

@@ -1,0 +1,245 @@
+//! Grouped convolutions (ResNeXt's 3 × 3 layers) computed directly with AVX-512, channels-last.
+//!
+//! Why: as one GEMM per cluster of groups ([`super::fastconv`]'s fallback) a group of 4 or 8
+//! channels multiplies a block-diagonal weight, 4 or 2 × the useful multiply-adds, after
+//! gathering its taps cluster by cluster; ResNeXt-50's stage-1 grouped layers ran at 7–8
+//! GMAC/s there against 80–100 for the 1 × 1 layers around them (docs/performance.md).
+//!
+//! Here the output channels go 16 to a zmm register. A group narrower than 16 channels has its
+//! input channels in the same 16-channel block as its outputs (the groups' inputs and outputs
+//! are equally wide), so input channel `ci` of every lane's group is one permutation of that
+//! block (lane l takes `l / g · g + ci`); a group of 16 or more takes each input channel as a
+//! broadcast. Every multiply-add is a useful one, and the input is read where it lies.
+#![allow(unsafe_code)]
+
+use rayon::prelude::*;
+
+/// Output channels a register holds.
+const LANES: usize = 16;
+/// Output pixels a micro-tile computes at once, sharing each weight vector.
+const TILE: usize = 8;
+
+/// A grouped convolution's weights laid out for [`GroupedConv::forward`].
+#[derive(Debug, Clone)]
+pub struct GroupedConv {
+    /// Per block of 16 output channels, per tap, per input channel of the group: the 16
+    /// channels' weights (scale folded in).
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    channels: usize,
+    /// Channels per group (inputs = outputs).
+    width: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl GroupedConv {
+    /// From a row-major O × (I / groups) × k × k weight with I = O, its folded batch-norm
+    /// `scale` and bias; `None` where this kernel does not apply: no AVX-512 F here, inputs and
+    /// outputs of different widths, or groups that neither divide 16 channels nor fill them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        weight: &[f32],
+        scale: &[f64],
+        (out_c, in_c, k): (usize, usize, usize),
+        groups: usize,
+        bias: &[f32],
+        stride: usize,
+        pad: usize,
+    ) -> Option<Self> {
+        let width = out_c / groups;
+        let fits = in_c == out_c
+            && out_c.is_multiple_of(LANES)
+            && (LANES.is_multiple_of(width) || width.is_multiple_of(LANES));
+        if !fits || !available() {
+            return None;
+        }
+        let taps = k * k;
+        let mut weights = Vec::with_capacity(out_c * taps * width);
+        for block in 0..out_c / LANES {
+            for tap in 0..taps {
+                for ci in 0..width {
+                    for lane in 0..LANES {
+                        let o = block * LANES + lane;
+                        let w = weight[(o * width + ci) * taps + tap];
+                        weights.push((f64::from(w) * scale[o]) as f32);
+                    }
+                }
+            }
+        }
+        Some(Self {
+            weights,
+            bias: bias.to_vec(),
+            channels: out_c,
+            width,
+            kernel: k,
+            stride,
+            pad,
+        })
+    }
+
+    /// Output size for an input of `h` × `w`.
+    fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let out = |s: usize| (s + 2 * self.pad).saturating_sub(self.kernel) / self.stride + 1;
+        (out(h), out(w))
+    }
+
+    /// conv(x) + bias, then ReLU if `relu`: `x` is N × H × W × C (NHWC), the result
+    /// N × H' × W' × C.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        (n, h, w, c): (usize, usize, usize, usize),
+        relu: bool,
+    ) -> Vec<f32> {
+        assert_eq!(c, self.channels, "input channels");
+        assert_eq!(x.len(), n * h * w * c, "input size");
+        let (oh, ow) = self.output_size(h, w);
+        let mut out = vec![0f32; n * oh * ow * c];
+        let zeros = vec![0f32; c];
+        out.par_chunks_mut(ow * c)
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (b, oy) = (row / oh, row % oh);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `new` checked AVX-512 F; the row's inputs, weights and outputs are the
+                // sizes `row` reads and writes (asserted above and by construction).
+                unsafe {
+                    self.row(x, (b, h, w), oy, &zeros, out, relu)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!(
+                    "made only where AVX-512 runs: {b} {oy} {} {}",
+                    zeros.len(),
+                    out.len()
+                );
+            });
+        out
+    }
+
+    /// One output row (`oy` of image `b`), every block of channels, in tiles of [`TILE`] pixels.
+    ///
+    /// # Safety
+    /// AVX-512 F is available; `x` is the whole input, `out` the row's W' × C outputs.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn row(
+        &self,
+        x: &[f32],
+        (b, h, w): (usize, usize, usize),
+        oy: usize,
+        zeros: &[f32],
+        out: &mut [f32],
+        relu: bool,
+    ) {
+        use std::arch::x86_64::*;
+        let (c, g, k, s, p) = (
+            self.channels,
+            self.width,
+            self.kernel,
+            self.stride,
+            self.pad,
+        );
+        let ow = out.len() / c;
+        let taps = k * k;
+        // Lane l of permutation ci takes input channel l / g · g + ci of its block.
+        let permutations: [__m512i; LANES] = std::array::from_fn(|ci| {
+            let lanes: [i32; LANES] =
+                std::array::from_fn(|l| ((l / g.min(LANES)) * g.min(LANES) + ci) as i32);
+            // SAFETY: an unaligned load of 16 i32.
+            unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
+        });
+        for block in 0..c / LANES {
+            let weights = &self.weights[block * taps * g * LANES..][..taps * g * LANES];
+            let bias = unsafe { _mm512_loadu_ps(self.bias.as_ptr().add(block * LANES)) };
+            // The group's first input channel, for groups of 16 or more.
+            let group_start = block * LANES / g.max(LANES) * g.max(LANES);
+            for ox0 in (0..ow).step_by(TILE) {
+                let count = TILE.min(ow - ox0);
+                let mut acc = [bias; TILE];
+                for tap in 0..taps {
+                    let (ky, kx) = (tap / k, tap % k);
+                    // Each pixel's input for this tap: its C values, or zeros in the padding.
+                    let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
+                    let pixel: [*const f32; TILE] = std::array::from_fn(|r| {
+                        let ix = ((ox0 + r) * s + kx).checked_sub(p).filter(|&ix| ix < w);
+                        match (iy, ix) {
+                            (Some(iy), Some(ix)) if r < count => {
+                                x[((b * h + iy) * w + ix) * c..].as_ptr()
+                            }
+                            _ => zeros.as_ptr(),
+                        }
+                    });
+                    let tap_weights = &weights[tap * g * LANES..][..g * LANES];
+                    // SAFETY (all loads): each pointer has C values; the block's 16 lie within.
+                    unsafe {
+                        if g < LANES {
+                            let inputs: [__m512; TILE] = std::array::from_fn(|r| {
+                                _mm512_loadu_ps(pixel[r].add(block * LANES))
+                            });
+                            // Input channel `ci` of each lane's group, times its weights.
+                            macro_rules! step {
+                                ($ci:expr, $spread:expr) => {{
+                                    let wv = _mm512_loadu_ps(tap_weights.as_ptr().add($ci * LANES));
+                                    for r in 0..TILE {
+                                        let a = $spread(inputs[r]);
+                                        acc[r] = _mm512_fmadd_ps(a, wv, acc[r]);
+                                    }
+                                }};
+                            }
+                            // Groups within 128-bit lanes shuffle in-lane (`vpermilps`, one
+                            // cycle), wider ones across lanes (`vpermps`): stage 1 took 0.8 ×
+                            // the time.
+                            match g {
+                                1 => step!(0, |v| v),
+                                2 => {
+                                    step!(0, |v| _mm512_permute_ps::<0xA0>(v));
+                                    step!(1, |v| _mm512_permute_ps::<0xF5>(v));
+                                }
+                                4 => {
+                                    step!(0, |v| _mm512_permute_ps::<0x00>(v));
+                                    step!(1, |v| _mm512_permute_ps::<0x55>(v));
+                                    step!(2, |v| _mm512_permute_ps::<0xAA>(v));
+                                    step!(3, |v| _mm512_permute_ps::<0xFF>(v));
+                                }
+                                _ => {
+                                    for ci in 0..g {
+                                        step!(ci, |v| _mm512_permutexvar_ps(permutations[ci], v));
+                                    }
+                                }
+                            }
+                        } else {
+                            for ci in 0..g {
+                                let wv = _mm512_loadu_ps(tap_weights.as_ptr().add(ci * LANES));
+                                for r in 0..TILE {
+                                    let a = _mm512_set1_ps(*pixel[r].add(group_start + ci));
+                                    acc[r] = _mm512_fmadd_ps(a, wv, acc[r]);
+                                }
+                            }
+                        }
+                    }
+                }
+                let zero = _mm512_setzero_ps();
+                for (r, acc) in acc.iter().enumerate().take(count) {
+                    let v = if relu {
+                        _mm512_max_ps(*acc, zero)
+                    } else {
+                        *acc
+                    };
+                    // SAFETY: pixel ox0 + r < W', its block of 16 within its C outputs.
+                    unsafe {
+                        _mm512_storeu_ps(out.as_mut_ptr().add((ox0 + r) * c + block * LANES), v)
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Whether this CPU runs the kernel (and [`super::packed_gemm::F32Kernel::detect`] chose
+/// AVX-512, so that `CAMVIEW_NO_AVX512` and `CAMVIEW_PORTABLE` keep the other paths).
+fn available() -> bool {
+    use super::packed_gemm::F32Kernel;
+    matches!(F32Kernel::detect(), Some(F32Kernel::Avx512))
+}
