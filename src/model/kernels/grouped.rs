@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 
+use super::packed_gemm::SharedMut;
+
 /// Output channels a register holds.
 const LANES: usize = 16;
 /// Output pixels a micro-tile computes at once, sharing each weight vector.
@@ -98,39 +100,59 @@ impl GroupedConv {
         let (oh, ow) = self.output_size(h, w);
         let mut out = vec![0f32; n * oh * ow * c];
         let zeros = vec![0f32; c];
-        out.par_chunks_mut(ow * c)
-            .enumerate()
-            .for_each(|(row, out)| {
-                let (b, oy) = (row / oh, row % oh);
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `new` checked AVX-512 F; the row's inputs, weights and outputs are the
-                // sizes `row` reads and writes (asserted above and by construction).
-                unsafe {
-                    self.row(x, (b, h, w), oy, &zeros, out, relu)
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                unreachable!(
-                    "made only where AVX-512 runs: {b} {oy} {} {}",
-                    zeros.len(),
-                    out.len()
-                );
-            });
+        // Tasks of one output row each; a few rows (stage 4 at 224²: 7) are cut further by
+        // blocks of channels, so that every thread has work.
+        let rows = n * oh;
+        let blocks = c / LANES;
+        let per_row = (4 * rayon::current_num_threads())
+            .div_ceil(rows)
+            .clamp(1, blocks);
+        let per_task = blocks.div_ceil(per_row);
+        let dst = SharedMut(out.as_mut_ptr());
+        (0..rows * per_row).into_par_iter().for_each(|task| {
+            let (row, part) = (task / per_row, task % per_row);
+            let (b, oy) = (row / oh, row % oh);
+            let range = part * per_task..((part + 1) * per_task).min(blocks);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `new` checked AVX-512 F; the input, weights and the row's W' × C outputs
+            // are the sizes `row` reads and writes (asserted above and by construction), and
+            // tasks write disjoint blocks of channels of their rows.
+            unsafe {
+                self.row(
+                    x,
+                    (b, h, w),
+                    oy,
+                    &zeros,
+                    dst.get().add(row * ow * c),
+                    range,
+                    relu,
+                )
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!(
+                "made only where AVX-512 runs: {b} {oy} {range:?} {}",
+                zeros.len()
+            );
+        });
         out
     }
 
     /// One output row (`oy` of image `b`), every block of channels, in tiles of [`TILE`] pixels.
     ///
     /// # Safety
-    /// AVX-512 F is available; `x` is the whole input, `out` the row's W' × C outputs.
+    /// AVX-512 F is available; `x` is the whole input, `out` the row's W' × C outputs, of
+    /// which nothing else writes the channels of `blocks`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn row(
         &self,
         x: &[f32],
         (b, h, w): (usize, usize, usize),
         oy: usize,
         zeros: &[f32],
-        out: &mut [f32],
+        out: *mut f32,
+        blocks: std::ops::Range<usize>,
         relu: bool,
     ) {
         use std::arch::x86_64::*;
@@ -141,7 +163,7 @@ impl GroupedConv {
             self.stride,
             self.pad,
         );
-        let ow = out.len() / c;
+        let ow = self.output_size(h, w).1;
         let taps = k * k;
         // Lane l of permutation ci takes input channel l / g · g + ci of its block.
         let permutations: [__m512i; LANES] = std::array::from_fn(|ci| {
@@ -150,7 +172,7 @@ impl GroupedConv {
             // SAFETY: an unaligned load of 16 i32.
             unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
         });
-        for block in 0..c / LANES {
+        for block in blocks {
             let weights = &self.weights[block * taps * g * LANES..][..taps * g * LANES];
             let bias = unsafe { _mm512_loadu_ps(self.bias.as_ptr().add(block * LANES)) };
             // The group's first input channel, for groups of 16 or more.
@@ -204,8 +226,8 @@ impl GroupedConv {
                                     step!(3, |v| _mm512_permute_ps::<0xFF>(v));
                                 }
                                 _ => {
-                                    for ci in 0..g {
-                                        step!(ci, |v| _mm512_permutexvar_ps(permutations[ci], v));
+                                    for (ci, &order) in permutations.iter().enumerate().take(g) {
+                                        step!(ci, |v| _mm512_permutexvar_ps(order, v));
                                     }
                                 }
                             }
@@ -228,9 +250,7 @@ impl GroupedConv {
                         *acc
                     };
                     // SAFETY: pixel ox0 + r < W', its block of 16 within its C outputs.
-                    unsafe {
-                        _mm512_storeu_ps(out.as_mut_ptr().add((ox0 + r) * c + block * LANES), v)
-                    };
+                    unsafe { _mm512_storeu_ps(out.add((ox0 + r) * c + block * LANES), v) };
                 }
             }
         }
