@@ -37,8 +37,6 @@ pub trait Activation: Copy + Send + Sync + std::fmt::Debug + 'static {
     /// The values themselves where they are f32 (no conversion needed).
     fn as_f32(values: &[Self]) -> Option<&[f32]>;
     fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]>;
-    /// f32 values as this type where it is f32.
-    fn from_f32_vec(values: Vec<f32>) -> Option<Vec<Self>>;
     /// `dst[i]` = `src[i]` rounded to this type.
     fn narrow(src: &[f32], dst: &mut [Self]);
 }
@@ -61,9 +59,6 @@ impl Activation for f32 {
         Some(values)
     }
     fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]> {
-        Some(values)
-    }
-    fn from_f32_vec(values: Vec<f32>) -> Option<Vec<Self>> {
         Some(values)
     }
     fn narrow(src: &[f32], dst: &mut [Self]) {
@@ -89,9 +84,6 @@ impl Activation for u16 {
         None
     }
     fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
-        None
-    }
-    fn from_f32_vec(_: Vec<f32>) -> Option<Vec<Self>> {
         None
     }
     fn narrow(src: &[f32], dst: &mut [Self]) {

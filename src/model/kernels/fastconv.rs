@@ -107,8 +107,8 @@ pub struct PackedConv {
     groups: usize,
     /// How the weights are stored: bfloat16 weights take bfloat16 activations too.
     format: Format,
-    /// A grouped convolution computed directly, where [`GroupedConv`] applies (f32 with
-    /// AVX-512); else the clusters run.
+    /// A grouped convolution computed directly, where [`GroupedConv`] applies (AVX-512);
+    /// else the clusters run.
     direct: Option<GroupedConv>,
 }
 
@@ -159,9 +159,17 @@ impl PackedConv {
         assert_eq!(weight.len(), out_c * in_per_group * k * k, "weight size");
         let per_cluster = groups_per_cluster(groups, out_per_group);
         let (cluster_in, cluster_out) = (per_cluster * in_per_group, per_cluster * out_per_group);
-        let direct = (format == Format::F32)
-            .then(|| GroupedConv::new(weight, scale, (out_c, in_c, k), groups, &bias, stride, pad))
-            .flatten();
+        let bf16 = format != Format::F32;
+        let direct = GroupedConv::new(
+            weight,
+            scale,
+            (out_c, in_c, k),
+            groups,
+            &bias,
+            stride,
+            pad,
+            bf16,
+        );
         let clusters = (0..groups / per_cluster)
             .map(|cluster| {
                 // Rows ordered (tap, c_in) over the cluster's input channels, like its taps.
@@ -346,9 +354,8 @@ impl PackedConv {
             if residual.is_some() {
                 bail!("a grouped convolution takes no shortcut");
             }
-            if let (Some(direct), Some(values)) = (&self.direct, T::as_f32(x)) {
-                let out = direct.forward(values, (n, h, w, c), relu);
-                let out = T::from_f32_vec(out).expect("f32 like the input");
+            if let Some(direct) = &self.direct {
+                let out = direct.forward(x, (n, h, w, c), relu);
                 return Ok((out, Shape::from((n, oh, ow, out_c))));
             }
             return Ok(self.grouped_forward(x, (n, h, w, c), relu));
@@ -864,7 +871,18 @@ mod tests {
                     .map(to_bf16)
                     .collect();
                 let wide_shortcut: Vec<f32> = shortcut.iter().map(|&b| from_bf16(b)).collect();
-                for with_shortcut in [false, true] {
+                // A grouped convolution both directly (where AVX-512 runs) and in clusters.
+                let clustered = PackedConv {
+                    direct: None,
+                    ..conv.clone()
+                };
+                let variants = [(false, &conv), (true, &clustered)];
+                for (with_shortcut, conv) in [false, true].into_iter().flat_map(|s| {
+                    variants
+                        .iter()
+                        .filter(move |(clusters, _)| !clusters || groups > 1)
+                        .map(move |&(_, conv)| (s, conv))
+                }) {
                     if with_shortcut && groups > 1 {
                         continue;
                     }
