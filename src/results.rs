@@ -78,7 +78,12 @@ impl Results {
         let kept = store.and_then(|store| match store.weights_id(&description.weights) {
             Ok(sha) => Some(Kept {
                 store: Mutex::new(store),
-                weights: model_identity(sha, &description.preprocessing, classifier.classes()),
+                weights: model_identity(
+                    sha,
+                    &description.preprocessing,
+                    classifier.classes(),
+                    classifier.precision_name() != "f32",
+                ),
                 classes: classifier.classes().clone(),
             }),
             Err(e) => {
@@ -304,8 +309,24 @@ impl Results {
 
 /// The store's key for a model: the weights' SHA-256 alone for ImageNet's preprocessing and
 /// names (so results stored before models of one's own keep serving), else with a digest of
-/// what the model was given, since other means, crops or names give other results.
-fn model_identity(weights_sha: String, preprocessing: &Preprocessing, classes: &Classes) -> String {
+/// what the model was given, since other means, crops or names give other results. A bf16
+/// model's results are its own too (`+bf16`): its probabilities differ from f32's in the
+/// second decimal, and a session shows what its own precision computes.
+fn model_identity(
+    weights_sha: String,
+    preprocessing: &Preprocessing,
+    classes: &Classes,
+    bf16: bool,
+) -> String {
+    let identity = model_digest(weights_sha, preprocessing, classes);
+    if bf16 {
+        format!("{identity}+bf16")
+    } else {
+        identity
+    }
+}
+
+fn model_digest(weights_sha: String, preprocessing: &Preprocessing, classes: &Classes) -> String {
     if *preprocessing == Preprocessing::default() && *classes == Classes::imagenet() {
         return weights_sha;
     }

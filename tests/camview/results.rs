@@ -162,6 +162,30 @@ fn a_model_given_other_names_or_means_has_results_of_its_own() {
         "a stored result is named by the model's classes"
     );
 
+    // bf16 computes probabilities of its own: it neither serves nor takes f32's results.
+    let format = camview::model::kernels::packed_gemm::Format::Bf16(
+        camview::model::kernels::packed_gemm::Bf16Kernel::Emulated,
+    );
+    let bf16 = Classifier::load_as(weights_path(), None, Device::Cpu, format).unwrap();
+    let (results, _) = Results::open(Some(&store), &bf16, ResizeMode::Full);
+    assert!(
+        results.stored(&target).is_none(),
+        "bf16: f32's results are not its own"
+    );
+    let record = results.get_or_analyse(&bf16, &target).unwrap();
+    assert_eq!(record.analysis.top[0].index, first.analysis.top[0].index);
+    assert_ne!(
+        record.analysis.top[0].prob, first.analysis.top[0].prob,
+        "bf16's own probabilities"
+    );
+    drop(results);
+    let (f32_again, _) = Results::open(Some(&store), classifier(), ResizeMode::Full);
+    assert_eq!(
+        f32_again.stored(&target).map(kept),
+        Some(kept(first.clone())),
+        "f32 keeps its own results"
+    );
+
     let mut shifted = Classifier::load(weights_path(), None, Device::Cpu).unwrap();
     shifted.set_preprocessing(Preprocessing {
         mean: [0.5, 0.5, 0.5],
