@@ -123,8 +123,12 @@ impl F32Kernel {
 const AVX512_TILE_PANELS: usize = 4;
 
 /// Rows per native bfloat16 micro-tile: 14 rows × 2 panels = 28 zmm accumulators, the left
-/// rows already copied next to each other as bfloat16 pairs.
+/// rows already copied next to each other as bfloat16 pairs. (Products of at least
+/// [`WIDE_TILE_ROWS`] rows take tiles of 6 rows × 4 panels instead.)
 const BF16_TILE_ROWS: usize = 14;
+
+/// Rows from which a native bfloat16 product of 4 panels or more takes 6 × 4 tiles.
+const WIDE_TILE_ROWS: usize = 1024;
 
 /// Set to keep the AVX2 kernel on a CPU with AVX-512 (to measure both paths on one machine).
 /// Read once, when the first weights are packed.
@@ -571,7 +575,14 @@ impl PackedMatrix {
     ) {
         let (depth, width, steps) = (self.depth, self.width, self.steps());
         let block = depth_block(steps);
+        // Many rows of a narrow product (stage 1 and the stem: 1568 a thread at 224²) go in
+        // tiles of 6 rows × 4 panels, which read each left row once for 64 columns: stage 1's
+        // 1 × 1 layers took 0.80–0.95 × the time. Few rows keep 14 × 2, which reads each
+        // weight line once for 14 rows (6 × 4 took stage 4 1.03–1.06 ×, and Winograd's
+        // products 0.93–1.09 ×; `bench --layers`, 5 alternations).
+        let wide = kernel == Bf16Kernel::Native && panels.len() >= 4 && rows >= WIDE_TILE_ROWS;
         let tile_rows = match kernel {
+            Bf16Kernel::Native if wide => TILE_ROWS,
             Bf16Kernel::Native => BF16_TILE_ROWS,
             Bf16Kernel::Emulated => TILE_ROWS,
         };
@@ -635,7 +646,13 @@ impl PackedMatrix {
                         let lhs = unsafe { left.add((row - row0) * left_stride + k0) };
                         let mut panel = col_panels.start;
                         while panel < col_panels.end {
-                            let two = panel + 1 < col_panels.end;
+                            let count_p = if wide && panel + 4 <= col_panels.end {
+                                4
+                            } else if panel + 1 < col_panels.end {
+                                2
+                            } else {
+                                1
+                            };
                             let col = panel * PANEL;
                             let at = row * width + col;
                             // SAFETY (of the adds): row < rows and col < width; the partial
@@ -673,7 +690,9 @@ impl PackedMatrix {
                             let tile = PairTile {
                                 lhs,
                                 lhs_stride: left_stride,
-                                weights: [weights(panel), weights(panel + usize::from(two))],
+                                weights: std::array::from_fn(|p| {
+                                    weights(panel + p.min(count_p - 1))
+                                }),
                                 steps: kc,
                                 dst: sums,
                                 dst_stride: sums_stride,
@@ -684,8 +703,8 @@ impl PackedMatrix {
                             // the left rows, these panels and `dst` or the partial sums (the
                             // caller's size asserts); f32 sums are stored to `sums` unless
                             // `finish` names a bfloat16 destination.
-                            unsafe { bf16_tile(kernel, tile, count, two) };
-                            panel += 1 + usize::from(two);
+                            unsafe { bf16_tile(kernel, tile, count, count_p) };
+                            panel += count_p;
                         }
                     }
                 }
@@ -814,18 +833,22 @@ pub fn round_to_bf16(src: &[f32], dst: &mut [u16]) {
 ///
 /// # Safety
 /// As [`bf16_native::tile`] (for the native kernel) and [`bf16_emulated::tile`].
-unsafe fn bf16_tile(kernel: Bf16Kernel, tile: PairTile, rows: usize, two: bool) {
+unsafe fn bf16_tile(kernel: Bf16Kernel, tile: PairTile, rows: usize, panels: usize) {
     // SAFETY: passed on from the caller.
     unsafe {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Bf16Kernel::Native => {
-                dispatch_tile!(bf16_native; tile, rows, 1 + usize::from(two); [2 1]; [14 13 12 11 10 9 8 7 6 5 4 3 2 1])
+                if panels == 4 {
+                    dispatch_tile!(bf16_native; tile, rows, 4; [4]; [6 5 4 3 2 1])
+                } else {
+                    dispatch_tile!(bf16_native; tile, rows, panels; [2 1]; [14 13 12 11 10 9 8 7 6 5 4 3 2 1])
+                }
             }
             #[cfg(not(target_arch = "x86_64"))]
             Bf16Kernel::Native => unreachable!("packing declines on this architecture"),
             Bf16Kernel::Emulated => {
-                dispatch_tile!(bf16_emulated; tile, rows, 1 + usize::from(two); [2 1]; [6 5 4 3 2 1])
+                dispatch_tile!(bf16_emulated; tile, rows, panels; [2 1]; [6 5 4 3 2 1])
             }
         }
     }
@@ -839,7 +862,7 @@ struct PairTile {
     lhs_stride: usize,
     /// Each panel's lines for these steps (`steps` × 32 values); the second is only read
     /// for a two-panel tile.
-    weights: [*const u16; 2],
+    weights: [*const u16; 4],
     steps: usize,
     dst: *mut f32,
     dst_stride: usize,
@@ -1381,11 +1404,13 @@ mod bf16_native {
         };
         for r in 0..R {
             // A row's 16·P bfloat16 values are 32·P bytes: one line for two panels.
-            let at = r * stride;
-            if let Some(res) = f.residual {
-                _mm_prefetch::<_MM_HINT_T0>(res.cast::<u16>().wrapping_add(at).cast());
+            for p in (0..P).step_by(2) {
+                let at = r * stride + p * PANEL;
+                if let Some(res) = f.residual {
+                    _mm_prefetch::<_MM_HINT_T0>(res.cast::<u16>().wrapping_add(at).cast());
+                }
+                _mm_prefetch::<_MM_HINT_ET0>(out.wrapping_add(at).cast());
             }
-            _mm_prefetch::<_MM_HINT_ET0>(out.wrapping_add(at).cast());
         }
     }
 
@@ -1598,6 +1623,10 @@ mod tests {
             (15, 33, 96, 1),
             // Two column blocks, the second band starting inside the first.
             (13, 300, 35 * PANEL, 2),
+            // Enough rows for the native bfloat16 kernel's 6 × 4 tiles, with a 2-panel tail
+            // and a 6-panel band.
+            (WIDE_TILE_ROWS + 5, 70, 6 * PANEL, 1),
+            (WIDE_TILE_ROWS + 1, 33, 12 * PANEL, 2),
         ];
         for (i, &(rows, depth, width, bands)) in cases.iter().enumerate() {
             let seed = i as u32 * 10;
