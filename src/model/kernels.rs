@@ -1,6 +1,7 @@
 //! The CPU fast path's kernels, and all of the engine's `unsafe` but the mapped weights file:
-//! packed GEMM with its AVX2 micro-kernel (and the portable `gemm` crate), fused
-//! convolutions as candle custom ops, Winograd, and the channels-last layout ops.
+//! packed GEMM with its AVX2, AVX-512 and bfloat16 micro-kernels (and the portable `gemm`
+//! crate), fused convolutions as candle custom ops, Winograd, grouped convolutions, the
+//! channels-last layout ops, and the f32 or bfloat16 activations they all take.
 
 pub(crate) mod activation;
 pub(crate) mod fastconv;

@@ -12,7 +12,8 @@
 //! other architectures) [`PackedMatrix::pack`] declines and the caller uses `gemm`.
 //!
 //! In [`Format::Bf16`] the weights are stored as bfloat16, two depth steps per cache line,
-//! the left operand is rounded to bfloat16 pairs a micro-tile at a time, and the products are
+//! the left operand is bfloat16 (read in place, or an f32 one rounded to pairs a row block at
+//! a time), the output f32 or bfloat16 (rounded once, in the epilogue), and the products are
 //! summed in f32: what AVX512_BF16's `vdpbf16ps` computes, 32 multiply-adds an instruction
 //! (twice AVX2's f32 rate, half the weight bytes). [`Bf16Kernel::Emulated`] computes the same
 //! sums with ordinary f32 arithmetic on any CPU, to test and measure the numerics where no
