@@ -107,7 +107,7 @@ pub struct PackedConv {
     groups: usize,
     /// How the weights are stored: bfloat16 weights take bfloat16 activations too.
     format: Format,
-    /// A grouped convolution computed directly, where [`GroupedConv`] applies (AVX-512);
+    /// A grouped convolution computed directly, where [`GroupedConv`] applies (AVX-512 or AVX2);
     /// else the clusters run.
     direct: Option<GroupedConv>,
 }
@@ -961,8 +961,8 @@ mod tests {
             );
             assert_eq!(packed.groups, groups, "case {i}");
             let x_nhwc = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
-            // The direct kernel where it applies (AVX-512, groups dividing or filling 16
-            // channels), and the clusters everywhere.
+            // The direct kernel where it applies (AVX-512 or AVX2, groups dividing or filling
+            // 16 channels), and the clusters everywhere.
             let clustered = PackedConv {
                 direct: None,
                 ..packed.clone()
@@ -981,7 +981,11 @@ mod tests {
                 let d = max_abs_diff(&got, &want);
                 assert!(d < 1e-4, "case {i} {path}: off by {d}");
             }
-            let applies = super::super::packed_gemm::avx512_available()
+            let kernel = super::super::packed_gemm::F32Kernel::detect();
+            let narrow =
+                (c / groups) < 16 || kernel == Some(super::super::packed_gemm::F32Kernel::Avx512);
+            let applies = kernel.is_some()
+                && narrow
                 && c == o
                 && (16 % (c / groups) == 0 || (c / groups) % 16 == 0)
                 && o % 16 == 0;

@@ -1,4 +1,5 @@
-//! Grouped convolutions (ResNeXt's 3 × 3 layers) computed directly with AVX-512, channels-last.
+//! Grouped convolutions (ResNeXt's 3 × 3 layers) computed directly with AVX-512 or AVX2,
+//! channels-last.
 //!
 //! Why: as one GEMM per cluster of groups ([`super::fastconv`]'s fallback) a group of 4 or 8
 //! channels multiplies a block-diagonal weight, 4 or 2 × the useful multiply-adds, after
@@ -15,12 +16,19 @@
 use rayon::prelude::*;
 
 use super::activation::{Activation, narrow};
-use super::packed_gemm::{SharedMut, from_bf16, to_bf16};
+use super::packed_gemm::{F32Kernel, SharedMut, from_bf16, to_bf16};
 
 /// Output channels a register holds.
 const LANES: usize = 16;
 /// Output pixels a micro-tile computes at once, sharing each weight vector.
 const TILE: usize = 8;
+/// The same for the AVX2 form, whose 16 registers hold half as many accumulators.
+const TILE_AVX2: usize = 4;
+
+/// The weights of tap `tap` of a block's (`taps` × `g` × 16 values).
+fn tap_weights_of(block: &[f32], tap: usize, g: usize) -> *const f32 {
+    block[tap * g * LANES..][..g * LANES].as_ptr()
+}
 
 /// A grouped convolution's weights laid out for [`GroupedConv::forward`].
 #[derive(Debug, Clone)]
@@ -35,6 +43,8 @@ pub struct GroupedConv {
     kernel: usize,
     stride: usize,
     pad: usize,
+    /// Which form runs: AVX-512 (16 lanes a register) or AVX2 (two registers of 8).
+    isa: F32Kernel,
 }
 
 impl GroupedConv {
@@ -58,10 +68,13 @@ impl GroupedConv {
         let fits = in_c == out_c
             && out_c.is_multiple_of(LANES)
             && (LANES.is_multiple_of(width) || width.is_multiple_of(LANES));
-        // In bfloat16 the clusters' products run at twice the f32 rate: with groups of 16 or
-        // more (no zeros multiplied) they are faster than this f32 arithmetic (ResNeXt-50's
-        // stage 3: 0.90 ×, stage 4: 0.54 × this kernel's time); with narrower groups, slower.
-        if !fits || !available() || (bf16 && width >= LANES) {
+        // With groups of 16 or more (no zeros multiplied) the clusters' GEMM is faster than
+        // this kernel in bfloat16, whose products run at twice the f32 rate (ResNeXt-50's
+        // stage 3: 0.90 ×, stage 4: 0.54 × this kernel's time), and with AVX2, whose 4-pixel
+        // tiles broadcast each input once for only 4 multiply-adds (stage 3: 0.84–0.92 ×,
+        // stage 4: 0.64–0.67 ×); with narrower groups, slower in both.
+        let isa = F32Kernel::detect()?;
+        if !fits || ((bf16 || isa == F32Kernel::Avx2) && width >= LANES) {
             return None;
         }
         let taps = k * k;
@@ -86,6 +99,7 @@ impl GroupedConv {
             kernel: k,
             stride,
             pad,
+            isa,
         })
     }
 
@@ -121,24 +135,20 @@ impl GroupedConv {
             let (row, part) = (task / per_row, task % per_row);
             let (b, oy) = (row / oh, row % oh);
             let range = part * per_task..((part + 1) * per_task).min(blocks);
+            let out = dst.get().cast::<T>().wrapping_add(row * ow * c);
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `new` checked AVX-512 F; the input, weights and the row's W' × C outputs
-            // are the sizes `row` reads and writes (asserted above and by construction), and
-            // tasks write disjoint blocks of channels of their rows.
+            // SAFETY: `new` checked the CPU's features for `isa`; the input, weights and the
+            // row's W' × C outputs are the sizes `row` reads and writes (asserted above and by
+            // construction), and tasks write disjoint blocks of channels of their rows.
             unsafe {
-                self.row(
-                    x,
-                    (b, h, w),
-                    oy,
-                    &zeros,
-                    dst.get().cast::<T>().add(row * ow * c),
-                    range,
-                    relu,
-                )
+                match self.isa {
+                    F32Kernel::Avx512 => self.row(x, (b, h, w), oy, &zeros, out, range, relu),
+                    F32Kernel::Avx2 => self.row_avx2(x, (b, h, w), oy, &zeros, out, range, relu),
+                }
             };
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!(
-                "made only where AVX-512 runs: {b} {oy} {range:?} {}",
+                "made only where AVX2 runs: {b} {oy} {range:?} {} {out:?}",
                 zeros.len()
             );
         });
@@ -281,11 +291,128 @@ impl GroupedConv {
             }
         }
     }
-}
 
-/// Whether this CPU runs the kernel (and [`super::packed_gemm::F32Kernel::detect`] chose
-/// AVX-512, so that `CAMVIEW_NO_AVX512` and `CAMVIEW_PORTABLE` keep the other paths).
-fn available() -> bool {
-    use super::packed_gemm::F32Kernel;
-    matches!(F32Kernel::detect(), Some(F32Kernel::Avx512))
+    /// [`Self::row`] with AVX2 + FMA: each block of 16 channels as two registers of 8, tiles
+    /// of [`TILE_AVX2`] pixels (16 registers: 8 accumulators, 2 weight halves, the spread
+    /// input). Groups of 1, 2 and 4 shuffle within 128-bit lanes; groups of 8 (one register)
+    /// and wider take each input channel as a broadcast.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; otherwise as [`Self::row`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    // `half` indexes the accumulators' halves and the weights' halves alike.
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn row_avx2<T: Activation>(
+        &self,
+        x: &[T],
+        (b, h, w): (usize, usize, usize),
+        oy: usize,
+        zeros: &[T],
+        out: *mut T,
+        blocks: std::ops::Range<usize>,
+        relu: bool,
+    ) {
+        use std::arch::x86_64::*;
+        const HALF: usize = LANES / 2;
+        let (c, g, k, s, p) = (
+            self.channels,
+            self.width,
+            self.kernel,
+            self.stride,
+            self.pad,
+        );
+        let ow = self.output_size(h, w).1;
+        let taps = k * k;
+        for block in blocks {
+            let weights = &self.weights[block * taps * g * LANES..][..taps * g * LANES];
+            // SAFETY (all loads and stores below): the bias has C values; each pixel pointer
+            // C values; the block's 16 lie within; the weights as sliced.
+            unsafe {
+                let bias = self.bias.as_ptr().add(block * LANES);
+                let bias = [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(HALF))];
+                for ox0 in (0..ow).step_by(TILE_AVX2) {
+                    let count = TILE_AVX2.min(ow - ox0);
+                    let mut acc = [bias; TILE_AVX2];
+                    for tap in 0..taps {
+                        let (ky, kx) = (tap / k, tap % k);
+                        let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
+                        let mut pixel = [zeros.as_ptr(); TILE_AVX2];
+                        for (r, pixel) in pixel.iter_mut().enumerate().take(count) {
+                            let ix = ((ox0 + r) * s + kx).checked_sub(p).filter(|&ix| ix < w);
+                            if let (Some(iy), Some(ix)) = (iy, ix) {
+                                *pixel = x[((b * h + iy) * w + ix) * c..].as_ptr();
+                            }
+                        }
+                        let tap_weights = tap_weights_of(weights, tap, g);
+                        for half in 0..2 {
+                            let first = block * LANES + half * HALF;
+                            if g < HALF {
+                                let mut inputs = [_mm256_setzero_ps(); TILE_AVX2];
+                                for (r, input) in inputs.iter_mut().enumerate() {
+                                    let at = pixel[r].add(first);
+                                    *input = if T::BF16 {
+                                        let bits = _mm_loadu_si128(at.cast());
+                                        let wide =
+                                            _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(bits));
+                                        _mm256_castsi256_ps(wide)
+                                    } else {
+                                        _mm256_loadu_ps(at.cast())
+                                    };
+                                }
+                                macro_rules! step {
+                                    ($ci:expr, $spread:expr) => {{
+                                        let wv = _mm256_loadu_ps(
+                                            tap_weights.add($ci * LANES + half * HALF),
+                                        );
+                                        for r in 0..TILE_AVX2 {
+                                            let a = $spread(inputs[r]);
+                                            acc[r][half] = _mm256_fmadd_ps(a, wv, acc[r][half]);
+                                        }
+                                    }};
+                                }
+                                match g {
+                                    1 => step!(0, |v| v),
+                                    2 => {
+                                        step!(0, |v| _mm256_permute_ps::<0xA0>(v));
+                                        step!(1, |v| _mm256_permute_ps::<0xF5>(v));
+                                    }
+                                    _ => {
+                                        step!(0, |v| _mm256_permute_ps::<0x00>(v));
+                                        step!(1, |v| _mm256_permute_ps::<0x55>(v));
+                                        step!(2, |v| _mm256_permute_ps::<0xAA>(v));
+                                        step!(3, |v| _mm256_permute_ps::<0xFF>(v));
+                                    }
+                                }
+                            } else {
+                                // The group's first input channel: this half's for groups of
+                                // 8, the block's group's for wider ones.
+                                let start = first / g * g;
+                                for ci in 0..g {
+                                    let wv =
+                                        _mm256_loadu_ps(tap_weights.add(ci * LANES + half * HALF));
+                                    for r in 0..TILE_AVX2 {
+                                        let a =
+                                            _mm256_set1_ps((*pixel[r].add(start + ci)).to_f32());
+                                        acc[r][half] = _mm256_fmadd_ps(a, wv, acc[r][half]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let zero = _mm256_setzero_ps();
+                    for (r, acc) in acc.iter().enumerate().take(count) {
+                        let at = out.add((ox0 + r) * c + block * LANES);
+                        let mut values = [0f32; LANES];
+                        for (half, &v) in acc.iter().enumerate() {
+                            let v = if relu { _mm256_max_ps(v, zero) } else { v };
+                            _mm256_storeu_ps(values.as_mut_ptr().add(half * HALF), v);
+                        }
+                        narrow(&values, std::slice::from_raw_parts_mut(at, LANES));
+                    }
+                }
+            }
+        }
+    }
 }
