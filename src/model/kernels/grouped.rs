@@ -25,11 +25,6 @@ const TILE: usize = 8;
 /// The same for the AVX2 form, whose 16 registers hold half as many accumulators.
 const TILE_AVX2: usize = 4;
 
-/// The weights of tap `tap` of a block's (`taps` × `g` × 16 values).
-fn tap_weights_of(block: &[f32], tap: usize, g: usize) -> *const f32 {
-    block[tap * g * LANES..][..g * LANES].as_ptr()
-}
-
 /// A grouped convolution's weights laid out for [`GroupedConv::forward`].
 #[derive(Debug, Clone)]
 pub struct GroupedConv {
@@ -155,6 +150,30 @@ impl GroupedConv {
         out
     }
 
+    /// For output pixels `ox0..ox0 + count` of row `oy` (of image `b`), where tap `tap` reads:
+    /// its input pixel's C values, or `zeros` in the padding (and past `count`).
+    #[inline(always)]
+    fn tap_inputs<T: Activation, const R: usize>(
+        &self,
+        x: &[T],
+        (b, h, w): (usize, usize, usize),
+        (oy, ox0, count): (usize, usize, usize),
+        tap: usize,
+        zeros: &[T],
+    ) -> [*const T; R] {
+        let (c, k, s, p) = (self.channels, self.kernel, self.stride, self.pad);
+        let (ky, kx) = (tap / k, tap % k);
+        let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
+        let mut pixels = [zeros.as_ptr(); R];
+        for (r, pixel) in pixels.iter_mut().enumerate().take(count) {
+            let ix = ((ox0 + r) * s + kx).checked_sub(p).filter(|&ix| ix < w);
+            if let (Some(iy), Some(ix)) = (iy, ix) {
+                *pixel = x[((b * h + iy) * w + ix) * c..].as_ptr();
+            }
+        }
+        pixels
+    }
+
     /// One output row (`oy` of image `b`), every block of channels, in tiles of [`TILE`] pixels.
     ///
     /// # Safety
@@ -174,13 +193,7 @@ impl GroupedConv {
         relu: bool,
     ) {
         use std::arch::x86_64::*;
-        let (c, g, k, s, p) = (
-            self.channels,
-            self.width,
-            self.kernel,
-            self.stride,
-            self.pad,
-        );
+        let (c, g, k) = (self.channels, self.width, self.kernel);
         let ow = self.output_size(h, w).1;
         let taps = k * k;
         // Lane l of permutation ci takes input channel l / g · g + ci of its block.
@@ -199,18 +212,8 @@ impl GroupedConv {
                 let count = TILE.min(ow - ox0);
                 let mut acc = [bias; TILE];
                 for tap in 0..taps {
-                    let (ky, kx) = (tap / k, tap % k);
-                    // Each pixel's input for this tap: its C values, or zeros in the padding.
-                    let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
-                    let pixel: [*const T; TILE] = std::array::from_fn(|r| {
-                        let ix = ((ox0 + r) * s + kx).checked_sub(p).filter(|&ix| ix < w);
-                        match (iy, ix) {
-                            (Some(iy), Some(ix)) if r < count => {
-                                x[((b * h + iy) * w + ix) * c..].as_ptr()
-                            }
-                            _ => zeros.as_ptr(),
-                        }
-                    });
+                    let pixel: [*const T; TILE] =
+                        self.tap_inputs(x, (b, h, w), (oy, ox0, count), tap, zeros);
                     let tap_weights = &weights[tap * g * LANES..][..g * LANES];
                     // SAFETY (all loads): each pointer has C values; the block's 16 lie within.
                     unsafe {
@@ -237,8 +240,7 @@ impl GroupedConv {
                                 }};
                             }
                             // Groups within 128-bit lanes shuffle in-lane (`vpermilps`, one
-                            // cycle), wider ones across lanes (`vpermps`): stage 1 took 0.8 ×
-                            // the time.
+                            // cycle), wider ones across lanes (`vpermps`, three).
                             match g {
                                 1 => step!(0, |v| v),
                                 2 => {
@@ -316,13 +318,7 @@ impl GroupedConv {
     ) {
         use std::arch::x86_64::*;
         const HALF: usize = LANES / 2;
-        let (c, g, k, s, p) = (
-            self.channels,
-            self.width,
-            self.kernel,
-            self.stride,
-            self.pad,
-        );
+        let (c, g, k) = (self.channels, self.width, self.kernel);
         let ow = self.output_size(h, w).1;
         let taps = k * k;
         for block in blocks {
@@ -336,16 +332,9 @@ impl GroupedConv {
                     let count = TILE_AVX2.min(ow - ox0);
                     let mut acc = [bias; TILE_AVX2];
                     for tap in 0..taps {
-                        let (ky, kx) = (tap / k, tap % k);
-                        let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
-                        let mut pixel = [zeros.as_ptr(); TILE_AVX2];
-                        for (r, pixel) in pixel.iter_mut().enumerate().take(count) {
-                            let ix = ((ox0 + r) * s + kx).checked_sub(p).filter(|&ix| ix < w);
-                            if let (Some(iy), Some(ix)) = (iy, ix) {
-                                *pixel = x[((b * h + iy) * w + ix) * c..].as_ptr();
-                            }
-                        }
-                        let tap_weights = tap_weights_of(weights, tap, g);
+                        let pixel: [*const T; TILE_AVX2] =
+                            self.tap_inputs(x, (b, h, w), (oy, ox0, count), tap, zeros);
+                        let tap_weights = weights[tap * g * LANES..][..g * LANES].as_ptr();
                         for half in 0..2 {
                             let first = block * LANES + half * HALF;
                             if g < HALF {
