@@ -32,15 +32,18 @@ pub const PANEL: usize = 16;
 /// Rows (output pixels) per micro-tile: 6 × 2 accumulators plus 2 weight vectors and one
 /// broadcast fill 15 of the 16 vector registers.
 pub const TILE_ROWS: usize = 6;
-/// Depth per block: a tile's 6 × 256 left values (6 KiB) stay in L1 while the kernel sweeps
-/// the panels of a column block.
-const DEPTH_BLOCK: usize = 256;
-/// Columns per block: a 256-deep block of 512 columns' weights (512 KiB) stays in L2 while
+/// Depth per block (steps: bfloat16 pairs count one): ResNet's products up to 1024 deep
+/// (2048 in bfloat16) keep each tile's sums in registers from the first depth to the last, so
+/// they are stored once, not loaded and stored again per block. Against blocks of 256 × 512
+/// columns the pass took 0.95–0.97 × (ResNeXt-50 0.95), the AVX2 kernel's 0.95, bfloat16's
+/// 0.985 (docs/performance.md → "Depth blocks").
+const DEPTH_BLOCK: usize = 1024;
+/// Columns per block: a 1024-deep block of 128 columns' weights (512 KiB) stays in L2 while
 /// the row tiles pass.
-const COLUMN_BLOCK: usize = 512;
+const COLUMN_BLOCK: usize = 128;
 const BLOCK_PANELS: usize = COLUMN_BLOCK / PANEL;
-/// Rows per block at most: the partial results of 96 rows × 512 columns (192 KiB) stay in L2
-/// between depth blocks.
+/// Rows per block at most: the partial results of 96 rows × 128 columns (48 KiB) stay in
+/// cache between depth blocks.
 const ROW_BLOCK: usize = 96;
 
 /// How a packed matrix stores its weights and multiplies.
@@ -970,7 +973,7 @@ fn row_tiles(rows: std::ops::Range<usize>, max: usize) -> impl Iterator<Item = (
 }
 
 /// The depth of the blocks a `depth`-deep product is cut into: even blocks of at most
-/// [`DEPTH_BLOCK`] (576 → 3 × 192, not 256 + 256 + 64).
+/// [`DEPTH_BLOCK`] (2304 → 3 × 768, not 1024 + 1024 + 256).
 fn depth_block(depth: usize) -> usize {
     depth.div_ceil(depth.div_ceil(DEPTH_BLOCK))
 }
@@ -1457,8 +1460,8 @@ mod tests {
 
     #[test]
     fn packing_puts_every_element_where_the_product_reads_it() {
-        // Two column blocks (32 + 3 panels), three depth blocks (200 each).
-        let (depth, width) = (600, 35 * PANEL);
+        // Five column blocks (4 × 8 + 3 panels), three depth blocks (800 each).
+        let (depth, width) = (2400, 35 * PANEL);
         let matrix: Vec<f32> = (0..depth * width).map(|i| i as f32).collect();
         let at = |k: usize, col: usize| matrix[k * width + col];
         let packed = PackedMatrix::from_fn_unchecked(F32Kernel::Avx2, depth, width, at).unwrap();
@@ -1467,7 +1470,7 @@ mod tests {
         };
         assert_eq!(lines.len(), depth * width / PANEL);
         let block = depth_block(depth);
-        assert_eq!(block, 200);
+        assert_eq!(block, 800);
         for panel in 0..width / PANEL {
             for k in 0..depth {
                 let k0 = k / block * block;
@@ -1617,12 +1620,14 @@ mod tests {
             (100, 300, 48, 3),
             (197, 64, 16, 1),
             (49, 1025, 128, 2),
+            // Three depth blocks in f32 (767 deep), two in bfloat16 (575 pairs).
+            (9, 2300, 48, 2),
             // Tails of 3, 2 and 1 panels after 4-panel tiles, 14-row bfloat16 tiles, a row
             // block of 96.
             (111, 40, 112, 1),
             (29, 9, 80, 2),
             (15, 33, 96, 1),
-            // Two column blocks, the second band starting inside the first.
+            // Five column blocks, the second band starting inside the third.
             (13, 300, 35 * PANEL, 2),
             // Enough rows for the native bfloat16 kernel's 6 × 4 tiles, with a 2-panel tail
             // and a 6-panel band.
