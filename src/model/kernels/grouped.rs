@@ -25,6 +25,18 @@ const TILE: usize = 8;
 /// The same for the AVX2 form, whose 16 registers hold half as many accumulators.
 const TILE_AVX2: usize = 4;
 
+/// One micro-tile's place: pixels `ox0..` of a row whose tap table is `table` (`ow` pixels a
+/// tap), channels `block · 16..` of its outputs at `out`.
+#[derive(Clone, Copy)]
+struct Tile<'a, T> {
+    table: &'a [*const T],
+    ow: usize,
+    ox0: usize,
+    block: usize,
+    out: *mut T,
+    relu: bool,
+}
+
 /// A grouped convolution's weights laid out for [`GroupedConv::forward`].
 #[derive(Debug, Clone)]
 pub struct GroupedConv {
@@ -40,6 +52,9 @@ pub struct GroupedConv {
     pad: usize,
     /// Which form runs: AVX-512 (16 lanes a register) or AVX2 (two registers of 8).
     isa: F32Kernel,
+    /// For groups narrower than 16: lane l of spread ci takes input channel l / g · g + ci of
+    /// its block (the permutations of groups of 8).
+    spreads: [[i32; LANES]; LANES],
 }
 
 impl GroupedConv {
@@ -95,6 +110,9 @@ impl GroupedConv {
             stride,
             pad,
             isa,
+            spreads: std::array::from_fn(|ci| {
+                std::array::from_fn(|l| (l / width.min(LANES) * width.min(LANES) + ci) as i32)
+            }),
         })
     }
 
@@ -174,7 +192,37 @@ impl GroupedConv {
         pixels
     }
 
-    /// One output row (`oy` of image `b`), every block of channels, in tiles of [`TILE`] pixels.
+    /// Where each tap of each output pixel of row `oy` (of image `b`) reads: tap-major, `ow`
+    /// pixels a tap, the input pixel's C values or `zeros` in the padding. Made once a row and
+    /// shared by all its blocks of channels and tiles (per tile and tap, these bounds checks
+    /// cost as much as a tenth of the multiply-adds).
+    fn tap_table<T: Activation>(
+        &self,
+        x: &[T],
+        (b, h, w): (usize, usize, usize),
+        oy: usize,
+        zeros: &[T],
+    ) -> Vec<*const T> {
+        let (c, k, s, p) = (self.channels, self.kernel, self.stride, self.pad);
+        let ow = self.output_size(h, w).1;
+        let mut table = Vec::with_capacity(k * k * ow);
+        for tap in 0..k * k {
+            let (ky, kx) = (tap / k, tap % k);
+            let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
+            table.extend((0..ow).map(|ox| {
+                let ix = (ox * s + kx).checked_sub(p).filter(|&ix| ix < w);
+                match (iy, ix) {
+                    (Some(iy), Some(ix)) => x[((b * h + iy) * w + ix) * c..].as_ptr(),
+                    _ => zeros.as_ptr(),
+                }
+            }));
+        }
+        table
+    }
+
+    /// One output row (`oy` of image `b`), every block of channels, in tiles of at most
+    /// [`TILE`] pixels, as even as whole tiles allow (a row of 14 is two tiles of 7, not 8 and
+    /// 6 padded to 8).
     ///
     /// # Safety
     /// AVX-512 F is available; `x` is the whole input, `out` the row's W' × C outputs, of
@@ -192,103 +240,138 @@ impl GroupedConv {
         blocks: std::ops::Range<usize>,
         relu: bool,
     ) {
-        use std::arch::x86_64::*;
-        let (c, g, k) = (self.channels, self.width, self.kernel);
         let ow = self.output_size(h, w).1;
-        let taps = k * k;
-        // Lane l of permutation ci takes input channel l / g · g + ci of its block.
-        let permutations: [__m512i; LANES] = std::array::from_fn(|ci| {
-            let lanes: [i32; LANES] =
-                std::array::from_fn(|l| ((l / g.min(LANES)) * g.min(LANES) + ci) as i32);
-            // SAFETY: an unaligned load of 16 i32.
-            unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
-        });
+        let table = self.tap_table(x, (b, h, w), oy, zeros);
+        let tiles = ow.div_ceil(TILE);
+        let (base, longer) = (ow / tiles, ow % tiles);
         for block in blocks {
-            let weights = &self.weights[block * taps * g * LANES..][..taps * g * LANES];
-            let bias = unsafe { _mm512_loadu_ps(self.bias.as_ptr().add(block * LANES)) };
+            let mut ox0 = 0;
+            for i in 0..tiles {
+                let count = base + usize::from(i < longer);
+                let tile = Tile {
+                    table: &table,
+                    ow,
+                    ox0,
+                    block,
+                    out,
+                    relu,
+                };
+                // SAFETY: as this function's; the table's pointers each have C values.
+                unsafe {
+                    match count {
+                        8 => self.tile::<T, 8>(tile),
+                        7 => self.tile::<T, 7>(tile),
+                        6 => self.tile::<T, 6>(tile),
+                        5 => self.tile::<T, 5>(tile),
+                        4 => self.tile::<T, 4>(tile),
+                        3 => self.tile::<T, 3>(tile),
+                        2 => self.tile::<T, 2>(tile),
+                        _ => self.tile::<T, 1>(tile),
+                    }
+                }
+                ox0 += count;
+            }
+        }
+    }
+
+    /// `R` output pixels of a row from `tile.ox0`, one block of 16 channels: R accumulators,
+    /// each tap's input channel spread to its lanes' groups (a shuffle) or broadcast.
+    ///
+    /// # Safety
+    /// AVX-512 F is available; the table's pointers each have C values; `tile.out` the row's
+    /// W' × C outputs, pixels `ox0..ox0 + R` of which are inside the row.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<T: Activation, const R: usize>(&self, tile: Tile<'_, T>) {
+        use std::arch::x86_64::*;
+        let (c, g, taps) = (self.channels, self.width, self.kernel * self.kernel);
+        let Tile {
+            table,
+            ow,
+            ox0,
+            block,
+            out,
+            relu,
+        } = tile;
+        let weights = &self.weights[block * taps * g * LANES..][..taps * g * LANES];
+        // SAFETY (all loads and stores below): each pointer has C values, the block's 16 lie
+        // within; the bias has C values; the weights as sliced; the outputs as promised.
+        unsafe {
+            let bias = _mm512_loadu_ps(self.bias.as_ptr().add(block * LANES));
+            let mut acc = [bias; R];
             // The group's first input channel, for groups of 16 or more.
             let group_start = block * LANES / g.max(LANES) * g.max(LANES);
-            for ox0 in (0..ow).step_by(TILE) {
-                let count = TILE.min(ow - ox0);
-                let mut acc = [bias; TILE];
-                for tap in 0..taps {
-                    let pixel: [*const T; TILE] =
-                        self.tap_inputs(x, (b, h, w), (oy, ox0, count), tap, zeros);
-                    let tap_weights = &weights[tap * g * LANES..][..g * LANES];
-                    // SAFETY (all loads): each pointer has C values; the block's 16 lie within.
-                    unsafe {
-                        if g < LANES {
-                            let inputs: [__m512; TILE] = std::array::from_fn(|r| {
-                                let at = pixel[r].add(block * LANES);
-                                if T::BF16 {
-                                    // 16 bfloat16 values widened: their bits are an f32's high half.
-                                    let bits = _mm256_loadu_si256(at.cast());
-                                    let wide = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits));
-                                    _mm512_castsi512_ps(wide)
-                                } else {
-                                    _mm512_loadu_ps(at.cast())
-                                }
-                            });
-                            // Input channel `ci` of each lane's group, times its weights.
-                            macro_rules! step {
-                                ($ci:expr, $spread:expr) => {{
-                                    let wv = _mm512_loadu_ps(tap_weights.as_ptr().add($ci * LANES));
-                                    for r in 0..TILE {
-                                        let a = $spread(inputs[r]);
-                                        acc[r] = _mm512_fmadd_ps(a, wv, acc[r]);
-                                    }
-                                }};
-                            }
-                            // Groups within 128-bit lanes shuffle in-lane (`vpermilps`, one
-                            // cycle), wider ones across lanes (`vpermps`, three).
-                            match g {
-                                1 => step!(0, |v| v),
-                                2 => {
-                                    step!(0, |v| _mm512_permute_ps::<0xA0>(v));
-                                    step!(1, |v| _mm512_permute_ps::<0xF5>(v));
-                                }
-                                4 => {
-                                    step!(0, |v| _mm512_permute_ps::<0x00>(v));
-                                    step!(1, |v| _mm512_permute_ps::<0x55>(v));
-                                    step!(2, |v| _mm512_permute_ps::<0xAA>(v));
-                                    step!(3, |v| _mm512_permute_ps::<0xFF>(v));
-                                }
-                                _ => {
-                                    for (ci, &order) in permutations.iter().enumerate().take(g) {
-                                        step!(ci, |v| _mm512_permutexvar_ps(order, v));
-                                    }
-                                }
-                            }
+            for tap in 0..taps {
+                let pixel = &table[tap * ow + ox0..][..R];
+                let tap_weights = weights[tap * g * LANES..][..g * LANES].as_ptr();
+                if g < LANES {
+                    let mut inputs = [_mm512_setzero_ps(); R];
+                    for (input, &at) in inputs.iter_mut().zip(pixel) {
+                        let at = at.add(block * LANES);
+                        *input = if T::BF16 {
+                            // 16 bfloat16 values widened: their bits are an f32's high half.
+                            let bits = _mm256_loadu_si256(at.cast());
+                            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                                bits,
+                            )))
                         } else {
-                            for ci in 0..g {
-                                let wv = _mm512_loadu_ps(tap_weights.as_ptr().add(ci * LANES));
-                                for r in 0..TILE {
-                                    let a =
-                                        _mm512_set1_ps((*pixel[r].add(group_start + ci)).to_f32());
-                                    acc[r] = _mm512_fmadd_ps(a, wv, acc[r]);
-                                }
+                            _mm512_loadu_ps(at.cast())
+                        };
+                    }
+                    // Input channel `ci` of each lane's group, times its weights.
+                    macro_rules! step {
+                        ($ci:expr, $spread:expr) => {{
+                            let wv = _mm512_loadu_ps(tap_weights.add($ci * LANES));
+                            for r in 0..R {
+                                acc[r] = _mm512_fmadd_ps($spread(inputs[r]), wv, acc[r]);
                             }
+                        }};
+                    }
+                    // Groups within 128-bit lanes shuffle in-lane (`vpermilps`, one cycle),
+                    // wider ones across lanes (`vpermps`, three).
+                    match g {
+                        1 => step!(0, |v| v),
+                        2 => {
+                            step!(0, |v| _mm512_permute_ps::<0xA0>(v));
+                            step!(1, |v| _mm512_permute_ps::<0xF5>(v));
+                        }
+                        4 => {
+                            step!(0, |v| _mm512_permute_ps::<0x00>(v));
+                            step!(1, |v| _mm512_permute_ps::<0x55>(v));
+                            step!(2, |v| _mm512_permute_ps::<0xAA>(v));
+                            step!(3, |v| _mm512_permute_ps::<0xFF>(v));
+                        }
+                        _ => {
+                            for (ci, order) in self.spreads.iter().enumerate().take(g) {
+                                let order = _mm512_loadu_si512(order.as_ptr().cast());
+                                step!(ci, |v| _mm512_permutexvar_ps(order, v));
+                            }
+                        }
+                    }
+                } else {
+                    for ci in 0..g {
+                        let wv = _mm512_loadu_ps(tap_weights.add(ci * LANES));
+                        for r in 0..R {
+                            let a = _mm512_set1_ps((*pixel[r].add(group_start + ci)).to_f32());
+                            acc[r] = _mm512_fmadd_ps(a, wv, acc[r]);
                         }
                     }
                 }
-                let zero = _mm512_setzero_ps();
-                for (r, acc) in acc.iter().enumerate().take(count) {
-                    let v = if relu {
-                        _mm512_max_ps(*acc, zero)
-                    } else {
-                        *acc
-                    };
-                    // SAFETY: pixel ox0 + r < W', its block of 16 within its C outputs.
-                    unsafe {
-                        let at = out.add((ox0 + r) * c + block * LANES);
-                        if T::BF16 {
-                            let mut values = [0f32; LANES];
-                            _mm512_storeu_ps(values.as_mut_ptr(), v);
-                            narrow(&values, std::slice::from_raw_parts_mut(at, LANES));
-                        } else {
-                            _mm512_storeu_ps(at.cast(), v);
-                        }
-                    }
+            }
+            let zero = _mm512_setzero_ps();
+            for (r, acc) in acc.iter().enumerate() {
+                let v = if relu {
+                    _mm512_max_ps(*acc, zero)
+                } else {
+                    *acc
+                };
+                let at = out.add((ox0 + r) * c + block * LANES);
+                if T::BF16 {
+                    let mut values = [0f32; LANES];
+                    _mm512_storeu_ps(values.as_mut_ptr(), v);
+                    narrow(&values, std::slice::from_raw_parts_mut(at, LANES));
+                } else {
+                    _mm512_storeu_ps(at.cast(), v);
                 }
             }
         }
