@@ -367,9 +367,18 @@ impl GroupedConv {
                 };
                 let at = out.add((ox0 + r) * c + block * LANES);
                 if T::BF16 {
-                    let mut values = [0f32; LANES];
-                    _mm512_storeu_ps(values.as_mut_ptr(), v);
-                    narrow(&values, std::slice::from_raw_parts_mut(at, LANES));
+                    // Rounded in registers as `to_bf16` rounds (to nearest even, NaN kept
+                    // quiet): a call per 16 values here made the compiler keep the
+                    // accumulators on the stack, and bf16 layers ran at a third of f32's pace.
+                    let bits = _mm512_castps_si512(v);
+                    let high = _mm512_srli_epi32::<16>(bits);
+                    let even = _mm512_and_si512(high, _mm512_set1_epi32(1));
+                    let bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), even);
+                    let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, bias));
+                    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                    let quiet = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
+                    let bf16 = _mm512_mask_mov_epi32(rounded, nan, quiet);
+                    _mm256_storeu_si256(at.cast(), _mm512_cvtepi32_epi16(bf16));
                 } else {
                     _mm512_storeu_ps(at.cast(), v);
                 }
