@@ -839,6 +839,9 @@ mod tests {
             (1, 2300, 3, 3, 16, 1, 1, 1),
             (1, 5, 6, 7, 16, 1, 1, 1),
             (1, 128, 9, 7, 128, 3, 1, 32),
+            // Groups of 16 (the kernel's broadcasts) and of 32 (clusters only), strided.
+            (1, 64, 9, 7, 64, 3, 1, 4),
+            (1, 64, 9, 7, 64, 3, 2, 2),
             (1, 8, 23, 21, 20, 1, 1, 1),
         ];
         let mut kernels = vec![Bf16Kernel::Emulated];

@@ -78,13 +78,14 @@ impl GroupedConv {
         let fits = in_c == out_c
             && out_c.is_multiple_of(LANES)
             && (LANES.is_multiple_of(width) || width.is_multiple_of(LANES));
-        // With groups of 16 or more (no zeros multiplied) the clusters' GEMM is faster than
-        // this kernel in bfloat16, whose products run at twice the f32 rate (ResNeXt-50's
-        // stage 3: 0.90 ×, stage 4: 0.54 × this kernel's time), and with AVX2, whose 4-pixel
-        // tiles broadcast each input once for only 4 multiply-adds (stage 3: 0.84–0.92 ×,
-        // stage 4: 0.64–0.67 ×); with narrower groups, slower in both.
+        // Groups wider than 16 (no zeros multiplied) run faster as the clusters' GEMM in
+        // bfloat16, whose products run at twice the f32 rate (ResNeXt-50's stage 4: the
+        // kernel took 1.64 × their time; stage 3's groups of 16: 0.91–0.93 ×); with AVX2, whose
+        // 4-pixel tiles broadcast each input once for only 4 multiply-adds, groups of 16 or
+        // more do too (stage 3: 0.84–0.92 ×, stage 4: 0.64–0.67 ×); with narrower groups the
+        // clusters are slower in both.
         let isa = F32Kernel::detect()?;
-        if !fits || ((bf16 || isa == F32Kernel::Avx2) && width >= LANES) {
+        if !fits || (bf16 && width > LANES) || (isa == F32Kernel::Avx2 && width >= LANES) {
             return None;
         }
         let taps = k * k;
