@@ -159,7 +159,6 @@ impl PackedConv {
         assert_eq!(weight.len(), out_c * in_per_group * k * k, "weight size");
         let per_cluster = groups_per_cluster(groups, out_per_group);
         let (cluster_in, cluster_out) = (per_cluster * in_per_group, per_cluster * out_per_group);
-        let bf16 = format != Format::F32;
         let direct = GroupedConv::new(
             weight,
             scale,
@@ -168,7 +167,7 @@ impl PackedConv {
             &bias,
             stride,
             pad,
-            bf16,
+            format,
         );
         let clusters = (0..groups / per_cluster)
             .map(|cluster| {
@@ -869,6 +868,29 @@ mod tests {
                     .collect();
                 let values: Vec<f32> = bits.iter().map(|&b| from_bf16(b)).collect();
                 let dims = (n, h, w, c);
+                // Grouped ones also against the truth: the f32 model with the weights rounded
+                // the same way (the products are exact either way; only the order of the sums
+                // differs), which the comparison above cannot see (both sides share the
+                // bfloat16 weights).
+                let rounded: Vec<f32> = weight.iter().map(|&v| from_bf16(to_bf16(v))).collect();
+                let truth = PackedConv::grouped(
+                    &rounded,
+                    &vec![1.0; o],
+                    (o, c, k),
+                    groups,
+                    conv.bias.clone(),
+                    s,
+                    k / 2,
+                    Format::F32,
+                );
+                let (truth, _) = truth.compute(&values, dims, None, false).unwrap();
+                let (got, _) = conv.compute(&values, dims, None, false).unwrap();
+                for (j, (&g, &t)) in got.iter().zip(&truth).enumerate().filter(|_| groups > 1) {
+                    assert!(
+                        (g - t).abs() <= 1e-5 * (1.0 + t.abs()),
+                        "{kernel:?} case {i}: value {j}: {g} against the f32 model's {t}"
+                    );
+                }
                 let (oh, ow) = conv.output_size(h, w);
                 let shortcut: Vec<u16> = noise(n * oh * ow * o, seed + 4)
                     .into_iter()

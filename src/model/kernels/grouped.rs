@@ -16,7 +16,9 @@
 use rayon::prelude::*;
 
 use super::activation::{Activation, narrow};
-use super::packed_gemm::{F32Kernel, SharedMut, from_bf16, to_bf16};
+use super::packed_gemm::{
+    Bf16Kernel, F32Kernel, Format, SharedMut, bf16_kernel_available, from_bf16, to_bf16,
+};
 
 /// Output channels a register holds.
 const LANES: usize = 16;
@@ -55,14 +57,23 @@ pub struct GroupedConv {
     /// For groups narrower than 16: lane l of spread ci takes input channel l / g · g + ci of
     /// its block (the permutations of groups of 8).
     spreads: [[i32; LANES]; LANES],
+    /// With a native bfloat16 model and groups of an even width: the weights as
+    /// bfloat16 pairs for `vdpbf16ps`, per block, tap and pair of input channels (2p, 2p + 1):
+    /// 16 lanes of (low: channel 2p, high: 2p + 1). Two multiply-adds an instruction, as the
+    /// GEMMs around these layers do.
+    pairs: Option<Vec<u32>>,
+    /// For groups narrower than 16, with `pairs`: lane l of spread p takes the pair of input
+    /// channels (l / g · g + 2p, + 1) of its block, i.e. pair l / g · g / 2 + p of its 8.
+    pair_spreads: [[i32; LANES]; LANES / 2],
 }
 
 impl GroupedConv {
     /// From a row-major O × (I / groups) × k × k weight with I = O, its folded batch-norm
     /// `scale` and bias; `None` where this kernel does not apply: no AVX-512 F here, inputs and
     /// outputs of different widths, or groups that neither divide 16 channels nor fill them.
-    /// With `bf16` the weights are rounded to bfloat16 as a bfloat16 model's are: each product
-    /// with a bfloat16 activation is then exact in f32, as in `vdpbf16ps`.
+    /// With a bfloat16 `format` the weights are rounded to bfloat16 as a bfloat16 model's are:
+    /// each product with a bfloat16 activation is then exact in f32. With the native kernel
+    /// (AVX512_BF16) they are also paired for `vdpbf16ps`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         weight: &[f32],
@@ -72,20 +83,28 @@ impl GroupedConv {
         bias: &[f32],
         stride: usize,
         pad: usize,
-        bf16: bool,
+        format: Format,
     ) -> Option<Self> {
+        let bf16 = format != Format::F32;
         let width = out_c / groups;
         let fits = in_c == out_c
             && out_c.is_multiple_of(LANES)
             && (LANES.is_multiple_of(width) || width.is_multiple_of(LANES));
-        // Groups wider than 16 (no zeros multiplied) run faster as the clusters' GEMM in
-        // bfloat16, whose products run at twice the f32 rate (ResNeXt-50's stage 4: the
-        // kernel took 1.64 × their time; stage 3's groups of 16: 0.91–0.93 ×); with AVX2, whose
-        // 4-pixel tiles broadcast each input once for only 4 multiply-adds, groups of 16 or
-        // more do too (stage 3: 0.84–0.92 ×, stage 4: 0.64–0.67 ×); with narrower groups the
-        // clusters are slower in both.
+        // With AVX512_BF16 a bfloat16 model's groups of any even width run here as pairs
+        // (`vdpbf16ps`, [`Self::pair_tile`]): against the f32-arithmetic form, ResNeXt-50's
+        // grouped layers took 0.80–0.84 × (stage 1), 0.60–0.65 × (stage 2) and 0.53–0.57 ×
+        // (stage 3), and against the clusters 0.83–0.91 × (stage 4). Without it, groups wider
+        // than 16 run faster as the clusters' GEMM (stage 4: the f32 form took 1.64 × their
+        // time). With AVX2, whose 4-pixel tiles broadcast each input once for only 4
+        // multiply-adds, groups of 16 or more do too (stage 3: 0.84–0.92 ×, stage 4:
+        // 0.64–0.67 ×); with narrower groups the clusters are slower everywhere.
         let isa = F32Kernel::detect()?;
-        if !fits || (bf16 && width > LANES) || (isa == F32Kernel::Avx2 && width >= LANES) {
+        let paired = format == Format::Bf16(Bf16Kernel::Native)
+            && isa == F32Kernel::Avx512
+            && bf16_kernel_available()
+            && width.is_multiple_of(2);
+        if !fits || (bf16 && width > LANES && !paired) || (isa == F32Kernel::Avx2 && width >= LANES)
+        {
             return None;
         }
         let taps = k * k;
@@ -102,7 +121,30 @@ impl GroupedConv {
                 }
             }
         }
+        let pairs = paired.then(|| {
+            let half = width / 2;
+            let mut pairs = Vec::with_capacity(out_c * taps * half);
+            for block in 0..out_c / LANES {
+                for tap in 0..taps {
+                    for p in 0..half {
+                        for lane in 0..LANES {
+                            let at = |ci: usize| {
+                                weights[((block * taps + tap) * width + ci) * LANES + lane]
+                            };
+                            let (low, high) = (to_bf16(at(2 * p)), to_bf16(at(2 * p + 1)));
+                            pairs.push(u32::from(low) | u32::from(high) << 16);
+                        }
+                    }
+                }
+            }
+            pairs
+        });
+        let group = width.min(LANES);
         Some(Self {
+            pairs,
+            pair_spreads: std::array::from_fn(|p| {
+                std::array::from_fn(|l| (l / group * group / 2 + p) as i32)
+            }),
             weights,
             bias: bias.to_vec(),
             channels: out_c,
@@ -257,17 +299,26 @@ impl GroupedConv {
                     out,
                     relu,
                 };
-                // SAFETY: as this function's; the table's pointers each have C values.
+                // SAFETY: as this function's; the table's pointers each have C values; `pairs`
+                // exist only where `new` found AVX512_BF16.
                 unsafe {
-                    match count {
-                        8 => self.tile::<T, 8>(tile),
-                        7 => self.tile::<T, 7>(tile),
-                        6 => self.tile::<T, 6>(tile),
-                        5 => self.tile::<T, 5>(tile),
-                        4 => self.tile::<T, 4>(tile),
-                        3 => self.tile::<T, 3>(tile),
-                        2 => self.tile::<T, 2>(tile),
-                        _ => self.tile::<T, 1>(tile),
+                    macro_rules! run {
+                        ($tile:ident) => {
+                            match count {
+                                8 => self.$tile::<T, 8>(tile),
+                                7 => self.$tile::<T, 7>(tile),
+                                6 => self.$tile::<T, 6>(tile),
+                                5 => self.$tile::<T, 5>(tile),
+                                4 => self.$tile::<T, 4>(tile),
+                                3 => self.$tile::<T, 3>(tile),
+                                2 => self.$tile::<T, 2>(tile),
+                                _ => self.$tile::<T, 1>(tile),
+                            }
+                        };
+                    }
+                    match &self.pairs {
+                        Some(_) => run!(pair_tile),
+                        None => run!(tile),
                     }
                 }
                 ox0 += count;
@@ -359,31 +410,87 @@ impl GroupedConv {
                     }
                 }
             }
-            let zero = _mm512_setzero_ps();
-            for (r, acc) in acc.iter().enumerate() {
-                let v = if relu {
-                    _mm512_max_ps(*acc, zero)
+            store::<T, R>(acc, out, ox0 * c + block * LANES, c, relu);
+        }
+    }
+
+    /// [`Self::tile`] with `vdpbf16ps`: each step multiplies a pair of input channels (both
+    /// bfloat16) by the pair's weights and adds both products to the 16 f32 accumulators.
+    /// Groups narrower than 16 take their pairs by one permutation of the block's 8 pairs
+    /// (`vpermd`), groups of 16 as a broadcast of the two neighbouring channels. f32
+    /// activations (tests) are rounded to bfloat16 first, as the GEMMs round them.
+    ///
+    /// # Safety
+    /// As [`Self::tile`], with AVX512_BF16 available and `self.pairs` present.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn pair_tile<T: Activation, const R: usize>(&self, tile: Tile<'_, T>) {
+        use std::arch::x86_64::*;
+        let (c, g, taps) = (self.channels, self.width, self.kernel * self.kernel);
+        let half = g / 2;
+        let Tile {
+            table,
+            ow,
+            ox0,
+            block,
+            out,
+            relu,
+        } = tile;
+        let Some(pairs) = &self.pairs else {
+            unreachable!("the caller checked")
+        };
+        let weights = &pairs[block * taps * half * LANES..][..taps * half * LANES];
+        // SAFETY (all loads and stores below): as in `tile`; each tap's pairs `half` × 16.
+        unsafe {
+            let bias = _mm512_loadu_ps(self.bias.as_ptr().add(block * LANES));
+            let mut acc = [bias; R];
+            let group_start = block * LANES / g.max(LANES) * g.max(LANES);
+            for tap in 0..taps {
+                let pixel = &table[tap * ow + ox0..][..R];
+                let tap_weights = weights[tap * half * LANES..][..half * LANES].as_ptr();
+                if g < LANES {
+                    // The block's 16 channels as 8 pairs, in the low half of a register.
+                    let mut inputs = [_mm512_setzero_si512(); R];
+                    for (input, &at) in inputs.iter_mut().zip(pixel) {
+                        let at = at.add(block * LANES);
+                        let bits = if T::BF16 {
+                            _mm256_loadu_si256(at.cast())
+                        } else {
+                            let rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(at.cast()));
+                            std::mem::transmute::<__m256bh, __m256i>(rounded)
+                        };
+                        *input = _mm512_castsi256_si512(bits);
+                    }
+                    for (p, spread) in self.pair_spreads.iter().enumerate().take(half) {
+                        let order = _mm512_loadu_si512(spread.as_ptr().cast());
+                        let wv = _mm512_loadu_si512(tap_weights.add(p * LANES).cast());
+                        let wv = std::mem::transmute::<__m512i, __m512bh>(wv);
+                        for r in 0..R {
+                            let a = _mm512_permutexvar_epi32(order, inputs[r]);
+                            let a = std::mem::transmute::<__m512i, __m512bh>(a);
+                            acc[r] = _mm512_dpbf16_ps(acc[r], a, wv);
+                        }
+                    }
                 } else {
-                    *acc
-                };
-                let at = out.add((ox0 + r) * c + block * LANES);
-                if T::BF16 {
-                    // Rounded in registers as `to_bf16` rounds (to nearest even, NaN kept
-                    // quiet): a call per 16 values here made the compiler keep the
-                    // accumulators on the stack, and bf16 layers ran at a third of f32's pace.
-                    let bits = _mm512_castps_si512(v);
-                    let high = _mm512_srli_epi32::<16>(bits);
-                    let even = _mm512_and_si512(high, _mm512_set1_epi32(1));
-                    let bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), even);
-                    let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, bias));
-                    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                    let quiet = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
-                    let bf16 = _mm512_mask_mov_epi32(rounded, nan, quiet);
-                    _mm256_storeu_si256(at.cast(), _mm512_cvtepi32_epi16(bf16));
-                } else {
-                    _mm512_storeu_ps(at.cast(), v);
+                    for p in 0..half {
+                        let wv = _mm512_loadu_si512(tap_weights.add(p * LANES).cast());
+                        let wv = std::mem::transmute::<__m512i, __m512bh>(wv);
+                        for r in 0..R {
+                            let at = pixel[r].add(group_start + 2 * p);
+                            let pair = if T::BF16 {
+                                at.cast::<u32>().read_unaligned()
+                            } else {
+                                let (low, high) = ((*at).to_f32(), (*at.add(1)).to_f32());
+                                u32::from(to_bf16(low)) | u32::from(to_bf16(high)) << 16
+                            };
+                            let a = _mm512_set1_epi32(pair as i32);
+                            let a = std::mem::transmute::<__m512i, __m512bh>(a);
+                            acc[r] = _mm512_dpbf16_ps(acc[r], a, wv);
+                        }
+                    }
                 }
             }
+            store::<T, R>(acc, out, ox0 * c + block * LANES, c, relu);
         }
     }
 
@@ -494,6 +601,51 @@ impl GroupedConv {
                         narrow(&values, std::slice::from_raw_parts_mut(at, LANES));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A tile's R accumulators (ReLU'd if `relu`) to pixels `first`, `first + c`, … of `out`: f32,
+/// or bfloat16 rounded in registers as `to_bf16` rounds (to nearest even, NaN kept quiet) —
+/// a call per 16 values here made the compiler keep the accumulators on the stack, and bf16
+/// layers ran at a third of f32's pace.
+///
+/// # Safety
+/// AVX-512 F is available; `out` has 16 values at `first + r · c` for r < R.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store<T: Activation, const R: usize>(
+    acc: [std::arch::x86_64::__m512; R],
+    out: *mut T,
+    first: usize,
+    c: usize,
+    relu: bool,
+) {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_ps();
+    for (r, acc) in acc.iter().enumerate() {
+        let v = if relu {
+            _mm512_max_ps(*acc, zero)
+        } else {
+            *acc
+        };
+        // SAFETY: the caller promises 16 values at this pixel.
+        unsafe {
+            let at = out.add(first + r * c);
+            if T::BF16 {
+                let bits = _mm512_castps_si512(v);
+                let high = _mm512_srli_epi32::<16>(bits);
+                let even = _mm512_and_si512(high, _mm512_set1_epi32(1));
+                let bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), even);
+                let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, bias));
+                let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                let quiet = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
+                let bf16 = _mm512_mask_mov_epi32(rounded, nan, quiet);
+                _mm256_storeu_si256(at.cast(), _mm512_cvtepi32_epi16(bf16));
+            } else {
+                _mm512_storeu_ps(at.cast(), v);
             }
         }
     }
