@@ -477,15 +477,19 @@ impl GroupedConv {
                         let wv = std::mem::transmute::<__m512i, __m512bh>(wv);
                         for r in 0..R {
                             let at = pixel[r].add(group_start + 2 * p);
-                            let pair = if T::BF16 {
-                                at.cast::<u32>().read_unaligned()
+                            // The pair's 32 bits broadcast straight from memory (as an f32
+                            // load: an integer one went through a general register first).
+                            let a = if T::BF16 {
+                                _mm512_castps_si512(_mm512_set1_ps(
+                                    at.cast::<f32>().read_unaligned(),
+                                ))
                             } else {
                                 let (low, high) = ((*at).to_f32(), (*at.add(1)).to_f32());
-                                u32::from(to_bf16(low)) | u32::from(to_bf16(high)) << 16
+                                let pair = u32::from(to_bf16(low)) | u32::from(to_bf16(high)) << 16;
+                                _mm512_set1_epi32(pair as i32)
                             };
-                            let a = _mm512_set1_epi32(pair as i32);
                             let a = std::mem::transmute::<__m512i, __m512bh>(a);
-                            acc[r] = _mm512_dpbf16_ps(acc[r], a, wv);
+                            acc[r] = _mm512_dpbf16_ps(acc[r], wv, a);
                         }
                     }
                 }
