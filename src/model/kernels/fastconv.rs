@@ -600,10 +600,27 @@ impl PackedConv {
                 pad_left.fill(T::ZERO);
                 pad_right.fill(T::ZERO);
                 let ix = ox * s + left - p;
-                inside.copy_from_slice(&x[((b * h + iy) * w + ix) * c..][..inside.len()]);
+                let src = &x[((b * h + iy) * w + ix) * c..][..inside.len()];
+                copy_taps(inside, src);
             }
         }
     }
+}
+
+/// `dst` = `src` (equal lengths). The stem's kernel rows of 7 RGB pixels (21 values, 88 000
+/// copies an image) are copied as one fixed-size move each, not through a `memcpy` call: the
+/// bf16 stem took 0.92 × the time (paired in one process; f32's within ±3 %).
+#[inline(always)]
+fn copy_taps<T: Copy>(dst: &mut [T], src: &[T]) {
+    const STEM_ROW: usize = 7 * 3;
+    if let (Ok(dst), Ok(src)) = (
+        <&mut [T; STEM_ROW]>::try_from(&mut *dst),
+        <&[T; STEM_ROW]>::try_from(src),
+    ) {
+        *dst = *src;
+        return;
+    }
+    dst.copy_from_slice(src);
 }
 
 /// Output rows `first..` of a convolution (as many as `out` holds), and their shortcut.
