@@ -580,15 +580,35 @@ impl PackedConv {
         let (k, s, p) = (self.kernel, self.stride, self.pad);
         let (oh, ow) = self.output_size(h, w);
         let depth = k * k * c;
+        // The output pixel of each row, counted on from the first rather than divided out.
+        let (mut b, mut oy, mut ox) = (first / (oh * ow), (first / ow) % oh, first % ow);
         for (i, row) in taps.chunks_exact_mut(stride).enumerate() {
             // A bfloat16 row of odd depth ends in one padding value (see `Taps::row_stride`).
             let (pixel, pad) = row.split_at_mut(depth);
             pad.fill(T::ZERO);
-            let index = first + i;
-            let (b, oy, ox) = (index / (oh * ow), (index / ow) % oh, index % ow);
+            if i > 0 {
+                ox += 1;
+                if ox == ow {
+                    ox = 0;
+                    oy += 1;
+                    if oy == oh {
+                        oy = 0;
+                        b += 1;
+                    }
+                }
+            }
             // Taps kx in left..right fall inside the image (x = ox·s + kx − p).
             let left = p.saturating_sub(ox * s).min(k);
             let right = (w + p).saturating_sub(ox * s).clamp(left, k);
+            if left == 0 && right == k && oy * s >= p && oy * s + k <= h + p {
+                // Inside the image (most pixels): whole kernel rows, no padding to write. With
+                // this and `copy_taps` the stem took 0.74 × the time in bf16, 0.92 × in f32.
+                let (iy, ix) = (oy * s - p, ox * s - p);
+                for (ky, dst) in pixel.chunks_exact_mut(k * c).enumerate() {
+                    copy_taps(dst, &x[((b * h + iy + ky) * w + ix) * c..][..k * c]);
+                }
+                continue;
+            }
             for (ky, dst) in pixel.chunks_exact_mut(k * c).enumerate() {
                 let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h) else {
                     // The buffer is reused: padding taps must be written too.
