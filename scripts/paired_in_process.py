@@ -24,6 +24,9 @@ def main(path):
     print(f"pass: B/A paired median {statistics.median(ratios):.3f}, "
           f"A median {statistics.median(passes[i] for i in a):.2f} ms, "
           f"B median {statistics.median(passes[i] for i in b):.2f} ms")
+    q = lambda xs: statistics.quantiles(xs, n=10)
+    print("pass deciles (10th, 50th, 90th) A: " + ", ".join(f"{q([passes[i] for i in a])[k]:.2f}" for k in (0, 4, 8))
+          + " ms; B: " + ", ".join(f"{q([passes[i] for i in b])[k]:.2f}" for k in (0, 4, 8)) + " ms")
     total_a = total_b = 0.0
     for j in sorted(layers):
         d = layers[j]

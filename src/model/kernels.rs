@@ -9,5 +9,6 @@ mod grouped;
 pub(crate) mod matrix;
 pub(crate) mod nhwc;
 pub mod packed_gemm;
+pub(crate) mod parallel;
 mod scratch;
 pub(crate) mod winograd;

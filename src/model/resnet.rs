@@ -22,6 +22,7 @@ use super::architecture::{Architecture, Block, Shortcut, Stem};
 use super::kernels::fastconv::PackedConv;
 use super::kernels::nhwc;
 use super::kernels::packed_gemm::{Epilogue, Format, PANEL, PackedMatrix};
+use super::kernels::parallel::KeepAwake;
 use super::weights::{Arch, WeightError, Weights};
 
 /// The batch-norm epsilon of torchvision, timm and transformers (our importer rewrites Keras'
@@ -627,9 +628,13 @@ impl ResNet {
     pub fn forward_fast(&self, input: &Tensor) -> candle_core::Result<Forward> {
         // The whole pass runs on a pool thread: each layer's parallel loop then starts from
         // that worker's own queue, with no hand-off to the pool and wake-up of the caller per
-        // layer, and a helper thread that wakes late costs parallelism, not time.
+        // layer; the pool's other threads spin for work until the pass ends, instead of
+        // sleeping between layers and waking late (`kernels::parallel`).
         if rayon::current_thread_index().is_none() {
-            return rayon::scope(|_| self.forward_fast(input));
+            return rayon::scope(|_| {
+                let _awake = KeepAwake::start();
+                self.forward_fast(input)
+            });
         }
         // A batch goes through the stem and stages 1–2 in groups of about one 224² image's
         // pixels: their activations are large and their weights small, and a group's

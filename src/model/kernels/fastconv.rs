@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
-use rayon::prelude::*;
 
 use super::activation::{Activation, bf16_bits, into_bf16_vec};
 use super::grouped::GroupedConv;
 use super::matrix::WeightMatrix;
 use super::packed_gemm::{Epilogue, Format, TILE_ROWS};
+use super::parallel;
 use super::winograd::{TileSize, Winograd};
 
 /// F(4×4, 3×3) weights take 4× the memory of the direct ones: layers up to 256 input
@@ -388,19 +388,17 @@ impl PackedConv {
             }
             // Whole micro-tiles per band, so no band ends in a short one but the last.
             let band = band.next_multiple_of(TILE_ROWS);
-            spare
-                .par_chunks_mut(band * out_c)
-                .enumerate()
-                .for_each(|(i, out)| {
-                    let first = i * band;
-                    let shortcut = residual.map(|r| &r[first * out_c..][..out.len()]);
-                    let band = Band {
-                        first,
-                        out,
-                        shortcut,
-                    };
-                    self.rows(matrix, x, (n, h, w, c), band, relu, 1);
-                });
+            let f = |i: usize, out: &mut [MaybeUninit<T>]| {
+                let first = i * band;
+                let shortcut = residual.map(|r| &r[first * out_c..][..out.len()]);
+                let band = Band {
+                    first,
+                    out,
+                    shortcut,
+                };
+                self.rows(matrix, x, (n, h, w, c), band, relu, 1);
+            };
+            parallel::for_each_chunk_mut(spare, band * out_c, f);
         } else {
             // Few rows (layer 4 of a small input): one band of rows, its columns (output
             // channels) split between the threads.
@@ -464,11 +462,9 @@ impl PackedConv {
                 if column_bands > 1 {
                     // The threads share this product: they share the gathering too.
                     let rows = count.div_ceil(column_bands);
-                    taps.par_chunks_mut(rows * stride)
-                        .enumerate()
-                        .for_each(|(i, taps)| {
-                            self.gather_taps(x, dims, first + i * rows, stride, taps)
-                        });
+                    parallel::for_each_chunk_mut(taps, rows * stride, |i, taps| {
+                        self.gather_taps(x, dims, first + i * rows, stride, taps)
+                    });
                 } else {
                     self.gather_taps(x, dims, first, stride, taps);
                 }
@@ -495,34 +491,32 @@ impl PackedConv {
             .next_multiple_of(TILE_ROWS);
         let stride = T::row_stride(depth);
         let mut out = vec![T::ZERO; rows * out_c];
-        out.par_chunks_mut(band * out_c)
-            .enumerate()
-            .for_each(|(i, out)| {
-                let first = i * band;
-                let count = out.len() / out_c;
-                let mut taps = vec![T::ZERO; count * stride];
-                let mut product = vec![MaybeUninit::new(T::ZERO); count * cluster_out];
-                for (j, matrix) in self.clusters.iter().enumerate() {
-                    let channels = j * cluster_in..(j + 1) * cluster_in;
-                    self.gather_channel_taps(x, dims, first, channels, stride, &mut taps);
-                    let columns = j * cluster_out..(j + 1) * cluster_out;
-                    let epilogue = Epilogue {
-                        bias: &self.bias[columns.clone()],
-                        residual: None,
-                        relu,
-                    };
-                    matrix.product(T::lhs(&taps), stride, &mut product, epilogue, 1);
-                    for (dst, src) in out
-                        .chunks_exact_mut(out_c)
-                        .zip(product.chunks_exact(cluster_out))
-                    {
-                        for (d, s) in dst[columns.clone()].iter_mut().zip(src) {
-                            // SAFETY: the product wrote every value.
-                            *d = unsafe { s.assume_init() };
-                        }
+        parallel::for_each_chunk_mut(&mut out, band * out_c, |i, out| {
+            let first = i * band;
+            let count = out.len() / out_c;
+            let mut taps = vec![T::ZERO; count * stride];
+            let mut product = vec![MaybeUninit::new(T::ZERO); count * cluster_out];
+            for (j, matrix) in self.clusters.iter().enumerate() {
+                let channels = j * cluster_in..(j + 1) * cluster_in;
+                self.gather_channel_taps(x, dims, first, channels, stride, &mut taps);
+                let columns = j * cluster_out..(j + 1) * cluster_out;
+                let epilogue = Epilogue {
+                    bias: &self.bias[columns.clone()],
+                    residual: None,
+                    relu,
+                };
+                matrix.product(T::lhs(&taps), stride, &mut product, epilogue, 1);
+                for (dst, src) in out
+                    .chunks_exact_mut(out_c)
+                    .zip(product.chunks_exact(cluster_out))
+                {
+                    for (d, s) in dst[columns.clone()].iter_mut().zip(src) {
+                        // SAFETY: the product wrote every value.
+                        *d = unsafe { s.assume_init() };
                     }
                 }
-            });
+            }
+        });
         (out, Shape::from((n, oh, ow, out_c)))
     }
 

@@ -13,12 +13,11 @@
 //! broadcast. Every multiply-add is a useful one, and the input is read where it lies.
 #![allow(unsafe_code)]
 
-use rayon::prelude::*;
-
 use super::activation::{Activation, narrow};
 use super::packed_gemm::{
     Bf16Kernel, F32Kernel, Format, SharedMut, bf16_kernel_available, from_bf16, to_bf16,
 };
+use super::parallel;
 
 /// Output channels a register holds.
 const LANES: usize = 16;
@@ -187,7 +186,7 @@ impl GroupedConv {
             .clamp(1, blocks);
         let per_task = blocks.div_ceil(per_row);
         let dst = SharedMut(out.as_mut_ptr().cast::<f32>());
-        (0..rows * per_row).into_par_iter().for_each(|task| {
+        parallel::for_each(rows * per_row, |task| {
             let (row, part) = (task / per_row, task % per_row);
             let (b, oy) = (row / oh, row % oh);
             let range = part * per_task..((part + 1) * per_task).min(blocks);

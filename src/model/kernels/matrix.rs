@@ -10,10 +10,9 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::activation::{Activation, Lhs};
 use super::packed_gemm::{Epilogue, Format, PackedMatrix, SharedMut};
+use super::parallel;
 
 /// A `depth` × `width` weight matrix.
 #[derive(Debug, Clone)]
@@ -206,7 +205,7 @@ fn gemm_column_bands(
         }
     };
     if starts.len() > 1 {
-        starts.par_iter().for_each(band);
+        parallel::for_each(starts.len(), |i| band(&starts[i]));
     } else {
         starts.iter().for_each(band);
     }

@@ -8,11 +8,11 @@
 #![allow(unsafe_code)]
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
-use rayon::prelude::*;
 
 use super::activation::{Activation, narrow};
 use super::fastconv::{Dims4, IntoStorage, Values, values4};
 use super::packed_gemm::kernel_available;
+use super::parallel;
 
 /// N × C × H × W → N × H × W × C (contiguous).
 #[cfg(test)]
@@ -87,20 +87,18 @@ fn transposed<T: Activation, U: Activation>(x: &[T], rows: usize, cols: usize) -
         .div_ceil(4 * rayon::current_num_threads())
         .next_multiple_of(TRANSPOSE_BLOCK);
     for (dst, src) in out.chunks_mut(rows * cols).zip(x.chunks(rows * cols)) {
-        dst.par_chunks_mut(per_task * rows)
-            .enumerate()
-            .for_each_init(Vec::new, |wide, (i, dst)| {
-                let columns = i * per_task..i * per_task + dst.len() / rows;
-                match U::as_f32_mut(dst) {
-                    Some(dst) => transpose(src, dst, rows, cols, columns),
-                    // Into bfloat16: transposed in f32, then rounded in one vectorised pass.
-                    None => {
-                        wide.resize(dst.len(), 0.0);
-                        transpose(src, wide, rows, cols, columns);
-                        narrow(wide, dst);
-                    }
+        parallel::for_each_chunk_mut_init(dst, per_task * rows, Vec::new, |wide, i, dst| {
+            let columns = i * per_task..i * per_task + dst.len() / rows;
+            match U::as_f32_mut(dst) {
+                Some(dst) => transpose(src, dst, rows, cols, columns),
+                // Into bfloat16: transposed in f32, then rounded in one vectorised pass.
+                None => {
+                    wide.resize(dst.len(), 0.0);
+                    transpose(src, wide, rows, cols, columns);
+                    narrow(wide, dst);
                 }
-            });
+            }
+        });
     }
     out
 }
@@ -192,16 +190,14 @@ impl CustomOp1 for MaxPool {
 fn max_pool<T: Activation>(x: &[T], (n, h, w, c): Dims4) -> Vec<T> {
     let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
     let mut out = vec![T::ZERO; n * oh * ow * c];
-    out.par_chunks_mut(ow * c)
-        .enumerate()
-        .for_each(|(row, out)| {
-            #[cfg(target_arch = "x86_64")]
-            if T::BF16 && kernel_available() {
-                // SAFETY: the CPU has AVX2 and FMA.
-                return unsafe { max_pool_row_avx2(x, (h, w, c), row, out) };
-            }
-            max_pool_row(x, (h, w, c), row, out);
-        });
+    parallel::for_each_chunk_mut(&mut out, ow * c, |row, out| {
+        #[cfg(target_arch = "x86_64")]
+        if T::BF16 && kernel_available() {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { max_pool_row_avx2(x, (h, w, c), row, out) };
+        }
+        max_pool_row(x, (h, w, c), row, out);
+    });
     out
 }
 
@@ -275,9 +271,11 @@ impl CustomOp1 for AvgPool {
 fn avg_pool<T: Activation>(x: &[T], (n, h, w, c): Dims4) -> Vec<T> {
     let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
     let mut out = vec![T::ZERO; n * oh * ow * c];
-    out.par_chunks_mut(ow * c).enumerate().for_each_init(
+    parallel::for_each_chunk_mut_init(
+        &mut out,
+        ow * c,
         || vec![0f32; c],
-        |sums, (row, out)| {
+        |sums, row, out| {
             let (b, oy) = (row / oh, row % oh);
             let ys = 2 * oy..(2 * oy + 2).min(h);
             for ox in 0..ow {

@@ -22,9 +22,8 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::activation::{Activation, Lhs};
+use super::parallel;
 use super::scratch;
 
 /// Output channels per panel: two 8-lane AVX vectors.
@@ -457,7 +456,7 @@ impl PackedMatrix {
             }
         };
         if per_band < panels {
-            (0..panels).into_par_iter().step_by(per_band).for_each(band);
+            parallel::for_each(panels.div_ceil(per_band), |i| band(i * per_band));
         } else {
             band(0);
         }

@@ -22,11 +22,10 @@
 //! here is that choice.
 #![allow(unsafe_code)]
 
-use rayon::prelude::*;
-
 use super::activation::{Activation, Lhs, narrow};
 use super::matrix::WeightMatrix;
 use super::packed_gemm::{Epilogue, Format, kernel_available};
+use super::parallel;
 use super::scratch;
 
 /// Tiles per pass at most: one 224² image's layer 1 (14 × 14) in one go, its transformed
@@ -198,23 +197,24 @@ impl Winograd {
         let len = tiles * points * c;
         let mut v = scratch::take(if T::BF16 { len.div_ceil(2) } else { len });
         if T::BF16 {
-            v.as_bits_mut()[..len]
-                .par_chunks_mut(points * c)
-                .enumerate()
-                .for_each_init(
-                    || (vec![0f32; points * c], vec![0f32; points * c]),
-                    |(half, wide), (t, v)| {
-                        let g = tile_rows.start + t / tiles_x;
-                        let (b, ty, tx) = (g / tiles_y, g % tiles_y, t % tiles_x);
-                        let corner = (ty * m, tx * m);
-                        self.transform_input(x, (b, h, w), corner, zeros, half, wide);
-                        narrow(wide, v);
-                    },
-                );
+            parallel::for_each_chunk_mut_init(
+                &mut v.as_bits_mut()[..len],
+                points * c,
+                || (vec![0f32; points * c], vec![0f32; points * c]),
+                |(half, wide), t, v| {
+                    let g = tile_rows.start + t / tiles_x;
+                    let (b, ty, tx) = (g / tiles_y, g % tiles_y, t % tiles_x);
+                    let corner = (ty * m, tx * m);
+                    self.transform_input(x, (b, h, w), corner, zeros, half, wide);
+                    narrow(wide, v);
+                },
+            );
         } else {
-            v.par_chunks_mut(points * c).enumerate().for_each_init(
+            parallel::for_each_chunk_mut_init(
+                &mut v,
+                points * c,
                 || vec![0f32; points * c],
-                |half, (t, v)| {
+                |half, t, v| {
                     let g = tile_rows.start + t / tiles_x;
                     let (b, ty, tx) = (g / tiles_y, g % tiles_y, t % tiles_x);
                     let corner = (ty * m, tx * m);
@@ -225,26 +225,22 @@ impl Winograd {
 
         // M_ξ = V_ξ · U_ξ, position-major: [ξ][tile][o].
         let mut product = scratch::take(points * tiles * out_c);
-        product
-            .par_chunks_mut(tiles * out_c)
-            .enumerate()
-            .for_each(|(xi, product)| {
-                let epilogue = Epilogue {
-                    bias: &self.zeros,
-                    residual: None,
-                    relu: false,
-                };
-                let lhs = match T::BF16 {
-                    true => Lhs::Bf16(&v.as_bits()[xi * c..len]),
-                    false => Lhs::F32(&v[xi * c..]),
-                };
-                // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the product stores only
-                // initialised values (every one of them).
-                let product = unsafe {
-                    &mut *(std::ptr::from_mut(product) as *mut [std::mem::MaybeUninit<f32>])
-                };
-                self.transformed[xi].product(lhs, points * c, product, epilogue, 1);
-            });
+        parallel::for_each_chunk_mut(&mut product, tiles * out_c, |xi, product| {
+            let epilogue = Epilogue {
+                bias: &self.zeros,
+                residual: None,
+                relu: false,
+            };
+            let lhs = match T::BF16 {
+                true => Lhs::Bf16(&v.as_bits()[xi * c..len]),
+                false => Lhs::F32(&v[xi * c..]),
+            };
+            // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the product stores only
+            // initialised values (every one of them).
+            let product =
+                unsafe { &mut *(std::ptr::from_mut(product) as *mut [std::mem::MaybeUninit<f32>]) };
+            self.transformed[xi].product(lhs, points * c, product, epilogue, 1);
+        });
 
         // Back to pixels, one row of tiles (up to m image rows) per task.
         let (mut rest, mut start) = (out, 0);
@@ -258,9 +254,10 @@ impl Winograd {
                 (band, residual)
             })
             .collect();
-        bands.into_par_iter().enumerate().for_each_init(
+        parallel::for_each_item_init(
+            bands,
             || vec![0f32; (self.size.tile() + 1) * m * out_c],
-            |half, (row, (band, residual))| {
+            |half, row, (band, residual)| {
                 let mut rows: Vec<&mut [T]> = band.chunks_mut(w * out_c).collect();
                 let residual: Vec<&[T]> = residual
                     .map(|r| r.chunks(w * out_c).collect())
