@@ -44,6 +44,13 @@ const BLOCK_PANELS: usize = COLUMN_BLOCK / PANEL;
 /// Rows per block at most: the partial results of 96 rows × 128 columns (48 KiB) stay in
 /// cache between depth blocks.
 const ROW_BLOCK: usize = 96;
+/// How far ahead (in lines, 32 KiB) the first tile of a row block also fetches its weights
+/// into L2. Weights that come from memory (stage 4 and the Winograd products at batch 1: the
+/// model does not fit in L3) arrived at 7–8 GB/s with the L1 prefetch alone, against 17.6 that
+/// one core streams here; with this the bfloat16 pass took 0.93–0.94 × the time (stage 3–4
+/// Winograd layers 0.76–0.88 ×), f32 0.98–1.00 × (docs/performance.md → "Weights from
+/// memory").
+const FAR_LINES: usize = 512;
 
 /// How a packed matrix stores its weights and multiplies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -524,6 +531,14 @@ impl PackedMatrix {
                                 dst: unsafe { dst.add(row * width + col) },
                                 dst_stride: width,
                                 accumulate: !first,
+                                far_until: match row == row0 {
+                                    true => far_until(
+                                        lines.len(),
+                                        self.line(panel + count_p - 1, k0),
+                                        kc,
+                                    ),
+                                    false => 0,
+                                },
                                 finish,
                             };
                             // SAFETY: the tile's rows, depth and 16 or 32 columns lie inside
@@ -700,6 +715,14 @@ impl PackedMatrix {
                                 dst: sums,
                                 dst_stride: sums_stride,
                                 accumulate: !first,
+                                far_until: match row == row0 {
+                                    true => far_until(
+                                        lines.len(),
+                                        self.line(panel + count_p - 1, k0),
+                                        kc,
+                                    ),
+                                    false => 0,
+                                },
                                 finish,
                             };
                             // SAFETY: the tile's rows, steps and 16 or 32 columns lie inside
@@ -870,6 +893,8 @@ struct PairTile {
     dst: *mut f32,
     dst_stride: usize,
     accumulate: bool,
+    /// As [`Tile::far_until`].
+    far_until: usize,
     finish: Option<Finish>,
 }
 
@@ -973,6 +998,12 @@ fn row_tiles(rows: std::ops::Range<usize>, max: usize) -> impl Iterator<Item = (
 
 /// The depth of the blocks a `depth`-deep product is cut into: even blocks of at most
 /// [`DEPTH_BLOCK`] (2304 → 3 × 768, not 1024 + 1024 + 256).
+/// How many of a tile's `steps` can fetch [`FAR_LINES`] ahead and stay inside the matrix's
+/// `lines`, its last panel's block starting at line `last_panel`.
+fn far_until(lines: usize, last_panel: usize, steps: usize) -> usize {
+    lines.saturating_sub(last_panel + FAR_LINES).min(steps)
+}
+
 fn depth_block(depth: usize) -> usize {
     depth.div_ceil(depth.div_ceil(DEPTH_BLOCK))
 }
@@ -1070,6 +1101,10 @@ struct Tile {
     dst_stride: usize,
     /// Add to what `dst` holds (a later depth block) instead of overwriting it.
     accumulate: bool,
+    /// For its first `far_until` steps the kernel also fetches the weights [`FAR_LINES`]
+    /// ahead into L2: the first tile of a row block, whose weights may have to come from
+    /// memory, as far as the matrix goes (0 for the others).
+    far_until: usize,
     /// On the last depth block: the epilogue, pointing at this tile's columns / first row.
     finish: Option<Finish>,
 }
@@ -1137,6 +1172,9 @@ mod avx2 {
                 // 0.94–0.95 × the time in paired in-process runs, 0.91–0.94 × binary against
                 // binary). A prefetch never faults, so reading past the panel's end is harmless.
                 _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(PREFETCH_STEPS * 16).cast());
+                if k < t.far_until {
+                    _mm_prefetch::<_MM_HINT_T1>(w.wrapping_add(super::FAR_LINES * 16).cast());
+                }
                 let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let a = _mm256_broadcast_ss(&*t.lhs.add(r * t.lhs_stride + k));
@@ -1269,6 +1307,11 @@ mod avx512 {
                 for (p, w) in w.iter_mut().enumerate() {
                     let line = t.weights[p].add(k * PANEL);
                     _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(PREFETCH_STEPS * PANEL).cast());
+                    if k < t.far_until {
+                        _mm_prefetch::<_MM_HINT_T1>(
+                            line.wrapping_add(super::FAR_LINES * PANEL).cast(),
+                        );
+                    }
                     *w = _mm512_load_ps(line);
                 }
                 for (r, acc) in acc.iter_mut().enumerate() {
@@ -1377,6 +1420,11 @@ mod bf16_native {
                 for (p, w) in w.iter_mut().enumerate() {
                     let line = t.weights[p].add(k * 2 * PANEL);
                     _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(32 * 2 * PANEL).cast());
+                    if k < t.far_until {
+                        _mm_prefetch::<_MM_HINT_T1>(
+                            line.wrapping_add(super::FAR_LINES * 2 * PANEL).cast(),
+                        );
+                    }
                     *w = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(line.cast()));
                 }
                 for (r, acc) in acc.iter_mut().enumerate() {
@@ -1480,6 +1528,28 @@ mod tests {
             }
         }
         assert!(PackedMatrix::from_fn_unchecked(F32Kernel::Avx2, 3, 24, at).is_none());
+    }
+
+    #[test]
+    fn far_prefetches_stay_inside_the_matrix() {
+        // For every tile of a real layout, each panel's far fetch at every step before
+        // `far_until` lies inside the weights, and a big enough matrix fetches for a whole
+        // tile's steps where that does.
+        for (depth, width) in [(64, 256), (512, 2048), (2300, 80), (4608, 512)] {
+            let m = PackedMatrix::from_fn(depth, width, |_, _| 0.0).unwrap();
+            let lines = m.steps() * m.width / PANEL;
+            let block = depth_block(m.steps());
+            for k0 in (0..m.steps()).step_by(block) {
+                let kc = block.min(m.steps() - k0);
+                for panel in 0..m.width / PANEL {
+                    let steps = far_until(lines, m.line(panel, k0), kc);
+                    assert!(steps == 0 || m.line(panel, k0) + steps - 1 + FAR_LINES < lines);
+                    if m.line(panel, k0) + kc + FAR_LINES <= lines {
+                        assert_eq!(steps, kc);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn items_go_to_their_tasks() {
-        let mut out = vec![0; 50];
+        let mut out = [0; 50];
         let items: Vec<(usize, &mut i32)> = out.iter_mut().enumerate().collect();
         in_pass(|| {
             for_each_item_init(
