@@ -178,7 +178,9 @@ impl GroupedConv {
         let mut out = vec![T::ZERO; n * oh * ow * c];
         let zeros = vec![T::ZERO; c];
         // Tasks of one output row each; a few rows (stage 4 at 224²: 7) are cut further by
-        // blocks of channels, so that every thread has work.
+        // blocks of channels, so that every thread has work. Numbered block-major: a thread's
+        // range of tasks is then the block of channels the layer before (split in column
+        // bands at so few rows) left in its cache.
         let rows = n * oh;
         let blocks = c / LANES;
         let per_row = (4 * rayon::current_num_threads())
@@ -187,7 +189,7 @@ impl GroupedConv {
         let per_task = blocks.div_ceil(per_row);
         let dst = SharedMut(out.as_mut_ptr().cast::<f32>());
         parallel::for_each(rows * per_row, |task| {
-            let (row, part) = (task / per_row, task % per_row);
+            let (row, part) = (task % rows, task / rows);
             let (b, oy) = (row / oh, row % oh);
             let range = part * per_task..((part + 1) * per_task).min(blocks);
             let out = dst.get().cast::<T>().wrapping_add(row * ow * c);
